@@ -1,0 +1,75 @@
+"""The study area: its boundary polygon in a projected CRS (metres), from a file or derived from the incidents."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import geopandas as gpd
+import numpy as np
+import shapely
+from pyproj import CRS
+
+from features.config import AreaConfig
+from features.errors import InputError
+
+WGS84 = CRS.from_epsg(4326)
+
+
+@dataclass(frozen=True)
+class StudyArea:
+    crs: CRS
+    boundary: shapely.Geometry  # (Multi)Polygon in `crs`
+    origin: str  # where the boundary came from, for reports
+
+    @property
+    def area_km2(self) -> float:
+        return float(self.boundary.area) / 1e6
+
+    def contains(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return shapely.contains_xy(self.boundary, x, y)
+
+
+def read_boundary(cfg: AreaConfig) -> StudyArea:
+    """Read the configured boundary file, union its polygons and project it to the area CRS."""
+    path = cfg.boundary
+    try:
+        gdf = gpd.read_file(path)
+    except Exception as exc:  # pyogrio raises several types; the message is what matters
+        raise InputError(f"{path}: cannot read the boundary file ({exc})") from None
+    if gdf.empty or gdf.geometry.isna().all():
+        raise InputError(f"{path}: the boundary file has no geometries")
+    kinds = set(gdf.geom_type.dropna())
+    if not kinds <= {"Polygon", "MultiPolygon"}:
+        raise InputError(f"{path}: the boundary must be polygons, found {sorted(kinds)}")
+    if gdf.crs is None:
+        raise InputError(f"{path}: the boundary file has no CRS; save it with one (GeoJSON is WGS84)")
+    crs = CRS.from_user_input(cfg.crs) if cfg.crs else gdf.to_crs(WGS84).estimate_utm_crs()
+    polygon = shapely.make_valid(gdf.to_crs(crs).geometry.union_all())
+    return StudyArea(crs=crs, boundary=polygon, origin=f"file {path.name}")
+
+
+def derive_boundary(cfg: AreaConfig, lon: np.ndarray, lat: np.ndarray) -> StudyArea:
+    """A buffered convex hull of the incident points, ignoring far strays.
+
+    Points beyond the trimmed quantile range plus a margin of 10% of that range are left out of the hull, so
+    one stray record (a default coordinate, a typo) cannot stretch the area across a continent; such records
+    then fail the boundary check and are quarantined with that reason.
+    """
+    if len(lon) < 3:
+        raise InputError("cannot derive a study area from fewer than 3 valid incidents; configure area.boundary")
+    q = cfg.hull_trim_quantile
+    keep = np.ones(len(lon), dtype=bool)
+    for values in (lon, lat):
+        lo, hi = np.quantile(values, [q, 1 - q])
+        margin = 0.1 * (hi - lo)
+        keep &= (values >= lo - margin) & (values <= hi + margin)
+    points = gpd.GeoSeries(gpd.points_from_xy(lon[keep], lat[keep]), crs=WGS84)
+    crs = CRS.from_user_input(cfg.crs) if cfg.crs else points.estimate_utm_crs()
+    projected = points.to_crs(crs)
+    hull = shapely.convex_hull(shapely.multipoints(shapely.get_coordinates(projected.values)))
+    boundary = hull.buffer(cfg.hull_buffer_m)
+    return StudyArea(
+        crs=crs,
+        boundary=boundary,
+        origin=f"convex hull of {int(keep.sum())} incidents, buffered {cfg.hull_buffer_m:g} m",
+    )

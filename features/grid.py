@@ -1,0 +1,94 @@
+"""Square cells over the study area in its projected CRS.
+
+The raster origin is snapped to multiples of the cell size, so `cell_id = row * n_cols + col` is stable for a
+given CRS and cell size even when the boundary moves slightly. A cell belongs to the area when its centre lies
+inside the boundary.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import geopandas as gpd
+import numpy as np
+import shapely
+from pyproj import CRS, Transformer
+
+from features.area import WGS84, StudyArea
+from features.errors import GridError
+
+
+@dataclass(frozen=True, eq=False)
+class Grid:
+    crs: CRS
+    cell_size_m: float
+    x0: float  # west edge of column 0
+    y0: float  # south edge of row 0
+    n_cols: int
+    n_rows: int
+    cell_id: np.ndarray  # (C,) int32, stable id
+    row: np.ndarray  # (C,) int32
+    col: np.ndarray  # (C,) int32
+    x: np.ndarray  # (C,) float64 cell centre, area CRS
+    y: np.ndarray
+    lon: np.ndarray  # (C,) float64 cell centre, WGS84
+    lat: np.ndarray
+    raster_index: np.ndarray  # (n_rows * n_cols,) int32 -> compact cell index, -1 outside the area
+
+    @property
+    def n_cells(self) -> int:
+        return len(self.cell_id)
+
+    @classmethod
+    def from_area(cls, area: StudyArea, cell_size_m: float, max_cells: int) -> "Grid":
+        s = float(cell_size_m)
+        minx, miny, maxx, maxy = area.boundary.bounds
+        x0, y0 = math.floor(minx / s) * s, math.floor(miny / s) * s
+        n_cols, n_rows = max(1, math.ceil((maxx - x0) / s)), max(1, math.ceil((maxy - y0) / s))
+        if n_cols * n_rows > max_cells:
+            raise GridError(
+                f"the grid would have {n_rows} x {n_cols} = {n_rows * n_cols:,} cells over a "
+                f"{(maxx - minx) / 1000:.1f} x {(maxy - miny) / 1000:.1f} km extent, more than area.max_cells = "
+                f"{max_cells:,}; check for stray incident coordinates or the boundary, or raise cell_size_m"
+            )
+        rows, cols = np.divmod(np.arange(n_rows * n_cols, dtype=np.int64), n_cols)
+        cx, cy = x0 + (cols + 0.5) * s, y0 + (rows + 0.5) * s
+        inside = area.contains(cx, cy)
+        if not inside.any():
+            raise GridError(f"no cell centre of {s:g} m lies inside the study area; use a smaller cell_size_m")
+        raster_index = np.full(n_rows * n_cols, -1, dtype=np.int32)
+        raster_index[inside] = np.arange(int(inside.sum()), dtype=np.int32)
+        lon, lat = Transformer.from_crs(area.crs, WGS84, always_xy=True).transform(cx[inside], cy[inside])
+        return cls(
+            crs=area.crs, cell_size_m=s, x0=x0, y0=y0, n_cols=n_cols, n_rows=n_rows,
+            cell_id=(rows[inside] * n_cols + cols[inside]).astype(np.int32),
+            row=rows[inside].astype(np.int32), col=cols[inside].astype(np.int32),
+            x=cx[inside], y=cy[inside], lon=np.asarray(lon), lat=np.asarray(lat), raster_index=raster_index,
+        )
+
+    def locate(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Compact cell index of each point (area CRS), -1 where the point is in no cell of the area."""
+        col = np.floor((np.asarray(x) - self.x0) / self.cell_size_m)
+        row = np.floor((np.asarray(y) - self.y0) / self.cell_size_m)
+        ok = (col >= 0) & (col < self.n_cols) & (row >= 0) & (row < self.n_rows)
+        out = np.full(len(col), -1, dtype=np.int32)
+        out[ok] = self.raster_index[(row[ok] * self.n_cols + col[ok]).astype(np.int64)]
+        return out
+
+    def to_raster(self, values: np.ndarray) -> np.ndarray:
+        """Scatter per-cell values (..., C) onto the full raster (..., n_rows, n_cols), zero outside the area."""
+        lead = values.shape[:-1]
+        out = np.zeros(lead + (self.n_rows * self.n_cols,), dtype=values.dtype)
+        out[..., self.row * self.n_cols + self.col] = values
+        return out.reshape(lead + (self.n_rows, self.n_cols))
+
+    def from_raster(self, raster: np.ndarray) -> np.ndarray:
+        """Inverse of to_raster: (..., n_rows, n_cols) -> (..., C)."""
+        return raster[..., self.row, self.col]
+
+    def polygons(self) -> gpd.GeoDataFrame:
+        """Cell squares as a GeoDataFrame in the area CRS (cell_id, x, y)."""
+        h = self.cell_size_m / 2
+        boxes = shapely.box(self.x - h, self.y - h, self.x + h, self.y + h)
+        return gpd.GeoDataFrame({"cell_id": self.cell_id, "x": self.x, "y": self.y}, geometry=boxes, crs=self.crs)

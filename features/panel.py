@@ -1,0 +1,195 @@
+"""The cell x period panel: counts per cell per period and offence group, the label, and the feature cube.
+
+Layout (T observed periods, C cells, G offence groups, F features):
+- `counts`  (T, C, G) int32   incidents per period, cell and offence group;
+- `target`  (T, C)    float32 the label: incidents of the target offences in period t;
+- `X`       (T+1, C, F) float32 features of period t, computed only from periods before t. Row T describes the
+  period after the data, the one a forecast is for.
+
+`panel.until(t)` is the panel as it was known when period t started: a forecaster that is fitted on it and
+predicts its next period cannot see period t.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features.config import StudyConfig
+from features.grid import Grid
+from features.lags import ewm_rate, history_rate, history_sums, periods_since_last, window_counts
+from features.spatial import neighbour_sums
+
+
+@dataclass(frozen=True, eq=False)
+class Panel:
+    grid: Grid
+    period_starts: pd.DatetimeIndex  # T + 1 entries: observed periods, then the next one
+    groups: tuple[str, ...]
+    counts: np.ndarray
+    target: np.ndarray
+    X: np.ndarray
+    feature_names: tuple[str, ...]
+    feature_descriptions: dict[str, str] = field(default_factory=dict)
+    min_history: int = 0  # periods of look-back the longest feature needs
+
+    @property
+    def n_periods(self) -> int:
+        return self.target.shape[0]
+
+    @property
+    def next_period_start(self) -> pd.Timestamp:
+        return self.period_starts[-1]
+
+    @property
+    def X_next(self) -> np.ndarray:
+        """Features of the period after the observed ones, (C, F)."""
+        return self.X[-1]
+
+    def until(self, t: int) -> "Panel":
+        """The panel known when period t starts: periods [0, t) observed, features up to period t."""
+        if not 0 <= t <= self.n_periods:
+            raise IndexError(f"period index {t} outside 0..{self.n_periods}")
+        return Panel(
+            grid=self.grid, period_starts=self.period_starts[: t + 1], groups=self.groups,
+            counts=self.counts[:t], target=self.target[:t], X=self.X[: t + 1],
+            feature_names=self.feature_names, feature_descriptions=self.feature_descriptions,
+            min_history=self.min_history,
+        )
+
+    def period_index(self, start: pd.Timestamp | str) -> int:
+        """Index of the period that starts at `start`; ValueError naming the nearest starts otherwise."""
+        ts = pd.Timestamp(start)
+        pos = self.period_starts.get_indexer([ts])[0]
+        if pos < 0:
+            near = self.period_starts[max(0, self.period_starts.searchsorted(ts) - 1):][:2]
+            raise ValueError(
+                f"{ts.date()} is not a period start of this panel (periods run {self.period_starts[0].date()}"
+                f" .. {self.period_starts[-1].date()}; nearest starts: {[str(d.date()) for d in near]})"
+            )
+        return int(pos)
+
+    def feature_frame(self, t: int) -> pd.DataFrame:
+        """Features of period t as a DataFrame (one row per cell), for model signatures and explanations."""
+        return pd.DataFrame(self.X[t], columns=list(self.feature_names))
+
+    def to_frame(self) -> pd.DataFrame:
+        """Long table, one row per period and cell: period_start, cell_id, features..., y (NaN for the next)."""
+        T1, C, F = self.X.shape
+        frame = pd.DataFrame(self.X.reshape(T1 * C, F), columns=list(self.feature_names))
+        frame.insert(0, "cell_id", np.tile(self.grid.cell_id, T1))
+        frame.insert(0, "period_start", np.repeat(self.period_starts.to_numpy(dtype="datetime64[ns]"), C))
+        y = np.full((T1, C), np.nan, dtype=np.float32)
+        y[: self.n_periods] = self.target
+        frame["y"] = y.reshape(-1)
+        return frame
+
+
+def period_starts_for(first: pd.Timestamp, data_end: pd.Timestamp, freq: str) -> tuple[pd.DatetimeIndex, int]:
+    """Starts of the periods from the one containing `first`, and the number of complete periods.
+
+    A period is complete when its last day is on or before `data_end`. The returned index holds the complete
+    periods plus the next one (the forecast period).
+    """
+    offset = pd.tseries.frequencies.to_offset(freq)
+    start = offset.rollback(first.normalize()) if hasattr(offset, "rollback") else first.normalize()
+    starts = pd.date_range(start, data_end.normalize() + offset, freq=offset)
+    ends = starts[1:]  # exclusive end of each period but the last
+    n_complete = int((ends <= data_end.normalize() + pd.Timedelta(days=1)).sum())
+    return starts[: n_complete + 1], n_complete
+
+
+def slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in text.strip().lower()).strip("_")
+
+
+def build_panel(cfg: StudyConfig, incidents: pd.DataFrame, grid: Grid) -> Panel:
+    """Count accepted incidents per cell and period, then build every feature family of the skeleton."""
+    fc = cfg.features
+    first = pd.Timestamp(cfg.incidents.earliest_date) if cfg.incidents.earliest_date else incidents[
+        "occurred_at"].min()
+    data_end = pd.Timestamp(cfg.period.data_end) if cfg.period.data_end else incidents["occurred_at"].max()
+    starts, T = period_starts_for(pd.Timestamp(first), pd.Timestamp(data_end), cfg.period.freq)
+    if T < 2:
+        raise ValueError(f"the data covers {T} complete period(s) of {cfg.period.freq}; at least 2 are needed")
+
+    period = starts.searchsorted(incidents["occurred_at"].to_numpy(), side="right") - 1
+    in_range = (period >= 0) & (period < T)
+    groups = tuple(str(g) for g in incidents["offense"].cat.categories)
+    G, C = len(groups), grid.n_cells
+    flat = (period[in_range] * C + incidents["cell"].to_numpy()[in_range]) * G + incidents["offense"].cat.codes.to_numpy()[in_range]
+    counts = np.bincount(flat, minlength=T * C * G).astype(np.int32).reshape(T, C, G)
+
+    targets = cfg.model.target_offenses or list(groups)
+    target_idx = [groups.index(g) for g in targets if g in groups]
+    target = counts[:, :, target_idx].sum(axis=2).astype(np.float32)
+
+    names: list[str] = []
+    descriptions: dict[str, str] = {}
+    columns: list[np.ndarray] = []
+
+    def add(name: str, values: np.ndarray, description: str) -> None:
+        names.append(name)
+        descriptions[name] = description
+        columns.append(values)
+
+    sums = history_sums(target)
+    for w in fc.windows:
+        add(f"count_w{w}", window_counts(sums, w), f"target incidents in the cell over the last {w} periods")
+    ring_sums = history_sums(neighbour_sums(grid, target, fc.neighbour_rings))
+    for w in fc.windows:
+        add(f"ring{fc.neighbour_rings}_count_w{w}", window_counts(ring_sums, w),
+            f"target incidents in the cells within {fc.neighbour_rings} ring(s) around, over the last {w} periods")
+    add("rate_all", history_rate(sums), "mean target incidents per period in the cell over all history")
+    for h in fc.ewm_halflives:
+        add(f"ewm_hl{h:g}", ewm_rate(target, h), f"exponentially weighted mean per period, half-life {h:g} periods")
+    add("periods_since_last", periods_since_last(target), "periods since the last target incident in the cell")
+    week = starts.isocalendar().week.to_numpy(dtype=np.float32)
+    add("week_of_year", np.broadcast_to(week[:, None], (T + 1, C)), "ISO week of year of the period start")
+    if G > 1:
+        for g, group in enumerate(groups):
+            group_sums = history_sums(counts[:, :, g])
+            for w in fc.group_windows:
+                add(f"count_w{w}_{slug(group)}", window_counts(group_sums, w),
+                    f"{group} incidents in the cell over the last {w} periods")
+
+    X = np.empty((T + 1, C, len(columns)), dtype=np.float32)
+    for f, values in enumerate(columns):
+        X[:, :, f] = values
+    return Panel(
+        grid=grid, period_starts=starts, groups=groups, counts=counts, target=target, X=X,
+        feature_names=tuple(names), feature_descriptions=descriptions,
+        min_history=max(fc.windows + fc.group_windows),
+    )
+
+
+def write_panel(panel: Panel, out_dir: Path) -> tuple[Path, Path]:
+    """Write the long panel as Parquet and its schema (names, dtypes, descriptions) as JSON, atomically."""
+    import json
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    frame = panel.to_frame()
+    path, schema_path = out_dir / "panel.parquet", out_dir / "panel_schema.json"
+    tmp = path.with_suffix(".parquet.tmp")
+    frame.to_parquet(tmp, index=False)
+    tmp.replace(path)
+    schema = {
+        "rows": "one per period and cell; features of a period use only data before it; y = incidents in it",
+        "columns": [
+            {"name": c, "dtype": str(frame[c].dtype),
+             "description": {"period_start": "first day of the period", "cell_id": "stable grid cell id",
+                             "y": "label: target incidents in the period (empty for the forecast period)"}.get(
+                 c, panel.feature_descriptions.get(c, ""))}
+            for c in frame.columns
+        ],
+        "groups": list(panel.groups),
+        "n_cells": panel.grid.n_cells,
+        "n_periods": panel.n_periods,
+        "cell_size_m": panel.grid.cell_size_m,
+        "crs": panel.grid.crs.to_string(),
+    }
+    schema_path.write_text(json.dumps(schema, indent=2))
+    return path, schema_path

@@ -1,0 +1,56 @@
+"""Baselines on past counts alone: every accuracy claim is measured against these on the same weeks."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from features.panel import Panel
+from models.base import check_panel
+
+
+class RecentCounts:
+    """Mean count per period over the last `weeks` periods (the classic 'hot in the last N weeks' map)."""
+
+    def __init__(self, weeks: int = 52):
+        self.weeks = weeks
+        self.name = f"naive_{weeks}w"
+
+    def fit(self, panel: Panel) -> "RecentCounts":
+        check_panel(panel)
+        return self
+
+    def predict(self, panel: Panel) -> np.ndarray:
+        check_panel(panel)
+        return panel.target[-self.weeks:].mean(axis=0).astype(np.float64)
+
+
+class HistoryCounts:
+    """Mean count per period over all observed history."""
+
+    name = "history"
+
+    def fit(self, panel: Panel) -> "HistoryCounts":
+        check_panel(panel)
+        return self
+
+    def predict(self, panel: Panel) -> np.ndarray:
+        check_panel(panel)
+        return panel.target.mean(axis=0).astype(np.float64)
+
+
+class EWMCounts:
+    """Exponentially weighted mean count per period; weights halve every `halflife` periods."""
+
+    def __init__(self, halflife: float = 26.0):
+        self.halflife = halflife
+        self.name = f"ewm_hl{halflife:g}"
+
+    def fit(self, panel: Panel) -> "EWMCounts":
+        check_panel(panel)
+        return self
+
+    def predict(self, panel: Panel) -> np.ndarray:
+        check_panel(panel)
+        age = np.arange(panel.n_periods - 1, -1, -1, dtype=np.float64)  # 0 = the last observed period
+        weights = 0.5 ** (age / self.halflife)
+        return (weights @ panel.target.astype(np.float64)) / weights.sum()

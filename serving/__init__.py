@@ -1,0 +1,1 @@
+"""FastAPI service that publishes forecasts and reports (see the serving issue)."""

@@ -1,0 +1,1 @@
+"""Training, tuning, backtesting, metrics, audits, reports and MLflow bookkeeping."""

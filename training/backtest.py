@@ -1,0 +1,140 @@
+"""Rolling-origin backtest: for each test week, fit only on the weeks before it and forecast that week."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from features.config import StudyConfig
+from features.panel import Panel
+from models import EWMCounts, Forecaster, HistoryCounts, LightGBMForecaster, RecentCounts
+from training.metrics import coverage_label, week_metrics
+
+PREDICTION_COLUMNS = ["period_start", "cell_id", "x", "y", "lon", "lat", "risk", "observed", "model"]
+
+
+def lightgbm_from_config(cfg: StudyConfig) -> LightGBMForecaster:
+    lc = cfg.model.lightgbm
+    params = lc.model_dump(exclude={"num_boost_round"})
+    return LightGBMForecaster(params=params, num_boost_round=lc.num_boost_round, train_periods=cfg.model.train_periods)
+
+
+def available_models(cfg: StudyConfig) -> dict[str, Callable[[], Forecaster]]:
+    """Every model a backtest can run, by name, built from the config."""
+    factories: dict[str, Callable[[], Forecaster]] = {"lightgbm": lambda: lightgbm_from_config(cfg)}
+    for w in cfg.backtest.naive_weeks:
+        factories[f"naive_{w}w"] = lambda w=w: RecentCounts(weeks=w)
+    factories["history"] = HistoryCounts
+    hl = cfg.backtest.ewm_halflife
+    factories[f"ewm_hl{hl:g}"] = lambda: EWMCounts(halflife=hl)
+    return factories
+
+
+def make_models(cfg: StudyConfig, names: list[str]) -> list[Forecaster]:
+    factories = available_models(cfg)
+    if names == ["all"]:
+        names = list(factories)
+    unknown = [n for n in names if n not in factories]
+    if unknown:
+        raise ValueError(f"unknown model(s) {unknown}; choose from {list(factories)} or 'all'")
+    return [factories[n]() for n in names]
+
+
+def test_periods(panel: Panel, weeks: int, end: str | pd.Timestamp | None = None) -> np.ndarray:
+    """Indices of the `weeks` observed periods that start before `end` (default: after the last observed one)."""
+    observed = panel.period_starts[: panel.n_periods]
+    stop = panel.n_periods if end is None else int(observed.searchsorted(pd.Timestamp(end), side="left"))
+    first = stop - weeks
+    if first < panel.min_history + 1:
+        raise ValueError(
+            f"a {weeks}-week backtest ending {observed[stop - 1].date() if stop else '?'} needs periods from index "
+            f"{first}, but the first {panel.min_history + 1} periods are the features' look-back"
+            f" (data start {observed[0].date()}); use fewer weeks or a later end"
+        )
+    return np.arange(first, stop)
+
+
+@dataclass
+class BacktestResult:
+    predictions: pd.DataFrame
+    metrics: dict
+    seconds: dict[str, float]
+
+
+def run_backtest(panel: Panel, models: list[Forecaster], periods: np.ndarray, refit_every: int,
+                 coverages: list[float], on_step: Callable[[str, int], None] | None = None) -> BacktestResult:
+    """Forecast each test period with each model, refitting every `refit_every` periods on the data before it."""
+    import time
+
+    grid = panel.grid
+    frames, weekly, seconds = [], {}, {}
+    for model in models:
+        start = time.perf_counter()
+        rows = []
+        for i, t in enumerate(periods):
+            known = panel.until(int(t))
+            if i % refit_every == 0:
+                model.fit(known)
+            risk = model.predict(known)
+            observed = panel.target[t]
+            frames.append(pd.DataFrame({
+                "period_start": panel.period_starts[t].date(), "cell_id": grid.cell_id, "x": grid.x, "y": grid.y,
+                "lon": grid.lon, "lat": grid.lat, "risk": risk, "observed": observed.astype(np.int32),
+                "model": model.name,
+            }))
+            rows.append({"period_start": str(panel.period_starts[t].date()), **week_metrics(risk, observed, coverages)})
+            if on_step:
+                on_step(model.name, i + 1)
+        weekly[model.name] = rows
+        seconds[model.name] = time.perf_counter() - start
+    predictions = pd.concat(frames, ignore_index=True)[PREDICTION_COLUMNS]
+    predictions["model"] = predictions["model"].astype("category")
+    return BacktestResult(predictions, summarise(weekly, coverages, panel, periods, refit_every), seconds)
+
+
+def summarise(weekly: dict[str, list[dict]], coverages: list[float], panel: Panel, periods: np.ndarray,
+              refit_every: int) -> dict:
+    models = {}
+    for name, rows in weekly.items():
+        frame = pd.DataFrame(rows).set_index("period_start")
+        models[name] = {
+            "mean": {k: float(v) for k, v in frame.mean(skipna=True).items()},
+            "weekly": rows,
+        }
+    return {
+        "coverages": [coverage_label(c) for c in coverages],
+        "weeks": [str(panel.period_starts[t].date()) for t in periods],
+        "n_cells": panel.grid.n_cells,
+        "cell_size_m": panel.grid.cell_size_m,
+        "refit_every": refit_every,
+        "models": models,
+        "note": "Recorded incidents are policing data, not ground truth: they measure where crime was recorded.",
+    }
+
+
+def write_backtest(result: BacktestResult, out_dir: Path) -> dict[str, Path]:
+    """Write predictions.parquet, metrics.json and plots into out_dir (each file replaced atomically)."""
+    from training.plots import plot_backtest
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"predictions": out_dir / "predictions.parquet", "metrics": out_dir / "metrics.json"}
+    tmp = paths["predictions"].with_suffix(".parquet.tmp")
+    result.predictions.to_parquet(tmp, index=False)
+    tmp.replace(paths["predictions"])
+    tmp = paths["metrics"].with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result.metrics, indent=2, allow_nan=True))
+    tmp.replace(paths["metrics"])
+    paths.update(plot_backtest(result.metrics, out_dir))
+    return paths
+
+
+def summary_table(metrics: dict, keys: list[str] | None = None) -> pd.DataFrame:
+    """Mean of each headline metric per model, best PAI@1% first."""
+    keys = keys or ["pai@1%", "pai@5%", "hit_rate@1%", "pei@1%", "poisson_deviance"]
+    table = pd.DataFrame({name: {k: m["mean"].get(k, np.nan) for k in keys} for name, m in metrics["models"].items()}).T
+    return table.sort_values(keys[0], ascending=False)
