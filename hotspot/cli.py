@@ -1,0 +1,232 @@
+"""`hotspot` command line: one command per pipeline step (see DESIGN.md, Command-line contract)."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from features.config import ConfigError, StudyConfig, load_config
+from features.errors import HotspotError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_CONFIG = REPO_ROOT / "configs" / "toronto-sample.toml"
+
+app = typer.Typer(
+    name="hotspot",
+    help="Weekly crime-hotspot forecasting: validate inputs, build features, train, backtest and forecast.\n\n"
+         "Every command logs to MLflow (MLFLOW_TRACKING_URI, default sqlite:///mlflow.db).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="study-area TOML file", show_default=False)]
+
+
+def _fail(message: str) -> None:
+    first, *rest = message.strip().splitlines() or ["unknown error"]
+    err.print(f"[bold red]error:[/] {first}", highlight=False, soft_wrap=True)
+    for line in rest:
+        err.print(line, highlight=False, soft_wrap=True)
+    raise typer.Exit(code=2)
+
+
+def handles_errors(func):
+    """Turn input problems into a clear message and exit code 2 instead of a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except (ConfigError, HotspotError) as exc:
+            _fail(str(exc))
+        except (ValueError, IndexError) as exc:
+            if os.environ.get("HOTSPOT_DEBUG"):
+                raise
+            _fail(f"{exc}")
+
+    return wrapper
+
+
+def _load(config: Path) -> StudyConfig:
+    return load_config(config)
+
+
+def _default_out(cfg: StudyConfig, step: str) -> Path:
+    return Path("outputs") / cfg.area.name / step
+
+
+@app.command("validate")
+@handles_errors
+def validate_cmd(
+    config: ConfigOption,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="folder for quarantine.csv and validation.json "
+                                                                  "[default: outputs/AREA/validate]")] = None,
+):
+    """Read and validate the incidents: counts of accepted and quarantined rows by reason, quarantine file."""
+    from hotspot.steps import reason_table, validate_step
+
+    cfg = _load(config)
+    out_dir = out_dir or _default_out(cfg, "validate")
+    result, path = validate_step(cfg, out_dir)
+    table = Table(title=f"{cfg.area.name}: {result.n_read:,} rows read from {cfg.incidents.path.name}")
+    table.add_column("outcome")
+    table.add_column("rows", justify="right")
+    table.add_column("meaning")
+    table.add_row("accepted", f"{len(result.accepted):,}", f"in {result.grid.n_cells:,} cells of "
+                  f"{cfg.area.cell_size_m:g} m ({result.area.origin})")
+    for reason, count, meaning in reason_table(result):
+        table.add_row(f"quarantined: {reason}", f"{count:,}", meaning)
+    out.print(table)
+    out.print(f"quarantined rows with their reason: {path}")
+
+
+@app.command("features")
+@handles_errors
+def features_cmd(
+    config: ConfigOption,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="folder for panel.parquet and panel_schema.json "
+                                                                  "[default: outputs/AREA/features]")] = None,
+):
+    """Build the cell x period panel (counts, label, features) and write it as Parquet with its schema."""
+    from hotspot.steps import features_step
+
+    cfg = _load(config)
+    prepared, panel_path, schema_path = features_step(cfg, out_dir or _default_out(cfg, "features"))
+    p = prepared.panel
+    out.print(f"panel: {p.n_periods} periods x {p.grid.n_cells:,} cells x {len(p.feature_names)} features "
+              f"(+ the forecast period {p.next_period_start.date()}) -> {panel_path}")
+    out.print(f"schema: {schema_path}; took " + ", ".join(f"{k} {v:.1f}" for k, v in prepared.seconds.items()))
+
+
+@app.command("train")
+@handles_errors
+def train_cmd(config: ConfigOption):
+    """Fit the LightGBM forecaster on all observed periods and register it in the MLflow model registry."""
+    from hotspot.steps import train_step
+
+    cfg = _load(config)
+    model, ref = train_step(cfg)
+    first, last = model.train_periods_
+    out.print(f"trained {ref.label} on periods {first.date()} .. {last.date()} (run {ref.run_id})")
+
+
+@app.command("backtest")
+@handles_errors
+def backtest_cmd(
+    config: ConfigOption,
+    weeks: Annotated[Optional[int], typer.Option(help="number of forecast weeks [default: backtest.weeks]")] = None,
+    end: Annotated[Optional[str], typer.Option(help="YYYY-MM-DD: backtest the weeks starting before this date "
+                                                    "[default: end of the data]")] = None,
+    model: Annotated[list[str], typer.Option("--model", "-m", help="model name, repeatable or comma-separated; "
+                                                                   "'all' for every model")] = ["all"],
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="folder for predictions.parquet, metrics.json "
+                                                                  "and plots [default: outputs/AREA/backtest]")] = None,
+    refit_every: Annotated[Optional[int], typer.Option(help="refit every K weeks [default: backtest.refit_every]",
+                                                       min=1)] = None,
+):
+    """Rolling weekly backtest: each week forecast by models fitted only on the weeks before it."""
+    from hotspot.steps import backtest_step
+
+    cfg = _load(config)
+    names = [n.strip() for item in model for n in item.split(",") if n.strip()]
+    out_dir = out_dir or _default_out(cfg, "backtest")
+    result, paths = backtest_step(cfg, names, weeks or cfg.backtest.weeks, end, out_dir, refit_every)
+    _print_summary(result.metrics, f"{len(result.metrics['weeks'])} weeks "
+                                   f"{result.metrics['weeks'][0]} .. {result.metrics['weeks'][-1]}")
+    out.print(f"wrote {paths['predictions']} and {paths['metrics']}")
+
+
+@app.command("forecast")
+@handles_errors
+def forecast_cmd(
+    config: ConfigOption,
+    week: Annotated[str, typer.Option(help="YYYY-MM-DD: start of the period to forecast")],
+    out_file: Annotated[Path, typer.Option("--out", help="GeoJSON file to write")],
+    top: Annotated[int, typer.Option(help="rows of the ranked list to print", min=0)] = 10,
+):
+    """Forecast one period with the champion model: GeoJSON of every cell with risk, rank and percentile."""
+    from hotspot.steps import forecast_step
+
+    cfg = _load(config)
+    cells, meta = forecast_step(cfg, week, out_file)
+    _print_top(cells, top, meta)
+    out.print(f"wrote {len(cells):,} cells to {out_file}")
+
+
+@app.command("demo")
+@handles_errors
+def demo_cmd(
+    config: ConfigOption = SAMPLE_CONFIG,
+    out_dir: Annotated[Path, typer.Option("--out", help="folder for every output")] = Path("outputs/demo"),
+    weeks: Annotated[Optional[int], typer.Option(help="backtest weeks [default: backtest.weeks]")] = None,
+):
+    """The whole flow on the bundled sample: validate, features, train, backtest, forecast, summary."""
+    from hotspot.steps import backtest_step, features_step, forecast_step, train_step, validate_step
+
+    cfg = _load(config)
+    start = time.perf_counter()
+    out.rule(f"[bold]hotspot demo[/] on {cfg.area.name}")
+    result, qpath = validate_step(cfg, out_dir / "validate")
+    out.print(f"1. validate: {len(result.accepted):,} accepted, {len(result.quarantine):,} quarantined -> {qpath}")
+    prepared, panel_path, _ = features_step(cfg, out_dir / "features")
+    out.print(f"2. features: {prepared.panel.n_periods} periods x {prepared.panel.grid.n_cells:,} cells x "
+              f"{len(prepared.panel.feature_names)} features -> {panel_path}")
+    model, ref = train_step(cfg, prepared)
+    out.print(f"3. train: registered {ref.label}")
+    bt, paths = backtest_step(cfg, ["all"], weeks or cfg.backtest.weeks, None, out_dir / "backtest",
+                              prepared=prepared)
+    out.print(f"4. backtest: {len(bt.metrics['weeks'])} weeks -> {paths['predictions']}")
+    week = str(prepared.panel.next_period_start.date())
+    cells, meta = forecast_step(cfg, week, out_dir / "forecast.geojson", prepared)
+    out.print(f"5. forecast for the week of {week} with {ref.label} -> {out_dir / 'forecast.geojson'}")
+    _print_summary(bt.metrics, f"backtest, {len(bt.metrics['weeks'])} weeks {bt.metrics['weeks'][0]} .. "
+                               f"{bt.metrics['weeks'][-1]}")
+    _print_top(cells, 10, meta)
+    out.print(f"demo finished in {time.perf_counter() - start:.0f} s; browse the runs with "
+              f"`mlflow ui --backend-store-uri {os.environ.get('MLFLOW_TRACKING_URI', 'sqlite:///mlflow.db')}`")
+
+
+def _print_summary(metrics: dict, title: str) -> None:
+    from training.backtest import summary_table
+
+    table_df = summary_table(metrics)
+    table = Table(title=f"Accuracy, mean over {title} ({metrics['n_cells']:,} cells)")
+    table.add_column("model")
+    for col in table_df.columns:
+        table.add_column(col, justify="right")
+    for name, row in table_df.iterrows():
+        table.add_row(name, *(f"{v:.3f}" for v in row))
+    out.print(table)
+    out.print("[dim]Recorded incidents are policing data, not ground truth.[/]")
+
+
+def _print_top(cells, top: int, meta: dict) -> None:
+    if top <= 0:
+        return
+    table = Table(title=f"Top {top} cells for the week of {meta['period_start']} ({meta['model']} "
+                        f"v{meta['model_version']})")
+    for col in ("rank", "cell_id", "lat", "lon", "risk", "percentile"):
+        table.add_column(col, justify="right")
+    for row in cells.head(top).itertuples():
+        table.add_row(str(row.rank), str(row.cell_id), f"{row.lat:.5f}", f"{row.lon:.5f}", f"{row.risk:.3f}",
+                      f"{row.percentile:.1f}")
+    out.print(table)
+
+
+def main() -> None:  # pragma: no cover - console-script entry
+    app(prog_name="hotspot")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

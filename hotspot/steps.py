@@ -1,0 +1,179 @@
+"""Each pipeline step as a function: run the packages' work, log it to MLflow, return what it made.
+
+The CLI, the demo, MLproject and the notebook all call these, so every way in does the same thing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from features.config import StudyConfig
+from features.ingest import REASONS, ValidatedIncidents, validate, write_quarantine
+from features.panel import Panel, build_panel, write_panel
+from training import tracking
+from training.backtest import (
+    BacktestResult,
+    make_models,
+    run_backtest,
+    summary_table,
+    test_periods,
+    write_backtest,
+)
+
+console = Console(stderr=True)
+
+
+@dataclass
+class Prepared:
+    incidents: ValidatedIncidents
+    panel: Panel
+    seconds: dict[str, float]
+
+
+def prepare(cfg: StudyConfig, quiet: bool = False) -> Prepared:
+    """Validate the inputs and build the panel (the shared first half of every step)."""
+    timings = {}
+    with console.status("reading and validating incidents", spinner="dots") if not quiet else nullcontext():
+        start = time.perf_counter()
+        incidents = validate(cfg)
+        timings["validate_s"] = time.perf_counter() - start
+    with console.status(f"building the panel ({incidents.grid.n_cells:,} cells)", spinner="dots") if not quiet else nullcontext():
+        start = time.perf_counter()
+        panel = build_panel(cfg, incidents.accepted, incidents.grid)
+        timings["panel_s"] = time.perf_counter() - start
+    return Prepared(incidents, panel, timings)
+
+
+def validate_step(cfg: StudyConfig, out_dir: Path) -> tuple[ValidatedIncidents, Path]:
+    """Validate the incidents, write the quarantine file and log counts per reason to MLflow."""
+    start = time.perf_counter()
+    result = validate(cfg)
+    path = write_quarantine(result, out_dir)
+    counts = result.reason_counts()
+    summary = {"read": result.n_read, "accepted": len(result.accepted), "quarantined": len(result.quarantine),
+               "by_reason": counts, "cells": result.grid.n_cells, "area_km2": round(result.area.area_km2, 2),
+               "area_origin": result.area.origin, "crs": result.grid.crs.to_string(),
+               "seconds": round(time.perf_counter() - start, 2)}
+    (out_dir / "validation.json").write_text(json.dumps(summary, indent=2))
+    with tracking.step_run(cfg, "validate", result.fingerprint):
+        import mlflow
+
+        mlflow.log_metrics({"rows_read": result.n_read, "rows_accepted": len(result.accepted),
+                            "rows_quarantined": len(result.quarantine), "cells": result.grid.n_cells,
+                            **{f"quarantined_{k}": v for k, v in counts.items()}})
+        mlflow.log_artifact(str(path), "validation")
+        mlflow.log_artifact(str(out_dir / "validation.json"), "validation")
+    return result, path
+
+
+def features_step(cfg: StudyConfig, out_dir: Path) -> tuple[Prepared, Path, Path]:
+    prepared = prepare(cfg)
+    start = time.perf_counter()
+    panel_path, schema_path = write_panel(prepared.panel, out_dir)
+    prepared.seconds["write_s"] = time.perf_counter() - start
+    with tracking.step_run(cfg, "features", prepared.incidents.fingerprint):
+        import mlflow
+
+        panel = prepared.panel
+        mlflow.log_metrics({"cells": panel.grid.n_cells, "periods": panel.n_periods,
+                            "features": len(panel.feature_names), **prepared.seconds})
+        mlflow.log_artifact(str(schema_path), "features")
+        mlflow.log_dict({n: panel.feature_descriptions[n] for n in panel.feature_names}, "features/features.json")
+    return prepared, panel_path, schema_path
+
+
+def train_step(cfg: StudyConfig, prepared: Prepared | None = None):
+    """Fit LightGBM on all observed periods, log it with its signature and register it."""
+    from training.backtest import lightgbm_from_config
+    from training.registry import log_and_register
+
+    prepared = prepared or prepare(cfg)
+    panel = prepared.panel
+    model = lightgbm_from_config(cfg)
+    with tracking.step_run(cfg, "train", prepared.incidents.fingerprint):
+        import mlflow
+
+        with console.status("fitting LightGBM", spinner="dots"):
+            start = time.perf_counter()
+            model.fit(panel)
+            fit_s = time.perf_counter() - start
+        first, last = model.train_periods_
+        mlflow.log_params({"train_first_period": str(first.date()), "train_last_period": str(last.date()),
+                           "features": ",".join(panel.feature_names)[:500]})
+        mlflow.log_metrics({"fit_s": fit_s, "train_rows": (model.training_window(panel)[1]
+                                                           - model.training_window(panel)[0]) * panel.grid.n_cells})
+        mlflow.log_dict({n: panel.feature_descriptions[n] for n in panel.feature_names}, "features/features.json")
+        ref = log_and_register(cfg, model, panel)
+    return model, ref
+
+
+def backtest_step(cfg: StudyConfig, model_names: list[str], weeks: int, end: str | None, out_dir: Path,
+                  refit_every: int | None = None, prepared: Prepared | None = None) -> tuple[BacktestResult, dict]:
+    """Rolling weekly backtest of the named models; writes the contract files and logs them to MLflow."""
+    prepared = prepared or prepare(cfg)
+    panel = prepared.panel
+    models = make_models(cfg, model_names)
+    periods = test_periods(panel, weeks, end)
+    refit = refit_every or cfg.backtest.refit_every
+    with Progress(TextColumn("[bold]backtest[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=False) as progress:
+        tasks = {m.name: progress.add_task(m.name, total=len(periods)) for m in models}
+        result = run_backtest(panel, models, periods, refit, cfg.backtest.coverages,
+                              on_step=lambda name, done: progress.update(tasks[name], completed=done))
+    paths = write_backtest(result, out_dir)
+    with tracking.step_run(cfg, "backtest", prepared.incidents.fingerprint):
+        import mlflow
+
+        mlflow.log_params({"backtest_models": ",".join(m.name for m in models), "backtest_weeks": weeks,
+                           "backtest_end": end or "end of data", "backtest_first_week": result.metrics["weeks"][0],
+                           "backtest_last_week": result.metrics["weeks"][-1], "refit_every_used": refit})
+        for name, m in result.metrics["models"].items():
+            mlflow.log_metrics({f"{name}.{k.replace('@', '_at_').replace('%', 'pct')}": v
+                                for k, v in m["mean"].items() if pd.notna(v)})
+            mlflow.log_metric(f"{name}.fit_predict_s", result.seconds[name])
+        for path in paths.values():
+            mlflow.log_artifact(str(path), "backtest")
+    return result, paths
+
+
+def forecast_step(cfg: StudyConfig, week: str, out: Path, prepared: Prepared | None = None):
+    """Forecast one period with the champion model and write it as GeoJSON."""
+    from training.forecast import forecast_cells, write_geojson
+    from training.registry import load_champion
+
+    prepared = prepared or prepare(cfg)
+    panel = prepared.panel
+    t = panel.period_index(week)
+    model, ref = load_champion(cfg)
+    cells = forecast_cells(panel, model, t)
+    metadata = {"period_start": str(panel.period_starts[t].date()), "model": ref.name,
+                "model_version": ref.version, "model_run_id": ref.run_id,
+                "data_fingerprint": prepared.incidents.fingerprint, "code_version": tracking.code_version(),
+                "area": cfg.area.name, "cell_size_m": panel.grid.cell_size_m,
+                "retrospective": bool(t < panel.n_periods),
+                "note": "Risk is the expected count of recorded incidents in the period; recorded incidents are "
+                        "policing data, not ground truth."}
+    write_geojson(cells, out, metadata)
+    with tracking.step_run(cfg, "forecast", prepared.incidents.fingerprint):
+        import mlflow
+
+        mlflow.log_params({"forecast_week": metadata["period_start"], "model_version": ref.version})
+        mlflow.log_metrics({"expected_incidents": float(cells["risk"].sum()), "cells": len(cells)})
+        mlflow.log_artifact(str(out), "forecast")
+    return cells, metadata
+
+
+def reason_table(result: ValidatedIncidents) -> list[tuple[str, int, str]]:
+    return [(reason, count, REASONS[reason]) for reason, count in result.reason_counts().items() if count]
+
+
+__all__ = ["prepare", "validate_step", "features_step", "train_step", "backtest_step", "forecast_step",
+           "summary_table", "reason_table"]

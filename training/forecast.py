@@ -1,0 +1,45 @@
+"""Next-period forecast: risk per cell from a fitted forecaster, ranked, as a GeoJSON FeatureCollection."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import shapely
+
+from features.area import WGS84
+from features.panel import Panel
+from models import Forecaster
+
+
+def forecast_cells(panel: Panel, model: Forecaster, t: int) -> gpd.GeoDataFrame:
+    """Risk, rank (1 = highest) and percentile of every cell for period t, with cell squares in WGS84."""
+    known = panel.until(t)
+    risk = np.asarray(model.predict(known), dtype=np.float64)
+    order = np.argsort(-risk, kind="stable")
+    rank = np.empty(len(risk), dtype=np.int32)
+    rank[order] = np.arange(1, len(risk) + 1)
+    cells = panel.grid.polygons().to_crs(WGS84)
+    cells.geometry = shapely.transform(cells.geometry.values, lambda c: np.round(c, 6))
+    cells["lon"], cells["lat"] = np.round(panel.grid.lon, 6), np.round(panel.grid.lat, 6)
+    cells["period_start"] = str(panel.period_starts[t].date())
+    cells["risk"] = np.round(risk, 6)
+    cells["rank"] = rank
+    # share of cells with lower risk, in percent: the top cell is near 100, ties share a value
+    cells["percentile"] = np.round(100.0 * (np.searchsorted(np.sort(risk), risk, side="left") / len(risk)), 2)
+    return cells.drop(columns=["x", "y"]).sort_values("rank").reset_index(drop=True)
+
+
+def write_geojson(cells: gpd.GeoDataFrame, path: Path, metadata: dict) -> Path:
+    """Write an RFC 7946 FeatureCollection (WGS84, lon/lat order) with provenance as foreign members, atomically."""
+    collection = cells.to_geo_dict(drop_id=True)
+    collection.update({"metadata": {**metadata, "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                                    "crs": "urn:ogc:def:crs:OGC:1.3:CRS84", "cells": int(len(cells))}})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(collection, separators=(",", ":")))
+    tmp.replace(path)
+    return path
