@@ -24,7 +24,7 @@ from training.backtest import (
     make_models,
     run_backtest,
     summary_table,
-    test_periods,
+    forecast_periods,
     write_backtest,
 )
 
@@ -121,7 +121,7 @@ def backtest_step(cfg: StudyConfig, model_names: list[str], weeks: int, end: str
     prepared = prepared or prepare(cfg)
     panel = prepared.panel
     models = make_models(cfg, model_names)
-    periods = test_periods(panel, weeks, end)
+    periods = forecast_periods(panel, weeks, end)
     refit = refit_every or cfg.backtest.refit_every
     with Progress(TextColumn("[bold]backtest[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=False) as progress:

@@ -45,7 +45,7 @@ def make_models(cfg: StudyConfig, names: list[str]) -> list[Forecaster]:
     return [factories[n]() for n in names]
 
 
-def test_periods(panel: Panel, weeks: int, end: str | pd.Timestamp | None = None) -> np.ndarray:
+def forecast_periods(panel: Panel, weeks: int, end: str | pd.Timestamp | None = None) -> np.ndarray:
     """Indices of the `weeks` observed periods that start before `end` (default: after the last observed one)."""
     observed = panel.period_starts[: panel.n_periods]
     stop = panel.n_periods if end is None else int(observed.searchsorted(pd.Timestamp(end), side="left"))

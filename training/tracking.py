@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
@@ -47,10 +47,12 @@ def flatten(prefix: str, value) -> dict[str, str]:
 
 
 def configure(cfg: StudyConfig) -> None:
+    """Point MLflow at the tracking store and the area's experiment (or the one `mlflow run` chose)."""
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri())
-    mlflow.set_experiment(cfg.area.name)
+    if not os.environ.get("MLFLOW_RUN_ID"):
+        mlflow.set_experiment(cfg.area.name)
 
 
 @contextmanager
@@ -61,7 +63,10 @@ def step_run(cfg: StudyConfig, step: str, data_fingerprint: str, run_name: str |
     configure(cfg)
     tags = {"step": step, "area": cfg.area.name, "data_fingerprint": data_fingerprint,
             "code_version": code_version(), "config_sha256": cfg.source_sha256 or ""}
-    with mlflow.start_run(run_name=run_name or step, tags=tags) as run:
+    # Under `mlflow run` the entry point's run is the parent and each step a nested run inside it.
+    parent = os.environ.get("MLFLOW_RUN_ID")
+    outer = mlflow.start_run(run_id=parent) if parent and not mlflow.active_run() else nullcontext()
+    with outer, mlflow.start_run(run_name=run_name or step, tags=tags, nested=mlflow.active_run() is not None) as run:
         params = flatten("", cfg.model_dump(mode="json"))
         params.update({"config_path": str(cfg.source_path), "config_sha256": cfg.source_sha256 or "",
                        "data_fingerprint": data_fingerprint, "code_version": code_version()})

@@ -1,0 +1,104 @@
+"""The `hotspot` command line end to end on the bundled sample, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from tests.conftest import SAMPLE_CONFIG, run_cli, write_config
+
+COMMANDS = ["validate", "features", "train", "backtest", "forecast", "demo"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command):
+    proc = run_cli(command, "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert "--config" in proc.stdout
+    assert "Usage" in proc.stdout
+
+
+def test_cli_flow_on_the_sample(tmp_path):
+    cfg = str(SAMPLE_CONFIG)
+
+    proc = run_cli("validate", "--config", cfg, "--out", str(tmp_path / "val"))
+    assert proc.returncode == 0, proc.stderr
+    assert "accepted" in proc.stdout and "before_earliest_date" in proc.stdout
+    quarantine = pd.read_csv(tmp_path / "val" / "quarantine.csv")
+    summary = json.loads((tmp_path / "val" / "validation.json").read_text())
+    assert len(quarantine) == summary["quarantined"] == 221
+    assert summary["accepted"] + summary["quarantined"] == summary["read"]
+    assert set(quarantine["reason"]) == {"before_earliest_date"}
+
+    proc = run_cli("features", "--config", cfg, "--out", str(tmp_path / "feat"))
+    assert proc.returncode == 0, proc.stderr
+    panel = pd.read_parquet(tmp_path / "feat" / "panel.parquet")
+    schema = json.loads((tmp_path / "feat" / "panel_schema.json").read_text())
+    assert [c["name"] for c in schema["columns"]] == list(panel.columns)
+    assert all(c["description"] for c in schema["columns"])
+    assert len(panel) == (schema["n_periods"] + 1) * schema["n_cells"]
+
+    proc = run_cli("train", "--config", cfg)
+    assert proc.returncode == 0, proc.stderr
+    assert "toronto-sample-lightgbm v1" in proc.stdout
+
+    proc = run_cli("backtest", "--config", cfg, "--weeks", "4", "--model", "naive_52w,lightgbm",
+                   "--out", str(tmp_path / "bt"))
+    assert proc.returncode == 0, proc.stderr
+    pred = pd.read_parquet(tmp_path / "bt" / "predictions.parquet")
+    assert list(pred.columns) == ["period_start", "cell_id", "x", "y", "lon", "lat", "risk", "observed", "model"]
+    assert sorted(pd.to_datetime(pred["period_start"]).dt.date.astype(str).unique()) == [
+        "2019-12-02", "2019-12-09", "2019-12-16", "2019-12-23"]
+    assert "pai@1%" in proc.stdout and "naive_52w" in proc.stdout
+
+    out_file = tmp_path / "forecast.geojson"
+    proc = run_cli("forecast", "--config", cfg, "--week", "2019-12-30", "--out", str(out_file))
+    assert proc.returncode == 0, proc.stderr
+    fc = json.loads(out_file.read_text())
+    assert fc["type"] == "FeatureCollection" and "crs" not in fc  # RFC 7946: WGS84 implied, no crs member
+    assert len(fc["features"]) == schema["n_cells"]
+    ranks = [f["properties"]["rank"] for f in fc["features"]]
+    assert sorted(ranks) == list(range(1, len(ranks) + 1))
+    first = fc["features"][0]
+    assert first["geometry"]["type"] == "Polygon"
+    ring = first["geometry"]["coordinates"][0]
+    assert ring[0] == ring[-1] and len(ring) == 5
+    lon, lat = ring[0]
+    assert -79.5 < lon < -79.3 and 43.6 < lat < 43.75  # lon, lat order
+    props = first["properties"]
+    assert props["rank"] == 1 and props["risk"] == max(f["properties"]["risk"] for f in fc["features"])
+    assert 99 <= props["percentile"] <= 100
+    meta = fc["metadata"]
+    assert meta["model_version"] == "1" and meta["period_start"] == "2019-12-30" and meta["data_fingerprint"]
+
+
+def test_demo_runs_end_to_end(tmp_path):
+    proc = run_cli("demo", "--out", str(tmp_path / "demo"), "--weeks", "4")
+    assert proc.returncode == 0, proc.stderr
+    for name in ("lightgbm", "naive_52w", "history", "ewm_hl26", "naive_4w"):
+        assert name in proc.stdout
+    assert (tmp_path / "demo" / "forecast.geojson").exists()
+    assert (tmp_path / "demo" / "backtest" / "metrics.json").exists()
+    assert (tmp_path / "mlflow.db").exists()
+
+
+def test_bad_config_exits_non_zero_with_the_key(tmp_path):
+    path = write_config(tmp_path / "bad", area="cel_size_m = 100")
+    proc = run_cli("validate", "--config", str(path))
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error:")
+    assert "area.cel_size_m" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_forecast_for_a_week_outside_the_data_is_refused(tmp_path):
+    proc = run_cli("forecast", "--config", str(SAMPLE_CONFIG), "--week", "2025-01-06", "--out", str(tmp_path / "f"))
+    assert proc.returncode == 2
+    assert "not a period start" in proc.stderr and "2019-12-30" in proc.stderr
+
+
+def test_missing_config_file(tmp_path):
+    proc = run_cli("train", "--config", str(tmp_path / "nope.toml"))
+    assert proc.returncode == 2
+    assert "config file not found" in proc.stderr
