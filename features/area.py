@@ -51,25 +51,30 @@ def read_boundary(cfg: AreaConfig) -> StudyArea:
 def derive_boundary(cfg: AreaConfig, lon: np.ndarray, lat: np.ndarray) -> StudyArea:
     """A buffered convex hull of the incident points, ignoring far strays.
 
-    Points beyond the trimmed quantile range plus a margin of 10% of that range are left out of the hull, so
-    one stray record (a default coordinate, a typo) cannot stretch the area across a continent; such records
-    then fail the boundary check and are quarantined with that reason.
+    Points further than `hull_outlier_iqr` interquartile ranges beyond the quartiles of either coordinate are left
+    out of the hull (Tukey's fences, robust even for a few hundred rows), so one stray record (a default coordinate,
+    a typo) cannot stretch the area across a continent; such records then fail the boundary check and are
+    quarantined with that reason.
+
+    The buffer is at least half a cell's diagonal, so the centre of the cell holding any hull incident lies inside
+    the area: the incidents the area is derived from are never lost as `cell_outside_area`.
     """
     if len(lon) < 3:
         raise InputError("cannot derive a study area from fewer than 3 valid incidents; configure area.boundary")
-    q = cfg.hull_trim_quantile
     keep = np.ones(len(lon), dtype=bool)
     for values in (lon, lat):
-        lo, hi = np.quantile(values, [q, 1 - q])
-        margin = 0.1 * (hi - lo)
-        keep &= (values >= lo - margin) & (values <= hi + margin)
+        q1, q3 = np.quantile(values, [0.25, 0.75])
+        fence = cfg.hull_outlier_iqr * max(q3 - q1, 1e-3)  # 1e-3 degrees (~100 m) when most points coincide
+        keep &= (values >= q1 - fence) & (values <= q3 + fence)
     points = gpd.GeoSeries(gpd.points_from_xy(lon[keep], lat[keep]), crs=WGS84)
     crs = CRS.from_user_input(cfg.crs) if cfg.crs else points.estimate_utm_crs()
     projected = points.to_crs(crs)
     hull = shapely.convex_hull(shapely.multipoints(shapely.get_coordinates(projected.values)))
-    boundary = hull.buffer(cfg.hull_buffer_m)
+    # half the cell diagonal, +1% for the polygon that approximates the round buffer (8 segments a quarter)
+    buffer_m = max(cfg.hull_buffer_m, 1.01 * cfg.cell_size_m / 2 ** 0.5)
+    boundary = hull.buffer(buffer_m)
     return StudyArea(
         crs=crs,
         boundary=boundary,
-        origin=f"convex hull of {int(keep.sum())} incidents, buffered {cfg.hull_buffer_m:g} m",
+        origin=f"convex hull of {int(keep.sum())} incidents, buffered {buffer_m:g} m",
     )

@@ -48,7 +48,9 @@ class AreaConfig(_Section):
     cell_size_m: Annotated[float, Field(gt=0, le=100_000)] = 250.0
     max_cells: Annotated[int, Field(gt=0)] = 250_000
     hull_buffer_m: Annotated[float, Field(ge=0)] = 250.0
-    hull_trim_quantile: Annotated[float, Field(ge=0, lt=0.5)] = 0.001
+    hull_outlier_iqr: Annotated[float, Field(gt=0)] = Field(
+        3.0, description="derived areas leave out points beyond the quartiles by this many interquartile ranges"
+    )
 
     @field_validator("boundary", mode="before")
     @classmethod

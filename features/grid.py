@@ -1,8 +1,10 @@
 """Square cells over the study area in its projected CRS.
 
-The raster origin is snapped to multiples of the cell size, so `cell_id = row * n_cols + col` is stable for a
-given CRS and cell size even when the boundary moves slightly. A cell belongs to the area when its centre lies
-inside the boundary.
+Cells are squares of the CRS's own lattice of `cell_size_m` (edges at multiples of the cell size), and
+`cell_id = row_abs * 1_000_000 + col_abs`, where row_abs = floor(y / cell_size_m) and col_abs = floor(x / cell_size_m)
+of the cell centre. The id depends only on the CRS, the cell size and where the cell is, so a boundary that moves or
+grows in any direction keeps every surviving cell's id; the digits read back as (row, column). A cell belongs to the
+area when its centre lies inside the boundary.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from features.area import WGS84, StudyArea
 from features.errors import GridError
 
 
+ID_STRIDE = 1_000_000  # cell_id = row_abs * ID_STRIDE + col_abs; below 2**53, so exact in JSON and JavaScript
+
+
 @dataclass(frozen=True, eq=False)
 class Grid:
     crs: CRS
@@ -27,8 +32,8 @@ class Grid:
     y0: float  # south edge of row 0
     n_cols: int
     n_rows: int
-    cell_id: np.ndarray  # (C,) int32, stable id
-    row: np.ndarray  # (C,) int32
+    cell_id: np.ndarray  # (C,) int64, stable id (see the module docstring)
+    row: np.ndarray  # (C,) int32, row of the raster (0 = south), not part of the id
     col: np.ndarray  # (C,) int32
     x: np.ndarray  # (C,) float64 cell centre, area CRS
     y: np.ndarray
@@ -52,6 +57,10 @@ class Grid:
                 f"{(maxx - minx) / 1000:.1f} x {(maxy - miny) / 1000:.1f} km extent, more than area.max_cells = "
                 f"{max_cells:,}; check for stray incident coordinates or the boundary, or raise cell_size_m"
             )
+        col0, row0 = round(x0 / s), round(y0 / s)
+        if max(abs(col0), abs(col0 + n_cols)) >= ID_STRIDE // 2 or max(abs(row0), abs(row0 + n_rows)) >= 2**52 // ID_STRIDE:
+            raise GridError(f"cells of {s:g} m at x={x0:,.0f}, y={y0:,.0f} are too far from the CRS origin for stable "
+                            f"cell ids; use a local projected CRS (area.crs) or larger cells")
         rows, cols = np.divmod(np.arange(n_rows * n_cols, dtype=np.int64), n_cols)
         cx, cy = x0 + (cols + 0.5) * s, y0 + (rows + 0.5) * s
         inside = area.contains(cx, cy)
@@ -62,7 +71,7 @@ class Grid:
         lon, lat = Transformer.from_crs(area.crs, WGS84, always_xy=True).transform(cx[inside], cy[inside])
         return cls(
             crs=area.crs, cell_size_m=s, x0=x0, y0=y0, n_cols=n_cols, n_rows=n_rows,
-            cell_id=(rows[inside] * n_cols + cols[inside]).astype(np.int32),
+            cell_id=((row0 + rows[inside]) * ID_STRIDE + col0 + cols[inside]).astype(np.int64),
             row=rows[inside].astype(np.int32), col=cols[inside].astype(np.int32),
             x=cx[inside], y=cy[inside], lon=np.asarray(lon), lat=np.asarray(lat), raster_index=raster_index,
         )

@@ -143,7 +143,11 @@ def _coordinates(df: pd.DataFrame, src: IncidentsConfig):
         lon[ok], lat[ok] = av[ok], bv[ok]
     else:
         tx, ty = Transformer.from_crs(crs, WGS84, always_xy=True).transform(av[ok], bv[ok])
-        lon[ok], lat[ok] = tx, ty
+        # a value far outside the CRS's domain can land on a plausible lon/lat; it does not map back to itself
+        bx, by = Transformer.from_crs(WGS84, crs, always_xy=True).transform(tx, ty)
+        with np.errstate(invalid="ignore"):
+            back = np.isclose(bx, av[ok], rtol=1e-6, atol=1e-6) & np.isclose(by, bv[ok], rtol=1e-6, atol=1e-6)
+        lon[ok], lat[ok] = np.where(back, tx, np.nan), np.where(back, ty, np.nan)
     bounds = crs.area_of_use.bounds if crs.area_of_use is not None else (-180.0, -90.0, 180.0, 90.0)
     w, s, e, n = bounds
     with np.errstate(invalid="ignore"):
@@ -173,13 +177,15 @@ def validate(cfg: StudyConfig, today: date | None = None) -> ValidatedIncidents:
     flag(ts_bad, "unparseable_timestamp", ts_text)
 
     lon, lat, c_missing, c_invalid, c_zero, c_range, names = _coordinates(df, src)
-    coord_text = np.char.add(np.char.add(f"{names[0]},{names[1]}=", lon.astype(str)), np.char.add(",", lat.astype(str)))
-    raw_text = (df[names[0]].astype("string").fillna("<empty>") + "," + df[names[1]].astype("string").fillna(
-        "<empty>")).to_numpy(dtype=object) if "__x" not in df.columns else coord_text
+    # the WGS84 position the boundary checks use, and the coordinates as the file holds them
+    coord_text = np.char.add(np.char.add("lon,lat=", lon.astype(str)), np.char.add(",", lat.astype(str)))
+    raw_a, raw_b = (df["__x"], df["__y"]) if "__x" in df.columns else (df[names[0]], df[names[1]])
+    raw_text = f"{names[0]},{names[1]}=" + (raw_a.astype("string").fillna("<empty>") + "," + raw_b.astype(
+        "string").fillna("<empty>")).to_numpy(dtype=object)
     flag(c_missing, "missing_coordinates", f"{names[0]},{names[1]} empty")
-    flag(c_invalid, "invalid_coordinates", f"{names[0]},{names[1]}=" + raw_text)
+    flag(c_invalid, "invalid_coordinates", raw_text)
     flag(c_zero, "zero_coordinates", f"{names[0]},{names[1]}=0,0")
-    flag(c_range, "coordinates_out_of_range", coord_text)
+    flag(c_range, "coordinates_out_of_range", raw_text)
 
     offense = df[src.offense].astype("string").str.strip()
     off_missing = (offense.isna() | (offense == "")).to_numpy()

@@ -32,11 +32,17 @@ def history_rate(sums: np.ndarray) -> np.ndarray:
 
 
 def ewm_rate(counts: np.ndarray, halflife: float) -> np.ndarray:
-    """Exponentially weighted mean count per period over periods before t (weights halve every `halflife`)."""
+    """Exponentially weighted mean count per period over periods before t (weights halve every `halflife`).
+
+    Normalised by the sum of the weights actually used, so early periods are not biased towards zero; NaN at t = 0.
+    """
     lam = 0.5 ** (1.0 / halflife)
     padded = np.concatenate([counts.astype(np.float64), np.zeros((1,) + counts.shape[1:])], axis=0)
     # out[t] = lam * out[t-1] + (1 - lam) * counts[t-1]: the filter is causal and lags by one period.
     out = lfilter([0.0, 1.0 - lam], [1.0, -lam], padded, axis=0)
+    t = np.arange(out.shape[0], dtype=np.float64).reshape((-1,) + (1,) * (counts.ndim - 1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = out / (1.0 - lam**t)  # the weights of periods 0..t-1 sum to 1 - lam**t
     return out.astype(np.float32)
 
 

@@ -21,7 +21,7 @@ class RecentCounts:
 
     def predict(self, panel: Panel) -> np.ndarray:
         check_panel(panel)
-        return panel.target[-self.weeks:].mean(axis=0).astype(np.float64)
+        return panel.target[-self.weeks:].mean(axis=0, dtype=np.float64)
 
 
 class HistoryCounts:
@@ -35,7 +35,7 @@ class HistoryCounts:
 
     def predict(self, panel: Panel) -> np.ndarray:
         check_panel(panel)
-        return panel.target.mean(axis=0).astype(np.float64)
+        return panel.target.mean(axis=0, dtype=np.float64)
 
 
 class EWMCounts:
