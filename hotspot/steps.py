@@ -106,10 +106,10 @@ def train_step(cfg: StudyConfig, prepared: Prepared | None = None):
             model.fit(panel)
             fit_s = time.perf_counter() - start
         first, last = model.train_periods_
+        start_t, end_t = model.training_window(panel)
         mlflow.log_params({"train_first_period": str(first.date()), "train_last_period": str(last.date()),
                            "features": ",".join(panel.feature_names)[:500]})
-        mlflow.log_metrics({"fit_s": fit_s, "train_rows": (model.training_window(panel)[1]
-                                                           - model.training_window(panel)[0]) * panel.grid.n_cells})
+        mlflow.log_metrics({"fit_s": fit_s, "train_rows": (end_t - start_t) * panel.grid.n_cells})
         mlflow.log_dict({n: panel.feature_descriptions[n] for n in panel.feature_names}, "features/features.json")
         ref = log_and_register(cfg, model, panel)
     return model, ref
