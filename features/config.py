@@ -90,6 +90,8 @@ class IncidentsConfig(_Section):
     earliest_date: date | None = Field(None, description="occurrences before this are quarantined")
     latest_date: date | None = Field(None, description="occurrences after this are quarantined; absent = today")
     duplicate_columns: list[str] | None = Field(None, description="columns that define an exact duplicate; absent = all")
+    premises: str | None = Field(None, description="optional column with the premises type (feeds the premises mix)")
+    hour_known: bool = Field(True, description="timestamps carry a real time of day (feeds the time-of-day mix)")
 
     @field_validator("path", mode="before")
     @classmethod
@@ -137,10 +139,38 @@ class PeriodConfig(_Section):
 
 
 class FeaturesConfig(_Section):
+    """Which feature families to build (see `hotspot features --list`) and their parameters."""
+
+    families: list[str] | None = Field(None, description="families to build; absent = every family whose inputs exist")
+    exclude: list[str] = Field([], description="families to leave out")
     windows: list[Annotated[int, Field(gt=0)]] = [1, 2, 4, 8, 13, 26, 52]
-    group_windows: list[Annotated[int, Field(gt=0)]] = [4, 52]
-    ewm_halflives: list[Annotated[float, Field(gt=0)]] = [4.0, 26.0]
-    neighbour_rings: Annotated[int, Field(ge=1, le=5)] = 1
+    ewm_halflives: list[Annotated[float, Field(gt=0)]] = [2.0, 8.0, 26.0, 52.0]
+    group_windows: list[Annotated[int, Field(gt=0)]] = [4, 13, 52]
+    rings: list[Annotated[int, Field(ge=1, le=5)]] = [1, 2, 3]
+    ring_windows: list[Annotated[int, Field(gt=0)]] = [1, 4, 13, 52]
+    kernel_bandwidths_m: list[Annotated[float, Field(gt=0)]] = [250.0, 500.0, 1000.0]
+    kernel_windows: list[Annotated[int, Field(gt=0)]] = [4, 52]
+    idw_window: Annotated[int, Field(gt=0)] = 13
+    near_repeat_windows: list[Annotated[int, Field(gt=0)]] = [1, 2]
+    mix_window: Annotated[int, Field(gt=0)] = 52
+    holidays_country: str | None = Field(None, description="ISO country code for public holidays, e.g. 'CA'")
+    holidays_subdivision: str | None = Field(None, description="state/province code, e.g. 'ON'")
+    context_bandwidths_m: list[Annotated[float, Field(gt=0)]] = [500.0]
+    demographics_as_features: bool = Field(
+        False, description="allow the fairness areas' demographic columns as model inputs (reports then say so)"
+    )
+
+    @model_validator(mode="after")
+    def _known_families(self) -> "FeaturesConfig":
+        if not (self.families or self.exclude):
+            return self
+        import features.families  # noqa: F401  (registers the families)
+        from features.registry import FAMILIES
+
+        unknown = [f for f in sorted(set(self.families or []) | set(self.exclude)) if f not in FAMILIES]
+        if unknown:
+            raise ValueError(f"unknown feature family {unknown}; known: {sorted(FAMILIES)}")
+        return self
 
 
 class LightGBMConfig(_Section):
@@ -184,8 +214,11 @@ class FairnessConfig(_Section):
 
 
 class ContextLayerConfig(_Section):
+    """A context layer (Risk Terrain Modeling style): points (schools, stops) or polygons with attributes."""
+
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_]+$")]
     path: Path
+    attributes: list[str] = Field([], description="polygon layers: numeric columns to area-weight onto cells")
 
     @field_validator("path", mode="before")
     @classmethod
@@ -205,6 +238,17 @@ class StudyConfig(_Section):
 
     source_path: Path | None = Field(None, exclude=True)
     source_sha256: str | None = Field(None, exclude=True)
+
+    @model_validator(mode="after")
+    def _demographics_not_features(self) -> "StudyConfig":
+        if self.fairness and not self.features.demographics_as_features:
+            for layer in self.context:
+                if layer.path == self.fairness.areas:
+                    raise ValueError(
+                        f"context layer '{layer.name}' is the fairness areas file: demographics are audit inputs, "
+                        "not model features, unless features.demographics_as_features = true"
+                    )
+        return self
 
     @model_validator(mode="after")
     def _targets_in_offenses(self) -> "StudyConfig":

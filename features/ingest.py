@@ -38,7 +38,8 @@ REASONS: dict[str, str] = {
     "cell_outside_area": "the point is inside the boundary but its grid cell's centre is not",
 }
 
-ACCEPTED_COLUMNS = ["occurred_at", "offense", "lon", "lat", "x", "y", "cell", "source", "source_row"]
+ACCEPTED_COLUMNS = ["occurred_at", "offense", "lon", "lat", "x", "y", "cell", "source", "source_row", "hour"]
+# plus "premises" (categorical) when incidents.premises is configured
 
 
 @dataclass(frozen=True)
@@ -235,6 +236,12 @@ def validate(cfg: StudyConfig, today: date | None = None) -> ValidatedIncidents:
         "source": src.name,
         "source_row": np.flatnonzero(ok).astype(np.int64),
     })
+    accepted["hour"] = accepted["occurred_at"].dt.hour.astype(np.int8)
+    if src.premises:
+        if src.premises not in df.columns:
+            raise InputError(f"{src.path}: premises column '{src.premises}' not found (incidents.premises)")
+        premises = df.loc[ok, src.premises].astype("string").str.strip().fillna("unknown").replace("", "unknown")
+        accepted["premises"] = pd.Categorical(premises.to_numpy(dtype=object))
     bad = ~ok
     quarantine = df.loc[bad, [c for c in df.columns if not c.startswith("__")]].copy()
     quarantine.insert(0, "detail", detail[bad])

@@ -20,8 +20,7 @@ import pandas as pd
 
 from features.config import StudyConfig
 from features.grid import Grid
-from features.lags import ewm_rate, history_rate, history_sums, periods_since_last, window_counts
-from features.spatial import neighbour_sums
+from features.registry import FAMILIES, BuildContext, selected_families
 
 
 @dataclass(frozen=True, eq=False)
@@ -34,6 +33,9 @@ class Panel:
     X: np.ndarray
     feature_names: tuple[str, ...]
     feature_descriptions: dict[str, str] = field(default_factory=dict)
+    feature_units: dict[str, str] = field(default_factory=dict)
+    feature_families: dict[str, str] = field(default_factory=dict)  # feature name -> family name
+    skipped_families: dict[str, str] = field(default_factory=dict)  # family -> why it was not built
     min_history: int = 0  # periods of look-back the longest feature needs
 
     @property
@@ -57,7 +59,8 @@ class Panel:
             grid=self.grid, period_starts=self.period_starts[: t + 1], groups=self.groups,
             counts=self.counts[:t], target=self.target[:t], X=self.X[: t + 1],
             feature_names=self.feature_names, feature_descriptions=self.feature_descriptions,
-            min_history=self.min_history,
+            feature_units=self.feature_units, feature_families=self.feature_families,
+            skipped_families=self.skipped_families, min_history=self.min_history,
         )
 
     def period_index(self, start: pd.Timestamp | str) -> int:
@@ -102,13 +105,8 @@ def period_starts_for(first: pd.Timestamp, data_end: pd.Timestamp, freq: str) ->
     return starts[: n_complete + 1], n_complete
 
 
-def slug(text: str) -> str:
-    return "".join(ch if ch.isalnum() else "_" for ch in text.strip().lower()).strip("_")
-
-
 def build_panel(cfg: StudyConfig, incidents: pd.DataFrame, grid: Grid) -> Panel:
-    """Count accepted incidents per cell and period, then build every feature family of the skeleton."""
-    fc = cfg.features
+    """Count accepted incidents per cell and period, then build every selected feature family (features.registry)."""
     first = pd.Timestamp(cfg.incidents.earliest_date) if cfg.incidents.earliest_date else incidents[
         "occurred_at"].min()
     data_end = pd.Timestamp(cfg.period.data_end) if cfg.period.data_end else incidents["occurred_at"].max()
@@ -116,6 +114,7 @@ def build_panel(cfg: StudyConfig, incidents: pd.DataFrame, grid: Grid) -> Panel:
     if T < 2:
         raise ValueError(f"the data covers {T} complete period(s) of {cfg.period.freq}; at least 2 are needed")
 
+    skipped: dict[str, str] = {}
     period = starts.searchsorted(incidents["occurred_at"].to_numpy(), side="right") - 1
     in_range = (period >= 0) & (period < T)
     groups = tuple(str(g) for g in incidents["offense"].cat.categories)
@@ -127,42 +126,39 @@ def build_panel(cfg: StudyConfig, incidents: pd.DataFrame, grid: Grid) -> Panel:
     target_idx = [groups.index(g) for g in targets if g in groups]
     target = counts[:, :, target_idx].sum(axis=2).astype(np.float32)
 
-    names: list[str] = []
-    descriptions: dict[str, str] = {}
-    columns: list[np.ndarray] = []
-
-    def add(name: str, values: np.ndarray, description: str) -> None:
-        names.append(name)
-        descriptions[name] = description
-        columns.append(values)
-
-    sums = history_sums(target)
-    for w in fc.windows:
-        add(f"count_w{w}", window_counts(sums, w), f"target incidents in the cell over the last {w} periods")
-    ring_sums = history_sums(neighbour_sums(grid, target, fc.neighbour_rings))
-    for w in fc.windows:
-        add(f"ring{fc.neighbour_rings}_count_w{w}", window_counts(ring_sums, w),
-            f"target incidents in the cells within {fc.neighbour_rings} ring(s) around, over the last {w} periods")
-    add("rate_all", history_rate(sums), "mean target incidents per period in the cell over all history")
-    for h in fc.ewm_halflives:
-        add(f"ewm_hl{h:g}", ewm_rate(target, h), f"exponentially weighted mean per period, half-life {h:g} periods")
-    add("periods_since_last", periods_since_last(target), "periods since the last target incident in the cell")
-    week = starts.isocalendar().week.to_numpy(dtype=np.float32)
-    add("week_of_year", np.broadcast_to(week[:, None], (T + 1, C)), "ISO week of year of the period start")
-    if G > 1:
-        for g, group in enumerate(groups):
-            group_sums = history_sums(counts[:, :, g])
-            for w in fc.group_windows:
-                add(f"count_w{w}_{slug(group)}", window_counts(group_sums, w),
-                    f"{group} incidents in the cell over the last {w} periods")
+    known = incidents.loc[in_range].assign(period=period[in_range])
+    ctx = BuildContext(cfg=cfg, grid=grid, period_starts=starts, groups=groups, counts=counts, target=target,
+                       incidents=known)
+    names, descriptions, units, families, columns = [], {}, {}, {}, []
+    lookback = 0
+    for fam_name in selected_families(cfg):
+        fam = FAMILIES[fam_name]
+        reason = fam.unavailable(ctx)
+        if reason:
+            if cfg.features.families and fam_name in cfg.features.families:
+                raise ValueError(f"feature family '{fam_name}' was asked for in [features] families but cannot be "
+                                 f"built: {reason}")
+            skipped[fam_name] = reason
+            continue
+        lookback = max(lookback, fam.lookback(cfg, ctx.periods_per_year))
+        for feat in fam.build(ctx):
+            if feat.name in descriptions:
+                raise ValueError(f"feature {feat.name!r} is built by two families")
+            names.append(feat.name)
+            descriptions[feat.name] = feat.description
+            units[feat.name] = feat.unit
+            families[feat.name] = fam_name
+            columns.append(feat.values)
+    if not columns:
+        raise ValueError("no feature family could be built; check [features] families and exclude")
 
     X = np.empty((T + 1, C, len(columns)), dtype=np.float32)
     for f, values in enumerate(columns):
-        X[:, :, f] = values
+        X[:, :, f] = values  # a static (C,) feature broadcasts over periods
     return Panel(
         grid=grid, period_starts=starts, groups=groups, counts=counts, target=target, X=X,
-        feature_names=tuple(names), feature_descriptions=descriptions,
-        min_history=max(fc.windows + fc.group_windows),
+        feature_names=tuple(names), feature_descriptions=descriptions, feature_units=units,
+        feature_families=families, skipped_families=dict(skipped), min_history=lookback,
     )
 
 

@@ -78,6 +78,10 @@ def write_config(folder: Path, incidents: pd.DataFrame | None = None, *, fmt: st
         windows = [1, 2, 4, 8]
         group_windows = [4]
         ewm_halflives = [4.0]
+        ring_windows = [1, 4]
+        kernel_windows = [4]
+        idw_window = 4
+        mix_window = 8
 
         [model]
         train_periods = 30

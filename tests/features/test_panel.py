@@ -43,8 +43,11 @@ def configure(base, *, freq="W-MON", data_end=date(2024, 2, 14), earliest=None, 
     return base.model_copy(update={
         "period": PeriodConfig(freq=freq, data_end=data_end),
         "incidents": base.incidents.model_copy(update={"earliest_date": earliest}),
-        "features": FeaturesConfig(windows=list(windows), group_windows=list(group_windows),
-                                   ewm_halflives=list(halflives), neighbour_rings=rings),
+        "features": FeaturesConfig(families=["temporal", "spatial", "calendar", "offense_groups"],
+                                   windows=list(windows), group_windows=list(group_windows),
+                                   ewm_halflives=list(halflives), rings=[rings], ring_windows=list(windows),
+                                   kernel_windows=[max(windows)], kernel_bandwidths_m=[100.0],
+                                   idw_window=max(windows)),
         "model": base.model.model_copy(update={"target_offenses": targets}),
     })
 
@@ -113,10 +116,14 @@ def test_label_is_the_period_count_of_the_target_offences(base_cfg, hand):
 
 
 def test_feature_names(hand):
-    assert hand.feature_names == ("count_w1", "count_w4", "ring1_count_w1", "ring1_count_w4", "rate_all", "ewm_hl1",
-                                  "periods_since_last", "week_of_year", "count_w4_a", "count_w4_b")
-    assert hand.X.shape == (7, 9, 10) and hand.X.dtype == np.float32
-    assert hand.min_history == 4
+    assert hand.feature_names == (
+        "count_w1", "count_w4", "rate_all", "ewm_hl1", "trend_4v52", "same_period_last_year", "periods_since_last",
+        "ring1_count_w1", "ring1_count_w4", "kde100m_w4", "idw3_count_w4", "week_of_year", "month",
+        "count_w4_a", "count_w4_b")
+    assert hand.X.shape == (7, 9, 15) and hand.X.dtype == np.float32
+    assert hand.min_history == 4  # the longest window; same_period_last_year is missing until a year has passed
+    assert set(hand.feature_families.values()) == {"temporal", "spatial", "calendar", "offense_groups"}
+    assert hand.feature_families["kde100m_w4"] == "spatial" and hand.feature_units["ewm_hl1"] == "incidents per period"
     assert set(hand.feature_descriptions) == set(hand.feature_names)
 
 
@@ -288,7 +295,7 @@ def test_until_hides_period_t(hand):
     for t in range(hand.n_periods + 1):
         past = hand.until(t)
         assert past.n_periods == t and past.target.shape == (t, 9) and past.counts.shape == (t, 9, 2)
-        assert past.X.shape == (t + 1, 9, 10) and len(past.period_starts) == t + 1
+        assert past.X.shape == (t + 1, 9, 15) and len(past.period_starts) == t + 1
         assert past.next_period_start == hand.period_starts[t]
         np.testing.assert_array_equal(past.X_next, hand.X[t])
         np.testing.assert_array_equal(past.target, hand.target[:t])

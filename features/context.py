@@ -1,0 +1,99 @@
+"""Context layers (Risk Terrain Modeling style): static point and polygon layers turned into per-cell features.
+
+Point layers give, per cell: the count in the cell, the distance from the cell centre to the nearest point, and a
+Gaussian kernel density at each configured bandwidth. Polygon layers give area-weighted means of their numeric
+attributes. Every layer is reprojected to the area CRS first.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import geopandas as gpd
+import numpy as np
+from scipy.spatial import cKDTree
+
+from features.config import ContextLayerConfig
+from features.errors import InputError
+from features.grid import Grid
+from features.registry import Feature
+
+
+def read_layer(layer: ContextLayerConfig, grid: Grid) -> gpd.GeoDataFrame:
+    """Read a context layer, check its geometry kind, drop empty geometries (counted) and project it to the grid."""
+    path = layer.path
+    try:
+        gdf = gpd.read_file(path)
+    except Exception as exc:  # pyogrio raises several types
+        raise InputError(f"{path}: cannot read context layer '{layer.name}' ({exc})") from None
+    if gdf.empty:
+        raise InputError(f"{path}: context layer '{layer.name}' has no features")
+    if gdf.crs is None:
+        raise InputError(f"{path}: context layer '{layer.name}' has no CRS")
+    empty = gdf.geometry.isna() | gdf.geometry.is_empty
+    if empty.all():
+        raise InputError(f"{path}: context layer '{layer.name}' has no geometries")
+    if empty.any():
+        warnings.warn(f"{path}: {int(empty.sum())} feature(s) of '{layer.name}' have no geometry and are skipped")
+        gdf = gdf[~empty]
+    kinds = set(gdf.geom_type)
+    wanted = {"Polygon", "MultiPolygon"} if layer.attributes else {"Point", "MultiPoint"}
+    if not kinds <= wanted:
+        what = "polygons (it lists attributes)" if layer.attributes else "points (list attributes for polygons)"
+        raise InputError(f"{path}: context layer '{layer.name}' must hold {what}, found {sorted(kinds)}")
+    missing = [a for a in layer.attributes if a not in gdf.columns]
+    if missing:
+        raise InputError(f"{path}: context layer '{layer.name}' has no column(s) {missing}")
+    gdf = gdf.to_crs(grid.crs)
+    return gdf.explode(index_parts=False) if "MultiPoint" in kinds else gdf
+
+
+def point_features(name: str, points: np.ndarray, grid: Grid, bandwidths_m: list[float],
+                   path: str = "") -> list[Feature]:
+    """Count in cell, distance to nearest and kernel density of a point layer (points: (N, 2) in the area CRS)."""
+    cell = grid.locate(points[:, 0], points[:, 1])
+    count = np.bincount(cell[cell >= 0], minlength=grid.n_cells).astype(np.float32)
+    if not (cell >= 0).any():
+        warnings.warn(f"{path}: no feature of context layer '{name}' lies in the study area; its counts are zero")
+    centres = np.column_stack([grid.x, grid.y])
+    tree = cKDTree(points)
+    distance, _ = tree.query(centres, k=1)
+    out = [
+        Feature(f"ctx_{name}_count", count, f"{name}: features in the cell", "features"),
+        Feature(f"ctx_{name}_dist_m", distance.astype(np.float32), f"{name}: distance from the cell centre to the "
+                "nearest feature", "m"),
+    ]
+    for bw in bandwidths_m:
+        # exact Gaussian kernel sum over points within 3 bandwidths, in features per km^2
+        pairs = cKDTree(centres).sparse_distance_matrix(tree, 3 * bw, output_type="coo_matrix")
+        weights = np.exp(-0.5 * (pairs.data / bw) ** 2)
+        density = np.bincount(pairs.row, weights=weights, minlength=grid.n_cells) / (2 * np.pi * (bw / 1000) ** 2)
+        out.append(Feature(f"ctx_{name}_kde{bw:g}m", density.astype(np.float32),
+                           f"{name}: Gaussian kernel density, bandwidth {bw:g} m", "features per km2"))
+    return out
+
+
+def polygon_features(name: str, polygons: gpd.GeoDataFrame, attributes: list[str], grid: Grid) -> list[Feature]:
+    """Area-weighted mean of each attribute over the part of each cell the polygons cover (NaN where none do)."""
+    cells = grid.polygons()[["cell_id", "geometry"]].reset_index(names="cell")
+    pieces = gpd.overlay(cells, polygons[attributes + ["geometry"]], how="intersection", keep_geom_type=True)
+    if pieces.empty:
+        warnings.warn(f"no polygon of context layer '{name}' overlaps the study area; its features are missing")
+    weight = pieces.geometry.area.to_numpy()
+    out = []
+    for attr in attributes:
+        values = np.asarray(pd_numeric(pieces[attr]), dtype=np.float64)
+        ok = np.isfinite(values)
+        num = np.bincount(pieces["cell"].to_numpy()[ok], weights=weight[ok] * values[ok], minlength=grid.n_cells)
+        den = np.bincount(pieces["cell"].to_numpy()[ok], weights=weight[ok], minlength=grid.n_cells)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(den > 0, num / den, np.nan)
+        out.append(Feature(f"ctx_{name}_{attr}", mean.astype(np.float32),
+                           f"{name}: area-weighted mean of {attr} over the cell", "as in the layer"))
+    return out
+
+
+def pd_numeric(series):
+    import pandas as pd
+
+    return pd.to_numeric(series, errors="coerce")

@@ -1,0 +1,201 @@
+"""Every registered feature family. Row t of each feature uses only periods before t; static context is constant.
+
+Families: temporal, offense_groups, spatial, near_repeat, time_of_day, premises, calendar, context.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+
+from features.lags import ewm_rate, history_rate, history_sums, periods_since_last, window_counts
+from features.registry import BuildContext, Feature, family
+from features.spatial import distance_weighted_sums, gaussian_smooth, neighbour_sums
+
+HOUR_BINS = {"night": (0, 6), "morning": (6, 12), "afternoon": (12, 18), "evening": (18, 24)}
+
+
+def slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in str(text).strip().lower()).strip("_")
+
+
+# --- temporal -------------------------------------------------------------------------------------------------------
+
+
+@family("temporal", "the cell's own past: window counts, weighted means, trend, same weeks last year, recency",
+        inputs="target counts", lookback=lambda cfg, ppy: max(cfg.features.windows))
+def temporal(ctx: BuildContext) -> Iterator[Feature]:
+    fc, sums = ctx.cfg.features, ctx.target_sums
+    for w in fc.windows:
+        yield Feature(f"count_w{w}", window_counts(sums, w), f"target incidents in the cell over the last {w} periods")
+    yield Feature("rate_all", history_rate(sums), "mean target incidents per period over all history",
+                  "incidents per period")
+    for h in fc.ewm_halflives:
+        yield Feature(f"ewm_hl{h:g}", ewm_rate(ctx.target, h),
+                      f"exponentially weighted mean per period, half-life {h:g} periods", "incidents per period")
+    ppy = ctx.periods_per_year
+    short, long_ = min(4, ppy), ppy
+    with np.errstate(invalid="ignore"):
+        yield Feature(f"trend_{short}v{long_}", window_counts(sums, short) / short - window_counts(sums, long_) / long_,
+                      f"mean per period over the last {short} minus over the last {long_} periods",
+                      "incidents per period")
+    # the same period a year ago and its two neighbours: periods t-ppy-1 .. t-ppy+1, all before t. Missing (NaN,
+    # which LightGBM handles) for the first year and a period; not counted in the family's look-back.
+    last_year = np.full(sums.shape, np.nan, dtype=np.float32)
+    lo, hi = ppy + 1, max(ppy - 2, 1)  # window [t - lo, t - hi)
+    last_year[lo:] = sums[lo - hi:sums.shape[0] - hi] - sums[: sums.shape[0] - lo]
+    yield Feature("same_period_last_year", last_year,
+                  "target incidents in the cell in the same period a year earlier and the periods either side")
+    yield Feature("periods_since_last", periods_since_last(ctx.target),
+                  "periods since the last target incident in the cell", "periods")
+
+
+# --- offence groups ---------------------------------------------------------------------------------------------------
+
+
+@family("offense_groups", "past counts of each offence group in the cell (cross-offence inputs)",
+        inputs="counts per offence group", lookback=lambda cfg, ppy: max(cfg.features.group_windows),
+        unavailable=lambda ctx: None if len(ctx.groups) > 1 else "only one offence group")
+def offense_groups(ctx: BuildContext) -> Iterator[Feature]:
+    for g, group in enumerate(ctx.groups):
+        sums = history_sums(ctx.counts[:, :, g])
+        for w in ctx.cfg.features.group_windows:
+            yield Feature(f"count_w{w}_{slug(group)}", window_counts(sums, w),
+                          f"{group} incidents in the cell over the last {w} periods")
+
+
+# --- spatial ----------------------------------------------------------------------------------------------------------
+
+
+@family("spatial", "the surroundings: ring sums, Gaussian-smoothed counts, distance-weighted counts",
+        inputs="target counts, grid",
+        lookback=lambda cfg, ppy: max(cfg.features.ring_windows + cfg.features.kernel_windows
+                                      + [cfg.features.idw_window]))
+def spatial(ctx: BuildContext) -> Iterator[Feature]:
+    fc, grid = ctx.cfg.features, ctx.grid
+    for r in fc.rings:
+        ring_sums = history_sums(neighbour_sums(grid, ctx.target, r))
+        for w in fc.ring_windows:
+            yield Feature(f"ring{r}_count_w{w}", window_counts(ring_sums, w),
+                          f"target incidents in the cells within {r} ring(s) around (cell excluded), "
+                          f"last {w} periods")
+    for w in fc.kernel_windows:
+        own = window_counts(ctx.target_sums, w)
+        filled = np.nan_to_num(own)
+        for bw in fc.kernel_bandwidths_m:
+            smooth = gaussian_smooth(grid, filled, bw).astype(np.float32)
+            smooth[np.isnan(own[:, 0])] = np.nan
+            yield Feature(f"kde{bw:g}m_w{w}", smooth,
+                          f"Gaussian-smoothed target incidents (bandwidth {bw:g} m), last {w} periods")
+    w = fc.idw_window
+    dw = distance_weighted_sums(grid, np.nan_to_num(window_counts(ctx.target_sums, w)), 3).astype(np.float32)
+    dw[:w] = np.nan
+    yield Feature(f"idw3_count_w{w}", dw, f"target incidents within 3 cells weighted by 1/distance (in cells), last "
+                  f"{w} periods")
+
+
+# --- near repeat ------------------------------------------------------------------------------------------------------
+
+
+@family("near_repeat", "very recent incidents in the cell and its neighbours (near-repeat victimisation)",
+        inputs="counts per offence group, grid", lookback=lambda cfg, ppy: max(cfg.features.near_repeat_windows))
+def near_repeat(ctx: BuildContext) -> Iterator[Feature]:
+    all_counts = ctx.counts.sum(axis=2).astype(np.float64)
+    near = all_counts + neighbour_sums(ctx.grid, all_counts, 1)
+    sums = history_sums(near)
+    for w in ctx.cfg.features.near_repeat_windows:
+        yield Feature(f"near_repeat_w{w}", window_counts(sums, w),
+                      f"incidents of any offence in the cell and its 8 neighbours over the last {w} periods")
+
+
+# --- incident mix: time of day and premises ---------------------------------------------------------------------------
+
+
+def _mix_shares(ctx: BuildContext, category: np.ndarray, labels: list[str], prefix: str,
+                what: str) -> Iterator[Feature]:
+    """Share of the cell's incidents (any offence) in each category over the last mix_window periods."""
+    T, C, K = ctx.n_periods, ctx.grid.n_cells, len(labels)
+    inc = ctx.incidents
+    ok = category >= 0
+    flat = (inc["period"].to_numpy()[ok] * C + inc["cell"].to_numpy()[ok]) * K + category[ok]
+    counts = np.bincount(flat, minlength=T * C * K).reshape(T, C, K).astype(np.float64)
+    w = ctx.cfg.features.mix_window
+    sums = history_sums(counts)
+    total = window_counts(sums.sum(axis=2), w)
+    for k, label in enumerate(labels):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            share = np.where(total > 0, window_counts(sums[:, :, k], w) / total, np.nan).astype(np.float32)
+        yield Feature(f"{prefix}_{slug(label)}", share,
+                      f"share of the cell's incidents {what} {label} over the last {w} periods", "share")
+
+
+@family("time_of_day", "when past incidents in the cell happened (night, morning, afternoon, evening)",
+        inputs="incident hours", lookback=lambda cfg, ppy: cfg.features.mix_window,
+        unavailable=lambda ctx: None if ctx.cfg.incidents.hour_known and "hour" in ctx.incidents
+        else "incidents.hour_known = false")
+def time_of_day(ctx: BuildContext) -> Iterator[Feature]:
+    hours = ctx.incidents["hour"].to_numpy()
+    category = np.full(len(hours), -1)
+    for k, (lo, hi) in enumerate(HOUR_BINS.values()):
+        category[(hours >= lo) & (hours < hi)] = k
+    yield from _mix_shares(ctx, category, list(HOUR_BINS), "tod", "in the")
+
+
+@family("premises", "where past incidents in the cell happened (premises type mix)", inputs="incident premises",
+        lookback=lambda cfg, ppy: cfg.features.mix_window,
+        unavailable=lambda ctx: None if "premises" in ctx.incidents else "incidents.premises is not configured")
+def premises(ctx: BuildContext) -> Iterator[Feature]:
+    values = ctx.incidents["premises"]
+    labels = list(values.cat.categories)
+    yield from _mix_shares(ctx, values.cat.codes.to_numpy(), labels, "premises", "at premises")
+
+
+# --- calendar ---------------------------------------------------------------------------------------------------------
+
+
+@family("calendar", "week of year, month and public holidays in the period (known in advance)",
+        inputs="period dates, holidays library", lookback=lambda cfg, ppy: 0)
+def calendar(ctx: BuildContext) -> Iterator[Feature]:
+    starts = ctx.period_starts
+    C = ctx.grid.n_cells
+
+    def per_period(values) -> np.ndarray:
+        return np.broadcast_to(np.asarray(values, dtype=np.float32)[:, None], (len(starts), C))
+
+    yield Feature("week_of_year", per_period(starts.isocalendar().week), "ISO week of year of the period start",
+                  "week")
+    yield Feature("month", per_period(starts.month), "month of the period start", "month")
+    fc = ctx.cfg.features
+    if fc.holidays_country:
+        import holidays
+
+        step = starts[-1] - starts[-2]
+        ends = starts + step
+        days = holidays.country_holidays(fc.holidays_country, subdiv=fc.holidays_subdivision,
+                                         years=range(starts[0].year, ends[-1].year + 1))
+        dates = pd.DatetimeIndex(sorted(pd.Timestamp(d) for d in days))
+        n = dates.searchsorted(ends, side="left") - dates.searchsorted(starts, side="left")
+        region = fc.holidays_country + (f"-{fc.holidays_subdivision}" if fc.holidays_subdivision else "")
+        yield Feature("holidays_in_period", per_period(n), f"public holidays ({region}) in the period", "days")
+
+
+# --- context layers ---------------------------------------------------------------------------------------------------
+
+
+@family("context", "static context layers: counts, distance to nearest and kernel density of points; "
+        "area-weighted polygon attributes", inputs="[[context]] layers", lookback=lambda cfg, ppy: 0,
+        unavailable=lambda ctx: None if ctx.cfg.context else "no [[context]] layers configured")
+def context(ctx: BuildContext) -> Iterator[Feature]:
+    from shapely import get_coordinates
+
+    from features.context import point_features, polygon_features, read_layer
+
+    for layer in ctx.cfg.context:
+        gdf = read_layer(layer, ctx.grid)
+        if layer.attributes:
+            yield from polygon_features(layer.name, gdf, layer.attributes, ctx.grid)
+        else:
+            yield from point_features(layer.name, get_coordinates(gdf.geometry.values), ctx.grid,
+                                      ctx.cfg.features.context_bandwidths_m, str(layer.path))

@@ -1,0 +1,90 @@
+"""The feature registry: each family is a small vectorised function with a declared name, inputs and look-back.
+
+A family receives the `BuildContext` (counts, grid, periods, accepted incidents, config) and yields `Feature`s whose
+row t uses only periods before t (the leakage tests in tests/features check every registered family). The config
+selects families (`[features] families`, `exclude`); `hotspot features --list` prints this registry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Callable, Iterator
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:
+    from features.config import StudyConfig
+    from features.grid import Grid
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    values: np.ndarray  # (T + 1, C) per period, or (C,) for a static feature
+    description: str
+    unit: str = "incidents"
+
+
+@dataclass
+class BuildContext:
+    cfg: "StudyConfig"
+    grid: "Grid"
+    period_starts: pd.DatetimeIndex  # T + 1
+    groups: tuple[str, ...]
+    counts: np.ndarray  # (T, C, G)
+    target: np.ndarray  # (T, C)
+    incidents: pd.DataFrame  # accepted incidents in complete periods, with `period` and `cell`
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def n_periods(self) -> int:
+        return self.target.shape[0]
+
+    @cached_property
+    def target_sums(self) -> np.ndarray:
+        from features.lags import history_sums
+
+        return history_sums(self.target)
+
+    @cached_property
+    def periods_per_year(self) -> int:
+        step = (self.period_starts[1:] - self.period_starts[:-1]).median() / pd.Timedelta(days=1)
+        return max(1, int(round(365.25 / step)))
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    description: str
+    inputs: str
+    lookback: Callable[["StudyConfig", int], int]  # (config, periods per year) -> periods of history needed
+    build: Callable[[BuildContext], Iterator[Feature]]
+    unavailable: Callable[[BuildContext], str | None] = lambda ctx: None
+
+    def lookback_text(self, cfg: "StudyConfig", periods_per_year: int = 52) -> str:
+        n = self.lookback(cfg, periods_per_year)
+        return "none (static)" if n == 0 else f"{n} periods"
+
+
+FAMILIES: dict[str, Family] = {}
+
+
+def family(name: str, description: str, inputs: str, lookback: Callable[["StudyConfig", int], int],
+           unavailable: Callable[[BuildContext], str | None] | None = None):
+    """Register a feature family builder under `name`."""
+
+    def register(build: Callable[[BuildContext], Iterator[Feature]]):
+        FAMILIES[name] = Family(name, description, inputs, lookback, build,
+                                unavailable or (lambda ctx: None))
+        return build
+
+    return register
+
+
+def selected_families(cfg: "StudyConfig") -> list[str]:
+    import features.families  # noqa: F401  (registers the families)
+
+    names = cfg.features.families or list(FAMILIES)
+    return [n for n in names if n not in set(cfg.features.exclude)]
