@@ -94,11 +94,17 @@ def validate_cmd(
 @app.command("features")
 @handles_errors
 def features_cmd(
-    config: ConfigOption,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="study-area TOML file")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="folder for panel.parquet and panel_schema.json "
                                                                   "[default: outputs/AREA/features]")] = None,
+    list_families: Annotated[bool, typer.Option("--list", help="print the feature families and exit")] = False,
 ):
     """Build the cell x period panel (counts, label, features) and write it as Parquet with its schema."""
+    if list_families:
+        _print_families(_load(config) if config else None)
+        return
+    if config is None:
+        _fail("--config is required (or use --list)")
     from hotspot.steps import features_step
 
     cfg = _load(config)
@@ -106,7 +112,24 @@ def features_cmd(
     p = prepared.panel
     out.print(f"panel: {p.n_periods} periods x {p.grid.n_cells:,} cells x {len(p.feature_names)} features "
               f"(+ the forecast period {p.next_period_start.date()}) -> {panel_path}")
+    for fam, reason in p.skipped_families.items():
+        out.print(f"[yellow]skipped family {fam}:[/] {reason}")
     out.print(f"schema: {schema_path}; took " + ", ".join(f"{k} {v:.1f}" for k, v in prepared.seconds.items()))
+
+
+def _print_families(cfg: StudyConfig | None) -> None:
+    import features.families  # noqa: F401  (registers the families)
+    from features.config import StudyConfig as _S  # noqa: F401
+    from features.registry import FAMILIES, selected_families
+
+    chosen = set(selected_families(cfg)) if cfg else set(FAMILIES)
+    table = Table(title="Feature families" + (f" ({cfg.area.name})" if cfg else ""))
+    for col in ("family", "selected", "inputs", "look-back", "description"):
+        table.add_column(col)
+    for fam in FAMILIES.values():
+        lookback = fam.lookback_text(cfg) if cfg else "see config"
+        table.add_row(fam.name, "yes" if fam.name in chosen else "no", fam.inputs, lookback, fam.description)
+    out.print(table)
 
 
 @app.command("train")
@@ -134,17 +157,43 @@ def backtest_cmd(
                                                                   "and plots [default: outputs/AREA/backtest]")] = None,
     refit_every: Annotated[Optional[int], typer.Option(help="refit every K weeks [default: backtest.refit_every]",
                                                        min=1)] = None,
+    without: Annotated[list[str], typer.Option("--without", help="feature family to switch off (repeatable)")] = [],
+    target: Annotated[list[str], typer.Option("--target", help="offence the label counts (repeatable) "
+                                                                "[default: model.target_offenses]")] = [],
+    ablation: Annotated[bool, typer.Option("--ablation", help="LightGBM with all families and with each family "
+                                                              "removed, beside the baselines; writes ablation.csv/.png")] = False,
 ):
     """Rolling weekly backtest: each week forecast by models fitted only on the weeks before it."""
-    from hotspot.steps import backtest_step
+    from hotspot.steps import backtest_step, with_overrides
 
-    cfg = _load(config)
+    cfg = with_overrides(_load(config), without=without, targets=target)
     names = [n.strip() for item in model for n in item.split(",") if n.strip()]
     out_dir = out_dir or _default_out(cfg, "backtest")
-    result, paths = backtest_step(cfg, names, weeks or cfg.backtest.weeks, end, out_dir, refit_every)
+    result, paths = backtest_step(cfg, names, weeks or cfg.backtest.weeks, end, out_dir, refit_every,
+                                  ablation=ablation)
     _print_summary(result.metrics, f"{len(result.metrics['weeks'])} weeks "
                                    f"{result.metrics['weeks'][0]} .. {result.metrics['weeks'][-1]}")
+    if ablation:
+        _print_ablation(paths["ablation_table"])
     out.print(f"wrote {paths['predictions']} and {paths['metrics']}")
+
+
+def _print_ablation(csv_path: Path) -> None:
+    import pandas as pd
+
+    table_df = pd.read_csv(csv_path, index_col="variant")
+    table = Table(title="Ablation: LightGBM with each feature family removed (d = variant - full, 95% interval)")
+    for col in ("variant", "features", "PAI@1%", "d PAI@1%", "deviance", "d deviance", "gain share"):
+        table.add_column(col, justify="right" if col != "variant" else "left")
+    for name, row in table_df.iterrows():
+        fmt = lambda k, p=3: "" if pd.isna(row[k]) else f"{row[k]:.{p}f}"  # noqa: E731
+        table.add_row(name, "" if pd.isna(row["features"]) else str(int(row["features"])), fmt("pai@1%", 2),
+                      "" if name == "lightgbm" or pd.isna(row["d_pai@1%"]) else
+                      f"{row['d_pai@1%']:+.2f} [{row['d_pai@1%_lo']:+.2f}, {row['d_pai@1%_hi']:+.2f}]",
+                      fmt("poisson_deviance", 4),
+                      "" if name == "lightgbm" or pd.isna(row["d_deviance"]) else f"{row['d_deviance']:+.4f}",
+                      "" if pd.isna(row["gain_share_of_family"]) else f"{row['gain_share_of_family'] * 100:.1f}%")
+    out.print(table)
 
 
 @app.command("forecast")

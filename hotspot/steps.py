@@ -86,7 +86,7 @@ def features_step(cfg: StudyConfig, out_dir: Path) -> tuple[Prepared, Path, Path
         mlflow.log_metrics({"cells": panel.grid.n_cells, "periods": panel.n_periods,
                             "features": len(panel.feature_names), **prepared.seconds})
         mlflow.log_artifact(str(schema_path), "features")
-        mlflow.log_dict({n: panel.feature_descriptions[n] for n in panel.feature_names}, "features/features.json")
+        log_feature_table(panel)
     return prepared, panel_path, schema_path
 
 
@@ -107,41 +107,90 @@ def train_step(cfg: StudyConfig, prepared: Prepared | None = None):
             fit_s = time.perf_counter() - start
         first, last = model.train_periods_
         start_t, end_t = model.training_window(panel)
-        mlflow.log_params({"train_first_period": str(first.date()), "train_last_period": str(last.date()),
-                           "features": ",".join(panel.feature_names)[:500]})
+        mlflow.log_params({"train_first_period": str(first.date()), "train_last_period": str(last.date())})
         mlflow.log_metrics({"fit_s": fit_s, "train_rows": (end_t - start_t) * panel.grid.n_cells})
-        mlflow.log_dict({n: panel.feature_descriptions[n] for n in panel.feature_names}, "features/features.json")
+        log_feature_table(panel)
         ref = log_and_register(cfg, model, panel)
     return model, ref
 
 
+def with_overrides(cfg: StudyConfig, without: list[str] | None = None, targets: list[str] | None = None) -> StudyConfig:
+    """A copy of the config with feature families switched off and/or another target offence set."""
+    from features.config import FeaturesConfig, ModelConfig
+
+    features, model = cfg.features, cfg.model
+    if without:
+        features = FeaturesConfig.model_validate({**features.model_dump(), "exclude": [*features.exclude, *without]})
+    if targets:
+        model = ModelConfig.model_validate({**model.model_dump(), "target_offenses": targets})
+    return type(cfg).model_validate({**cfg.model_dump(), "features": features, "model": model},
+                                    context={"base_dir": Path("/")}).model_copy(
+        update={"source_path": cfg.source_path, "source_sha256": cfg.source_sha256})
+
+
 def backtest_step(cfg: StudyConfig, model_names: list[str], weeks: int, end: str | None, out_dir: Path,
-                  refit_every: int | None = None, prepared: Prepared | None = None) -> tuple[BacktestResult, dict]:
-    """Rolling weekly backtest of the named models; writes the contract files and logs them to MLflow."""
+                  refit_every: int | None = None, prepared: Prepared | None = None,
+                  ablation: bool = False) -> tuple[BacktestResult, dict]:
+    """Rolling weekly backtest of the named models (or the family ablation); writes the contract files and logs
+    them to MLflow."""
+    from training.ablation import run_ablation, write_ablation
+
     prepared = prepared or prepare(cfg)
     panel = prepared.panel
-    models = make_models(cfg, model_names)
     periods = forecast_periods(panel, weeks, end)
     refit = refit_every or cfg.backtest.refit_every
+    names = (["lightgbm"] + [f"lightgbm-no_{f}" for f in sorted(set(panel.feature_families.values()))]
+             + ["naive_52w", f"ewm_hl{cfg.backtest.ewm_halflife:g}"]) if ablation else None
+    models = None if ablation else make_models(cfg, model_names)
     with Progress(TextColumn("[bold]backtest[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=False) as progress:
-        tasks = {m.name: progress.add_task(m.name, total=len(periods)) for m in models}
-        result = run_backtest(panel, models, periods, refit, cfg.backtest.coverages,
-                              on_step=lambda name, done: progress.update(tasks[name], completed=done))
+        tasks = {n: progress.add_task(n, total=len(periods)) for n in (names or [m.name for m in models])}
+        step = lambda name, done: progress.update(tasks[name], completed=done)  # noqa: E731
+        if ablation:
+            abl = run_ablation(cfg, panel, periods, refit, on_step=step)
+            result = abl.backtest
+        else:
+            result = run_backtest(panel, models, periods, refit, cfg.backtest.coverages, on_step=step)
+    result.metrics["target_offenses"] = cfg.model.target_offenses or list(panel.groups)
+    result.metrics["demographics_as_features"] = cfg.features.demographics_as_features
     paths = write_backtest(result, out_dir)
+    if ablation:
+        targets = ", ".join(result.metrics["target_offenses"])
+        paths.update(write_ablation(abl, out_dir, f"{cfg.area.name} ({targets})"))
     with tracking.step_run(cfg, "backtest", prepared.incidents.fingerprint):
         import mlflow
 
-        mlflow.log_params({"backtest_models": ",".join(m.name for m in models), "backtest_weeks": weeks,
+        mlflow.log_params({"backtest_models": ",".join(result.metrics["models"])[:500], "backtest_weeks": weeks,
                            "backtest_end": end or "end of data", "backtest_first_week": result.metrics["weeks"][0],
-                           "backtest_last_week": result.metrics["weeks"][-1], "refit_every_used": refit})
+                           "backtest_last_week": result.metrics["weeks"][-1], "refit_every_used": refit,
+                           "ablation": ablation})
         for name, m in result.metrics["models"].items():
             mlflow.log_metrics({f"{name}.{k.replace('@', '_at_').replace('%', 'pct')}": v
                                 for k, v in m["mean"].items() if pd.notna(v)})
             mlflow.log_metric(f"{name}.fit_predict_s", result.seconds[name])
+        log_feature_table(panel)
         for path in paths.values():
             mlflow.log_artifact(str(path), "backtest")
     return result, paths
+
+
+def feature_table(panel: Panel) -> pd.DataFrame:
+    """Name, family, description and unit of every feature of the panel (the self-documenting feature table)."""
+    return pd.DataFrame({"feature": list(panel.feature_names),
+                         "family": [panel.feature_families.get(n, "") for n in panel.feature_names],
+                         "description": [panel.feature_descriptions.get(n, "") for n in panel.feature_names],
+                         "unit": [panel.feature_units.get(n, "") for n in panel.feature_names]})
+
+
+def log_feature_table(panel: Panel) -> None:
+    """Log the feature table to the active MLflow run (as a table, JSON and params per family)."""
+    import mlflow
+
+    table = feature_table(panel)
+    mlflow.log_table(table, "features/feature_table.json")
+    mlflow.log_dict({"families": sorted(set(table["family"])), "skipped_families": panel.skipped_families,
+                     "features": table.to_dict(orient="records")}, "features/features.json")
+    mlflow.log_params({"feature_families": ",".join(sorted(set(table["family"]))), "n_features": len(table)})
 
 
 def forecast_step(cfg: StudyConfig, week: str, out: Path, prepared: Prepared | None = None):
