@@ -219,6 +219,17 @@ class ContextLayerConfig(_Section):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_]+$")]
     path: Path
     attributes: list[str] = Field([], description="polygon layers: numeric columns to area-weight onto cells")
+    lon: str | None = Field(None, description="point layers: build the points from these WGS84 columns instead of "
+                                              "the file's geometry (also for CSV files)")
+    lat: str | None = None
+
+    @model_validator(mode="after")
+    def _lonlat_pair(self) -> "ContextLayerConfig":
+        if (self.lon is None) != (self.lat is None):
+            raise ValueError("give both lon and lat, or neither")
+        if self.lon and self.attributes:
+            raise ValueError("lon/lat build a point layer; attributes are for polygon layers")
+        return self
 
     @field_validator("path", mode="before")
     @classmethod

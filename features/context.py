@@ -19,15 +19,39 @@ from features.grid import Grid
 from features.registry import Feature
 
 
+def _points_from_columns(layer: ContextLayerConfig, table) -> gpd.GeoDataFrame:
+    import pandas as pd
+
+    missing = [c for c in (layer.lon, layer.lat) if c not in table.columns]
+    if missing:
+        raise InputError(f"{layer.path}: context layer '{layer.name}' has no column(s) {missing}")
+    lon = pd.to_numeric(table[layer.lon], errors="coerce")
+    lat = pd.to_numeric(table[layer.lat], errors="coerce")
+    bad = ~(lon.between(-180, 180) & lat.between(-90, 90)) | ((lon == 0) & (lat == 0))
+    if bad.any():
+        warnings.warn(f"{layer.path}: {int(bad.sum())} row(s) of '{layer.name}' have no valid {layer.lon}/{layer.lat}"
+                      " and are skipped")
+    return gpd.GeoDataFrame(geometry=gpd.points_from_xy(lon[~bad], lat[~bad]), crs="EPSG:4326")
+
+
 def read_layer(layer: ContextLayerConfig, grid: Grid) -> gpd.GeoDataFrame:
     """Read a context layer, check its geometry kind, drop empty geometries (counted) and project it to the grid."""
     path = layer.path
     try:
-        gdf = gpd.read_file(path)
+        if layer.lon and path.suffix.lower() in (".csv", ".txt", ".gz"):
+            import pandas as pd
+
+            gdf = pd.read_csv(path)
+        else:
+            gdf = gpd.read_file(path)
     except Exception as exc:  # pyogrio raises several types
         raise InputError(f"{path}: cannot read context layer '{layer.name}' ({exc})") from None
-    if gdf.empty:
+    if len(gdf) == 0:
         raise InputError(f"{path}: context layer '{layer.name}' has no features")
+    if layer.lon:
+        gdf = _points_from_columns(layer, gdf)
+        if gdf.empty:
+            raise InputError(f"{path}: context layer '{layer.name}' has no valid {layer.lon}/{layer.lat} values")
     if gdf.crs is None:
         raise InputError(f"{path}: context layer '{layer.name}' has no CRS")
     empty = gdf.geometry.isna() | gdf.geometry.is_empty
