@@ -123,7 +123,11 @@ def build_panel(cfg: StudyConfig, incidents: pd.DataFrame, grid: Grid) -> Panel:
     counts = np.bincount(flat, minlength=T * C * G).astype(np.int32).reshape(T, C, G)
 
     targets = cfg.model.target_offenses or list(groups)
-    target_idx = [groups.index(g) for g in targets if g in groups]
+    unknown = [g for g in targets if g not in groups]
+    if unknown:
+        raise ValueError(f"model.target_offenses {unknown} match no accepted incident; offences in the data: "
+                         f"{list(groups)}")
+    target_idx = [groups.index(g) for g in targets]
     target = counts[:, :, target_idx].sum(axis=2).astype(np.float32)
 
     known = incidents.loc[in_range].assign(period=period[in_range])

@@ -133,14 +133,14 @@ def backtest_step(cfg: StudyConfig, model_names: list[str], weeks: int, end: str
                   ablation: bool = False) -> tuple[BacktestResult, dict]:
     """Rolling weekly backtest of the named models (or the family ablation); writes the contract files and logs
     them to MLflow."""
-    from training.ablation import run_ablation, write_ablation
+    from training.ablation import reference_baselines, run_ablation, write_ablation
 
     prepared = prepared or prepare(cfg)
     panel = prepared.panel
     periods = forecast_periods(panel, weeks, end)
     refit = refit_every or cfg.backtest.refit_every
     names = (["lightgbm"] + [f"lightgbm-no_{f}" for f in sorted(set(panel.feature_families.values()))]
-             + ["naive_52w", f"ewm_hl{cfg.backtest.ewm_halflife:g}"]) if ablation else None
+             + reference_baselines(cfg)) if ablation else None
     models = None if ablation else make_models(cfg, model_names)
     with Progress(TextColumn("[bold]backtest[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=False) as progress:

@@ -40,6 +40,11 @@ def ablation_models(cfg: StudyConfig, panel: Panel) -> list[LightGBMForecaster]:
     return variants
 
 
+def reference_baselines(cfg: StudyConfig) -> list[str]:
+    """The baselines an ablation is shown beside: the longest naive window and the weighted mean."""
+    return [f"naive_{max(cfg.backtest.naive_weeks)}w", f"ewm_hl{cfg.backtest.ewm_halflife:g}"]
+
+
 def paired_difference(weekly_a: list[dict], weekly_b: list[dict], key: str) -> tuple[float, float, float]:
     """Mean of (a - b) over weeks with a normal-approximation 95% interval."""
     a = np.array([w[key] for w in weekly_a], dtype=float)
@@ -55,7 +60,7 @@ def run_ablation(cfg: StudyConfig, panel: Panel, periods: np.ndarray, refit_ever
                  baselines: list[str] | None = None,
                  on_step: Callable[[str, int], None] | None = None) -> AblationResult:
     variants = ablation_models(cfg, panel)
-    reference = make_models(cfg, baselines if baselines is not None else ["naive_52w", f"ewm_hl{cfg.backtest.ewm_halflife:g}"])
+    reference = make_models(cfg, baselines if baselines is not None else reference_baselines(cfg))
     result = run_backtest(panel, variants + reference, periods, refit_every, cfg.backtest.coverages, on_step)
     models = result.metrics["models"]
     full = models["lightgbm"]
