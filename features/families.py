@@ -45,7 +45,8 @@ def temporal(ctx: BuildContext) -> Iterator[Feature]:
     # which LightGBM handles) for the first year and a period; not counted in the family's look-back.
     last_year = np.full(sums.shape, np.nan, dtype=np.float32)
     lo, hi = ppy + 1, max(ppy - 2, 1)  # window [t - lo, t - hi)
-    last_year[lo:] = sums[lo - hi:sums.shape[0] - hi] - sums[: sums.shape[0] - lo]
+    if sums.shape[0] > lo:  # fewer rows: missing throughout (the slices below would not line up)
+        last_year[lo:] = sums[lo - hi:sums.shape[0] - hi] - sums[: sums.shape[0] - lo]
     yield Feature("same_period_last_year", last_year,
                   "target incidents in the cell in the same period a year earlier and the periods either side")
     yield Feature("periods_since_last", periods_since_last(ctx.target),
@@ -171,8 +172,7 @@ def calendar(ctx: BuildContext) -> Iterator[Feature]:
     if fc.holidays_country:
         import holidays
 
-        step = starts[-1] - starts[-2]
-        ends = starts + step
+        ends = starts + pd.tseries.frequencies.to_offset(ctx.cfg.period.freq)  # months differ in length
         days = holidays.country_holidays(fc.holidays_country, subdiv=fc.holidays_subdivision,
                                          years=range(starts[0].year, ends[-1].year + 1))
         dates = pd.DatetimeIndex(sorted(pd.Timestamp(d) for d in days))

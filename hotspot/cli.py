@@ -257,6 +257,8 @@ def _print_summary(metrics: dict, title: str) -> None:
     for name, row in table_df.iterrows():
         table.add_row(name, *(f"{v:.3f}" for v in row))
     out.print(table)
+    if metrics.get("demographics_as_features"):
+        out.print("[bold yellow]Demographic columns were model inputs (features.demographics_as_features = true).[/]")
     out.print("[dim]Recorded incidents are policing data, not ground truth.[/]")
 
 
