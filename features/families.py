@@ -134,8 +134,8 @@ def _mix_shares(ctx: BuildContext, category: np.ndarray, labels: list[str], pref
 
 @family("time_of_day", "when past incidents in the cell happened (night, morning, afternoon, evening)",
         inputs="incident hours", lookback=lambda cfg, ppy: cfg.features.mix_window,
-        unavailable=lambda ctx: None if ctx.cfg.incidents.hour_known and "hour" in ctx.incidents
-        else "incidents.hour_known = false")
+        unavailable=lambda ctx: ("incidents.hour_known = false" if not ctx.cfg.incidents.hour_known
+                                 else None if "hour" in ctx.incidents else "the incidents carry no hour"))
 def time_of_day(ctx: BuildContext) -> Iterator[Feature]:
     hours = ctx.incidents["hour"].to_numpy()
     category = np.full(len(hours), -1)
