@@ -199,6 +199,10 @@ class BacktestConfig(_Section):
     refit_every: Annotated[int, Field(gt=0)] = 4
     naive_weeks: list[Annotated[int, Field(gt=0)]] = [4, 52]
     ewm_halflife: Annotated[float, Field(gt=0)] = 26.0
+    kde_bandwidth_m: Annotated[float, Field(gt=0)] = 250.0
+    prospective_bandwidth_cells: Annotated[int, Field(ge=0, le=10)] = 2
+    prospective_weeks: Annotated[int, Field(gt=0)] = 8
+    sepp_train_days: Annotated[float, Field(gt=0)] = 730.0
     coverages: list[Annotated[float, Field(gt=0, le=1)]] = [0.005, 0.01, 0.02, 0.05, 0.10]
 
 

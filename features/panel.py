@@ -37,6 +37,8 @@ class Panel:
     feature_families: dict[str, str] = field(default_factory=dict)  # feature name -> family name
     skipped_families: dict[str, str] = field(default_factory=dict)  # family -> why it was not built
     min_history: int = 0  # periods of look-back the longest feature needs
+    event_days: np.ndarray | None = None  # target incidents' times, days since period_starts[0], sorted
+    event_cell: np.ndarray | None = None  # their cells (compact index)
 
     @property
     def n_periods(self) -> int:
@@ -55,13 +57,21 @@ class Panel:
         """The panel known when period t starts: periods [0, t) observed, features up to period t."""
         if not 0 <= t <= self.n_periods:
             raise IndexError(f"period index {t} outside 0..{self.n_periods}")
+        cut = None
+        if self.event_days is not None:
+            cut = int(np.searchsorted(self.event_days, self.days_since_start(self.period_starts[t]), side="left"))
         return Panel(
             grid=self.grid, period_starts=self.period_starts[: t + 1], groups=self.groups,
             counts=self.counts[:t], target=self.target[:t], X=self.X[: t + 1],
             feature_names=self.feature_names, feature_descriptions=self.feature_descriptions,
             feature_units=self.feature_units, feature_families=self.feature_families,
             skipped_families=self.skipped_families, min_history=self.min_history,
+            event_days=None if cut is None else self.event_days[:cut],
+            event_cell=None if cut is None else self.event_cell[:cut],
         )
+
+    def days_since_start(self, when: pd.Timestamp) -> float:
+        return (pd.Timestamp(when) - self.period_starts[0]) / pd.Timedelta(days=1)
 
     def period_index(self, start: pd.Timestamp | str) -> int:
         """Index of the period that starts at `start`; ValueError naming the nearest starts otherwise."""
@@ -131,6 +141,10 @@ def build_panel(cfg: StudyConfig, incidents: pd.DataFrame, grid: Grid) -> Panel:
     target = counts[:, :, target_idx].sum(axis=2).astype(np.float32)
 
     known = incidents.loc[in_range].assign(period=period[in_range])
+    is_target = known["offense"].isin(targets).to_numpy()
+    event_days = ((known["occurred_at"].to_numpy()[is_target] - starts[0].to_datetime64())
+                  / np.timedelta64(1, "D")).astype(np.float64)
+    order = np.argsort(event_days, kind="stable")
     ctx = BuildContext(cfg=cfg, grid=grid, period_starts=starts, groups=groups, counts=counts, target=target,
                        incidents=known)
     names, descriptions, units, families, columns = [], {}, {}, {}, []
@@ -163,6 +177,7 @@ def build_panel(cfg: StudyConfig, incidents: pd.DataFrame, grid: Grid) -> Panel:
         grid=grid, period_starts=starts, groups=groups, counts=counts, target=target, X=X,
         feature_names=tuple(names), feature_descriptions=descriptions, feature_units=units,
         feature_families=families, skipped_families=dict(skipped), min_history=lookback,
+        event_days=event_days[order], event_cell=known["cell"].to_numpy()[is_target][order].astype(np.int32),
     )
 
 

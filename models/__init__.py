@@ -2,6 +2,10 @@
 
 from models.base import Forecaster
 from models.lightgbm import LightGBMForecaster
+from models.kde import KernelDensity, ProspectiveHotspots
 from models.naive import EWMCounts, HistoryCounts, RecentCounts
+from models.rtm import RiskTerrain
+from models.sepp import SEPP
 
-__all__ = ["Forecaster", "LightGBMForecaster", "RecentCounts", "HistoryCounts", "EWMCounts"]
+__all__ = ["Forecaster", "LightGBMForecaster", "RecentCounts", "HistoryCounts", "EWMCounts", "KernelDensity",
+           "ProspectiveHotspots", "SEPP", "RiskTerrain"]

@@ -12,7 +12,17 @@ import pandas as pd
 
 from features.config import StudyConfig
 from features.panel import Panel
-from models import EWMCounts, Forecaster, HistoryCounts, LightGBMForecaster, RecentCounts
+from models import (
+    SEPP,
+    EWMCounts,
+    Forecaster,
+    HistoryCounts,
+    KernelDensity,
+    LightGBMForecaster,
+    ProspectiveHotspots,
+    RecentCounts,
+    RiskTerrain,
+)
 from training.metrics import coverage_label, week_metrics
 
 PREDICTION_COLUMNS = ["period_start", "cell_id", "x", "y", "lon", "lat", "risk", "observed", "model"]
@@ -30,8 +40,13 @@ def available_models(cfg: StudyConfig) -> dict[str, Callable[[], Forecaster]]:
     for w in cfg.backtest.naive_weeks:
         factories[f"naive_{w}w"] = lambda w=w: RecentCounts(weeks=w)
     factories["history"] = HistoryCounts
-    hl = cfg.backtest.ewm_halflife
-    factories[f"ewm_hl{hl:g}"] = lambda: EWMCounts(halflife=hl)
+    bc = cfg.backtest
+    factories[f"ewm_hl{bc.ewm_halflife:g}"] = lambda: EWMCounts(halflife=bc.ewm_halflife)
+    factories[f"kde_{bc.kde_bandwidth_m:g}m"] = lambda: KernelDensity(bandwidth_m=bc.kde_bandwidth_m)
+    factories["prospective"] = lambda: ProspectiveHotspots(bc.prospective_bandwidth_cells, bc.prospective_weeks)
+    factories["sepp"] = lambda: SEPP(train_days=bc.sepp_train_days)
+    if cfg.context:
+        factories["rtm"] = RiskTerrain
     return factories
 
 

@@ -1,0 +1,47 @@
+"""Risk Terrain Modeling-style baseline: Poisson regression of each cell's recent rate on its context layers.
+
+It uses only the panel's static context features (family `context`), so it says how much of the map the
+environment alone explains; scikit-learn's PoissonRegressor, features log-scaled and standardised.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.linear_model import PoissonRegressor
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
+
+from features.panel import Panel
+from models.base import check_panel
+
+
+class RiskTerrain:
+    def __init__(self, weeks: int = 52, alpha: float = 1e-3):
+        self.weeks = weeks
+        self.alpha = alpha
+        self.name = "rtm"
+
+    @staticmethod
+    def context_columns(panel: Panel) -> np.ndarray:
+        cols = [i for i, n in enumerate(panel.feature_names) if panel.feature_families.get(n) == "context"]
+        if not cols:
+            raise ValueError("the RTM baseline needs context-layer features: add [[context]] layers to the config")
+        return np.array(cols)
+
+    def _design(self, panel: Panel) -> np.ndarray:
+        X = panel.X_next[:, self.columns_].astype(np.float64)
+        return np.nan_to_num(X, nan=np.nanmedian(X, axis=0) if np.isfinite(X).any() else 0.0)
+
+    def fit(self, panel: Panel) -> "RiskTerrain":
+        check_panel(panel)
+        self.columns_ = self.context_columns(panel)
+        y = panel.target[-self.weeks:].mean(axis=0, dtype=np.float64)
+        self.model_ = make_pipeline(FunctionTransformer(np.log1p), StandardScaler(),
+                                    PoissonRegressor(alpha=self.alpha, max_iter=1000))
+        self.model_.fit(self._design(panel), y)
+        return self
+
+    def predict(self, panel: Panel) -> np.ndarray:
+        if not hasattr(self, "model_"):
+            raise RuntimeError("RiskTerrain.predict called before fit")
+        return self.model_.predict(self._design(panel))
