@@ -171,11 +171,32 @@ def backtest_cmd(
     out_dir = out_dir or _default_out(cfg, "backtest")
     result, paths = backtest_step(cfg, names, weeks or cfg.backtest.weeks, end, out_dir, refit_every,
                                   ablation=ablation)
-    _print_summary(result.metrics, f"{len(result.metrics['weeks'])} weeks "
-                                   f"{result.metrics['weeks'][0]} .. {result.metrics['weeks'][-1]}")
+    _print_report(paths["accuracy_json"])
     if ablation:
         _print_ablation(paths["ablation_table"])
     out.print(f"wrote {paths['predictions']} and {paths['metrics']}")
+
+
+def _print_report(json_path: Path) -> None:
+    import json
+
+    from training.report import summary_rows
+
+    report = json.loads(json_path.read_text())
+    table_df = summary_rows(report)
+    table = Table(title=f"Accuracy over {len(report['weeks'])} weeks {report['weeks'][0]} .. {report['weeks'][-1]} "
+                        "(mean; [95% bootstrap interval over weeks])")
+    table.add_column("model")
+    for col in ("PAI@1%", "PAI@5%", "PEI@1%", "PEI*@1%", "deviance", "stability@1%"):
+        table.add_column(col, justify="right")
+    for name, row in table_df.iterrows():
+        table.add_row(name, f"{row['PAI@1%']:.2f} [{row['PAI@1% lo']:.2f}, {row['PAI@1% hi']:.2f}]",
+                      f"{row['PAI@5%']:.2f}", f"{row['PEI@1%']:.3f}", f"{row['PEI*@1%']:.3f}",
+                      f"{row['deviance']:.4f}", f"{row['stability@1%']:.2f}")
+    out.print(table)
+    for warning in report.get("warnings", []):
+        out.print(f"[yellow]warning:[/] {warning}")
+    out.print(f"[dim]{report['note']}[/] Report: {json_path.with_suffix('.html')}")
 
 
 def _print_ablation(csv_path: Path) -> None:

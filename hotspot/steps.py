@@ -154,9 +154,14 @@ def backtest_step(cfg: StudyConfig, model_names: list[str], weeks: int, end: str
     result.metrics["target_offenses"] = cfg.model.target_offenses or list(panel.groups)
     result.metrics["demographics_as_features"] = cfg.features.demographics_as_features
     paths = write_backtest(result, out_dir)
+    from training.report import accuracy_report, write_report
+
+    report = accuracy_report(result.predictions, cfg.backtest.coverages, reference="lightgbm")
+    targets_text = ", ".join(result.metrics["target_offenses"])
+    paths.update(write_report(report, result.predictions, out_dir,
+                              f"Accuracy report: {cfg.area.name} ({targets_text})"))
     if ablation:
-        targets = ", ".join(result.metrics["target_offenses"])
-        paths.update(write_ablation(abl, out_dir, f"{cfg.area.name} ({targets})"))
+        paths.update(write_ablation(abl, out_dir, f"{cfg.area.name} ({targets_text})"))
     with tracking.step_run(cfg, "backtest", prepared.incidents.fingerprint):
         import mlflow
 

@@ -1,0 +1,92 @@
+"""Evaluation over a backtest's predictions table (the contract file): curves, calibration, stability, intervals.
+
+Everything here is computed from `predictions.parquet` alone (period_start, cell_id, risk, observed, model), so any
+tool can recompute it. Definitions (one each, used by every report):
+- hit-rate curve: hit rate at every coverage from one cell to all cells, ties shared by expectation;
+- PEI* (Joshi et al. 2021): PAI / PAI*, where PAI* is the PAI of the best possible choice of cells of that size,
+  measured on the smallest area that holds those hits (cells without incidents add area, not hits);
+- calibration: mean forecast and mean observed count per risk decile, pooled over weeks;
+- rank stability: Jaccard overlap of the flagged top-c cells between consecutive weeks;
+- intervals: percentile bootstrap over weeks (seeded); paired comparison = bootstrap of the mean weekly difference.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from training.metrics import best_hits_at, hits_at, n_flagged
+
+CURVE_COVERAGES = np.round(np.concatenate([np.arange(0.001, 0.01, 0.001), np.arange(0.01, 0.2001, 0.005)]), 4)
+
+
+def pei_star_at(risk: np.ndarray, observed: np.ndarray, coverage: float) -> float:
+    n = len(risk)
+    k = n_flagged(n, coverage)
+    total = float(np.sum(observed))
+    best = best_hits_at(observed, k)
+    if total == 0 or best == 0:
+        return float("nan")
+    smallest = min(k, int(np.count_nonzero(observed)))
+    pai = (hits_at(risk, observed, k) / total) / (k / n)
+    pai_star = (best / total) / (smallest / n)
+    return pai / pai_star
+
+
+def weeks_of(predictions: pd.DataFrame, model: str) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
+    """(week, cell_id, risk, observed) per week of one model, cells in one order."""
+    sub = predictions[predictions["model"].astype(str) == model].sort_values(["period_start", "cell_id"])
+    return [(str(week), g["cell_id"].to_numpy(), g["risk"].to_numpy(float), g["observed"].to_numpy(float))
+            for week, g in sub.groupby("period_start", sort=True)]
+
+
+def hit_rate_curve(weeks, coverages=CURVE_COVERAGES) -> pd.DataFrame:
+    rows = []
+    for c in coverages:
+        rates = []
+        for _, _, risk, obs in weeks:
+            total = obs.sum()
+            rates.append(np.nan if total == 0 else hits_at(risk, obs, n_flagged(len(risk), c)) / total)
+        rows.append({"coverage": float(c), "hit_rate": float(np.nanmean(rates))})
+    return pd.DataFrame(rows)
+
+
+def calibration(weeks, bins: int = 10) -> pd.DataFrame:
+    risk = np.concatenate([w[2] for w in weeks])
+    obs = np.concatenate([w[3] for w in weeks])
+    order = pd.Series(risk).rank(method="first").to_numpy() - 1  # 0 .. n-1, ties in order of appearance
+    decile = (order * bins // len(risk)).astype(int)
+    frame = pd.DataFrame({"decile": decile + 1, "forecast": risk, "observed": obs})
+    return frame.groupby("decile").agg(forecast=("forecast", "mean"), observed=("observed", "mean"),
+                                       cell_weeks=("observed", "size")).reset_index()
+
+
+def rank_stability(weeks, coverage: float = 0.01) -> float:
+    """Mean Jaccard overlap of the flagged cells between consecutive weeks (1 = the same cells every week)."""
+    flagged = []
+    for _, cells, risk, _ in weeks:
+        k = n_flagged(len(risk), coverage)
+        flagged.append(set(cells[np.argsort(-risk, kind="stable")[:k]].tolist()))
+    overlaps = [len(a & b) / len(a | b) for a, b in zip(flagged, flagged[1:])]
+    return float(np.mean(overlaps)) if overlaps else float("nan")
+
+
+def bootstrap_mean(values, reps: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """Mean over weeks with a 95% percentile-bootstrap interval (resampling weeks)."""
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    if len(values) == 0:
+        return float("nan"), float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), size=(reps, len(values)))].mean(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return float(values.mean()), float(lo), float(hi)
+
+
+def paired_comparison(weekly_a: list[float], weekly_b: list[float], reps: int = 2000, seed: int = 0) -> dict:
+    """Mean weekly difference a - b with its bootstrap interval, and the share of weeks a wins."""
+    a, b = np.asarray(weekly_a, float), np.asarray(weekly_b, float)
+    d = a - b
+    mean, lo, hi = bootstrap_mean(d, reps, seed)
+    ok = np.isfinite(d)
+    return {"difference": mean, "ci95": [lo, hi], "weeks_better": int((d[ok] > 0).sum()), "weeks": int(ok.sum())}

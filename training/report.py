@@ -1,0 +1,199 @@
+"""The accuracy report of a backtest: JSON, an HTML page and PNG plots, every model beside the baselines.
+
+Recomputed from the predictions table alone (see training/evaluation.py for the definitions).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from training.evaluation import (
+    bootstrap_mean,
+    calibration,
+    hit_rate_curve,
+    paired_comparison,
+    pei_star_at,
+    rank_stability,
+    weeks_of,
+)
+from training.metrics import coverage_label, week_metrics
+
+NOTE = ("Recorded incidents are policing data, not ground truth: these figures measure how well each model "
+        "anticipates where incidents will be recorded.")
+
+
+def accuracy_report(predictions: pd.DataFrame, coverages: list[float], reference: str = "lightgbm",
+                    reps: int = 2000) -> dict:
+    models = [str(m) for m in pd.unique(predictions["model"].astype(str))]
+    report: dict = {"coverages": [coverage_label(c) for c in coverages], "models": {}, "note": NOTE}
+    weekly_by_model = {}
+    for model in models:
+        weeks = weeks_of(predictions, model)
+        weekly = []
+        for week, _, risk, obs in weeks:
+            row = {"period_start": week, **week_metrics(risk, obs, coverages)}
+            row.update({f"pei*@{coverage_label(c)}": pei_star_at(risk, obs, c) for c in coverages})
+            weekly.append(row)
+        frame = pd.DataFrame(weekly)
+        weekly_by_model[model] = frame
+        summary = {}
+        for key in [k for k in frame.columns if k not in ("period_start",)]:
+            mean, lo, hi = bootstrap_mean(frame[key], reps)
+            summary[key] = {"mean": mean, "ci95": [lo, hi]}
+        report["models"][model] = {
+            "summary": summary,
+            "rank_stability@1%": rank_stability(weeks, 0.01),
+            "calibration": calibration(weeks).to_dict(orient="records"),
+            "hit_rate_curve": hit_rate_curve(weeks).to_dict(orient="records"),
+        }
+        report["weeks"] = [w[0] for w in weeks]
+    if reference in weekly_by_model:
+        ref = weekly_by_model[reference]
+        report["paired"] = {
+            other: {key: paired_comparison(ref[key], frame[key], reps) for key in ("pai@1%", "poisson_deviance")}
+            for other, frame in weekly_by_model.items() if other != reference
+        }
+        report["reference"] = reference
+    n_weeks = len(report.get("weeks", []))
+    mean_incidents = float(np.mean([f["incidents"].mean() for f in weekly_by_model.values()])) if models else 0
+    report["warnings"] = []
+    if n_weeks < 10:
+        report["warnings"].append(f"only {n_weeks} weeks: intervals are wide and rankings of models unstable")
+    if mean_incidents < 50:
+        report["warnings"].append(f"about {mean_incidents:.0f} incidents a week: hit rates move in large steps")
+    return report
+
+
+def plot_report(report: dict, predictions: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = {}
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for name, m in report["models"].items():
+        curve = pd.DataFrame(m["hit_rate_curve"])
+        ax.plot(curve["coverage"] * 100, curve["hit_rate"] * 100, label=name)
+    ax.plot([0, 20], [0, 20], ls="--", c="grey", label="chance")
+    ax.set(xlabel="share of area flagged (%)", ylabel="share of incidents caught (%)", xlim=(0, 20),
+           title=f"Hit-rate curve, mean of {len(report['weeks'])} weeks")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    paths["curve"] = out_dir / "report_hit_rate_curve.png"
+    fig.savefig(paths["curve"], dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    labels = report["coverages"]
+    n = len(report["models"])
+    for i, (name, m) in enumerate(report["models"].items()):
+        means = [m["summary"][f"pai@{c}"]["mean"] for c in labels]
+        lo = [m["summary"][f"pai@{c}"]["ci95"][0] for c in labels]
+        hi = [m["summary"][f"pai@{c}"]["ci95"][1] for c in labels]
+        x = np.arange(len(labels)) + (i - (n - 1) / 2) * 0.8 / n
+        ax.errorbar(x, means, yerr=[np.subtract(means, lo), np.subtract(hi, means)], fmt="o", ms=4, capsize=2,
+                    label=name)
+    ax.set_xticks(np.arange(len(labels)), labels)
+    ax.set(xlabel="coverage", ylabel="PAI (mean, 95% bootstrap interval)", title="PAI at each coverage")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    paths["pai"] = out_dir / "report_pai_intervals.png"
+    fig.savefig(paths["pai"], dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5.2, 4.6))
+    top = 0.0
+    for name, m in report["models"].items():
+        cal = pd.DataFrame(m["calibration"])
+        ax.plot(cal["forecast"], cal["observed"], marker="o", ms=3, label=name)
+        top = max(top, cal["forecast"].max(), cal["observed"].max())
+    ax.plot([0, top], [0, top], ls="--", c="grey")
+    ax.set(xscale="symlog", yscale="symlog", xlabel="mean forecast per cell-week (risk decile)",
+           ylabel="mean recorded per cell-week", title="Calibration by risk decile")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    paths["calibration"] = out_dir / "report_calibration.png"
+    fig.savefig(paths["calibration"], dpi=110)
+    plt.close(fig)
+
+    model = report.get("reference", next(iter(report["models"])))
+    last = report["weeks"][-1]
+    week = predictions[(predictions["model"].astype(str) == model)
+                       & (predictions["period_start"].astype(str) == last)]
+    k = max(1, int(round(0.01 * len(week))))
+    flagged = week.nlargest(k, "risk")
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    ax.scatter(week["x"], week["y"], s=2, c="#dddddd", marker="s")
+    sc = ax.scatter(flagged["x"], flagged["y"], s=18, c=flagged["risk"], cmap="Reds", marker="s",
+                    edgecolors="k", linewidths=0.3)
+    hits = week[week["observed"] > 0]
+    ax.scatter(hits["x"], hits["y"], s=4 * hits["observed"], facecolors="none", edgecolors="tab:blue",
+               linewidths=0.5)
+    fig.colorbar(sc, ax=ax, label="forecast risk (top 1% of cells)")
+    ax.set(title=f"{model}: top 1% of cells, week of {last}\n(blue rings: cells with recorded incidents that week)",
+           xticks=[], yticks=[])
+    ax.set_aspect("equal")
+    fig.tight_layout()
+    paths["map"] = out_dir / "report_top_cells_map.png"
+    fig.savefig(paths["map"], dpi=110)
+    plt.close(fig)
+    return paths
+
+
+def write_report(report: dict, predictions: pd.DataFrame, out_dir: Path, title: str) -> dict[str, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plots = plot_report(report, predictions, out_dir)
+    json_path = out_dir / "accuracy.json"
+    json_path.write_text(json.dumps(report, indent=2, default=float))
+    html_path = out_dir / "accuracy.html"
+    html_path.write_text(render_html(report, plots, title))
+    return {"accuracy_json": json_path, "accuracy_html": html_path, **{f"plot_{k}": v for k, v in plots.items()}}
+
+
+def summary_rows(report: dict) -> pd.DataFrame:
+    rows = {}
+    for name, m in report["models"].items():
+        s = m["summary"]
+        rows[name] = {"PAI@1%": s["pai@1%"]["mean"], "PAI@1% lo": s["pai@1%"]["ci95"][0],
+                      "PAI@1% hi": s["pai@1%"]["ci95"][1], "PAI@5%": s["pai@5%"]["mean"],
+                      "PEI@1%": s["pei@1%"]["mean"], "PEI*@1%": s["pei*@1%"]["mean"],
+                      "deviance": s["poisson_deviance"]["mean"], "stability@1%": m["rank_stability@1%"]}
+    return pd.DataFrame(rows).T.sort_values("PAI@1%", ascending=False)
+
+
+def render_html(report: dict, plots: dict[str, Path], title: str) -> str:
+    table = summary_rows(report)
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in ["model", *table.columns])
+    body = "".join(
+        "<tr><td>" + html.escape(name) + "</td>" + "".join(f"<td>{v:.3f}</td>" for v in row) + "</tr>"
+        for name, row in table.iterrows())
+    paired = ""
+    if "paired" in report:
+        ref = html.escape(report["reference"])
+        rows = "".join(
+            f"<tr><td>{html.escape(other)}</td><td>{p['pai@1%']['difference']:+.2f} "
+            f"[{p['pai@1%']['ci95'][0]:+.2f}, {p['pai@1%']['ci95'][1]:+.2f}]</td>"
+            f"<td>{p['pai@1%']['weeks_better']}/{p['pai@1%']['weeks']}</td>"
+            f"<td>{p['poisson_deviance']['difference']:+.4f}</td></tr>"
+            for other, p in report["paired"].items())
+        paired = (f"<h2>{ref} against each model, same weeks</h2><table><tr><th>other model</th>"
+                  f"<th>PAI@1% difference [95%]</th><th>weeks {ref} better</th><th>deviance difference</th></tr>"
+                  f"{rows}</table>")
+    warnings = "".join(f"<p class=warn>{html.escape(w)}</p>" for w in report.get("warnings", []))
+    images = "".join(f'<figure><img src="{p.name}" alt="{k}"></figure>' for k, p in plots.items())
+    weeks = report.get("weeks", [])
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}td:first-child{{text-align:left}}
+.warn{{color:#a60}}figure{{display:inline-block;margin:0.5em}}img{{max-width:520px}}</style></head><body>
+<h1>{html.escape(title)}</h1>
+<p>{len(weeks)} forecast weeks, {html.escape(weeks[0] if weeks else '')} to {html.escape(weeks[-1] if weeks else '')};
+every model scored on the same weeks and cells; intervals are 95% bootstrap intervals over weeks.</p>
+<p><b>{html.escape(NOTE)}</b></p>{warnings}
+<table><tr>{head}</tr>{body}</table>{paired}{images}</body></html>"""
