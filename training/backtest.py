@@ -109,7 +109,10 @@ def run_backtest(panel: Panel, models: list[Forecaster], periods: np.ndarray, re
         seconds[model.name] = time.perf_counter() - start
     predictions = pd.concat(frames, ignore_index=True)[PREDICTION_COLUMNS]
     predictions["model"] = predictions["model"].astype("category")
-    return BacktestResult(predictions, summarise(weekly, coverages, panel, periods, refit_every), seconds)
+    metrics = summarise(weekly, coverages, panel, periods, refit_every)
+    for name, s in seconds.items():
+        metrics["models"][name]["fit_predict_s"] = s
+    return BacktestResult(predictions, metrics, seconds)
 
 
 def summarise(weekly: dict[str, list[dict]], coverages: list[float], panel: Panel, periods: np.ndarray,
