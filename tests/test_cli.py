@@ -51,7 +51,8 @@ def test_cli_flow_on_the_sample(tmp_path):
     assert list(pred.columns) == ["period_start", "cell_id", "x", "y", "lon", "lat", "risk", "observed", "model"]
     assert sorted(pd.to_datetime(pred["period_start"]).dt.date.astype(str).unique()) == [
         "2019-12-02", "2019-12-09", "2019-12-16", "2019-12-23"]
-    assert "pai@1%" in proc.stdout and "naive_52w" in proc.stdout
+    assert "PAI@1%" in proc.stdout and "naive_52w" in proc.stdout and "accuracy.html" in proc.stdout
+    assert (tmp_path / "bt" / "accuracy.html").exists() and (tmp_path / "bt" / "report_calibration.png").exists()
 
     out_file = tmp_path / "forecast.geojson"
     proc = run_cli("forecast", "--config", cfg, "--week", "2019-12-30", "--out", str(out_file))
