@@ -184,6 +184,9 @@ class LightGBMConfig(_Section):
     lambda_l2: Annotated[float, Field(ge=0)] = 1.0
     num_threads: Annotated[int, Field(ge=0)] = 0
     seed: int = 42
+    zero_row_fraction: Annotated[float, Field(gt=0, le=1)] = Field(
+        1.0, description="share of empty cell-weeks kept for fitting (weighted back up); 1 = all"
+    )
 
 
 class ModelConfig(_Section):

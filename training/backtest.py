@@ -30,8 +30,9 @@ PREDICTION_COLUMNS = ["period_start", "cell_id", "x", "y", "lon", "lat", "risk",
 
 def lightgbm_from_config(cfg: StudyConfig) -> LightGBMForecaster:
     lc = cfg.model.lightgbm
-    params = lc.model_dump(exclude={"num_boost_round"})
-    return LightGBMForecaster(params=params, num_boost_round=lc.num_boost_round, train_periods=cfg.model.train_periods)
+    params = lc.model_dump(exclude={"num_boost_round", "zero_row_fraction"})
+    return LightGBMForecaster(params=params, num_boost_round=lc.num_boost_round, train_periods=cfg.model.train_periods,
+                              zero_row_fraction=lc.zero_row_fraction, seed=lc.seed)
 
 
 def available_models(cfg: StudyConfig) -> dict[str, Callable[[], Forecaster]]:
