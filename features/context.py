@@ -11,6 +11,7 @@ import warnings
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 from scipy.spatial import cKDTree
 
 from features.config import ContextLayerConfig
@@ -20,8 +21,6 @@ from features.registry import Feature
 
 
 def _points_from_columns(layer: ContextLayerConfig, table) -> gpd.GeoDataFrame:
-    import pandas as pd
-
     missing = [c for c in (layer.lon, layer.lat) if c not in table.columns]
     if missing:
         raise InputError(f"{layer.path}: context layer '{layer.name}' has no column(s) {missing}")
@@ -39,8 +38,6 @@ def read_layer(layer: ContextLayerConfig, grid: Grid) -> gpd.GeoDataFrame:
     path = layer.path
     try:
         if layer.lon and path.suffix.lower() in (".csv", ".txt", ".gz"):
-            import pandas as pd
-
             gdf = pd.read_csv(path)
         else:
             gdf = gpd.read_file(path)
@@ -106,7 +103,7 @@ def polygon_features(name: str, polygons: gpd.GeoDataFrame, attributes: list[str
     weight = pieces.geometry.area.to_numpy()
     out = []
     for attr in attributes:
-        values = np.asarray(pd_numeric(pieces[attr]), dtype=np.float64)
+        values = pd.to_numeric(pieces[attr], errors="coerce").to_numpy(dtype=np.float64)
         ok = np.isfinite(values)
         num = np.bincount(pieces["cell"].to_numpy()[ok], weights=weight[ok] * values[ok], minlength=grid.n_cells)
         den = np.bincount(pieces["cell"].to_numpy()[ok], weights=weight[ok], minlength=grid.n_cells)
@@ -116,8 +113,3 @@ def polygon_features(name: str, polygons: gpd.GeoDataFrame, attributes: list[str
                            f"{name}: area-weighted mean of {attr} over the cell", "as in the layer"))
     return out
 
-
-def pd_numeric(series):
-    import pandas as pd
-
-    return pd.to_numeric(series, errors="coerce")

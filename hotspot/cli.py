@@ -119,7 +119,6 @@ def features_cmd(
 
 def _print_families(cfg: StudyConfig | None) -> None:
     import features.families  # noqa: F401  (registers the families)
-    from features.config import StudyConfig as _S  # noqa: F401
     from features.registry import FAMILIES, selected_families
 
     chosen = set(selected_families(cfg)) if cfg else set(FAMILIES)
@@ -249,7 +248,7 @@ def demo_cmd(
     out.rule(f"[bold]hotspot demo[/] on {cfg.area.name}")
     result, qpath = validate_step(cfg, out_dir / "validate")
     out.print(f"1. validate: {len(result.accepted):,} accepted, {len(result.quarantine):,} quarantined -> {qpath}")
-    prepared, panel_path, _ = features_step(cfg, out_dir / "features")
+    prepared, panel_path, _ = features_step(cfg, out_dir / "features", incidents=result)
     out.print(f"2. features: {prepared.panel.n_periods} periods x {prepared.panel.grid.n_cells:,} cells x "
               f"{len(prepared.panel.feature_names)} features -> {panel_path}")
     model, ref = train_step(cfg, prepared)

@@ -38,13 +38,14 @@ class Prepared:
     seconds: dict[str, float]
 
 
-def prepare(cfg: StudyConfig, quiet: bool = False) -> Prepared:
-    """Validate the inputs and build the panel (the shared first half of every step)."""
+def prepare(cfg: StudyConfig, quiet: bool = False, incidents: ValidatedIncidents | None = None) -> Prepared:
+    """Validate the inputs (unless already validated) and build the panel (the shared first half of every step)."""
     timings = {}
-    with console.status("reading and validating incidents", spinner="dots") if not quiet else nullcontext():
-        start = time.perf_counter()
-        incidents = validate(cfg)
-        timings["validate_s"] = time.perf_counter() - start
+    if incidents is None:
+        with console.status("reading and validating incidents", spinner="dots") if not quiet else nullcontext():
+            start = time.perf_counter()
+            incidents = validate(cfg)
+            timings["validate_s"] = time.perf_counter() - start
     with console.status(f"building the panel ({incidents.grid.n_cells:,} cells)", spinner="dots") if not quiet else nullcontext():
         start = time.perf_counter()
         panel = build_panel(cfg, incidents.accepted, incidents.grid)
@@ -74,8 +75,9 @@ def validate_step(cfg: StudyConfig, out_dir: Path) -> tuple[ValidatedIncidents, 
     return result, path
 
 
-def features_step(cfg: StudyConfig, out_dir: Path) -> tuple[Prepared, Path, Path]:
-    prepared = prepare(cfg)
+def features_step(cfg: StudyConfig, out_dir: Path,
+                  incidents: ValidatedIncidents | None = None) -> tuple[Prepared, Path, Path]:
+    prepared = prepare(cfg, incidents=incidents)
     start = time.perf_counter()
     panel_path, schema_path = write_panel(prepared.panel, out_dir)
     prepared.seconds["write_s"] = time.perf_counter() - start
