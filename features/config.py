@@ -7,6 +7,7 @@ working directory. Everything city-specific lives here, never in code.
 from __future__ import annotations
 
 import hashlib
+import re
 import tomllib
 from datetime import date
 from pathlib import Path
@@ -174,7 +175,13 @@ class FeaturesConfig(_Section):
 
 
 class LightGBMConfig(_Section):
-    objective: Literal["poisson", "tweedie", "regression"] = "poisson"
+    objective: Literal["poisson", "tweedie", "regression", "lambdarank", "rank_xendcg"] = Field(
+        "poisson", description="poisson/tweedie/regression fit expected counts; lambdarank/rank_xendcg learn to rank "
+                               "the cells of each period (CrimeRank-style) and are calibrated to counts afterwards")
+    tweedie_variance_power: Annotated[float, Field(gt=1, lt=2)] = 1.5
+    lambdarank_truncation_level: Annotated[int, Field(ge=1)] = 100
+    bagging_freq: Annotated[int, Field(ge=0)] = 0
+    lambda_l1: Annotated[float, Field(ge=0)] = 0.0
     num_boost_round: Annotated[int, Field(gt=0)] = 300
     learning_rate: Annotated[float, Field(gt=0, le=1)] = 0.05
     num_leaves: Annotated[int, Field(ge=2)] = 31
@@ -209,15 +216,183 @@ class BacktestConfig(_Section):
     coverages: list[Annotated[float, Field(gt=0, le=1)]] = [0.005, 0.01, 0.02, 0.05, 0.10]
 
 
+class TuneConfig(_Section):
+    """Optuna study over rolling-origin folds: `folds` consecutive blocks of `fold_weeks` periods that end where the
+    backtest window starts, each scored by a model fitted only on the periods before the block."""
+
+    trials: Annotated[int, Field(gt=0)] = 30
+    metric: Literal["pai@0.5%", "pai@1%", "pai@2%", "pai@5%", "pai@10%", "pei@1%", "poisson_deviance"] = Field(
+        "pai@1%", description="what the study optimises (mean over fold weeks); deviance is minimised")
+    folds: Annotated[int, Field(gt=0, le=20)] = 3
+    fold_weeks: Annotated[int, Field(gt=0)] = 8
+    storage: str = Field("sqlite:///optuna.db", description="Optuna storage URL (the study resumes from it)")
+    heartbeat_s: Annotated[int, Field(ge=1)] = Field(
+        30, description="trial heartbeat; a trial silent for twice this is taken as killed and run again")
+    study_name: str | None = Field(None, description="[default: AREA-lightgbm-TARGET]")
+    seed: int = 0
+    objectives: list[Literal["poisson", "tweedie", "regression", "lambdarank", "rank_xendcg"]] = [
+        "poisson", "tweedie", "lambdarank"]
+    train_periods: list[Annotated[int, Field(gt=0)]] = Field([52, 104, 156], description="choices of history")
+    zero_row_fraction: Annotated[float, Field(gt=0, le=1)] = Field(
+        0.1, description="share of empty cell-periods kept while tuning (weighted back up)")
+    max_boost_round: Annotated[int, Field(ge=50)] = 500
+    pruner_startup_trials: Annotated[int, Field(ge=0)] = 5
+    timeout_s: Annotated[float, Field(gt=0)] | None = None
+
+
+class PromotionConfig(_Section):
+    """The gate a registered model passes to become the champion: its backtest against the champion's, same weeks."""
+
+    metric: Literal["pai@0.5%", "pai@1%", "pai@2%", "pai@5%", "pai@10%", "pei@1%", "poisson_deviance"] = "pai@1%"
+    margin: Annotated[float, Field(ge=0)] = Field(
+        0.0, description="relative improvement required, e.g. 0.02 = 2% better than the champion")
+    require_significant: bool = Field(
+        False, description="also require the 95% interval of the paired weekly difference to exclude 0")
+    weeks: Annotated[int, Field(gt=0)] | None = Field(None, description="[default: backtest.weeks]")
+    refit_every: Annotated[int, Field(gt=0)] | None = Field(None, description="[default: backtest.refit_every]")
+
+
+class GroupDefinition(_Section):
+    """One way of dividing residents into groups: each polygon of the fairness areas gets one label.
+
+    majority: the label is the largest of `columns` (shares of residents); quantile: population-weighted quantile
+    bins of `column` (labels Q1 = lowest .. Qn); bins: `column` cut at `edges` (right edge of the last bin included).
+    """
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_]+$", description="name of the definition in reports")]
+    kind: Literal["majority", "quantile", "bins"]
+    column: str | None = Field(None, description="quantile/bins: the numeric column of the areas file")
+    columns: list[str] | None = Field(None, description="majority: the share columns; the largest names the group")
+    quantiles: Annotated[int, Field(ge=2, le=20)] = 5
+    edges: list[float] | None = Field(None, description="bins: increasing bin edges")
+    labels: list[str] | None = Field(None, description="group labels in order [default: column names, Q1..Qn, "
+                                                       "or the bin ranges]")
+    reference: str | None = Field(None, description="label of the reference group for flag-rate ratios "
+                                                    "[default: majority: the group with the most residents; "
+                                                    "quantile/bins: the first group]")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "GroupDefinition":
+        if self.kind == "majority":
+            if not self.columns or len(self.columns) < 2 or self.column:
+                raise ValueError(f"group definition '{self.name}': kind 'majority' needs `columns` (two or more share "
+                                 "columns) and no `column`")
+        elif not self.column or self.columns:
+            raise ValueError(f"group definition '{self.name}': kind '{self.kind}' needs `column` (one column), "
+                             "not `columns`")
+        if self.kind == "bins":
+            if not self.edges or len(self.edges) < 2 or any(b <= a for a, b in zip(self.edges, self.edges[1:])):
+                raise ValueError(f"group definition '{self.name}': kind 'bins' needs `edges`, at least two, "
+                                 "strictly increasing")
+        elif self.edges:
+            raise ValueError(f"group definition '{self.name}': `edges` are only for kind 'bins'")
+        n = len(self.default_labels())
+        if self.labels is not None and (len(self.labels) != n or len(set(self.labels)) != n):
+            raise ValueError(f"group definition '{self.name}': `labels` must be {n} distinct names, one per group")
+        if self.reference is not None and self.reference not in self.group_labels:
+            raise ValueError(f"group definition '{self.name}': reference {self.reference!r} is not one of its "
+                             f"groups {self.group_labels}")
+        return self
+
+    def default_labels(self) -> list[str]:
+        if self.kind == "majority":
+            return list(self.columns or [])
+        if self.kind == "quantile":
+            return [f"Q{i + 1}" for i in range(self.quantiles)]
+        edges = self.edges or []
+        return [f"{a:g}-{b:g}" for a, b in zip(edges, edges[1:])]
+
+    @property
+    def group_labels(self) -> list[str]:
+        return list(self.labels) if self.labels is not None else self.default_labels()
+
+
+class FeedbackSimulationConfig(_Section):
+    """Feedback-loop simulation (after Ensign et al. 2018): patrols follow the forecast and record what they find."""
+
+    rounds: Annotated[int, Field(gt=0, le=1000)] = 52
+    replications: Annotated[int, Field(gt=0, le=100)] = 5
+    history_weeks: Annotated[int, Field(gt=0)] = Field(
+        156, description="recorded weeks before the audit that give the true rates and the starting model")
+    report_rate: Annotated[float, Field(gt=0, le=1)] = Field(
+        0.5, description="share of true incidents that residents report wherever patrols are "
+                         "(per group from fairness.reporting_rates when given)")
+    detection_rate: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.5, description="share of the unreported incidents in a patrolled cell that patrols discover")
+    base_detection_rate: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.0, description="the same share in cells without patrols")
+    true_rate_multipliers: dict[str, Annotated[float, Field(gt=0)]] = Field(
+        {}, description="primary group label -> multiplier of its cells' recorded rate to give the true rate")
+    halflife_weeks: Annotated[float, Field(gt=0)] | None = Field(
+        None, description="memory of the simulated count model [default: backtest.ewm_halflife]")
+    discovered_weight: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.25, description="mitigation 'downweight': weight of incidents discovered by patrols")
+    decay_halflife_weeks: Annotated[float, Field(gt=0)] = Field(
+        4.0, description="mitigation 'decay': the shorter memory that lets old records fade")
+    seed: int = 0
+
+
 class FairnessConfig(_Section):
+    """The fairness audit: demographic areas apportioned onto cells, and how the audit groups and measures them."""
+
     areas: Path
-    population: str
-    groups: list[str]
+    population: str = Field(description="column of the areas file holding each polygon's residents")
+    groups: list[GroupDefinition] = Field(
+        description="group definitions; a plain column name means population-weighted quintiles of that column")
+    primary: str | None = Field(None, description="definition used by the simulation, the reporting-rate "
+                                                  "sensitivity and the trade-off [default: the first]")
+    coverage: Annotated[float, Field(gt=0, lt=1)] = Field(0.01, description="share of cells flagged each week")
+    bootstrap_reps: Annotated[int, Field(ge=100, le=100_000)] = 1000
+    small_group_cells: Annotated[int, Field(ge=1)] = Field(
+        30, description="groups with fewer cells are warned about (their figures move in large steps)")
+    small_group_population_share: Annotated[float, Field(ge=0, lt=1)] = 0.02
+    reporting_rates: dict[str, Annotated[float, Field(gt=0, le=1)]] = Field(
+        {}, description="primary group label -> assumed share of its incidents that get recorded")
+    sensitivity_relative_rates: list[Annotated[float, Field(gt=0)]] = Field(
+        [0.5, 0.75], description="each group in turn recorded at this rate relative to the others")
+    tradeoff_steps: Annotated[int, Field(ge=2, le=50)] = 6
+    simulation: FeedbackSimulationConfig = FeedbackSimulationConfig()
 
     @field_validator("areas", mode="before")
     @classmethod
     def _areas_exists(cls, v, info: ValidationInfo):
         return _resolve(v, info)
+
+    @field_validator("groups", mode="before")
+    @classmethod
+    def _shorthand(cls, v):
+        if not isinstance(v, list):
+            return v
+        return [{"name": re.sub(r"[^A-Za-z0-9_]", "_", g), "kind": "quantile", "column": g} if isinstance(g, str)
+                else g for g in v]
+
+    @field_validator("groups", mode="after")
+    @classmethod
+    def _definitions(cls, v: list[GroupDefinition]) -> list[GroupDefinition]:
+        if not v:
+            raise ValueError("list at least one group definition")
+        names = [d.name for d in v]
+        if len(set(names)) != len(names):
+            raise ValueError(f"group definition names repeat: {names}")
+        return v
+
+    @model_validator(mode="after")
+    def _primary_labels(self) -> "FairnessConfig":
+        names = [d.name for d in self.groups]
+        if self.primary is not None and self.primary not in names:
+            raise ValueError(f"primary {self.primary!r} is not a group definition; choose from {names}")
+        labels = self.primary_definition.group_labels
+        for key, mapping in (("reporting_rates", self.reporting_rates),
+                             ("simulation.true_rate_multipliers", self.simulation.true_rate_multipliers)):
+            unknown = sorted(set(mapping) - set(labels))
+            if unknown:
+                raise ValueError(f"{key}: {unknown} are not groups of the primary definition "
+                                 f"'{self.primary_definition.name}' ({labels})")
+        return self
+
+    @property
+    def primary_definition(self) -> GroupDefinition:
+        return next((d for d in self.groups if d.name == self.primary), self.groups[0])
 
 
 class ContextLayerConfig(_Section):
@@ -229,6 +404,8 @@ class ContextLayerConfig(_Section):
     lon: str | None = Field(None, description="point layers: build the points from these WGS84 columns instead of "
                                               "the file's geometry (also for CSV files)")
     lat: str | None = None
+    label: str | None = Field(None, description="plural noun for the layer in per-cell reasons, e.g. 'subway and "
+                                                "bus stops' [default: the name with spaces]")
 
     @model_validator(mode="after")
     def _lonlat_pair(self) -> "ContextLayerConfig":
@@ -250,6 +427,8 @@ class StudyConfig(_Section):
     period: PeriodConfig = PeriodConfig()
     features: FeaturesConfig = FeaturesConfig()
     model: ModelConfig = ModelConfig()
+    tune: TuneConfig = TuneConfig()
+    promotion: PromotionConfig = PromotionConfig()
     backtest: BacktestConfig = BacktestConfig()
     fairness: FairnessConfig | None = None
     context: list[ContextLayerConfig] = []

@@ -70,8 +70,9 @@ def read_layer(layer: ContextLayerConfig, grid: Grid) -> gpd.GeoDataFrame:
 
 
 def point_features(name: str, points: np.ndarray, grid: Grid, bandwidths_m: list[float],
-                   path: str = "") -> list[Feature]:
+                   path: str = "", label: str | None = None) -> list[Feature]:
     """Count in cell, distance to nearest and kernel density of a point layer (points: (N, 2) in the area CRS)."""
+    label = label or name.replace("_", " ")
     cell = grid.locate(points[:, 0], points[:, 1])
     count = np.bincount(cell[cell >= 0], minlength=grid.n_cells).astype(np.float32)
     if not (cell >= 0).any():
@@ -80,9 +81,10 @@ def point_features(name: str, points: np.ndarray, grid: Grid, bandwidths_m: list
     tree = cKDTree(points)
     distance, _ = tree.query(centres, k=1)
     out = [
-        Feature(f"ctx_{name}_count", count, f"{name}: features in the cell", "features"),
+        Feature(f"ctx_{name}_count", count, f"{name}: features in the cell", "features",
+                reason=f"{{count}} {label} in this cell"),
         Feature(f"ctx_{name}_dist_m", distance.astype(np.float32), f"{name}: distance from the cell centre to the "
-                "nearest feature", "m"),
+                "nearest feature", "m", reason=f"the nearest of the {label} is {{dist}} m away"),
     ]
     for bw in bandwidths_m:
         # exact Gaussian kernel sum over points within 3 bandwidths, in features per km^2
@@ -90,7 +92,8 @@ def point_features(name: str, points: np.ndarray, grid: Grid, bandwidths_m: list
         weights = np.exp(-0.5 * (pairs.data / bw) ** 2)
         density = np.bincount(pairs.row, weights=weights, minlength=grid.n_cells) / (2 * np.pi * (bw / 1000) ** 2)
         out.append(Feature(f"ctx_{name}_kde{bw:g}m", density.astype(np.float32),
-                           f"{name}: Gaussian kernel density, bandwidth {bw:g} m", "features per km2"))
+                           f"{name}: Gaussian kernel density, bandwidth {bw:g} m", "features per km2",
+                           reason=f"many {label} within about {bw:g} m ({{rate}} per km²)"))
     return out
 
 
@@ -110,6 +113,7 @@ def polygon_features(name: str, polygons: gpd.GeoDataFrame, attributes: list[str
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = np.where(den > 0, num / den, np.nan)
         out.append(Feature(f"ctx_{name}_{attr}", mean.astype(np.float32),
-                           f"{name}: area-weighted mean of {attr} over the cell", "as in the layer"))
+                           f"{name}: area-weighted mean of {attr} over the cell", "as in the layer",
+                           reason=f"{name.replace('_', ' ')} here: {attr.replace('_', ' ')} {{value}}"))
     return out
 

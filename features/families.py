@@ -29,18 +29,24 @@ def slug(text: str) -> str:
 def temporal(ctx: BuildContext) -> Iterator[Feature]:
     fc, sums = ctx.cfg.features, ctx.target_sums
     for w in fc.windows:
-        yield Feature(f"count_w{w}", window_counts(sums, w), f"target incidents in the cell over the last {w} periods")
+        yield Feature(f"count_w{w}", window_counts(sums, w), f"target incidents in the cell over the last {w} periods",
+                      reason=f"{{count}} {ctx.target_noun} in this cell in {ctx.last(w)}")
     yield Feature("rate_all", history_rate(sums), "mean target incidents per period over all history",
-                  "incidents per period")
+                  "incidents per period",
+                  reason=f"{{rate}} {ctx.target_noun} per {ctx.period_word} here on average over all the records")
     for h in fc.ewm_halflives:
         yield Feature(f"ewm_hl{h:g}", ewm_rate(ctx.target, h),
-                      f"exponentially weighted mean per period, half-life {h:g} periods", "incidents per period")
+                      f"exponentially weighted mean per period, half-life {h:g} periods", "incidents per period",
+                      reason=f"{{rate}} {ctx.target_noun} per {ctx.period_word} here recently (an average that "
+                             f"weighs the latest {ctx.period_word}s most)")
     ppy = ctx.periods_per_year
     short, long_ = min(4, ppy), ppy
     with np.errstate(invalid="ignore"):
         yield Feature(f"trend_{short}v{long_}", window_counts(sums, short) / short - window_counts(sums, long_) / long_,
                       f"mean per period over the last {short} minus over the last {long_} periods",
-                      "incidents per period")
+                      "incidents per period",
+                      reason=f"a change of {{rate}} {ctx.target_noun} per {ctx.period_word} in {ctx.last(short)} "
+                             f"against {ctx.last(long_)}")
     # the same period a year ago and its two neighbours: periods t-ppy-1 .. t-ppy+1, all before t. Missing (NaN,
     # which LightGBM handles) for the first year and a period; not counted in the family's look-back.
     last_year = np.full(sums.shape, np.nan, dtype=np.float32)
@@ -48,9 +54,12 @@ def temporal(ctx: BuildContext) -> Iterator[Feature]:
     if sums.shape[0] > lo:  # fewer rows: missing throughout (the slices below would not line up)
         last_year[lo:] = sums[lo - hi:sums.shape[0] - hi] - sums[: sums.shape[0] - lo]
     yield Feature("same_period_last_year", last_year,
-                  "target incidents in the cell in the same period a year earlier and the periods either side")
+                  "target incidents in the cell in the same period a year earlier and the periods either side",
+                  reason=f"{{count}} {ctx.target_noun} in this cell at this time last year "
+                         f"(the same {ctx.period_word} and the {ctx.period_word}s either side)")
     yield Feature("periods_since_last", periods_since_last(ctx.target),
-                  "periods since the last target incident in the cell", "periods")
+                  "periods since the last target incident in the cell", "periods",
+                  reason=f"the last of the {ctx.target_noun} in this cell was {{count}} {ctx.period_word}(s) ago")
 
 
 # --- offence groups ---------------------------------------------------------------------------------------------------
@@ -64,7 +73,8 @@ def offense_groups(ctx: BuildContext) -> Iterator[Feature]:
         sums = history_sums(ctx.counts[:, :, g])
         for w in ctx.cfg.features.group_windows:
             yield Feature(f"count_w{w}_{slug(group)}", window_counts(sums, w),
-                          f"{group} incidents in the cell over the last {w} periods")
+                          f"{group} incidents in the cell over the last {w} periods",
+                          reason=f"{{count}} {group} incidents in this cell in {ctx.last(w)}")
 
 
 # --- spatial ----------------------------------------------------------------------------------------------------------
@@ -81,7 +91,9 @@ def spatial(ctx: BuildContext) -> Iterator[Feature]:
         for w in fc.ring_windows:
             yield Feature(f"ring{r}_count_w{w}", window_counts(ring_sums, w),
                           f"target incidents in the cells within {r} ring(s) around (cell excluded), "
-                          f"last {w} periods")
+                          f"last {w} periods",
+                          reason=f"{{count}} {ctx.target_noun} within {r * grid.cell_size_m:g} m of this cell "
+                                 f"in {ctx.last(w)}")
     for w in fc.kernel_windows:
         own = window_counts(ctx.target_sums, w)
         filled = np.nan_to_num(own)
@@ -89,12 +101,16 @@ def spatial(ctx: BuildContext) -> Iterator[Feature]:
             smooth = gaussian_smooth(grid, filled, bw).astype(np.float32)
             smooth[np.isnan(own[:, 0])] = np.nan
             yield Feature(f"kde{bw:g}m_w{w}", smooth,
-                          f"Gaussian-smoothed target incidents (bandwidth {bw:g} m), last {w} periods")
+                          f"Gaussian-smoothed target incidents (bandwidth {bw:g} m), last {w} periods",
+                          reason=f"a concentration of {ctx.target_noun} within about {bw:g} m in {ctx.last(w)} "
+                                 f"({{rate}} per cell, smoothed)")
     w = fc.idw_window
     dw = distance_weighted_sums(grid, np.nan_to_num(window_counts(ctx.target_sums, w)), 3).astype(np.float32)
     dw[:w] = np.nan
     yield Feature(f"idw3_count_w{w}", dw, f"target incidents within 3 cells weighted by 1/distance (in cells), last "
-                  f"{w} periods")
+                  f"{w} periods",
+                  reason=f"{ctx.target_noun} nearby in {ctx.last(w)}, within {3 * grid.cell_size_m:g} m "
+                         f"(weighted by closeness: {{rate}})")
 
 
 # --- near repeat ------------------------------------------------------------------------------------------------------
@@ -108,14 +124,16 @@ def near_repeat(ctx: BuildContext) -> Iterator[Feature]:
     sums = history_sums(near)
     for w in ctx.cfg.features.near_repeat_windows:
         yield Feature(f"near_repeat_w{w}", window_counts(sums, w),
-                      f"incidents of any offence in the cell and its 8 neighbours over the last {w} periods")
+                      f"incidents of any offence in the cell and its 8 neighbours over the last {w} periods",
+                      reason=f"{{count}} incidents of any kind in this cell or the cells touching it in "
+                             f"{ctx.last(w)} (repeats follow recent incidents)")
 
 
 # --- incident mix: time of day and premises ---------------------------------------------------------------------------
 
 
 def _mix_shares(ctx: BuildContext, category: np.ndarray, labels: list[str], prefix: str,
-                what: str) -> Iterator[Feature]:
+                what: str, phrase: str) -> Iterator[Feature]:
     """Share of the cell's incidents (any offence) in each category over the last mix_window periods."""
     T, C, K = ctx.n_periods, ctx.grid.n_cells, len(labels)
     inc = ctx.incidents
@@ -129,7 +147,9 @@ def _mix_shares(ctx: BuildContext, category: np.ndarray, labels: list[str], pref
         with np.errstate(invalid="ignore", divide="ignore"):
             share = np.where(total > 0, window_counts(sums[:, :, k], w) / total, np.nan).astype(np.float32)
         yield Feature(f"{prefix}_{slug(label)}", share,
-                      f"share of the cell's incidents {what} {label} over the last {w} periods", "share")
+                      f"share of the cell's incidents {what} {label} over the last {w} periods", "share",
+                      reason=f"{{pct}}% of this cell's incidents in {ctx.last(w)} were "
+                             + phrase.format(label=label))
 
 
 @family("time_of_day", "when past incidents in the cell happened (night, morning, afternoon, evening)",
@@ -141,7 +161,7 @@ def time_of_day(ctx: BuildContext) -> Iterator[Feature]:
     category = np.full(len(hours), -1)
     for k, (lo, hi) in enumerate(HOUR_BINS.values()):
         category[(hours >= lo) & (hours < hi)] = k
-    yield from _mix_shares(ctx, category, list(HOUR_BINS), "tod", "in the")
+    yield from _mix_shares(ctx, category, list(HOUR_BINS), "tod", "in the", "in the {label}")
 
 
 @family("premises", "where past incidents in the cell happened (premises type mix)", inputs="incident premises",
@@ -150,7 +170,8 @@ def time_of_day(ctx: BuildContext) -> Iterator[Feature]:
 def premises(ctx: BuildContext) -> Iterator[Feature]:
     values = ctx.incidents["premises"]
     labels = list(values.cat.categories)
-    yield from _mix_shares(ctx, values.cat.codes.to_numpy(), labels, "premises", "at premises")
+    yield from _mix_shares(ctx, values.cat.codes.to_numpy(), labels, "premises", "at premises",
+                           "at {label} premises")
 
 
 # --- calendar ---------------------------------------------------------------------------------------------------------
@@ -166,8 +187,9 @@ def calendar(ctx: BuildContext) -> Iterator[Feature]:
         return np.broadcast_to(np.asarray(values, dtype=np.float32)[:, None], (len(starts), C))
 
     yield Feature("week_of_year", per_period(starts.isocalendar().week), "ISO week of year of the period start",
-                  "week")
-    yield Feature("month", per_period(starts.month), "month of the period start", "month")
+                  "week", reason="the time of year (week {count}): a seasonal high for this kind of place")
+    yield Feature("month", per_period(starts.month), "month of the period start", "month",
+                  reason="the month (month {count}): a seasonal high for this kind of place")
     fc = ctx.cfg.features
     if fc.holidays_country:
         import holidays
@@ -178,7 +200,8 @@ def calendar(ctx: BuildContext) -> Iterator[Feature]:
         dates = pd.DatetimeIndex(sorted(pd.Timestamp(d) for d in days))
         n = dates.searchsorted(ends, side="left") - dates.searchsorted(starts, side="left")
         region = fc.holidays_country + (f"-{fc.holidays_subdivision}" if fc.holidays_subdivision else "")
-        yield Feature("holidays_in_period", per_period(n), f"public holidays ({region}) in the period", "days")
+        yield Feature("holidays_in_period", per_period(n), f"public holidays ({region}) in the period", "days",
+                      reason=f"{{count}} public holiday(s) ({region}) in the {ctx.period_word}")
 
 
 # --- context layers ---------------------------------------------------------------------------------------------------
@@ -198,4 +221,4 @@ def context(ctx: BuildContext) -> Iterator[Feature]:
             yield from polygon_features(layer.name, gdf, layer.attributes, ctx.grid)
         else:
             yield from point_features(layer.name, get_coordinates(gdf.geometry.values), ctx.grid,
-                                      ctx.cfg.features.context_bandwidths_m, str(layer.path))
+                                      ctx.cfg.features.context_bandwidths_m, str(layer.path), layer.label)

@@ -35,6 +35,7 @@ class Panel:
     feature_descriptions: dict[str, str] = field(default_factory=dict)
     feature_units: dict[str, str] = field(default_factory=dict)
     feature_families: dict[str, str] = field(default_factory=dict)  # feature name -> family name
+    feature_reasons: dict[str, str] = field(default_factory=dict)  # feature name -> reason sentence template
     skipped_families: dict[str, str] = field(default_factory=dict)  # family -> why it was not built
     min_history: int = 0  # periods of look-back the longest feature needs
     event_days: np.ndarray | None = None  # target incidents' times, days since period_starts[0], sorted
@@ -65,7 +66,7 @@ class Panel:
             counts=self.counts[:t], target=self.target[:t], X=self.X[: t + 1],
             feature_names=self.feature_names, feature_descriptions=self.feature_descriptions,
             feature_units=self.feature_units, feature_families=self.feature_families,
-            skipped_families=self.skipped_families, min_history=self.min_history,
+            feature_reasons=self.feature_reasons, skipped_families=self.skipped_families, min_history=self.min_history,
             event_days=None if cut is None else self.event_days[:cut],
             event_cell=None if cut is None else self.event_cell[:cut],
         )
@@ -147,7 +148,7 @@ def build_panel(cfg: StudyConfig, incidents: pd.DataFrame, grid: Grid) -> Panel:
     order = np.argsort(event_days, kind="stable")
     ctx = BuildContext(cfg=cfg, grid=grid, period_starts=starts, groups=groups, counts=counts, target=target,
                        incidents=known)
-    names, descriptions, units, families, columns = [], {}, {}, {}, []
+    names, descriptions, units, families, reasons, columns = [], {}, {}, {}, {}, []
     lookback = 0
     for fam_name in selected_families(cfg):
         fam = FAMILIES[fam_name]
@@ -166,6 +167,7 @@ def build_panel(cfg: StudyConfig, incidents: pd.DataFrame, grid: Grid) -> Panel:
             descriptions[feat.name] = feat.description
             units[feat.name] = feat.unit
             families[feat.name] = fam_name
+            reasons[feat.name] = feat.reason
             columns.append(feat.values)
     if not columns:
         raise ValueError("no feature family could be built; check [features] families and exclude")
@@ -176,7 +178,7 @@ def build_panel(cfg: StudyConfig, incidents: pd.DataFrame, grid: Grid) -> Panel:
     return Panel(
         grid=grid, period_starts=starts, groups=groups, counts=counts, target=target, X=X,
         feature_names=tuple(names), feature_descriptions=descriptions, feature_units=units,
-        feature_families=families, skipped_families=dict(skipped), min_history=lookback,
+        feature_families=families, feature_reasons=reasons, skipped_families=dict(skipped), min_history=lookback,
         event_days=event_days[order], event_cell=known["cell"].to_numpy()[is_target][order].astype(np.int32),
     )
 

@@ -25,6 +25,9 @@ class Feature:
     values: np.ndarray  # (T + 1, C) per period, or (C,) for a static feature
     description: str
     unit: str = "incidents"
+    # A sentence a shift commander reads when this feature raises a cell's risk, with placeholders for the value:
+    # {count} (a whole number), {rate} (two decimals), {pct} (a share in percent), {dist} (metres), {value}.
+    reason: str = ""
 
 
 @dataclass
@@ -47,6 +50,23 @@ class BuildContext:
         from features.lags import history_sums
 
         return history_sums(self.target)
+
+    @cached_property
+    def period_word(self) -> str:
+        """What one period is called in sentences: week, month, day, or period."""
+        return {52: "week", 53: "week", 12: "month", 365: "day", 366: "day"}.get(self.periods_per_year, "period")
+
+    def last(self, w: int) -> str:
+        """'the last week' or 'the last 4 weeks'."""
+        return f"the last {self.period_word}" if w == 1 else f"the last {w} {self.period_word}s"
+
+    @cached_property
+    def target_noun(self) -> str:
+        """'incidents', or the target offences by name when the label counts only some of them."""
+        targets = self.cfg.model.target_offenses
+        if not targets or set(targets) >= set(self.groups):
+            return "incidents"
+        return " or ".join(targets) + " incidents"
 
     @cached_property
     def periods_per_year(self) -> int:

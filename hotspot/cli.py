@@ -133,14 +133,97 @@ def _print_families(cfg: StudyConfig | None) -> None:
 
 @app.command("train")
 @handles_errors
-def train_cmd(config: ConfigOption):
-    """Fit the LightGBM forecaster on all observed periods and register it in the MLflow model registry."""
+def train_cmd(
+    config: ConfigOption,
+    params: Annotated[str, typer.Option(help="where the hyper-parameters come from: 'auto' (the tuned study's best "
+                                             "when `hotspot tune` has run, else the config), 'study' or 'config'")
+                      ] = "auto",
+):
+    """Fit the LightGBM forecaster on all observed periods and register it in the MLflow model registry.
+
+    The first registered version becomes the champion; later ones must pass `hotspot promote`."""
     from hotspot.steps import train_step
+    from training.registry import champion_version
 
     cfg = _load(config)
-    model, ref = train_step(cfg)
+    model, ref = train_step(cfg, params=params)
     first, last = model.train_periods_
-    out.print(f"trained {ref.label} on periods {first.date()} .. {last.date()} (run {ref.run_id})")
+    champion = champion_version(cfg)
+    out.print(f"trained {ref.label} ({model.objective}) on periods {first.date()} .. {last.date()} "
+              f"(run {ref.run_id}); champion is v{champion}"
+              + ("" if champion == ref.version else f"; promote with `hotspot promote --version {ref.version}`"))
+
+
+@app.command("tune")
+@handles_errors
+def tune_cmd(
+    config: ConfigOption,
+    trials: Annotated[Optional[int], typer.Option(help="finished trials the study should have in all (a resumed "
+                                                       "study runs only the rest) [default: tune.trials]", min=1)
+                      ] = None,
+    before: Annotated[Optional[str], typer.Option(help="YYYY-MM-DD: the folds end before this week, e.g. the first "
+                                                       "week of the backtest you will judge the model on [default: "
+                                                       "the start of the last backtest.weeks of the data]")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="folder for trials.csv, best_spec.json and the "
+                                                                  "plot [default: outputs/AREA/tune]")] = None,
+):
+    """Tune LightGBM with Optuna over rolling-origin folds (never a random split); the study is stored (tune.storage)
+    and resumes where it stopped; `hotspot train` then uses its best parameters."""
+    from hotspot.steps import tune_step
+
+    cfg = _load(config)
+    result, paths = tune_step(cfg, trials, before, out_dir=out_dir)
+    table = Table(title=f"study {result.study.study_name}: {len(result.study.trials)} trials "
+                        f"({result.trials_run} run now in {result.seconds:.0f} s)")
+    table.add_column("best " + cfg.tune.metric, justify="right")
+    table.add_column("objective")
+    table.add_column("parameters")
+    spec = result.best_spec
+    shown = {k: v for k, v in spec["params"].items() if k in ("learning_rate", "num_leaves", "min_data_in_leaf",
+                                                              "feature_fraction", "tweedie_variance_power")}
+    table.add_row(f"{result.best_value:.4f}", spec["params"]["objective"],
+                  ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items())
+                  + f", rounds={spec['num_boost_round']}, train_periods={spec['train_periods']}")
+    out.print(table)
+    out.print(f"trials: {paths['trials']}; best spec: {paths['best']}; `hotspot train` now uses it")
+
+
+@app.command("promote")
+@handles_errors
+def promote_cmd(
+    config: ConfigOption,
+    version: Annotated[str, typer.Option(help="registered version to promote")],
+    weeks: Annotated[Optional[int], typer.Option(help="backtest weeks to judge on [default: promotion.weeks or "
+                                                      "backtest.weeks]", min=1)] = None,
+    end: Annotated[Optional[str], typer.Option(help="YYYY-MM-DD: judge on the weeks before this date [default: end "
+                                                    "of the data]")] = None,
+):
+    """Make a registered version the champion only if its backtest beats the champion's on the same weeks
+    (promotion.metric and promotion.margin); the decision and its reason are recorded either way."""
+    from hotspot.steps import promote_step
+
+    cfg = _load(config)
+    decision = promote_step(cfg, version, weeks, end)
+    colour = "green" if decision.promoted else "yellow"
+    out.print(f"[bold {colour}]{'promoted' if decision.promoted else 'not promoted'}[/] v{version}: "
+              f"{decision.reason}", highlight=False)
+    if not decision.promoted:
+        raise typer.Exit(code=1)
+
+
+@app.command("rollback")
+@handles_errors
+def rollback_cmd(
+    config: ConfigOption,
+    to: Annotated[Optional[str], typer.Option(help="version to make champion [default: the previous champion]")] = None,
+    why: Annotated[str, typer.Option(help="reason, recorded with the move")] = "",
+):
+    """Move the champion alias back to the previous champion (or to --to); recorded in the champion history."""
+    from hotspot.steps import rollback_step
+
+    cfg = _load(config)
+    before, after = rollback_step(cfg, to, why)
+    out.print(f"champion moved back from v{before} to v{after}")
 
 
 @app.command("backtest")
@@ -266,6 +349,64 @@ def demo_cmd(
               f"`mlflow ui --backend-store-uri {os.environ.get('MLFLOW_TRACKING_URI', 'sqlite:///mlflow.db')}`")
 
 
+@app.command("audit")
+@handles_errors
+def audit_cmd(
+    config: ConfigOption,
+    model_version: Annotated[Optional[str], typer.Option("--model-version", help="registered version to audit "
+                                                                                  "[default: the champion]")] = None,
+    weeks: Annotated[Optional[int], typer.Option(help="backtest weeks audited [default: backtest.weeks]",
+                                                 min=1)] = None,
+    end: Annotated[Optional[str], typer.Option(help="YYYY-MM-DD: audit the weeks starting before this date "
+                                                    "[default: end of the data]")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="folder for audit.json, audit.html and PNGs "
+                                                                  "[default: outputs/AREA/audit]")] = None,
+    baselines: Annotated[Optional[str], typer.Option(help="comma-separated baselines beside the model, or 'none' "
+                                                          "[default: the naive and EWM count baselines]")] = None,
+):
+    """Fairness audit of a registered model beside the baselines: flag shares and rates by demographic group,
+    disparate impact, accuracy within groups, persistence, feedback-loop simulation, reporting-rate sensitivity,
+    fairness-accuracy trade-off and a model card."""
+    from hotspot.steps import audit_step
+
+    cfg = _load(config)
+    names = None if baselines is None else [n.strip() for n in baselines.split(",") if n.strip() not in ("", "none")]
+    audit, paths = audit_step(cfg, model_version, weeks, end, out_dir, names)
+    _print_audit(audit)
+    out.print(f"[dim]{audit['note']}[/]")
+    out.print(f"took {sum(audit['seconds'].values()):.0f} s; report: {paths['audit_html']} "
+              f"(JSON {paths['audit_json']}); logged to the run of {audit['model_card']['model']['name']} "
+              f"v{audit['model_version']['version']}")
+
+
+def _print_audit(audit: dict) -> None:
+    primary, audited = audit["primary"], audit["audited_model"]
+    definition = audit["definitions"][primary]
+    table = Table(title=f"{audited}: top {audit['coverage']:.1%} of cells by {primary} group, "
+                        f"{len(audit['weeks'])} weeks {audit['weeks'][0]} .. {audit['weeks'][-1]} [95% interval]")
+    for col in ("group", "residents", "recorded incidents", "flagged cells", "flag-rate ratio (0.8-1.25)",
+                "hit rate"):
+        table.add_column(col, justify="left" if col == "group" else "right")
+    pct = lambda f: f"{f['value'] * 100:.1f}% [{f['ci95'][0] * 100:.1f}, {f['ci95'][1] * 100:.1f}]"  # noqa: E731
+    for label, g in definition["models"][audited]["groups"].items():
+        di = g["disparate_impact"]
+        ratio = ("ref." if di["status"] == "reference"
+                 else f"{di['value']:.2f} [{di['ci95'][0]:.2f}, {di['ci95'][1]:.2f}]")
+        colour = "" if di["status"] in ("reference", "within band") else "[yellow]"
+        table.add_row(label, f"{definition['groups'][label]['population_share'] * 100:.1f}%",
+                      pct(g["incident_share"]), pct(g["flag_share"]), f"{colour}{ratio} {di['status']}",
+                      pct(g["hit_rate"]))
+    out.print(table)
+    for model, figs in definition["models"].items():
+        out.print(f"{model}: PAI {audit['accuracy'][model]['pai']['value']:.2f}, largest flag-rate ratio between "
+                  f"{primary} groups {figs['largest_flag_rate_ratio']:.2f}")
+    for arm, a in audit["feedback"]["arms"].items():
+        out.print(f"feedback loop, {arm}: distance from the true-rate allocation {a['distance_start']:.3f} -> "
+                  f"{a['distance_end']:.3f} after {len(a['distance_by_round']) - 1} rounds")
+    for warning in audit.get("warnings", []):
+        out.print(f"[yellow]warning:[/] {warning}")
+
+
 def _print_summary(metrics: dict, title: str) -> None:
     from training.backtest import summary_table
 
@@ -282,6 +423,95 @@ def _print_summary(metrics: dict, title: str) -> None:
     out.print("[dim]Recorded incidents are policing data, not ground truth.[/]")
 
 
+DatabaseOption = Annotated[str, typer.Option("--database-url", envvar="HOTSPOT_DATABASE_URL",
+                                             help="publications and keys database (SQLite file or PostgreSQL URL)")]
+
+
+@app.command("serve")
+@handles_errors
+def serve_cmd(
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", envvar="HOTSPOT_CONFIG",
+                                                   help="study-area TOML file")] = None,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on", min=0, max=65535)] = 8000,
+    workers: Annotated[int, typer.Option(help="worker processes", min=1)] = 1,
+    database_url: DatabaseOption = "sqlite:///hotspot.db",
+    access_log: Annotated[bool, typer.Option(help="print one JSON line per request (the access_log table is "
+                                                  "written either way)")] = True,
+):
+    """Run the API (FastAPI under uvicorn): forecasts, reports, models and the map page at /map."""
+    import uvicorn
+
+    if config is None:
+        _fail("--config is required (or set HOTSPOT_CONFIG)")
+    _load(config)  # refuse a bad config here, with its key path, rather than inside the server
+    os.environ["HOTSPOT_CONFIG"] = str(config.resolve())
+    os.environ["HOTSPOT_DATABASE_URL"] = database_url
+    os.environ["HOTSPOT_ACCESS_LOG_LINES"] = "true" if access_log else "false"
+    uvicorn.run("serving.app:create_app", factory=True, host=host, port=port, workers=workers,
+                access_log=False, log_level="info", timeout_graceful_shutdown=5)
+
+
+keys_app = typer.Typer(help="API keys for the service: create (printed once), revoke, list.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+def _keys_engine(database_url: str):
+    from serving.db import create_schema, make_engine
+
+    engine = make_engine(database_url)
+    create_schema(engine)
+    return engine
+
+
+@keys_app.command("create")
+@handles_errors
+def keys_create_cmd(
+    role: Annotated[str, typer.Option(help="viewer (forecasts, map), auditor (+ reports, models) or analyst "
+                                           "(+ publish)")],
+    name: Annotated[Optional[str], typer.Option(help="who or what the key is for")] = None,
+    database_url: DatabaseOption = "sqlite:///hotspot.db",
+):
+    """Create an API key; the key is printed once (only its hash is stored)."""
+    from serving.auth import create_key
+
+    key, record = create_key(_keys_engine(database_url), role, name)
+    print(key)
+    err.print(f"created {record.role} key {record.key_id} (shown once; store it now; revoke with `hotspot keys "
+              f"revoke {record.key_id}`)", highlight=False)
+
+
+@keys_app.command("revoke")
+@handles_errors
+def keys_revoke_cmd(
+    key_id: Annotated[str, typer.Argument(help="the key id (hs_ and 8 characters) or the key itself")],
+    database_url: DatabaseOption = "sqlite:///hotspot.db",
+):
+    """Revoke an API key: requests with it get 401 from then on."""
+    from serving.auth import revoke_key
+
+    try:
+        record = revoke_key(_keys_engine(database_url), key_id)
+    except LookupError as exc:
+        _fail(str(exc))
+    out.print(f"revoked {record.role} key {record.key_id} at {record.revoked_at.isoformat()}")
+
+
+@keys_app.command("list")
+@handles_errors
+def keys_list_cmd(database_url: DatabaseOption = "sqlite:///hotspot.db"):
+    """List API keys (ids, roles, when created and revoked; never the keys)."""
+    from serving.auth import list_keys
+
+    table = Table(title="API keys")
+    for col in ("key id", "role", "name", "created", "revoked"):
+        table.add_column(col)
+    for k in list_keys(_keys_engine(database_url)):
+        table.add_row(k.key_id, k.role, k.name or "", k.created_at.isoformat(),
+                      k.revoked_at.isoformat() if k.revoked_at else "")
+    out.print(table)
+
+
 def _print_top(cells, top: int, meta: dict) -> None:
     if top <= 0:
         return
@@ -289,9 +519,12 @@ def _print_top(cells, top: int, meta: dict) -> None:
                         f"v{meta['model_version']})")
     for col in ("rank", "cell_id", "lat", "lon", "risk", "percentile"):
         table.add_column(col, justify="right")
+    has_reasons = "reasons" in cells
+    if has_reasons:
+        table.add_column("why (what raises the risk most)")
     for row in cells.head(top).itertuples():
         table.add_row(str(row.rank), str(row.cell_id), f"{row.lat:.5f}", f"{row.lon:.5f}", f"{row.risk:.3f}",
-                      f"{row.percentile:.1f}")
+                      f"{row.percentile:.1f}", *(["; ".join(row.reasons)] if has_reasons else []))
     out.print(table)
 
 

@@ -11,11 +11,13 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from features.config import StudyConfig
+from features.errors import HotspotError
 from features.ingest import REASONS, ValidatedIncidents, validate, write_quarantine
 from features.panel import Panel, build_panel, write_panel
 from training import tracking
@@ -92,28 +94,173 @@ def features_step(cfg: StudyConfig, out_dir: Path,
     return prepared, panel_path, schema_path
 
 
-def train_step(cfg: StudyConfig, prepared: Prepared | None = None):
-    """Fit LightGBM on all observed periods, log it with its signature and register it."""
+def model_from_params(cfg: StudyConfig, params: str = "auto"):
+    """The forecaster `hotspot train` fits: the tuned study's best spec ('study', or 'auto' when a study exists),
+    else the config's own parameters ('config'). Returns (forecaster, where its parameters came from)."""
+    from models import LightGBMForecaster
     from training.backtest import lightgbm_from_config
+    from training.tuning import best_spec
+
+    if params not in ("auto", "study", "config"):
+        raise ValueError(f"--params must be auto, study or config, not {params!r}")
+    found = best_spec(cfg) if params != "config" else None
+    if params == "study" and found is None:
+        raise HotspotError(f"no tuned study for this config in {cfg.tune.storage}; run `hotspot tune --config "
+                           f"{cfg.source_path}` first or use --params config")
+    if found:
+        spec, name = found
+        # train with the config's share of empty cell-periods (tuning may have used a smaller one to save time)
+        spec = {**spec, "zero_row_fraction": cfg.model.lightgbm.zero_row_fraction}
+        return LightGBMForecaster.from_spec(spec), f"study:{name}"
+    return lightgbm_from_config(cfg), "config"
+
+
+def train_step(cfg: StudyConfig, prepared: Prepared | None = None, params: str = "auto"):
+    """Fit LightGBM on all observed periods (tuned parameters when a study exists), log it with its signature,
+    spec and feature list, and register it."""
     from training.registry import log_and_register
 
     prepared = prepared or prepare(cfg)
     panel = prepared.panel
-    model = lightgbm_from_config(cfg)
+    model, source = model_from_params(cfg, params)
     with tracking.step_run(cfg, "train", prepared.incidents.fingerprint):
         import mlflow
 
-        with console.status("fitting LightGBM", spinner="dots"):
+        with console.status(f"fitting LightGBM ({model.objective}, parameters from {source})", spinner="dots"):
             start = time.perf_counter()
             model.fit(panel)
             fit_s = time.perf_counter() - start
         first, last = model.train_periods_
         start_t, end_t = model.training_window(panel)
-        mlflow.log_params({"train_first_period": str(first.date()), "train_last_period": str(last.date())})
+        mlflow.log_params({"train_first_period": str(first.date()), "train_last_period": str(last.date()),
+                           "params_source": source, **{f"model_spec.{k}": v for k, v in tracking.flatten(
+                               "", {"params": model.params, "num_boost_round": model.num_boost_round,
+                                    "train_periods": model.train_periods}).items()}})
         mlflow.log_metrics({"fit_s": fit_s, "train_rows": (end_t - start_t) * panel.grid.n_cells})
         log_feature_table(panel)
-        ref = log_and_register(cfg, model, panel)
+        ref = log_and_register(cfg, model, panel, params_source=source)
     return model, ref
+
+
+def tune_step(cfg: StudyConfig, trials: int | None = None, before: str | None = None,
+              prepared: Prepared | None = None, out_dir: Path | None = None):
+    """Run or resume the Optuna study; each trial a nested MLflow run; the best spec saved with the study."""
+    import mlflow
+
+    from training.tuning import fold_blocks, study_name, tune
+
+    prepared = prepared or prepare(cfg)
+    panel = prepared.panel
+    blocks = fold_blocks(panel, cfg, before)
+    trials = trials or cfg.tune.trials
+    out_dir = out_dir or Path("outputs") / cfg.area.name / "tune"
+    with tracking.step_run(cfg, "tune", prepared.incidents.fingerprint, run_name=f"tune {study_name(cfg)}"):
+        mlflow.log_params({"study_name": study_name(cfg), "trials_target": trials,
+                           "folds": ",".join(f"{panel.period_starts[b[0]].date()}+{len(b)}" for b in blocks)})
+
+        def log_trial(trial, spec: dict, fold_scores: list) -> None:
+            with mlflow.start_run(run_name=f"trial {trial.number}", nested=True,
+                                  tags={"step": "tune_trial", "study": study_name(cfg)}):
+                mlflow.log_params({"trial": trial.number, **tracking.flatten("", {
+                    "params": spec["params"], "num_boost_round": spec["num_boost_round"],
+                    "train_periods": spec["train_periods"]})})
+                for k, scores in enumerate(fold_scores):
+                    mlflow.log_metrics({m.replace("@", "_at_").replace("%", "pct"): v for m, v in scores.items()
+                                        if np.isfinite(v)}, step=k)
+                mlflow.set_tag("state", "pruned" if len(fold_scores) < len(blocks) else "complete")
+
+        with Progress(TextColumn("[bold]tune[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=console) as progress:
+            task = progress.add_task(study_name(cfg), total=trials)
+            progress.update(task, completed=0)
+
+            def on_trial(trial) -> None:
+                progress.advance(task)
+
+            result = tune(cfg, panel, trials, before, on_trial=on_trial, log_trial=log_trial)
+        table = result.study.trials_dataframe(attrs=("number", "value", "state", "params", "duration"))
+        out_dir.mkdir(parents=True, exist_ok=True)
+        paths = {"trials": out_dir / "trials.csv", "best": out_dir / "best_spec.json"}
+        table.to_csv(paths["trials"], index=False)
+        paths["best"].write_text(json.dumps({"study": study_name(cfg), "metric": cfg.tune.metric,
+                                             "best_value": result.best_value, "spec": result.best_spec}, indent=2))
+        paths["plot"] = plot_study(result.study, cfg.tune.metric, out_dir / "tuning_history.png")
+        mlflow.log_metrics({"best_value": result.best_value, "tune_s": result.seconds,
+                            "trials_run": result.trials_run, "trials_total": len(table),
+                            "trials_pruned": int((table["state"] == "PRUNED").sum())})
+        for path in paths.values():
+            mlflow.log_artifact(str(path), "tune")
+    return result, paths
+
+
+def plot_study(study, metric: str, path: Path) -> Path:
+    """Each finished trial's score and the best so far, pruned trials marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    frame = study.trials_dataframe(attrs=("number", "value", "state"))
+    done = frame[frame["state"] == "COMPLETE"]
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.plot(done["number"], done["value"], "o", label="completed trial")
+    best = done["value"].cummax() if study.direction.name == "MAXIMIZE" else done["value"].cummin()
+    ax.step(done["number"], best, where="post", label="best so far")
+    pruned = frame[frame["state"] == "PRUNED"]
+    if len(pruned):
+        ax.plot(pruned["number"], [done["value"].min()] * len(pruned), "x", color="grey", label="pruned")
+    ax.set_xlabel("trial")
+    ax.set_ylabel(f"{metric}, mean over the fold weeks")
+    ax.legend(loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def promote_step(cfg: StudyConfig, version: str, weeks: int | None = None, end: str | None = None,
+                 prepared: Prepared | None = None):
+    """Judge a registered version against the champion on the same backtest weeks; move the alias if it wins."""
+    from training.promotion import promote
+
+    prepared = prepared or prepare(cfg)
+    panel = prepared.panel
+    periods = forecast_periods(panel, weeks or cfg.promotion.weeks or cfg.backtest.weeks, end)
+    with Progress(TextColumn("[bold]backtest[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=True) as progress:
+        tasks: dict[str, int] = {}
+
+        def step(name: str, done: int) -> None:
+            if name not in tasks:
+                tasks[name] = progress.add_task(name, total=len(periods))
+            progress.update(tasks[name], completed=done)
+
+        decision = promote(cfg, panel, prepared.incidents.fingerprint, version, periods, on_step=step)
+    with tracking.step_run(cfg, "promote", prepared.incidents.fingerprint, run_name=f"promote v{version}"):
+        import mlflow
+
+        mlflow.set_tags({"model_version": version, "decision": "promoted" if decision.promoted else "refused"})
+        mlflow.log_params({"candidate": version, "champion_before": decision.champion or "none",
+                           "promotion_metric": decision.metric, "promotion_margin": decision.margin,
+                           "weeks": len(decision.weeks)})
+        if decision.candidate_score is not None:
+            mlflow.log_metrics({"candidate_score": decision.candidate_score,
+                                "champion_score": decision.champion_score})
+        mlflow.log_dict(decision.to_dict(), "promotion/decision.json")
+    return decision
+
+
+def rollback_step(cfg: StudyConfig, to: str | None = None, why: str = "") -> tuple[str, str]:
+    """Move the champion alias back (to the previous champion, or to version `to`) and log why."""
+    from training.promotion import rollback
+
+    before, after = rollback(cfg, to, why)
+    with tracking.step_run(cfg, "rollback", "", run_name=f"rollback v{before} -> v{after}"):
+        import mlflow
+
+        mlflow.set_tags({"model_version": after, "from_version": before})
+        mlflow.log_params({"from_version": before, "to_version": after, "why": why or "(none given)"})
+    return before, after
 
 
 def with_overrides(cfg: StudyConfig, without: list[str] | None = None, targets: list[str] | None = None) -> StudyConfig:
@@ -227,9 +374,98 @@ def forecast_step(cfg: StudyConfig, week: str, out: Path, prepared: Prepared | N
     return cells, metadata
 
 
+def audit_step(cfg: StudyConfig, model_version: str | None = None, weeks: int | None = None, end: str | None = None,
+               out_dir: Path | None = None, baselines: list[str] | None = None,
+               prepared: Prepared | None = None) -> tuple[dict, dict[str, Path]]:
+    """Fairness audit of a registered version (the champion when None) beside the count baselines on the same
+    backtest weeks; writes audit.json, audit.html and PNGs and logs them to the version's run and an audit run."""
+    from training.audit import build_audit
+    from training.audit_report import clean, write_audit
+    from training.fairness import cell_demography, read_areas
+    from training.registry import registry_client, version_forecaster, version_spec
+
+    if cfg.fairness is None:
+        raise HotspotError(f"{cfg.source_path}: the config has no fairness section; add one with areas, population "
+                           "and groups to audit a model")
+    read_areas(cfg.fairness)  # fail on a missing file or column before the long work
+    forecaster, ref = version_forecaster(cfg, model_version)
+    spec, _ = version_spec(cfg, ref.version)
+    start = time.perf_counter()
+    prepared = prepared or prepare(cfg)
+    panel = prepared.panel
+    demography = cell_demography(cfg.fairness, panel.grid)
+    periods = forecast_periods(panel, weeks or cfg.backtest.weeks, end)
+    bc = cfg.backtest
+    names = baselines
+    if names is None:  # the count baselines
+        names = [*(f"naive_{w}w" for w in bc.naive_weeks), f"ewm_hl{bc.ewm_halflife:g}"]
+    models = [forecaster, *make_models(cfg, names)]
+    seconds = {"prepare_s": time.perf_counter() - start}
+    start = time.perf_counter()
+    with Progress(TextColumn("[bold]audit backtest[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=True) as progress:
+        tasks = {m.name: progress.add_task(m.name, total=len(periods)) for m in models}
+        result = run_backtest(panel, models, periods, bc.refit_every, [cfg.fairness.coverage],
+                              on_step=lambda name, done: progress.update(tasks[name], completed=done))
+    seconds["backtest_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    provenance = {"model_data_fingerprint": ref.data_fingerprint, "data_fingerprint": prepared.incidents.fingerprint,
+                  "code_version": tracking.code_version(), "config": str(cfg.source_path),
+                  "config_sha256": cfg.source_sha256}
+    with console.status("auditing: groups, simulation, trade-off", spinner="dots"):
+        audit = build_audit(cfg, panel, result.predictions, demography, ref, spec, provenance)
+    seconds["audit_s"] = time.perf_counter() - start
+    audit["seconds"] = seconds
+    out_dir = out_dir or Path("outputs") / cfg.area.name / "audit"
+    paths = write_audit(audit, out_dir)
+    metrics = audit_metrics(clean(audit))
+    client = registry_client()
+    if ref.run_id:
+        client.log_batch(ref.run_id, metrics=[_metric(k, v) for k, v in metrics.items()])
+        for path in paths.values():
+            client.log_artifact(ref.run_id, str(path), "audit")
+    with tracking.step_run(cfg, "audit", prepared.incidents.fingerprint, run_name=f"audit v{ref.version}"):
+        import mlflow
+
+        mlflow.set_tags({"model_version": ref.version, "model_name": ref.name, "model_run_id": ref.run_id or ""})
+        mlflow.log_params({"audit_models": ",".join(m.name for m in models), "audit_weeks": len(periods),
+                           "audit_first_week": audit["weeks"][0], "audit_last_week": audit["weeks"][-1]})
+        mlflow.log_metrics(metrics)
+        for path in paths.values():
+            mlflow.log_artifact(str(path), "audit")
+    return audit, paths
+
+
+def audit_metrics(audit: dict) -> dict[str, float]:
+    """Headline audit figures as MLflow metrics named audit.*: per group of every definition for the audited model,
+    the largest flag-rate ratio of every model, the simulation's end distances and the time taken."""
+    import re
+
+    out = {}
+    audited = audit["audited_model"]
+    for name, d in audit["definitions"].items():
+        for label, g in d["models"][audited]["groups"].items():
+            for key in ("flag_share", "disparate_impact", "hit_rate", "pai", "flagged_population_share"):
+                out[f"audit.{name}.{label}.{key}"] = g[key]["value"]
+            out[f"audit.{name}.{label}.population_share"] = d["groups"][label]["population_share"]
+        for model, figs in d["models"].items():
+            out[f"audit.{name}.largest_flag_rate_ratio.{model}"] = figs["largest_flag_rate_ratio"]
+    for arm, a in audit.get("feedback", {}).get("arms", {}).items():
+        out[f"audit.feedback.{arm}.distance_end"] = a["distance_end"]
+    out.update({f"audit.{k}": v for k, v in audit.get("seconds", {}).items()})
+    return {re.sub(r"[^A-Za-z0-9_.\-/]", "_", k): float(v) for k, v in out.items() if v is not None}
+
+
+def _metric(key: str, value: float):
+    from mlflow.entities import Metric
+
+    return Metric(key, value, int(time.time() * 1000), 0)
+
+
 def reason_table(result: ValidatedIncidents) -> list[tuple[str, int, str]]:
     return [(reason, count, REASONS[reason]) for reason, count in result.reason_counts().items() if count]
 
 
-__all__ = ["prepare", "validate_step", "features_step", "train_step", "backtest_step", "forecast_step",
-           "summary_table", "reason_table"]
+__all__ = ["prepare", "validate_step", "features_step", "train_step", "tune_step", "promote_step", "rollback_step",
+           "backtest_step", "forecast_step",
+           "summary_table", "reason_table", "audit_step"]

@@ -1,4 +1,10 @@
-"""Gradient-boosted forecaster (LightGBM, Poisson objective by default) on the panel's feature cube."""
+"""Gradient-boosted forecaster (LightGBM) on the panel's feature cube.
+
+Count objectives (Poisson by default, Tweedie, L2) predict the expected incident count directly. Ranking objectives
+(`lambdarank`, `rank_xendcg`) learn to order the cells of each period, one query per period, in the spirit of the
+NIJ challenge's CrimeRank; their scores are then mapped to expected counts by a one-variable Poisson regression
+(log risk = a + b * score, b > 0), which keeps the ranking and makes deviance and calibration comparable.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +14,17 @@ import numpy as np
 from features.panel import Panel
 from models.base import check_panel
 
+RANK_OBJECTIVES = ("lambdarank", "rank_xendcg")
+# relevance labels of the ranking objectives are counts capped here; gains are linear in the count because a
+# hit-rate metric counts every incident caught once (LightGBM's default gain, 2^label - 1, would chase outliers)
+RANK_MAX_LABEL = 30
+
 
 class LightGBMForecaster:
     """Fits on the feature rows of the most recent `train_periods` observed periods with full look-back.
 
     `features` restricts the model to a subset of the panel's features (by name), e.g. for ablation studies.
+    `zero_row_fraction` < 1 keeps that share of the empty cell-periods (weighted back up for count objectives).
     """
 
     def __init__(self, params: dict | None = None, num_boost_round: int = 300, train_periods: int | None = 156,
@@ -25,6 +37,26 @@ class LightGBMForecaster:
         self.train_periods = train_periods
         self.features = list(features) if features is not None else None
         self.name = name
+
+    @property
+    def objective(self) -> str:
+        return str(self.params.get("objective", "poisson"))
+
+    @property
+    def is_ranker(self) -> bool:
+        return self.objective in RANK_OBJECTIVES
+
+    def spec(self) -> dict:
+        """Everything needed to rebuild this forecaster unfitted (logged with each registered model)."""
+        return {"params": self.params, "num_boost_round": self.num_boost_round, "train_periods": self.train_periods,
+                "features": list(getattr(self, "feature_names_", None) or self.features or []) or None,
+                "zero_row_fraction": self.zero_row_fraction, "seed": self.seed}
+
+    @classmethod
+    def from_spec(cls, spec: dict, name: str = "lightgbm") -> "LightGBMForecaster":
+        return cls(params=spec.get("params"), num_boost_round=int(spec.get("num_boost_round", 300)),
+                   train_periods=spec.get("train_periods"), features=spec.get("features"), name=name,
+                   zero_row_fraction=float(spec.get("zero_row_fraction", 1.0)), seed=int(spec.get("seed", 42)))
 
     def _columns(self, panel: Panel, names: tuple[str, ...] | list[str] | None) -> np.ndarray:
         """Indices of `names` (all features when None) in the panel; ValueError naming any that are missing."""
@@ -41,6 +73,12 @@ class LightGBMForecaster:
     def _lgb_params(self) -> dict:
         params = {"objective": "poisson", "verbosity": -1, "deterministic": True, "force_row_wise": True}
         params.update(self.params)
+        if params["objective"] not in ("tweedie",):
+            params.pop("tweedie_variance_power", None)
+        if params["objective"] != "lambdarank":
+            params.pop("lambdarank_truncation_level", None)
+        if params["objective"] in RANK_OBJECTIVES:
+            params["label_gain"] = list(range(RANK_MAX_LABEL + 1))
         return params
 
     def training_window(self, panel: Panel) -> tuple[int, int]:
@@ -60,34 +98,72 @@ class LightGBMForecaster:
         if len(cols) < F:
             X = X[:, cols]
         y = panel.target[start:end].reshape(-1)
-        weight = None
+        period = np.repeat(np.arange(end - start), panel.grid.n_cells)
+        weight = np.ones(len(y))
         if self.zero_row_fraction < 1.0:
-            # keep every cell-week with incidents and a random share of the empty ones, weighted back up so the
-            # Poisson mean stays unbiased; most cell-weeks are empty, so this is most of the fitting cost
+            # keep every cell-period with incidents and a random share of the empty ones, weighted back up so the
+            # Poisson mean stays unbiased; most cell-periods are empty, so this is most of the fitting cost
             rng = np.random.default_rng(self.seed + end)
             keep = (y > 0) | (rng.random(len(y)) < self.zero_row_fraction)
-            X, y = X[keep], y[keep]
+            X, y, period = X[keep], y[keep], period[keep]
             weight = np.where(y > 0, 1.0, 1.0 / self.zero_row_fraction)
         names = [panel.feature_names[i] for i in cols]
-        data = lgb.Dataset(X, label=y, weight=weight, feature_name=names, free_raw_data=True)
+        if self.is_ranker:
+            # one query per period; rows are period-major, so group sizes are the rows kept per period.
+            # LightGBM takes ranking weights per query, so the empty-row weights are not passed.
+            groups = np.bincount(period, minlength=end - start)
+            data = lgb.Dataset(X, label=np.minimum(np.rint(y), RANK_MAX_LABEL).astype(np.int32),
+                               group=groups[groups > 0], feature_name=names, free_raw_data=True)
+        else:
+            data = lgb.Dataset(X, label=y, weight=None if self.zero_row_fraction >= 1.0 else weight,
+                               feature_name=names, free_raw_data=True)
         self.booster_ = lgb.train(self._lgb_params(), data, num_boost_round=self.num_boost_round)
         self.feature_names_ = tuple(names)
         self.train_periods_ = (panel.period_starts[start], panel.period_starts[end - 1])
+        self.calibration_ = self._calibrate(self.booster_.predict(X), y, weight) if self.is_ranker else None
         return self
 
+    @staticmethod
+    def _calibrate(score: np.ndarray, y: np.ndarray, weight: np.ndarray) -> tuple[float, float]:
+        """(a, b) of log E[count] = a + b * score, fitted by Poisson maximum likelihood on the training rows."""
+        from sklearn.linear_model import PoissonRegressor
+
+        scale = float(score.std()) or 1.0
+        glm = PoissonRegressor(alpha=0.0, max_iter=300).fit((score / scale)[:, None], y, sample_weight=weight)
+        b = float(glm.coef_[0]) / scale
+        # a non-increasing fit would reverse the ranking the model learned; keep it increasing
+        return float(glm.intercept_), max(b, 1e-6)
+
     @classmethod
-    def from_booster(cls, booster: lgb.Booster) -> "LightGBMForecaster":
-        """Wrap a booster loaded from the model registry."""
-        model = cls(features=booster.feature_name())
+    def from_booster(cls, booster: lgb.Booster, spec: dict | None = None,
+                     calibration: tuple[float, float] | None = None) -> "LightGBMForecaster":
+        """Wrap a booster loaded from the model registry (with its spec and ranking calibration when known)."""
+        model = cls.from_spec(spec) if spec else cls(features=booster.feature_name())
         model.booster_ = booster
         model.feature_names_ = tuple(booster.feature_name())
+        model.calibration_ = tuple(calibration) if calibration else None
         return model
 
-    def predict(self, panel: Panel) -> np.ndarray:
+    def _inputs(self, panel: Panel) -> np.ndarray:
+        """The model's feature columns of the period after the panel's observed ones."""
         if not hasattr(self, "booster_"):
             raise RuntimeError("LightGBMForecaster.predict called before fit")
-        cols = self._columns(panel, self.feature_names_)
-        return self.booster_.predict(panel.X_next[:, cols]).astype(np.float64)
+        return panel.X_next[:, self._columns(panel, self.feature_names_)]
+
+    def predict(self, panel: Panel) -> np.ndarray:
+        raw = self.booster_.predict(self._inputs(panel)).astype(np.float64)
+        if getattr(self, "calibration_", None):
+            a, b = self.calibration_
+            return np.exp(a + b * raw)
+        return raw
+
+    def contributions(self, panel: Panel) -> np.ndarray:
+        """Per-cell contribution of each feature to the log of the forecast risk, (C, F): LightGBM's own
+        TreeSHAP values (pred_contrib), scaled by the calibration slope for ranking objectives."""
+        contrib = self.booster_.predict(self._inputs(panel), pred_contrib=True)[:, :-1]
+        if getattr(self, "calibration_", None):
+            contrib = contrib * self.calibration_[1]
+        return contrib
 
     def gain_importance(self) -> dict[str, float]:
         """Total split gain of each feature in the fitted booster."""

@@ -15,8 +15,14 @@ from features.panel import Panel
 from models import Forecaster
 
 
-def forecast_cells(panel: Panel, model: Forecaster, t: int) -> gpd.GeoDataFrame:
-    """Risk, rank (1 = highest) and percentile of every cell for period t, with cell squares in WGS84."""
+def forecast_cells(panel: Panel, model: Forecaster, t: int, reasons: int = 3) -> gpd.GeoDataFrame:
+    """Risk, rank (1 = highest) and percentile of every cell for period t, with cell squares in WGS84.
+
+    Models that expose per-prediction contributions (LightGBM) add `reasons`: up to `reasons` sentences per cell
+    on what raises its risk most, and `reason_details` with the features, values and contributions behind them.
+    """
+    from training.reasons import cell_reasons
+
     known = panel.until(t)
     risk = np.asarray(model.predict(known), dtype=np.float64)
     order = np.argsort(-risk, kind="stable")
@@ -30,6 +36,8 @@ def forecast_cells(panel: Panel, model: Forecaster, t: int) -> gpd.GeoDataFrame:
     cells["rank"] = rank
     # share of cells with lower risk, in percent: the top cell is near 100, ties share a value
     cells["percentile"] = np.round(100.0 * (np.searchsorted(np.sort(risk), risk, side="left") / len(risk)), 2)
+    if reasons > 0 and hasattr(model, "contributions"):
+        cells["reasons"], cells["reason_details"] = cell_reasons(model, known, top=reasons)
     return cells.drop(columns=["x", "y"]).sort_values("rank").reset_index(drop=True)
 
 

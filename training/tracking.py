@@ -6,6 +6,8 @@ Tracking URI from MLFLOW_TRACKING_URI, default sqlite:///mlflow.db (relative to 
 from __future__ import annotations
 
 import os
+
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no download bars in the CLI output
 import subprocess
 from contextlib import contextmanager, nullcontext
 from functools import lru_cache

@@ -1,0 +1,275 @@
+"""Storage of published forecasts, API keys and the access log (SQLAlchemy; SQLite by default, PostgreSQL by URL).
+
+A publication is one header row plus one row per cell, written in ONE transaction: readers see all of it or none
+of it, and a publisher killed half-way leaves the database as it was (SQLite's WAL and PostgreSQL's MVCC discard
+the uncommitted rows). Publications are never updated or deleted; publishing a week again makes a new version.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterable, Sequence
+
+from sqlalchemy import (
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+)
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+CELL_CHUNK = 2_000  # cell rows per INSERT statement (one transaction holds them all)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class PublicationRow(Base):
+    __tablename__ = "publications"
+    __table_args__ = (UniqueConstraint("area", "week", "version", name="uq_publication_area_week_version"),
+                      Index("ix_publications_area_week", "area", "week"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    area: Mapped[str] = mapped_column(String(100))
+    week: Mapped[str] = mapped_column(String(10))  # YYYY-MM-DD, the period start
+    version: Mapped[int] = mapped_column(Integer)
+    model_name: Mapped[str] = mapped_column(String(200))
+    model_version: Mapped[str] = mapped_column(String(50))
+    model_run_id: Mapped[str | None] = mapped_column(String(64))
+    data_fingerprint: Mapped[str | None] = mapped_column(String(128))
+    code_version: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    published_by: Mapped[str | None] = mapped_column(String(32))  # API key id, never the key
+    n_cells: Mapped[int] = mapped_column(Integer)
+    metadata_json: Mapped[str] = mapped_column(Text)
+
+
+class PublicationCellRow(Base):
+    __tablename__ = "publication_cells"
+
+    publication_id: Mapped[int] = mapped_column(ForeignKey("publications.id"), primary_key=True)
+    rank: Mapped[int] = mapped_column(Integer, primary_key=True)
+    cell_id: Mapped[int] = mapped_column(Integer)
+    lon: Mapped[float] = mapped_column(Float)
+    lat: Mapped[float] = mapped_column(Float)
+    risk: Mapped[float] = mapped_column(Float)
+    percentile: Mapped[float] = mapped_column(Float)
+    geometry_json: Mapped[str] = mapped_column(Text)
+    properties_json: Mapped[str] = mapped_column(Text)  # every property, reasons included
+
+
+class ApiKeyRow(Base):
+    __tablename__ = "api_keys"
+
+    key_id: Mapped[str] = mapped_column(String(32), primary_key=True)  # the key's public prefix, e.g. hs_AbCdEf12
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)  # SHA-256 of the whole key, hex
+    role: Mapped[str] = mapped_column(String(20))
+    name: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class AccessLogRow(Base):
+    __tablename__ = "access_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    key_id: Mapped[str | None] = mapped_column(String(32))
+    role: Mapped[str | None] = mapped_column(String(20))
+    method: Mapped[str] = mapped_column(String(10))
+    path: Mapped[str] = mapped_column(String(500))
+    status: Mapped[int] = mapped_column(Integer)
+    duration_ms: Mapped[float] = mapped_column(Float)
+
+
+def utc(dt: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; everything stored is UTC."""
+    if dt is None:
+        return None
+    return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
+
+
+def now_utc() -> datetime:
+    return datetime.now(timezone.utc).replace(microsecond=0)
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for `url`, with SQLite set up for one writer and many readers (WAL, busy timeout, real BEGIN)."""
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    if not url.startswith("sqlite"):
+        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _sqlite_connect(dbapi_conn, _record):
+        # Let SQLAlchemy emit BEGIN itself (pysqlite's implicit transactions are not serialisable), so a write
+        # transaction can take the write lock up front (BEGIN IMMEDIATE) instead of failing on upgrade.
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")  # readers keep reading the last commit while one writes
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _sqlite_begin(conn: Connection):
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("write") else "BEGIN")
+
+    return engine
+
+
+def create_schema(engine: Engine) -> None:
+    Base.metadata.create_all(engine)
+
+
+class PublicationExists(Exception):
+    def __init__(self, area: str, week: str, version: int):
+        self.area, self.week, self.version = area, week, version
+        super().__init__(f"a forecast for the week of {week} is already published (version {version}); "
+                         "publications are immutable: set new_version=true to publish version "
+                         f"{version + 1}")
+
+
+@dataclass(frozen=True)
+class Publication:
+    """A publication's header (its cells are read separately, once, and cached: they never change)."""
+
+    id: int
+    area: str
+    week: str
+    version: int
+    model_name: str
+    model_version: str
+    model_run_id: str | None
+    data_fingerprint: str | None
+    code_version: str | None
+    created_at: datetime
+    published_by: str | None
+    n_cells: int
+    metadata: dict[str, Any] = field(hash=False, compare=False)
+
+    @classmethod
+    def from_row(cls, row) -> "Publication":
+        return cls(id=row.id, area=row.area, week=row.week, version=row.version, model_name=row.model_name,
+                   model_version=row.model_version, model_run_id=row.model_run_id,
+                   data_fingerprint=row.data_fingerprint, code_version=row.code_version,
+                   created_at=utc(row.created_at), published_by=row.published_by, n_cells=row.n_cells,
+                   metadata=json.loads(row.metadata_json))
+
+
+@dataclass(frozen=True)
+class CellRecord:
+    rank: int
+    cell_id: int
+    lon: float
+    lat: float
+    risk: float
+    percentile: float
+    geometry_json: str
+    properties_json: str
+
+
+_P = PublicationRow.__table__
+_C = PublicationCellRow.__table__
+
+
+class PublicationStore:
+    """Publish forecasts (one transaction each) and read committed ones back."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    def publish(self, area: str, week: str, metadata: dict[str, Any], cells: Sequence[CellRecord], *,
+                new_version: bool = False, published_by: str | None = None,
+                on_cells_written: Callable[[int], None] | None = None) -> Publication:
+        """Store a forecast as the next version of its week, atomically.
+
+        Refuses (PublicationExists) when the week is already published and `new_version` is false.
+        `on_cells_written(n)` is called inside the open transaction after each chunk of cell rows: a test hook
+        for killing a publisher half-way.
+        """
+        created = now_utc()
+        header = {"area": area, "week": week, "model_name": str(metadata["model"]),
+                  "model_version": str(metadata["model_version"]), "model_run_id": metadata.get("model_run_id"),
+                  "data_fingerprint": metadata.get("data_fingerprint"), "code_version": metadata.get("code_version"),
+                  "created_at": created, "published_by": published_by, "n_cells": len(cells)}
+        try:
+            with self.engine.connect().execution_options(write=True) as conn, conn.begin():
+                current = conn.execute(select(func.max(_P.c.version)).where(_P.c.area == area, _P.c.week == week)).scalar()
+                if current is not None and not new_version:
+                    raise PublicationExists(area, week, int(current))
+                version = int(current or 0) + 1
+                meta = {**metadata, "created_at": created.isoformat().replace("+00:00", "Z"),
+                        "publication_version": version, "published_by": published_by}
+                pid = conn.execute(insert(_P).values(**header, version=version,
+                                                     metadata_json=json.dumps(meta))).inserted_primary_key[0]
+                for start in range(0, len(cells), CELL_CHUNK):
+                    chunk = cells[start:start + CELL_CHUNK]
+                    conn.execute(insert(_C), [{"publication_id": pid, **c.__dict__} for c in chunk])
+                    if on_cells_written is not None:
+                        on_cells_written(start + len(chunk))
+        except IntegrityError:
+            # a concurrent publisher took the same (week, version) first
+            latest = self.find(area, week)
+            raise PublicationExists(area, week, latest.version if latest else 1) from None
+        return self.get(pid)
+
+    def get(self, publication_id: int) -> Publication | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(_P).where(_P.c.id == publication_id)).first()
+        return Publication.from_row(row) if row else None
+
+    def latest(self, area: str) -> Publication | None:
+        """The highest version of the most recent week published for the area."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(_P).where(_P.c.area == area)
+                               .order_by(_P.c.week.desc(), _P.c.version.desc()).limit(1)).first()
+        return Publication.from_row(row) if row else None
+
+    def find(self, area: str, week: str, version: int | None = None) -> Publication | None:
+        """A week's publication: the given version, or the highest committed one."""
+        query = select(_P).where(_P.c.area == area, _P.c.week == week)
+        query = query.where(_P.c.version == version) if version is not None else \
+            query.order_by(_P.c.version.desc()).limit(1)
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return Publication.from_row(row) if row else None
+
+    def list(self, area: str, limit: int = 200) -> list[Publication]:
+        """Publications of the area, newest week first, highest version first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(_P).where(_P.c.area == area)
+                                .order_by(_P.c.week.desc(), _P.c.version.desc()).limit(limit)).all()
+        return [Publication.from_row(r) for r in rows]
+
+    def cells(self, publication_id: int) -> list[CellRecord]:
+        """The cells of a committed publication, by rank."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(_C).where(_C.c.publication_id == publication_id)
+                                .order_by(_C.c.rank)).all()
+        return [CellRecord(r.rank, r.cell_id, r.lon, r.lat, r.risk, r.percentile, r.geometry_json,
+                           r.properties_json) for r in rows]
+
+
+def write_access_log(engine: Engine, entries: Iterable[dict]) -> int:
+    """Append access-log rows in one transaction; returns how many."""
+    entries = list(entries)
+    if entries:
+        with engine.connect().execution_options(write=True) as conn, conn.begin():
+            conn.execute(insert(AccessLogRow.__table__), entries)
+    return len(entries)

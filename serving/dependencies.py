@@ -1,0 +1,113 @@
+"""Request dependencies: the service state, API-key authentication, role checks and forecast query parameters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from fastapi import Depends, HTTPException, Query, Request, Security
+from fastapi.exceptions import RequestValidationError
+from fastapi.security import APIKeyHeader
+from starlette.concurrency import run_in_threadpool
+
+from serving.auth import PERMISSIONS, ApiKey
+from serving.schemas import BBOX_PATTERN, MAX_TOP
+from serving.state import ServiceState
+
+KEY_SCOPE = "hotspot.key"  # where the authenticated key's record is left for the access log
+
+api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="ApiKey",
+                              description="an API key made with `hotspot keys create --role ROLE` "
+                                          "(`Authorization: Bearer KEY` works too)")
+
+
+def get_state(request: Request) -> ServiceState:
+    return request.app.state.hotspot
+
+
+State = Annotated[ServiceState, Depends(get_state)]
+
+
+def _unauthorized(detail: str) -> HTTPException:
+    return HTTPException(401, detail, headers={"WWW-Authenticate": 'ApiKey header="X-API-Key"'})
+
+
+async def current_key(request: Request, header_key: Annotated[str | None, Security(api_key_header)] = None) -> ApiKey:
+    """The caller's active API key; 401 when it is missing, unknown or revoked."""
+    key = header_key
+    if not key:
+        auth = request.headers.get("authorization", "")
+        if auth[:7].lower() == "bearer ":
+            key = auth[7:].strip()
+    if not key:
+        raise _unauthorized("missing API key: send it in the X-API-Key header")
+    state = get_state(request)
+    digest = state.keys.digest(key)
+    record = None
+    if digest is not None:
+        record = state.keys.cached(digest) or await run_in_threadpool(state.keys.lookup, digest)
+    if record is None:
+        raise _unauthorized("invalid or revoked API key")
+    request.scope[KEY_SCOPE] = record
+    return record
+
+
+def require(permission: str):
+    """A dependency that lets through keys whose role has `permission` (403 otherwise)."""
+    allowed = [role for role, perms in PERMISSIONS.items() if permission in perms]
+
+    async def check(key: Annotated[ApiKey, Depends(current_key)]) -> ApiKey:
+        if not key.can(permission):
+            raise HTTPException(403, f"role '{key.role}' may not do this ({permission}); it needs "
+                                     f"{' or '.join(allowed)}")
+        return key
+
+    return check
+
+
+def validation_error(where: str, field: str, message: str, value) -> RequestValidationError:
+    return RequestValidationError([{"loc": (where, field), "msg": message, "type": "value_error", "input": value}])
+
+
+def parse_bbox(text: str | None) -> tuple[float, float, float, float] | None:
+    if text is None:
+        return None
+    try:
+        minlon, minlat, maxlon, maxlat = (float(v) for v in text.split(","))
+    except ValueError:
+        raise validation_error("query", "bbox", "bbox must be four numbers minlon,minlat,maxlon,maxlat", text) \
+            from None
+    problems = []
+    if not (-180 <= minlon <= 180 and -180 <= maxlon <= 180):
+        problems.append("longitudes must lie in -180..180")
+    if not (-90 <= minlat <= 90 and -90 <= maxlat <= 90):
+        problems.append("latitudes must lie in -90..90")
+    if minlon > maxlon or minlat > maxlat:
+        problems.append("min must not exceed max (minlon,minlat,maxlon,maxlat)")
+    if problems:
+        raise validation_error("query", "bbox", "bbox " + "; ".join(problems), text)
+    return minlon, minlat, maxlon, maxlat
+
+
+@dataclass(frozen=True)
+class ForecastQuery:
+    top: int | None
+    bbox: tuple[float, float, float, float] | None
+    fmt: Literal["geojson", "csv"]
+
+
+def forecast_query(
+    request: Request,
+    top: Annotated[int | None, Query(ge=1, le=MAX_TOP, description="only the N highest-risk cells (after bbox)")] = None,
+    bbox: Annotated[str | None, Query(pattern=BBOX_PATTERN, max_length=200, description="minlon,minlat,maxlon,maxlat (WGS84): only "
+                                                                        "cells that intersect this box")] = None,
+    format: Annotated[Literal["geojson", "csv"] | None, Query(description="response format; default from the Accept "
+                                                                          "header (text/csv), else GeoJSON")] = None,
+) -> ForecastQuery:
+    fmt = format
+    if fmt is None:
+        accept = request.headers.get("accept", "")
+        csv_at = accept.find("text/csv")
+        json_at = min((i for i in (accept.find("json"),) if i >= 0), default=len(accept) + 1)
+        fmt = "csv" if 0 <= csv_at < json_at else "geojson"
+    return ForecastQuery(top, parse_bbox(bbox), fmt)

@@ -1,0 +1,165 @@
+"""Computing a week's forecast with the champion model and turning it into rows for the publication store."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from features.config import StudyConfig
+from serving.db import CellRecord
+
+log = logging.getLogger("hotspot.serving")
+
+NOTE = ("Risk is the expected count of recorded incidents in the period; recorded incidents are policing data, "
+        "not ground truth.")
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def dumps(value) -> str:
+    return json.dumps(value, separators=(",", ":"), default=_json_default, allow_nan=False)
+
+
+@dataclass(frozen=True)
+class ForecastRows:
+    week: str
+    metadata: dict
+    cells: list[CellRecord]
+
+
+def cell_records(cells) -> list[CellRecord]:
+    """One record per cell (rank order) with its geometry and every property as JSON; `reasons` always present."""
+    if "reasons" not in cells.columns:  # forecasts from before per-cell reasons existed
+        cells = cells.assign(reasons=[[] for _ in range(len(cells))])
+    collection = cells.to_geo_dict(drop_id=True)
+    records = []
+    for feature in collection["features"]:
+        p = feature["properties"]
+        p["reasons"] = [str(r) for r in (p.get("reasons") if p.get("reasons") is not None else [])]
+        records.append(CellRecord(rank=int(p["rank"]), cell_id=int(p["cell_id"]), lon=float(p["lon"]),
+                                  lat=float(p["lat"]), risk=float(p["risk"]), percentile=float(p["percentile"]),
+                                  geometry_json=dumps(feature["geometry"]), properties_json=dumps(p)))
+    records.sort(key=lambda r: r.rank)
+    return records
+
+
+class Forecaster:
+    """The champion model and the study area's panel, loaded once and reloaded when the champion alias moves.
+
+    Thread-safe: one forecast is computed at a time (they are CPU-bound and share the panel).
+    """
+
+    def __init__(self, cfg: StudyConfig):
+        self.cfg = cfg
+        self.model = None
+        self.ref = None
+        self.prepared = None
+        self.error: str | None = None
+        self._lock = threading.RLock()
+        self._checked_at = 0.0
+
+    def champion_version(self) -> str | None:
+        """The version the registry's champion alias points at now (None when there is none)."""
+        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
+
+        from training.registry import CHAMPION, registered_name
+        from training.tracking import tracking_uri
+
+        try:
+            return str(MlflowClient(tracking_uri()).get_model_version_by_alias(registered_name(self.cfg),
+                                                                               CHAMPION).version)
+        except MlflowException:
+            return None
+
+    def load_champion(self, force: bool = False):
+        """Load the champion if none is loaded or the alias moved; returns (model, ref) or raises HotspotError."""
+        from training.registry import load_champion
+
+        with self._lock:
+            if self.model is not None and not force:
+                current = self.champion_version()
+                if current == self.ref.version:
+                    return self.model, self.ref
+            try:
+                self.model, self.ref = load_champion(self.cfg)
+                self.error = None
+                log.info("loaded champion %s", self.ref.label)
+            except Exception as exc:  # noqa: BLE001 - kept for /ready, re-raised for the caller
+                self.error = str(exc).splitlines()[0]
+                raise
+            finally:
+                self._checked_at = time.monotonic()
+            return self.model, self.ref
+
+    def try_load_champion(self, min_interval_s: float = 5.0) -> bool:
+        """Load the champion if not loaded, at most every `min_interval_s` (for /ready); True when loaded."""
+        if self.model is not None:
+            return True
+        if time.monotonic() - self._checked_at < min_interval_s:
+            return False
+        try:
+            self.load_champion()
+        except Exception:  # noqa: BLE001 - /ready reports self.error
+            return False
+        return True
+
+    def panel(self):
+        from hotspot.steps import prepare
+
+        with self._lock:
+            if self.prepared is None:
+                start = time.perf_counter()
+                self.prepared = prepare(self.cfg, quiet=True)
+                log.info("panel ready in %.1f s", time.perf_counter() - start)
+            return self.prepared
+
+    def forecast(self, week: str | None) -> ForecastRows:
+        """The forecast of `week` (default: the first unobserved week) with the current champion.
+
+        ValueError (or HotspotError) when the week is not a period of the panel.
+        """
+        from training import tracking
+        from training.forecast import forecast_cells
+
+        with self._lock:
+            model, ref = self.load_champion()
+            prepared = self.panel()
+            panel = prepared.panel
+            t = panel.period_index(week or str(panel.next_period_start.date()))
+            cells = forecast_cells(panel, model, t)
+            period_start = str(panel.period_starts[t].date())
+            metadata = {"period_start": period_start, "model": ref.name, "model_version": ref.version,
+                        "model_run_id": ref.run_id, "data_fingerprint": prepared.incidents.fingerprint,
+                        "model_data_fingerprint": ref.data_fingerprint, "code_version": tracking.code_version(),
+                        "area": self.cfg.area.name, "cell_size_m": panel.grid.cell_size_m,
+                        "retrospective": bool(t < panel.n_periods), "note": NOTE,
+                        "crs": "urn:ogc:def:crs:OGC:1.3:CRS84", "cells": int(len(cells)),
+                        "expected_incidents": round(float(cells["risk"].sum()), 4)}
+            return ForecastRows(period_start, metadata, cell_records(cells))
+
+    def log_publication(self, rows: ForecastRows, publication_id: int, version: int) -> None:
+        """Record the publication as an MLflow run tagged step=forecast (the database stays the source of truth)."""
+        from training import tracking
+
+        try:
+            with self._lock, tracking.step_run(self.cfg, "forecast", rows.metadata["data_fingerprint"] or ""):
+                import mlflow
+
+                mlflow.log_params({"forecast_week": rows.week, "model_version": rows.metadata["model_version"],
+                                   "publication_id": publication_id, "publication_version": version})
+                mlflow.log_metrics({"expected_incidents": rows.metadata["expected_incidents"],
+                                    "cells": rows.metadata["cells"]})
+        except Exception as exc:  # noqa: BLE001 - bookkeeping must not undo a committed publication
+            log.warning("publication %s stored but not logged to MLflow: %s", publication_id, exc)

@@ -1,0 +1,1 @@
+"""One router per resource: health, forecasts, reports, models, map."""

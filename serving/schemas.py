@@ -1,0 +1,185 @@
+"""Request and response schemas (pydantic); they are also the OpenAPI contract schemathesis checks."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MAX_TOP = 10_000
+WEEK_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+_NUM = r"-?[0-9]{1,3}(\.[0-9]+)?"
+BBOX_PATTERN = rf"^{_NUM},{_NUM},{_NUM},{_NUM}$"
+
+
+def check_week(value: str) -> str:
+    """A YYYY-MM-DD string that is a real date (the pattern alone lets 2019-02-30 through)."""
+    try:
+        date.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a date (expected YYYY-MM-DD, e.g. 2019-12-30)") from None
+    return value
+
+
+# --- errors ---------------------------------------------------------------------------------------------------------
+
+class Problem(BaseModel):
+    detail: str = Field(description="what went wrong, in one sentence")
+
+
+class ValidationIssue(BaseModel):
+    loc: list[str | int] = Field(description="where: 'query', 'path' or 'body', then the field")
+    msg: str
+    type: str
+
+
+class ValidationProblem(BaseModel):
+    detail: str = Field(description="every issue in one line: 'query.top: Input should be less than or equal to "
+                                    "10000'")
+    errors: list[ValidationIssue]
+
+
+# --- health ---------------------------------------------------------------------------------------------------------
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+    code_version: str
+
+
+class ChampionInfo(BaseModel):
+    name: str
+    version: str
+
+
+class PublishedWeek(BaseModel):
+    week: str
+    version: int
+
+
+class Readiness(BaseModel):
+    ready: bool
+    area: str | None
+    champion: ChampionInfo | None
+    latest_forecast: PublishedWeek | None
+    problems: list[str] = Field(description="why the service is not ready (empty when ready)")
+
+
+# --- forecasts ------------------------------------------------------------------------------------------------------
+
+class PublishRequest(BaseModel):
+    """Compute the forecast of one week with the champion model and publish it."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"week": "2019-12-30"}]})
+
+    week: str | None = Field(None, pattern=WEEK_PATTERN, json_schema_extra={"format": "date"},
+                             description="YYYY-MM-DD start of the period; default the first week after the data")
+    new_version: bool = Field(False, description="publish again as a new version when the week is already "
+                                                 "published (otherwise 409)")
+
+    @field_validator("week")
+    @classmethod
+    def _real_date(cls, value: str | None) -> str | None:
+        return None if value is None else check_week(value)
+
+
+class PublicationSummary(BaseModel):
+    id: int
+    area: str
+    week: str
+    version: int
+    model: str
+    model_version: str
+    model_run_id: str | None
+    data_fingerprint: str | None
+    code_version: str | None
+    created_at: datetime
+    published_by: str | None = Field(description="id of the API key that published it (never the key)")
+    cells: int
+    url: str = Field(description="where to read this version")
+
+
+class PublicationList(BaseModel):
+    area: str
+    publications: list[PublicationSummary]
+
+
+class Polygon(BaseModel):
+    type: Literal["Polygon"]
+    coordinates: list[list[list[float]]] = Field(description="lon, lat (WGS84), first point repeated last")
+
+
+class CellProperties(BaseModel):
+    cell_id: int
+    rank: int = Field(ge=1, description="1 = highest risk")
+    risk: float = Field(ge=0, description="expected recorded incidents in the week")
+    percentile: float = Field(ge=0, le=100, description="share of cells with lower risk, in percent")
+    lon: float
+    lat: float
+    period_start: str
+    reasons: list[str] = Field(description="up to three plain-English reasons for the cell's risk")
+
+
+class CellFeature(BaseModel):
+    type: Literal["Feature"]
+    geometry: Polygon
+    properties: CellProperties
+
+
+class ForecastMetadata(BaseModel):
+    period_start: str
+    model: str
+    model_version: str
+    model_run_id: str | None
+    data_fingerprint: str | None
+    code_version: str | None
+    created_at: str = Field(description="when the forecast was made and published (UTC, ISO 8601)")
+    area: str
+    publication_id: int
+    publication_version: int
+    published_by: str | None
+    cells: int = Field(description="cells in the whole forecast")
+    returned_cells: int = Field(description="cells in this response (after top and bbox)")
+    top: int | None
+    bbox: list[float] | None
+    note: str
+
+
+class ForecastCollection(BaseModel):
+    """RFC 7946 FeatureCollection (WGS84 lon/lat) of cells in rank order; provenance in the `metadata` member."""
+
+    type: Literal["FeatureCollection"]
+    metadata: ForecastMetadata
+    features: list[CellFeature]
+
+
+# --- reports and models ---------------------------------------------------------------------------------------------
+
+class ReportEnvelope(BaseModel):
+    kind: Literal["accuracy", "fairness"]
+    run_id: str = Field(description="the MLflow run that logged the report")
+    created_at: str | None
+    data_fingerprint: str | None
+    code_version: str | None
+    tags: dict[str, str]
+    report: dict[str, Any]
+
+
+class ModelVersion(BaseModel):
+    version: str
+    aliases: list[str]
+    champion: bool
+    status: str
+    run_id: str | None
+    created_at: str | None
+    description: str | None
+    data_fingerprint: str | None
+    code_version: str | None
+    metrics: dict[str, float | None]
+    tags: dict[str, str]
+
+
+class ModelList(BaseModel):
+    name: str
+    champion: str | None
+    versions: list[ModelVersion]

@@ -1,0 +1,43 @@
+"""Service settings, read from HOTSPOT_* environment variables (pydantic-settings)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from training.tracking import tracking_uri
+
+
+class Settings(BaseSettings):
+    """Everything the service reads from its environment; `HOTSPOT_` + the upper-case field name."""
+
+    model_config = SettingsConfigDict(env_prefix="HOTSPOT_", extra="ignore")
+
+    config: Path | None = Field(None, description="study-area TOML file (HOTSPOT_CONFIG)")
+    database_url: str = Field("sqlite:///hotspot.db", description="publications and keys; SQLite file or "
+                                                                  "postgresql+psycopg://user@host/db")
+    max_top: int = Field(10_000, ge=1, description="largest ?top a client may ask for")
+    max_body_bytes: int = Field(4_096, ge=64, description="largest request body accepted (413 above)")
+    cache_ttl_s: float = Field(1.0, ge=0, description="how long the latest-publication pointer and API-key "
+                                                      "look-ups are reused before the database is asked again")
+    render_cache_size: int = Field(512, ge=0, description="rendered responses kept per (publication, top, bbox, "
+                                                          "format)")
+    access_log_lines: bool = Field(True, description="one JSON line per request on stderr (logger hotspot.access); "
+                                                     "the access_log table is written either way")
+    access_log_flush_s: float = Field(1.0, gt=0, description="how often buffered access-log rows are written")
+    warm_panel: bool = Field(True, description="build the study area's panel in the background at start-up, so the "
+                                               "first publication does not wait for it")
+    map_tile_url: str | None = Field(None, description="optional XYZ tile URL template for the map background "
+                                                       "(none by default: the map works offline)")
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        return tracking_uri()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,233 @@
+"""The API in-process on a trained synthetic area: roles, publishing, reading (GeoJSON, CSV, top, bbox), validation,
+reports, models, readiness and the access log."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+from sqlalchemy import select
+
+from serving.auth import revoke_key
+from serving.db import AccessLogRow
+from tests.serving.conftest import log_report_run
+
+READ_ENDPOINTS = ["/v1/forecasts", "/v1/forecasts/latest", "/v1/forecasts/2021-07-19", "/v1/reports/accuracy",
+                  "/v1/reports/fairness", "/v1/models"]
+# what each role may do (True) or not (False): viewer < auditor < analyst
+ACCESS = {
+    "viewer": {"/v1/forecasts": True, "/v1/forecasts/latest": True, "/v1/forecasts/2021-07-19": True,
+               "/v1/reports/accuracy": False, "/v1/reports/fairness": False, "/v1/models": False},
+    "auditor": dict.fromkeys(READ_ENDPOINTS, True),
+    "analyst": dict.fromkeys(READ_ENDPOINTS, True),
+}
+
+
+def publish(service, week: str | None = None, new_version: bool = False, role: str = "analyst"):
+    body = {"new_version": new_version, **({"week": week} if week else {})}
+    return service.post("/v1/forecasts", role, json=body)
+
+
+def test_health_and_readiness(service):
+    assert service.get("/health").json()["status"] == "ok"
+    ready = service.get("/ready")
+    assert ready.status_code == 503  # champion loaded, but nothing published yet
+    body = ready.json()
+    assert body["champion"]["version"] == "1" and body["latest_forecast"] is None
+    assert "no forecast published" in body["problems"][0]
+    assert publish(service).status_code == 201
+    ready = service.get("/ready")
+    assert ready.status_code == 200 and ready.json()["ready"] and ready.json()["latest_forecast"]["version"] == 1
+
+
+def test_every_v1_endpoint_needs_a_valid_key(service):
+    for path in READ_ENDPOINTS:
+        missing = service.get(path)
+        assert missing.status_code == 401, path
+        assert missing.headers["www-authenticate"].startswith("ApiKey")
+        assert service.get(path, headers={"X-API-Key": "hs_not-a-real-key"}).status_code == 401
+        assert service.get(path, headers={"X-API-Key": "nonsense"}).status_code == 401
+    assert service.post("/v1/forecasts", json={}).status_code == 401
+
+
+def test_roles(service):
+    assert publish(service).status_code == 201
+    for role, allowed in ACCESS.items():
+        for path, ok in allowed.items():
+            status = service.get(path, role).status_code
+            if ok:
+                assert status in (200, 404), (role, path, status)  # 404: no report logged yet
+            else:
+                assert status == 403, (role, path, status)
+    for role in ("viewer", "auditor"):
+        refused = publish(service, new_version=True, role=role)
+        assert refused.status_code == 403 and "analyst" in refused.json()["detail"]
+    bearer = service.client.get("/v1/forecasts/latest?top=1",
+                                headers={"Authorization": f"Bearer {service.keys['viewer']}"})
+    assert bearer.status_code == 200
+
+
+def test_revoked_key_gets_401(service):
+    key = service.keys["viewer"]
+    assert service.get("/v1/forecasts", "viewer").status_code == 200
+    revoked = revoke_key(service.state.engine, key[:11])
+    assert revoked.revoked_at is not None
+    assert service.get("/v1/forecasts", "viewer").status_code == 401
+
+
+def test_publish_then_read_geojson(service):
+    created = publish(service)
+    assert created.status_code == 201, created.text
+    pub = created.json()
+    assert pub["version"] == 1 and pub["model_version"] == "1" and pub["data_fingerprint"]
+    assert created.headers["location"] == pub["url"]
+
+    fc = service.get("/v1/forecasts/latest", "viewer").json()
+    assert fc["type"] == "FeatureCollection" and "crs" not in fc
+    meta = fc["metadata"]
+    assert meta["model_version"] == "1" and meta["data_fingerprint"] == pub["data_fingerprint"]
+    assert meta["created_at"] == pub["created_at"].replace("+00:00", "Z") and meta["period_start"] == pub["week"]
+    assert meta["publication_version"] == 1 and meta["published_by"] == service.keys["analyst"][:11]
+    assert service.keys["analyst"] not in json.dumps(fc)
+    features = fc["features"]
+    assert len(features) == pub["cells"] == meta["cells"] == meta["returned_cells"]
+    assert [f["properties"]["rank"] for f in features] == list(range(1, len(features) + 1))
+    risks = [f["properties"]["risk"] for f in features]
+    assert risks == sorted(risks, reverse=True)
+    top = features[0]
+    assert top["geometry"]["type"] == "Polygon"
+    lon, lat = top["geometry"]["coordinates"][0][0]
+    assert -79.5 < lon < -79.2 and 43.6 < lat < 43.75  # lon, lat order (RFC 7946)
+    assert {"risk", "rank", "percentile", "reasons", "cell_id"} <= set(top["properties"])
+    assert top["properties"]["reasons"] and all(isinstance(r, str) for r in top["properties"]["reasons"])
+
+    same_week = service.get(f"/v1/forecasts/{pub['week']}", "viewer").json()
+    assert same_week["metadata"]["publication_id"] == pub["id"]
+
+
+def test_top_bbox_and_csv(service):
+    week = publish(service).json()["week"]
+    top = service.get("/v1/forecasts/latest?top=5", "viewer").json()
+    assert [f["properties"]["rank"] for f in top["features"]] == [1, 2, 3, 4, 5]
+    assert top["metadata"]["top"] == 5 and top["metadata"]["returned_cells"] == 5
+
+    first = top["features"][0]["properties"]
+    box = f"{first['lon'] - 0.001},{first['lat'] - 0.001},{first['lon'] + 0.001},{first['lat'] + 0.001}"
+    boxed = service.get(f"/v1/forecasts/latest?bbox={box}", "viewer").json()
+    assert boxed["features"][0]["properties"]["cell_id"] == first["cell_id"]
+    assert 1 <= len(boxed["features"]) <= 9  # the cell and at most its touching neighbours
+    far = service.get("/v1/forecasts/latest?bbox=10,10,11,11", "viewer").json()
+    assert far["features"] == [] and far["metadata"]["returned_cells"] == 0
+
+    as_csv = service.get("/v1/forecasts/latest?top=3&format=csv", "viewer")
+    by_accept = service.get("/v1/forecasts/latest?top=3", "viewer", headers={"Accept": "text/csv"})
+    assert as_csv.text == by_accept.text
+    assert as_csv.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(as_csv.text)))
+    assert list(rows[0]) == ["rank", "cell_id", "lon", "lat", "risk", "percentile", "reasons"]
+    assert [r["rank"] for r in rows] == ["1", "2", "3"] and rows[0]["cell_id"] == str(first["cell_id"])
+    assert rows[0]["reasons"] == " | ".join(first["reasons"])
+    assert as_csv.headers["x-hotspot-model-version"] == "1" and as_csv.headers["x-hotspot-week"] == week
+    assert as_csv.headers["x-hotspot-data-fingerprint"] and as_csv.headers["x-hotspot-created-at"]
+
+
+@pytest.mark.parametrize("query, message", [
+    ("top=0", "greater than or equal to 1"), ("top=10001", "less than or equal to 10000"),
+    ("top=many", "valid integer"), ("bbox=1,2,3", "four numbers"), ("bbox=10,10,5,5", "min must not exceed max"),
+    ("bbox=200,10,210,11", "-180..180"), ("format=xml", "'geojson' or 'csv'"),
+])
+def test_bad_queries_are_422_with_a_clear_message(service, query, message):
+    publish(service)
+    response = service.get(f"/v1/forecasts/latest?{query}", "viewer")
+    assert response.status_code == 422
+    body = response.json()
+    assert message in body["detail"] and body["errors"][0]["loc"][0] == "query"
+
+
+def test_publishing_rules(service):
+    first = publish(service, "2021-07-12")
+    assert first.status_code == 201 and first.json()["week"] == "2021-07-12"
+    again = publish(service, "2021-07-12")
+    assert again.status_code == 409 and "new_version" in again.json()["detail"]
+    second = publish(service, "2021-07-12", new_version=True)
+    assert second.status_code == 201 and second.json()["version"] == 2
+    assert service.get("/v1/forecasts/2021-07-12", "viewer").json()["metadata"]["publication_version"] == 2
+    assert service.get("/v1/forecasts/2021-07-12?version=1", "viewer").json()["metadata"]["publication_version"] == 1
+    assert service.get("/v1/forecasts/2021-07-12?version=3", "viewer").status_code == 404
+    listing = service.get("/v1/forecasts", "viewer").json()["publications"]
+    assert [(p["week"], p["version"]) for p in listing] == [("2021-07-12", 2), ("2021-07-12", 1)]
+
+    for body, where in [({"week": "2021-07-13"}, "not a period start"), ({"week": "2021-02-30"}, "not a date"),
+                        ({"week": "next week"}, "YYYY-MM-DD"), ({"weeks": "2021-07-12"}, "Extra inputs"),
+                        ({"week": "2030-01-07"}, "not a period start")]:
+        bad = service.post("/v1/forecasts", "analyst", json=body)
+        assert bad.status_code == 422 and where in bad.json()["detail"], (body, bad.text)
+    too_big = service.post("/v1/forecasts", "analyst", content=b'{"week": "' + b"1" * 10_000 + b'"}',
+                           headers={"Content-Type": "application/json"})
+    assert too_big.status_code == 413
+    assert service.get("/v1/forecasts/2021-13-01", "viewer").status_code == 422
+    assert service.get("/v1/forecasts/2020-01-06", "viewer").status_code == 404
+
+
+def test_nothing_published_is_404(service):
+    response = service.get("/v1/forecasts/latest", "viewer")
+    assert response.status_code == 404 and "no forecast published" in response.json()["detail"]
+
+
+def test_models(service):
+    models = service.get("/v1/models", "auditor").json()
+    assert models["name"] == "synthetic-lightgbm" and models["champion"] == "1"
+    (v1,) = models["versions"]
+    assert v1["champion"] and "champion" in v1["aliases"] and v1["data_fingerprint"] and "fit_s" in v1["metrics"]
+
+
+def test_reports_json_and_html(service, trained_area, tmp_path):
+    for kind in ("accuracy", "fairness"):
+        missing = service.get(f"/v1/reports/{kind}", "auditor")
+        assert missing.status_code == 404 and "hotspot" in missing.json()["detail"]
+    run_id = log_report_run(trained_area.config, "backtest", "backtest", "accuracy",
+                             {"models": {"lightgbm": {"pai": float("nan")}}, "weeks": ["2021-07-12"]}, tmp_path)
+    audit_id = log_report_run(trained_area.config, "audit", "audit", "audit", {"groups": ["a", "b"]}, tmp_path)
+    service.state.reports.ttl_s = 0
+    accuracy = service.get("/v1/reports/accuracy", "auditor").json()
+    assert accuracy["kind"] == "accuracy" and accuracy["run_id"] == run_id
+    assert accuracy["data_fingerprint"] == "fp-report" and accuracy["code_version"]
+    assert accuracy["report"]["models"]["lightgbm"]["pai"] is None  # NaN is not JSON
+    page = service.get("/v1/reports/accuracy?format=html", "analyst")
+    assert page.headers["content-type"].startswith("text/html") and "<h1>accuracy</h1>" in page.text
+    assert 'src="data:image/png;base64,' in page.text  # figures embedded: the page needs no further requests
+    fairness = service.get("/v1/reports/fairness", "auditor", headers={"Accept": "text/html"})
+    assert "<h1>audit</h1>" in fairness.text
+    assert service.get("/v1/reports/fairness", "auditor").json()["run_id"] == audit_id
+    assert service.get("/v1/reports/fairness", "viewer").status_code == 403
+
+
+def test_access_is_logged_without_the_key(service):
+    publish(service)
+    service.get("/v1/forecasts/latest?top=1", "viewer")
+    service.get("/v1/models", "viewer")
+    service.get("/v1/models")
+    service.state.access.flush()
+    with service.state.engine.connect() as conn:
+        rows = conn.execute(select(AccessLogRow.__table__)).all()
+    seen = {(r.key_id, r.role, r.method, r.path, r.status) for r in rows}
+    viewer_id = service.keys["viewer"][:11]
+    assert (viewer_id, "viewer", "GET", "/v1/forecasts/latest", 200) in seen
+    assert (viewer_id, "viewer", "GET", "/v1/models", 403) in seen
+    assert (None, None, "GET", "/v1/models", 401) in seen
+    assert (service.keys["analyst"][:11], "analyst", "POST", "/v1/forecasts", 201) in seen
+    assert all(r.at is not None and r.duration_ms >= 0 for r in rows)
+    dump = json.dumps([list(map(str, r)) for r in rows])
+    assert not any(key in dump for key in service.keys.values())
+
+
+def test_map_page_and_bundled_leaflet(service):
+    page = service.get("/map")
+    assert page.status_code == 200 and "/static/vendor/leaflet/leaflet.js" in page.text
+    assert "http://" not in page.text and "https://" not in page.text  # nothing from the internet
+    assert '"area": "synthetic"' in page.text
+    assert service.get("/static/vendor/leaflet/leaflet.js").status_code == 200
+    assert service.get("/static/map.js").status_code == 200
+    assert service.get("/docs").status_code == 200

@@ -1,0 +1,281 @@
+"""The fairness audit's measurements, per demographic group and backtest week, for the model and the baselines.
+
+Definitions (one each, used by the report and the CLI):
+- flagged: the top `coverage` share of cells by risk each week; when the boundary cuts through tied cells they share
+  the remaining slots by expectation (as in training/metrics.py), so every figure below is an expected value;
+- per group (a cell counts for its dominant group; residents are apportioned, see training/fairness.py):
+  flag share = the group's share of the flagged cells; flagged population share = its share of the residents of
+  flagged cells; flag rate = share of its cells flagged (fairlearn MetricFrame, per week); population flag rate =
+  share of its residents living in flagged cells; disparate impact = flag rate / the reference group's, with the
+  0.8-1.25 band; hit rate = share of its recorded incidents in flagged cells; PAI = hit rate / flag rate;
+  calibration = recorded / forecast incidents in its cells;
+- pooled over weeks (ratios of sums); 95% intervals by percentile bootstrap over weeks, the same resampled weeks
+  for every figure of a model;
+- persistence: how many backtest weeks each cell is among the flagged (ties broken by cell order).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from training.evaluation import bootstrap_mean, calibration
+from training.fairness import CellDemography, CellGroups
+from training.metrics import hit_rate_at, n_flagged, pai_at
+
+BAND = (0.8, 1.25)
+NOTE = ("Recorded incidents are policing data, not ground truth: they depend on where residents report and where "
+        "police look. Group shares of recorded incidents, hit rates and calibration describe recorded crime, and a "
+        "forecast that follows past recording can repeat its patterns; the feedback-loop simulation and the "
+        "reporting-rate sensitivity below measure what that can do.")
+
+
+@dataclass(frozen=True, eq=False)
+class Forecasts:
+    models: list[str]
+    weeks: list[str]
+    risk: np.ndarray  # (M, W, C)
+    observed: np.ndarray  # (W, C)
+
+
+def forecasts_from_predictions(predictions: pd.DataFrame, cell_id: np.ndarray) -> Forecasts:
+    """Arrays of risk per model, week and cell (cells in grid order) from a backtest's predictions table."""
+    models = [str(m) for m in pd.unique(predictions["model"].astype(str))]
+    weeks = sorted(str(w) for w in pd.unique(predictions["period_start"].astype(str)))
+    week_pos = {w: i for i, w in enumerate(weeks)}
+    cell_pos = pd.Index(cell_id).get_indexer(predictions["cell_id"])
+    if (cell_pos < 0).any():
+        raise ValueError("the predictions hold cells that are not in the grid")
+    W, C = len(weeks), len(cell_id)
+    risk = np.full((len(models), W, C), np.nan)
+    observed = np.zeros((W, C))
+    m = pd.Index(models).get_indexer(predictions["model"].astype(str))
+    w = predictions["period_start"].astype(str).map(week_pos).to_numpy()
+    risk[m, w, cell_pos] = predictions["risk"].to_numpy(float)
+    observed[w, cell_pos] = predictions["observed"].to_numpy(float)
+    if np.isnan(risk).any():
+        raise ValueError("the predictions do not cover every model, week and cell")
+    return Forecasts(models, weeks, risk, observed)
+
+
+def flag_weights(risk: np.ndarray, k: int) -> np.ndarray:
+    """Share of each cell that is flagged, (..., C): 1 above the k-th largest risk, tied cells share the rest."""
+    C = risk.shape[-1]
+    if k >= C:
+        return np.ones_like(risk, dtype=float)
+    threshold = np.partition(risk, C - k, axis=-1)[..., C - k: C - k + 1]
+    above, tied = risk > threshold, risk == threshold
+    slots = k - above.sum(-1, keepdims=True)
+    return above + tied * (slots / tied.sum(-1, keepdims=True))
+
+
+def top_k(risk: np.ndarray, k: int) -> np.ndarray:
+    """Boolean mask of the k highest-risk cells of each row, ties broken by cell order."""
+    order = np.argsort(-risk, axis=-1, kind="stable")[..., :k]
+    mask = np.zeros(risk.shape, dtype=bool)
+    np.put_along_axis(mask, order, True, axis=-1)
+    return mask
+
+
+def _interval(fn, point: dict, boot: dict) -> list[dict]:
+    with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        value = np.asarray(fn(point), dtype=float)
+        draws = np.asarray(fn(boot), dtype=float)
+        lo, hi = np.nanpercentile(np.where(np.isinf(draws), np.nan, draws), [2.5, 97.5], axis=0)
+    return [{"value": float(v), "ci95": [float(a), float(b)]} for v, a, b in zip(value, lo, hi)]
+
+
+def _status(ratio: float, is_reference: bool, cells: int) -> str:
+    if is_reference:
+        return "reference"
+    if cells == 0:
+        return "no cells"
+    if np.isnan(ratio):
+        return "neither group flagged"
+    if np.isinf(ratio):
+        return "reference group never flagged"
+    if ratio == 0:
+        return "never flagged (below band)"
+    return "within band" if BAND[0] <= ratio <= BAND[1] else ("below band" if ratio < BAND[0] else "above band")
+
+
+def weekly_by_group(f: np.ndarray, observed: np.ndarray, groups: CellGroups) -> pd.DataFrame:
+    """Flag rate and hit rate per group and week, via fairlearn's MetricFrame (rows: group, week)."""
+    from fairlearn.metrics import MetricFrame
+
+    W, C = f.shape
+    names = np.array(["(none)", *groups.labels], dtype=object)[groups.label + 1]
+    features = pd.DataFrame({"group": np.tile(names, W), "week": np.repeat(np.arange(W), C)})
+    frame = MetricFrame(metrics={"flag_rate": lambda y, p: float(np.mean(p)),
+                                 "hit_rate": lambda y, p: float(np.sum(y * p) / np.sum(y)) if np.sum(y) else np.nan},
+                        y_true=observed.ravel(), y_pred=f.ravel(), sensitive_features=features)
+    return frame.by_group.drop(index="(none)", level="group", errors="ignore")
+
+
+def group_figures(f: np.ndarray, top: np.ndarray, risk: np.ndarray, observed: np.ndarray, groups: CellGroups,
+                  idx: np.ndarray) -> dict:
+    """Every per-group figure of one model under one group definition (see the module docstring)."""
+    L = groups.onehot()
+    W = f.shape[0]
+    n_cells, pop = L.sum(0), groups.population.sum(0)
+    ref = groups.reference_index
+    weekly = {"flagged": f @ L, "flagged_pop": f @ groups.population, "incidents": observed @ L,
+              "hits": (f * observed) @ L, "expected": risk @ L}
+    weekly.update({f"{k}_all": v.sum(1, keepdims=True) for k, v in list(weekly.items())})
+    point = {k: v.sum(0) for k, v in weekly.items()}
+    boot = {k: v[idx].sum(1) for k, v in weekly.items()}
+    rate = lambda s: s["flagged"] / (W * n_cells)  # noqa: E731
+    pop_rate = lambda s: s["flagged_pop"] / (W * pop)  # noqa: E731
+    figures = {
+        "flag_share": _interval(lambda s: s["flagged"] / s["flagged_all"], point, boot),
+        "flagged_population_share": _interval(lambda s: s["flagged_pop"] / s["flagged_pop_all"], point, boot),
+        "incident_share": _interval(lambda s: s["incidents"] / s["incidents_all"], point, boot),
+        "flag_rate": _interval(rate, point, boot),
+        "population_flag_rate": _interval(pop_rate, point, boot),
+        "disparate_impact": _interval(lambda s: rate(s) / rate(s)[..., ref:ref + 1], point, boot),
+        "population_disparate_impact": _interval(lambda s: pop_rate(s) / pop_rate(s)[..., ref:ref + 1], point, boot),
+        "hit_rate": _interval(lambda s: s["hits"] / s["incidents"], point, boot),
+        "pai": _interval(lambda s: (s["hits"] / s["incidents"]) / rate(s), point, boot),
+        "calibration": _interval(lambda s: s["incidents"] / s["expected"], point, boot),
+    }
+    weeks_flagged = top.sum(0)
+    by_week = weekly_by_group(f, observed, groups)
+    out = {}
+    for g, label in enumerate(groups.labels):
+        member = groups.label == g
+        ever = member & (weeks_flagged > 0)
+        row = {k: v[g] for k, v in figures.items()}
+        row["disparate_impact"]["status"] = _status(row["disparate_impact"]["value"], g == ref, int(n_cells[g]))
+        row["population_disparate_impact"]["status"] = _status(row["population_disparate_impact"]["value"],
+                                                               g == ref, int(n_cells[g]))
+        flagged_cell_weeks = int(top[:, member].sum())
+        row["persistence"] = {
+            "cells_ever_flagged": int(ever.sum()),
+            "mean_weeks_flagged": float(weeks_flagged[ever].mean()) if ever.any() else float("nan"),
+            "share_of_flags_in_cells_flagged_half_the_weeks_or_more": (
+                float(top[:, member & (weeks_flagged * 2 >= W)].sum() / flagged_cell_weeks)
+                if flagged_cell_weeks else float("nan")),
+            "cells_by_weeks_flagged": np.bincount(weeks_flagged[member], minlength=W + 1)[1:].tolist(),
+        }
+        group_weeks = by_week.xs(label, level="group") if label in by_week.index.get_level_values(0) else None
+        row["weekly"] = {
+            "flag_share": (weekly["flagged"][:, g] / weekly["flagged_all"][:, 0]).tolist(),
+            "flag_rate": group_weeks["flag_rate"].tolist() if group_weeks is not None else [],
+            "hit_rate": group_weeks["hit_rate"].tolist() if group_weeks is not None else [],
+        }
+        cells = np.flatnonzero(member)
+        row["calibration_by_decile"] = calibration(
+            [("", cells, risk[w, cells], observed[w, cells]) for w in range(W)]).to_dict(orient="records") \
+            if len(cells) >= 10 else []
+        out[label] = row
+    rates = np.array([out[lab]["flag_rate"]["value"] for lab, n in zip(groups.labels, n_cells) if n > 0])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        largest = float(rates.max() / rates.min()) if len(rates) else float("nan")
+    return {"groups": out, "largest_flag_rate_ratio": largest}
+
+
+def definition_summary(groups: CellGroups, k: int, small_cells: int, small_share: float) -> tuple[dict, list[str]]:
+    """Size of each group (cells, residents, shares) and warnings about small ones."""
+    n_cells = groups.onehot().sum(0)
+    pop = groups.population.sum(0)
+    C = len(groups.label)
+    info, warns = {}, []
+    for g, label in enumerate(groups.labels):
+        share = pop[g] / pop.sum() if pop.sum() else 0.0
+        info[label] = {"describe": groups.describe.get(label, ""), "cells": int(n_cells[g]),
+                       "cell_share": float(n_cells[g] / max(n_cells.sum(), 1)), "population": float(pop[g]),
+                       "population_share": float(share), "flagged_per_week_at_chance": float(k * n_cells[g] / C)}
+        if n_cells[g] < small_cells or share < small_share or k * n_cells[g] / C < 5:
+            warns.append(f"{groups.name}: group '{label}' is small ({int(n_cells[g])} cells, {share:.1%} of residents,"
+                         f" about {k * n_cells[g] / C:.1f} flagged cells a week at chance): its figures move in large "
+                         "steps and its intervals are wide")
+    unassigned = int((groups.label < 0).sum())
+    if unassigned:
+        warns.append(f"{groups.name}: {unassigned} cells lie in no group (no polygon or no value) and are left out "
+                     "of this definition's group figures")
+    return {"kind": groups.kind, "reference": groups.reference, "groups": info, "unassigned_cells": unassigned}, warns
+
+
+def residents_figures(f: np.ndarray, demography: CellDemography, idx: np.ndarray) -> dict:
+    """For each share column: its residents' share of the population of flagged cells against their city share."""
+    out = {}
+    for column, res in demography.residents.items():
+        weekly = {"flagged_res": (f @ res)[:, None], "flagged_pop": (f @ demography.population)[:, None]}
+        point = {k: v.sum(0) for k, v in weekly.items()}
+        boot = {k: v[idx].sum(1) for k, v in weekly.items()}
+        share = float(res.sum() / demography.population.sum())
+        flagged = _interval(lambda s: s["flagged_res"] / s["flagged_pop"], point, boot)[0]
+        out[column] = {"population_share": share, "flagged_population_share": flagged,
+                       "representation_ratio": flagged["value"] / share if share else float("nan")}
+    return out
+
+
+def accuracy_figures(risk: np.ndarray, observed: np.ndarray, coverage: float, reps: int) -> dict:
+    pai = [pai_at(r, o, coverage) for r, o in zip(risk, observed)]
+    hit = [hit_rate_at(r, o, coverage) for r, o in zip(risk, observed)]
+    (pm, plo, phi), (hm, hlo, hhi) = bootstrap_mean(pai, reps), bootstrap_mean(hit, reps)
+    return {"pai": {"value": pm, "ci95": [plo, phi]}, "hit_rate": {"value": hm, "ci95": [hlo, hhi]}}
+
+
+def audit_forecasts(forecasts: Forecasts, demography: CellDemography, coverage: float, reps: int = 1000,
+                    small_cells: int = 30, small_share: float = 0.02, seed: int = 0) -> dict:
+    """Every per-group figure, for every model and group definition, with its bootstrap interval."""
+    M, W, C = forecasts.risk.shape
+    k = n_flagged(C, coverage)
+    idx = np.random.default_rng(seed).integers(0, W, size=(reps, W))
+    result = {"coverage": coverage, "flagged_cells_per_week": k, "n_cells": C, "weeks": forecasts.weeks,
+              "models": forecasts.models, "band": list(BAND), "definitions": {}, "residents": {}, "accuracy": {},
+              "warnings": []}
+    if W < 10:
+        result["warnings"].append(f"only {W} weeks: intervals are wide")
+    for groups in demography.groups:
+        info, warns = definition_summary(groups, k, small_cells, small_share)
+        result["warnings"] += warns
+        result["definitions"][groups.name] = {**info, "models": {}}
+    for m, model in enumerate(forecasts.models):
+        risk = forecasts.risk[m]
+        f, top = flag_weights(risk, k), top_k(risk, k)
+        result["accuracy"][model] = accuracy_figures(risk, forecasts.observed, coverage, reps)
+        result["residents"][model] = residents_figures(f, demography, idx)
+        for groups in demography.groups:
+            result["definitions"][groups.name]["models"][model] = group_figures(
+                f, top, risk, forecasts.observed, groups, idx)
+    return result
+
+
+
+def build_audit(cfg, panel, predictions: pd.DataFrame, demography: CellDemography, ref, spec: dict,
+                provenance: dict) -> dict:
+    """The whole audit of a backtest (the first model in `predictions` is the audited one, the rest baselines):
+    group figures, reporting-rate sensitivity, trade-off, feedback-loop simulation, inputs and model card."""
+    from training.feedback import simulate_feedback
+    from training.model_card import inputs_declaration, model_card
+    from training.parity import tradeoff_curve
+    from training.sensitivity import reporting_sensitivity
+
+    fc = cfg.fairness
+    forecasts = forecasts_from_predictions(predictions, panel.grid.cell_id)
+    audit = {"title": f"Fairness audit: {cfg.area.name}, {ref.label}", "note": NOTE,
+             **audit_forecasts(forecasts, demography, fc.coverage, fc.bootstrap_reps, fc.small_group_cells,
+                               fc.small_group_population_share)}
+    audit.update(audited_model=forecasts.models[0], primary=fc.primary_definition.name,
+                 demography=demography.summary(),
+                 model_version={"name": ref.name, "version": ref.version, "run_id": ref.run_id,
+                                "data_fingerprint": ref.data_fingerprint})
+    primary = demography.definition(audit["primary"])
+    k = audit["flagged_cells_per_week"]
+    audit["sensitivity"] = reporting_sensitivity(forecasts, primary, k, fc.reporting_rates,
+                                                 fc.sensitivity_relative_rates)
+    audit["tradeoff"] = tradeoff_curve(forecasts, primary, k, fc.tradeoff_steps)
+    sim = fc.simulation
+    first = panel.period_index(forecasts.weeks[0])
+    history = panel.target[max(0, first - sim.history_weeks): first]
+    audit["feedback"] = simulate_feedback(history, primary, k, sim, sim.halflife_weeks or cfg.backtest.ewm_halflife,
+                                          fc.reporting_rates)
+    audit["inputs"] = inputs_declaration(cfg, panel, spec.get("features"))
+    audit["model_card"] = model_card(cfg, ref, spec, audit["inputs"], audit, provenance)
+    return audit

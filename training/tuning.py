@@ -1,0 +1,220 @@
+"""Hyper-parameter tuning with Optuna over rolling-origin time splits (never a random split).
+
+The folds are `tune.folds` consecutive blocks of `tune.fold_weeks` periods ending where the backtest window starts,
+so tuning never sees the weeks the tuned model is judged on. For each fold the model is fitted on the periods
+before the block and forecasts every period of the block (features up to that period, no refit). A trial reports
+its running mean after each fold, so the median pruner can stop hopeless trials after the first fold.
+
+The study lives in an Optuna storage (SQLite by default) and resumes: `--trials N` means N finished trials in all.
+Each trial is a nested MLflow run under the `tune` step run. Optuna's MLflowCallback is not used because it logs
+only after a trial ends and cannot log per-fold metrics or pruned trials' partial scores.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from pathlib import Path
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from features.config import StudyConfig
+from features.errors import HotspotError
+from features.panel import Panel
+from models import LightGBMForecaster
+from training.metrics import week_metrics
+
+HIGHER_IS_BETTER = {"poisson_deviance": False}
+
+
+def study_name(cfg: StudyConfig) -> str:
+    if cfg.tune.study_name:
+        return cfg.tune.study_name
+    targets = cfg.model.target_offenses
+    slug = "all" if not targets else "+".join(t.lower().replace(" ", "_") for t in targets)
+    return f"{cfg.area.name}-lightgbm-{slug}"
+
+
+def direction(metric: str) -> str:
+    return "maximize" if HIGHER_IS_BETTER.get(metric, True) else "minimize"
+
+
+def fold_blocks(panel: Panel, cfg: StudyConfig, before: str | pd.Timestamp | None = None) -> list[np.ndarray]:
+    """Period indices of each fold, oldest first; the last fold ends just before `before` (default: the start of
+    the backtest window at the end of the data)."""
+    observed = panel.period_starts[: panel.n_periods]
+    stop = (panel.n_periods - cfg.backtest.weeks if before is None
+            else int(observed.searchsorted(pd.Timestamp(before), side="left")))
+    tc = cfg.tune
+    first = stop - tc.folds * tc.fold_weeks
+    need = panel.min_history + min(tc.train_periods)
+    if first < need:
+        raise HotspotError(
+            f"tuning needs {tc.folds} folds of {tc.fold_weeks} periods before "
+            f"{observed[min(stop, len(observed) - 1)].date()} plus {need} periods of look-back and training, but "
+            f"the data has only {stop} periods before it; lower tune.folds, tune.fold_weeks or tune.train_periods")
+    return [np.arange(first + k * tc.fold_weeks, first + (k + 1) * tc.fold_weeks) for k in range(tc.folds)]
+
+
+def base_spec(cfg: StudyConfig) -> dict:
+    """The config's own model as a spec (the first trial of every study, so tuning can only improve on it)."""
+    lc = cfg.model.lightgbm
+    return {"params": lc.model_dump(exclude={"num_boost_round", "zero_row_fraction"}),
+            "num_boost_round": lc.num_boost_round, "train_periods": cfg.model.train_periods,
+            "zero_row_fraction": lc.zero_row_fraction, "seed": lc.seed}
+
+
+def suggest_spec(trial, cfg: StudyConfig) -> dict:
+    """Sample a model spec: LightGBM's main parameters and the objective itself."""
+    tc, lc = cfg.tune, cfg.model.lightgbm
+    params = {k: v for k, v in base_spec(cfg)["params"].items()}
+    objective = trial.suggest_categorical("objective", tc.objectives)
+    params["objective"] = objective
+    if objective == "tweedie":
+        params["tweedie_variance_power"] = trial.suggest_float("tweedie_variance_power", 1.05, 1.95)
+    if objective == "lambdarank":
+        params["lambdarank_truncation_level"] = trial.suggest_int("lambdarank_truncation_level", 20, 400, log=True)
+    params["learning_rate"] = trial.suggest_float("learning_rate", 0.02, 0.2, log=True)
+    params["num_leaves"] = trial.suggest_int("num_leaves", 7, 127, log=True)
+    params["min_data_in_leaf"] = trial.suggest_int("min_data_in_leaf", 20, 3000, log=True)
+    params["feature_fraction"] = trial.suggest_float("feature_fraction", 0.3, 1.0)
+    params["bagging_fraction"] = trial.suggest_float("bagging_fraction", 0.5, 1.0)
+    params["bagging_freq"] = 1
+    params["lambda_l2"] = trial.suggest_float("lambda_l2", 1e-3, 100.0, log=True)
+    params["seed"] = lc.seed
+    rounds = trial.suggest_int("num_boost_round", 50, tc.max_boost_round, step=50)
+    train_periods = trial.suggest_categorical("train_periods", tc.train_periods)
+    return {"params": params, "num_boost_round": rounds, "train_periods": train_periods,
+            "zero_row_fraction": lc.zero_row_fraction, "seed": lc.seed}
+
+
+def score_fold(panel: Panel, spec: dict, block: np.ndarray, coverages: list[float],
+               zero_row_fraction: float) -> dict[str, float]:
+    """Fit on the periods before the block, forecast each period of it; mean of each weekly metric."""
+    model = LightGBMForecaster.from_spec({**spec, "zero_row_fraction": min(spec["zero_row_fraction"],
+                                                                          zero_row_fraction)})
+    model.fit(panel.until(int(block[0])))
+    rows = [week_metrics(model.predict(panel.until(int(t))), panel.target[t], coverages) for t in block]
+    frame = pd.DataFrame(rows)
+    return {k: float(v) for k, v in frame.mean(skipna=True).items()}
+
+
+@dataclass
+class TuneResult:
+    study: object
+    best_spec: dict
+    best_value: float
+    trials_run: int
+    seconds: float
+
+
+def tune(cfg: StudyConfig, panel: Panel, n_trials: int | None = None, before: str | None = None,
+         on_trial: Callable[[object], None] | None = None, log_trial: Callable[[object, dict, list], None] | None = None,
+         ) -> TuneResult:
+    """Run (or resume) the study until it has `n_trials` finished trials; return the best spec."""
+    import optuna
+
+    tc = cfg.tune
+    n_trials = n_trials or tc.trials
+    blocks = fold_blocks(panel, cfg, before)
+    coverages = sorted(set(cfg.backtest.coverages) | {0.01})
+    metric = tc.metric
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning, module="optuna")
+    study = optuna.create_study(
+        study_name=study_name(cfg), storage=_storage(cfg), load_if_exists=True, direction=direction(metric),
+        sampler=optuna.samplers.TPESampler(seed=tc.seed, multivariate=True, group=True),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=tc.pruner_startup_trials, n_warmup_steps=0))
+    _check_study(study, cfg, blocks, panel)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)  # a killed run's trials: failed, and queued again (_storage)
+    finished = [t for t in study.trials if t.state.is_finished() and t.state != optuna.trial.TrialState.FAIL]
+    if not study.trials:
+        study.enqueue_trial({}, user_attrs={"from": "config"})
+
+    def objective(trial) -> float:
+        spec = base_spec(cfg) if trial.user_attrs.get("from") == "config" else suggest_spec(trial, cfg)
+        trial.set_user_attr("spec", spec)
+        fold_scores = []
+        try:
+            for k, block in enumerate(blocks):
+                scores = score_fold(panel, spec, block, coverages, tc.zero_row_fraction)
+                fold_scores.append(scores)
+                running = float(np.mean([s[metric] for s in fold_scores]))
+                trial.set_user_attr(f"fold{k}", {m: scores[m] for m in ("pai@1%", "poisson_deviance", metric)})
+                trial.report(running, step=k)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"fold {k}: {metric} {running:.4f} below the median of earlier trials")
+            value = float(np.mean([s[metric] for s in fold_scores]))
+            if not math.isfinite(value):
+                raise optuna.TrialPruned(f"{metric} is not finite")
+            return value
+        finally:
+            if log_trial:
+                log_trial(trial, spec, fold_scores)
+
+    start = time.perf_counter()
+    remaining = max(0, n_trials - len(finished))
+    callbacks = [lambda study, trial: on_trial(trial)] if on_trial else []
+    if remaining:
+        study.optimize(objective, n_trials=remaining, timeout=tc.timeout_s, callbacks=callbacks, catch=())
+    completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not completed:
+        raise HotspotError(f"study '{study.study_name}' has no completed trial")
+    best = study.best_trial
+    best_spec = best.user_attrs["spec"]
+    study.set_user_attr("best_spec", best_spec)
+    study.set_user_attr("best_trial", best.number)
+    study.set_user_attr("metric", metric)
+    return TuneResult(study, best_spec, float(best.value), remaining, time.perf_counter() - start)
+
+
+def _storage(cfg: StudyConfig):
+    """The study's storage. RDB storages get a heartbeat, so trials of a killed process are found stale, failed and
+    queued again with the same parameters when the study resumes (safe with several workers on one storage)."""
+    import optuna
+
+    url = cfg.tune.storage
+    if not url.startswith(("sqlite:", "postgresql", "mysql")):
+        return url
+    with warnings.catch_warnings():  # heartbeats are marked experimental; the interface is pinned in constraints
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            url, heartbeat_interval=cfg.tune.heartbeat_s, grace_period=2 * cfg.tune.heartbeat_s,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
+
+
+def _check_study(study, cfg: StudyConfig, blocks: list[np.ndarray], panel: Panel) -> None:
+    """Refuse to resume a study whose folds or metric differ (its scores would not be comparable)."""
+    folds = [str(panel.period_starts[b[0]].date()) for b in blocks]
+    signature = {"metric": cfg.tune.metric, "folds": folds, "fold_weeks": cfg.tune.fold_weeks,
+                 "n_cells": panel.grid.n_cells, "targets": cfg.model.target_offenses}
+    stored = study.user_attrs.get("signature")
+    if stored is None:
+        study.set_user_attr("signature", signature)
+    elif stored != signature:
+        changed = sorted(k for k in signature if stored.get(k) != signature[k])
+        raise HotspotError(f"study '{study.study_name}' in {cfg.tune.storage} was run with other {changed}; "
+                           f"set tune.study_name to start a new study (stored: "
+                           f"{ {k: stored.get(k) for k in changed} })")
+
+
+def best_spec(cfg: StudyConfig) -> tuple[dict, str] | None:
+    """The best spec stored with the config's study, and the study's name, or None when there is no study."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = cfg.tune.storage
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        return None  # do not create an empty database just by looking
+    try:
+        study = optuna.load_study(study_name=study_name(cfg), storage=_storage(cfg))
+    except KeyError:
+        return None
+    spec = study.user_attrs.get("best_spec")
+    return (spec, study.study_name) if spec else None
