@@ -119,7 +119,7 @@ def main() -> None:
         panel = prepared.panel if target is None else prepare(case_cfg, quiet=True,
                                                               incidents=prepared.incidents).panel
         periods = forecast_periods(panel, 26, end)
-        baselines = [m for m in make_models(case_cfg, ["all"]) if m.name != "lightgbm"]
+        baselines = [m for m in make_models(case_cfg, ["all"]) if not m.name.startswith("lightgbm")]
         default = make_models(case_cfg, ["lightgbm"])[0]
         default.name = "lightgbm_default"
         tuned = LightGBMForecaster.from_spec(spec, name="lightgbm_tuned")

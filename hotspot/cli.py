@@ -322,9 +322,19 @@ def demo_cmd(
     config: ConfigOption = SAMPLE_CONFIG,
     out_dir: Annotated[Path, typer.Option("--out", help="folder for every output")] = Path("outputs/demo"),
     weeks: Annotated[Optional[int], typer.Option(help="backtest weeks [default: backtest.weeks]")] = None,
+    trials: Annotated[int, typer.Option(help="tuning trials (the study resumes across runs)", min=1)] = 8,
 ):
-    """The whole flow on the bundled sample: validate, features, train, backtest, forecast, summary."""
-    from hotspot.steps import backtest_step, features_step, forecast_step, train_step, validate_step
+    """The whole flow on the bundled sample: validate, features, train, tune, train the tuned model and promote it
+    if it beats the champion, backtest every model, forecast with the champion (with reasons), summary."""
+    from hotspot.steps import (
+        backtest_step,
+        features_step,
+        forecast_step,
+        promote_step,
+        train_step,
+        tune_step,
+        validate_step,
+    )
 
     cfg = _load(config)
     start = time.perf_counter()
@@ -334,14 +344,23 @@ def demo_cmd(
     prepared, panel_path, _ = features_step(cfg, out_dir / "features", incidents=result)
     out.print(f"2. features: {prepared.panel.n_periods} periods x {prepared.panel.grid.n_cells:,} cells x "
               f"{len(prepared.panel.feature_names)} features -> {panel_path}")
-    model, ref = train_step(cfg, prepared)
-    out.print(f"3. train: registered {ref.label}")
+    model, ref = train_step(cfg, prepared, params="config")
+    out.print(f"3. train: registered {ref.label} with the config's parameters")
+    result, tune_paths = tune_step(cfg, trials, prepared=prepared, out_dir=out_dir / "tune")
+    out.print(f"4. tune: {len(result.study.trials)} trials over {cfg.tune.folds} rolling folds, best "
+              f"{cfg.tune.metric} {result.best_value:.3f} ({result.best_spec['params']['objective']}) -> "
+              f"{tune_paths['best']}")
+    model, tuned_ref = train_step(cfg, prepared, params="study")
+    decision = promote_step(cfg, tuned_ref.version, prepared=prepared) if tuned_ref.version != ref.version else None
+    out.print(f"5. train + promote: {tuned_ref.label} (tuned) "
+              + (decision.reason if decision else "is the champion"), highlight=False)
     bt, paths = backtest_step(cfg, ["all"], weeks or cfg.backtest.weeks, None, out_dir / "backtest",
                               prepared=prepared)
-    out.print(f"4. backtest: {len(bt.metrics['weeks'])} weeks -> {paths['predictions']}")
+    out.print(f"6. backtest: {len(bt.metrics['weeks'])} weeks -> {paths['predictions']}")
     week = str(prepared.panel.next_period_start.date())
     cells, meta = forecast_step(cfg, week, out_dir / "forecast.geojson", prepared)
-    out.print(f"5. forecast for the week of {week} with {ref.label} -> {out_dir / 'forecast.geojson'}")
+    out.print(f"7. forecast for the week of {week} with the champion ({meta['model']} v{meta['model_version']}) "
+              f"-> {out_dir / 'forecast.geojson'}")
     _print_summary(bt.metrics, f"backtest, {len(bt.metrics['weeks'])} weeks {bt.metrics['weeks'][0]} .. "
                                f"{bt.metrics['weeks'][-1]}")
     _print_top(cells, 10, meta)
@@ -363,6 +382,8 @@ def audit_cmd(
                                                                   "[default: outputs/AREA/audit]")] = None,
     baselines: Annotated[Optional[str], typer.Option(help="comma-separated baselines beside the model, or 'none' "
                                                           "[default: the naive and EWM count baselines]")] = None,
+    refit_every: Annotated[Optional[int], typer.Option(help="refit every K weeks [default: backtest.refit_every]",
+                                                       min=1)] = None,
 ):
     """Fairness audit of a registered model beside the baselines: flag shares and rates by demographic group,
     disparate impact, accuracy within groups, persistence, feedback-loop simulation, reporting-rate sensitivity,
@@ -371,10 +392,10 @@ def audit_cmd(
 
     cfg = _load(config)
     names = None if baselines is None else [n.strip() for n in baselines.split(",") if n.strip() not in ("", "none")]
-    audit, paths = audit_step(cfg, model_version, weeks, end, out_dir, names)
+    audit, paths = audit_step(cfg, model_version, weeks, end, out_dir, names, refit_every)
     _print_audit(audit)
     out.print(f"[dim]{audit['note']}[/]")
-    out.print(f"took {sum(audit['seconds'].values()):.0f} s; report: {paths['audit_html']} "
+    out.print(f"took {sum(audit['seconds'].values()):.1f} s; report: {paths['audit_html']} "
               f"(JSON {paths['audit_json']}); logged to the run of {audit['model_card']['model']['name']} "
               f"v{audit['model_version']['version']}")
 
@@ -519,13 +540,15 @@ def _print_top(cells, top: int, meta: dict) -> None:
                         f"v{meta['model_version']})")
     for col in ("rank", "cell_id", "lat", "lon", "risk", "percentile"):
         table.add_column(col, justify="right")
-    has_reasons = "reasons" in cells
-    if has_reasons:
-        table.add_column("why (what raises the risk most)")
     for row in cells.head(top).itertuples():
         table.add_row(str(row.rank), str(row.cell_id), f"{row.lat:.5f}", f"{row.lon:.5f}", f"{row.risk:.3f}",
-                      f"{row.percentile:.1f}", *(["; ".join(row.reasons)] if has_reasons else []))
+                      f"{row.percentile:.1f}")
     out.print(table)
+    if "reasons" in cells:
+        out.print("[bold]Why (what raises each cell's risk most, from the model's own contributions):[/]")
+        for row in cells.head(top).itertuples():
+            out.print(f"  {row.rank:>3}. " + ("; ".join(row.reasons) or "nothing raises it above the average cell"),
+                      highlight=False)
 
 
 def main() -> None:  # pragma: no cover - console-script entry

@@ -375,7 +375,7 @@ def forecast_step(cfg: StudyConfig, week: str, out: Path, prepared: Prepared | N
 
 
 def audit_step(cfg: StudyConfig, model_version: str | None = None, weeks: int | None = None, end: str | None = None,
-               out_dir: Path | None = None, baselines: list[str] | None = None,
+               out_dir: Path | None = None, baselines: list[str] | None = None, refit_every: int | None = None,
                prepared: Prepared | None = None) -> tuple[dict, dict[str, Path]]:
     """Fairness audit of a registered version (the champion when None) beside the count baselines on the same
     backtest weeks; writes audit.json, audit.html and PNGs and logs them to the version's run and an audit run."""
@@ -400,12 +400,13 @@ def audit_step(cfg: StudyConfig, model_version: str | None = None, weeks: int | 
     if names is None:  # the count baselines
         names = [*(f"naive_{w}w" for w in bc.naive_weeks), f"ewm_hl{bc.ewm_halflife:g}"]
     models = [forecaster, *make_models(cfg, names)]
+    refit = refit_every or bc.refit_every
     seconds = {"prepare_s": time.perf_counter() - start}
     start = time.perf_counter()
     with Progress(TextColumn("[bold]audit backtest[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=True) as progress:
         tasks = {m.name: progress.add_task(m.name, total=len(periods)) for m in models}
-        result = run_backtest(panel, models, periods, bc.refit_every, [cfg.fairness.coverage],
+        result = run_backtest(panel, models, periods, refit, [cfg.fairness.coverage],
                               on_step=lambda name, done: progress.update(tasks[name], completed=done))
     seconds["backtest_s"] = time.perf_counter() - start
     start = time.perf_counter()
@@ -415,7 +416,7 @@ def audit_step(cfg: StudyConfig, model_version: str | None = None, weeks: int | 
     with console.status("auditing: groups, simulation, trade-off", spinner="dots"):
         audit = build_audit(cfg, panel, result.predictions, demography, ref, spec, provenance)
     seconds["audit_s"] = time.perf_counter() - start
-    audit["seconds"] = seconds
+    audit.update(seconds=seconds, refit_every=refit)
     out_dir = out_dir or Path("outputs") / cfg.area.name / "audit"
     paths = write_audit(audit, out_dir)
     metrics = audit_metrics(clean(audit))
@@ -429,7 +430,8 @@ def audit_step(cfg: StudyConfig, model_version: str | None = None, weeks: int | 
 
         mlflow.set_tags({"model_version": ref.version, "model_name": ref.name, "model_run_id": ref.run_id or ""})
         mlflow.log_params({"audit_models": ",".join(m.name for m in models), "audit_weeks": len(periods),
-                           "audit_first_week": audit["weeks"][0], "audit_last_week": audit["weeks"][-1]})
+                           "audit_first_week": audit["weeks"][0], "audit_last_week": audit["weeks"][-1],
+                           "audit_refit_every": refit})
         mlflow.log_metrics(metrics)
         for path in paths.values():
             mlflow.log_artifact(str(path), "audit")

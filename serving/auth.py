@@ -31,6 +31,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "analyst": frozenset({"forecasts:read", "reports:read", "models:read", "forecasts:publish"}),
 }
 
+KEY_SCOPE = "hotspot.key"  # where a request's authenticated key record is left (ASGI scope) for the access log
+REFUSED_KEY_SCOPE = "hotspot.refused_key_id"  # the id part of a key that was refused (unknown or revoked)
 access_logger = logging.getLogger("hotspot.access")
 _K = ApiKeyRow.__table__
 
@@ -131,6 +133,26 @@ class KeyVerifier:
             return None
         return self.cached(digest) or self.lookup(digest)
 
+    def refresh(self) -> int:
+        """Re-check every remembered key in one query (run every ttl_s / 2), so keys in use stay verified without
+        their requests waiting on the database, and a revoked one is dropped within ttl_s."""
+        digests = list(self._cache)
+        if not digests:
+            return 0
+        now = time.monotonic()
+        active: dict[str, ApiKey] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(digests), 500):
+                rows = conn.execute(select(_K).where(_K.c.key_hash.in_(digests[start:start + 500]))).all()
+                active.update({r.key_hash: _from_row(r) for r in rows if r.revoked_at is None})
+        with self._lock:
+            for digest in digests:
+                if digest in active:
+                    self._cache[digest] = (active[digest], now)
+                else:
+                    self._cache.pop(digest, None)
+        return len(active)
+
     def forget(self) -> None:
         self._cache.clear()
 
@@ -144,9 +166,10 @@ class AccessLog:
         self._buffer: list[dict] = []
         self._lock = threading.Lock()
 
-    def record(self, *, key: ApiKey | None, method: str, path: str, status: int, duration_ms: float) -> None:
+    def record(self, *, key: ApiKey | None, method: str, path: str, status: int, duration_ms: float,
+               refused_key_id: str | None = None) -> None:
         at = datetime.now(timezone.utc)
-        entry = {"at": at, "key_id": key.key_id if key else None, "role": key.role if key else None,
+        entry = {"at": at, "key_id": key.key_id if key else refused_key_id, "role": key.role if key else None,
                  "method": method, "path": path[:500], "status": status, "duration_ms": round(duration_ms, 3)}
         with self._lock:
             self._buffer.append(entry)

@@ -10,18 +10,18 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.security import APIKeyHeader
 from starlette.concurrency import run_in_threadpool
 
-from serving.auth import PERMISSIONS, ApiKey
+from serving.auth import KEY_ID_CHARS, KEY_SCOPE, PERMISSIONS, REFUSED_KEY_SCOPE, ApiKey
 from serving.schemas import BBOX_PATTERN, MAX_TOP
 from serving.state import ServiceState
-
-KEY_SCOPE = "hotspot.key"  # where the authenticated key's record is left for the access log
 
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="ApiKey",
                               description="an API key made with `hotspot keys create --role ROLE` "
                                           "(`Authorization: Bearer KEY` works too)")
 
 
-def get_state(request: Request) -> ServiceState:
+async def get_state(request: Request) -> ServiceState:
+    # async on purpose, here and below: FastAPI runs plain `def` dependencies in a worker thread, which costs more
+    # than the work itself on the hot path
     return request.app.state.hotspot
 
 
@@ -41,12 +41,14 @@ async def current_key(request: Request, header_key: Annotated[str | None, Securi
             key = auth[7:].strip()
     if not key:
         raise _unauthorized("missing API key: send it in the X-API-Key header")
-    state = get_state(request)
+    state: ServiceState = request.app.state.hotspot
     digest = state.keys.digest(key)
     record = None
     if digest is not None:
         record = state.keys.cached(digest) or await run_in_threadpool(state.keys.lookup, digest)
     if record is None:
+        if digest is not None:  # looks like a key: log which one was refused (its public id, never the key)
+            request.scope[REFUSED_KEY_SCOPE] = key[:KEY_ID_CHARS]
         raise _unauthorized("invalid or revoked API key")
     request.scope[KEY_SCOPE] = record
     return record
@@ -96,7 +98,7 @@ class ForecastQuery:
     fmt: Literal["geojson", "csv"]
 
 
-def forecast_query(
+async def forecast_query(
     request: Request,
     top: Annotated[int | None, Query(ge=1, le=MAX_TOP, description="only the N highest-risk cells (after bbox)")] = None,
     bbox: Annotated[str | None, Query(pattern=BBOX_PATTERN, max_length=200, description="minlon,minlat,maxlon,maxlat (WGS84): only "

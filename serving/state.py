@@ -13,6 +13,7 @@ from features.config import StudyConfig
 from serving.artifacts import ModelSource, ReportSource
 from serving.auth import AccessLog, KeyVerifier
 from serving.db import Publication, PublicationStore, create_schema, make_engine
+from serving.hotpath import ResponseMemo
 from serving.publishing import Forecaster
 from serving.rendering import Renderer
 from serving.settings import Settings
@@ -34,6 +35,7 @@ class ServiceState:
     reports: ReportSource | None = None
     models: ModelSource | None = None
     publish_lock: threading.Lock = field(default_factory=threading.Lock)
+    memo: ResponseMemo = field(default_factory=ResponseMemo)
     _latest: tuple[float, Publication | None] | None = None
     _weeks: dict = field(default_factory=dict)
 
@@ -78,9 +80,18 @@ class ServiceState:
         fresh, pub = self.latest_cached()
         if fresh:
             return pub
+        return self.refresh_latest()
+
+    def refresh_latest(self) -> Publication | None:
         pub = self.store.latest(self.area) if self.area else None
         self._latest = (time.monotonic(), pub)
         return pub
+
+    def refresh_caches(self) -> None:
+        """Run every cache_ttl_s / 2: re-read the latest pointer and re-check the keys in use, so requests find
+        them fresh instead of all going to the database together when they expire."""
+        self.refresh_latest()
+        self.keys.refresh()
 
     def week_cached(self, week: str, version: int | None) -> tuple[bool, Publication | None]:
         hit = self._weeks.get((week, version))

@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see hotspot/__init__.py
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_CONFIG = REPO_ROOT / "configs" / "toronto-sample.toml"
 SHARED_DATA = (REPO_ROOT.parent / "shared" / "data").resolve()

@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import SAMPLE_CONFIG, run_cli, write_config
 
-COMMANDS = ["validate", "features", "train", "backtest", "forecast", "demo"]
+COMMANDS = ["validate", "features", "train", "tune", "promote", "rollback", "backtest", "forecast", "demo"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -73,16 +73,33 @@ def test_cli_flow_on_the_sample(tmp_path):
     assert 99 <= props["percentile"] <= 100
     meta = fc["metadata"]
     assert meta["model_version"] == "1" and meta["period_start"] == "2019-12-30" and meta["data_fingerprint"]
+    assert props["reasons"] and "incidents" in " ".join(props["reasons"])
+    assert "Why (what raises each cell's risk most" in proc.stdout
 
 
 def test_demo_runs_end_to_end(tmp_path):
-    proc = run_cli("demo", "--out", str(tmp_path / "demo"), "--weeks", "4")
+    proc = run_cli("demo", "--out", str(tmp_path / "demo"), "--weeks", "4", "--trials", "4", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    for name in ("lightgbm", "naive_52w", "history", "ewm_hl26", "naive_4w"):
+    for name in ("lightgbm", "lightgbm_tuned", "naive_52w", "history", "ewm_hl26", "naive_4w"):
         assert name in proc.stdout
-    assert (tmp_path / "demo" / "forecast.geojson").exists()
+    assert "4. tune: 4 trials over 3 rolling folds" in proc.stdout
+    assert "5. train + promote: toronto-sample-lightgbm v2 (tuned)" in proc.stdout
+    promoted = "promoted: pai@1%" in proc.stdout
+    assert promoted or "refused: pai@1%" in proc.stdout
+    fc = json.loads((tmp_path / "demo" / "forecast.geojson").read_text())
+    assert fc["metadata"]["model_version"] == ("2" if promoted else "1")
+    top = fc["features"][0]["properties"]
+    assert 1 <= len(top["reasons"]) <= 3 and all(isinstance(r, str) and r for r in top["reasons"])
+    assert [d["feature"] for d in top["reason_details"]]
     assert (tmp_path / "demo" / "backtest" / "metrics.json").exists()
-    assert (tmp_path / "mlflow.db").exists()
+    assert (tmp_path / "demo" / "tune" / "best_spec.json").exists()
+    assert (tmp_path / "mlflow.db").exists() and (tmp_path / "optuna.db").exists()
+    # the champion can be rolled back to v1 only if v2 was promoted
+    back = run_cli("rollback", "--config", str(SAMPLE_CONFIG), "--why", "test", cwd=tmp_path)
+    if promoted:
+        assert back.returncode == 0 and "from v2 to v1" in back.stdout
+    else:
+        assert back.returncode == 2 and "first champion" in back.stderr
 
 
 def test_bad_config_exits_non_zero_with_the_key(tmp_path):

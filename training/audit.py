@@ -242,8 +242,12 @@ def audit_forecasts(forecasts: Forecasts, demography: CellDemography, coverage: 
         result["accuracy"][model] = accuracy_figures(risk, forecasts.observed, coverage, reps)
         result["residents"][model] = residents_figures(f, demography, idx)
         for groups in demography.groups:
-            result["definitions"][groups.name]["models"][model] = group_figures(
-                f, top, risk, forecasts.observed, groups, idx)
+            figs = group_figures(f, top, risk, forecasts.observed, groups, idx)
+            result["definitions"][groups.name]["models"][model] = figs
+            if figs["groups"][groups.reference]["flag_rate"]["value"] == 0:
+                result["warnings"].append(f"{groups.name}: {model} never flags the reference group "
+                                          f"'{groups.reference}', so every ratio to it is infinite; set another "
+                                          "reference in the config")
     return result
 
 

@@ -87,16 +87,16 @@ def plot_audit(audit: dict, out_dir: Path) -> dict[str, Path]:
             hi = np.array([groups[g]["disparate_impact"]["ci95"][1] for g in glabels], dtype=float)
             pos = np.arange(len(glabels)) + (i - (len(models) - 1) / 2) * 0.8 / len(models)
             ok = np.isfinite(vals) & (vals > 0)
-            lo, hi = np.where(np.isfinite(lo), np.maximum(lo, 0.01), 0.01), np.where(np.isfinite(hi), hi, 10.0)
+            lo, hi = np.where(np.isfinite(lo), np.maximum(lo, 0.01), 0.01), np.where(np.isfinite(hi), hi, 100.0)
             bar = ax.errorbar(pos[ok], vals[ok], yerr=[vals[ok] - np.minimum(lo[ok], vals[ok]),
                                                        np.maximum(hi[ok], vals[ok]) - vals[ok]],
                               fmt="o", ms=4, capsize=2, label=m)
             # a group never flagged (ratio 0) or a reference never flagged (ratio infinite), drawn at the edges
             ax.plot(pos[vals == 0], np.full((vals == 0).sum(), 0.01), "v", color=bar[0].get_color())
-            ax.plot(pos[np.isposinf(vals)], np.full(np.isposinf(vals).sum(), 10.0), "^", color=bar[0].get_color())
+            ax.plot(pos[np.isposinf(vals)], np.full(np.isposinf(vals).sum(), 100.0), "^", color=bar[0].get_color())
         ax.axhspan(*BAND, color="green", alpha=0.12, label="0.8-1.25")
         ax.set_yscale("log")
-        ax.set_ylim(0.008, 12)
+        ax.set_ylim(0.008, 120)
         ax.set_xticks(np.arange(len(glabels)), glabels, rotation=30, fontsize=7)
         ax.set(title=f"{name} (ref. {d['reference']})", ylabel="flag-rate ratio to the reference")
     axes[0][0].legend(fontsize=7)

@@ -37,7 +37,13 @@ def lightgbm_from_config(cfg: StudyConfig) -> LightGBMForecaster:
 
 def available_models(cfg: StudyConfig) -> dict[str, Callable[[], Forecaster]]:
     """Every model a backtest can run, by name, built from the config."""
+    from training.tuning import best_spec
+
     factories: dict[str, Callable[[], Forecaster]] = {"lightgbm": lambda: lightgbm_from_config(cfg)}
+    tuned = best_spec(cfg)
+    if tuned:  # the tuned study's best spec, trained with the config's share of empty cell-periods
+        spec = {**tuned[0], "zero_row_fraction": cfg.model.lightgbm.zero_row_fraction}
+        factories["lightgbm_tuned"] = lambda: LightGBMForecaster.from_spec(spec, name="lightgbm_tuned")
     for w in cfg.backtest.naive_weeks:
         factories[f"naive_{w}w"] = lambda w=w: RecentCounts(weeks=w)
     factories["history"] = HistoryCounts

@@ -2,7 +2,7 @@
 
 At strength s each group's number of flagged cells moves a share s of the way from the model's own allocation to
 an allocation proportional to the group's cells (s = 1: equal flag rates, demographic parity); within each group the
-highest-risk cells are kept. Cells in no group keep their own flags. The curve pairs PAI at the audit's coverage with
+highest-risk cells are kept (ties broken by cell order). Cells in no group keep their own flags. The curve pairs PAI at the audit's coverage with
 the largest ratio between two groups' flag rates, as the constraint tightens.
 """
 

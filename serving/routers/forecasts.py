@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -81,14 +81,17 @@ def list_publications(state: State, _: Reader,
 
 @router.get("/latest", response_class=GeoJSONResponse, response_model=None, responses=FORECAST_RESPONSES,
             summary="The latest published forecast (highest version of the most recent week)")
-async def latest_forecast(state: State, q: Query_, _: Reader) -> Response:
+async def latest_forecast(state: State, q: Query_, _: Reader, request: Request) -> Response:
     _require_area(state)
     fresh, pub = state.latest_cached()
     if not fresh:
         pub = await run_in_threadpool(state.latest_publication)
     if pub is None:
         raise HTTPException(404, f"no forecast published yet for {state.area}")
-    return await _respond(state, pub, q)
+    response = await _respond(state, pub, q)
+    state.memo.remember(request.scope["query_string"], request.headers.get("accept", "").encode("latin-1"), pub.id,
+                        response)
+    return response
 
 
 @router.get("/{week}", response_class=GeoJSONResponse, response_model=None, responses=FORECAST_RESPONSES,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import time
 
 import pytest
 from sqlalchemy import select
@@ -216,7 +217,7 @@ def test_access_is_logged_without_the_key(service):
     viewer_id = service.keys["viewer"][:11]
     assert (viewer_id, "viewer", "GET", "/v1/forecasts/latest", 200) in seen
     assert (viewer_id, "viewer", "GET", "/v1/models", 403) in seen
-    assert (None, None, "GET", "/v1/models", 401) in seen
+    assert (None, None, "GET", "/v1/models", 401) in seen  # no key at all
     assert (service.keys["analyst"][:11], "analyst", "POST", "/v1/forecasts", 201) in seen
     assert all(r.at is not None and r.duration_ms >= 0 for r in rows)
     dump = json.dumps([list(map(str, r)) for r in rows])
@@ -231,3 +232,46 @@ def test_map_page_and_bundled_leaflet(service):
     assert service.get("/static/vendor/leaflet/leaflet.js").status_code == 200
     assert service.get("/static/map.js").status_code == 200
     assert service.get("/docs").status_code == 200
+
+
+def test_repeated_reads_are_answered_alike_and_logged(trained_area, tmp_path, monkeypatch):
+    """With look-up caching on (the default), repeated reads of the latest forecast take the fast path: same bytes
+    and headers as the handler's, still logged, and still refused once the key is revoked or the role is wrong."""
+    from fastapi.testclient import TestClient
+
+    from serving.app import create_app
+    from serving.auth import create_key
+    from serving.settings import Settings
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", trained_area.tracking_uri)
+    settings = Settings(config=trained_area.config, database_url=f"sqlite:///{tmp_path / 'hotspot.db'}",
+                        warm_panel=False, cache_ttl_s=0.5)
+    app = create_app(settings)
+    with TestClient(app) as client:
+        state = app.state.hotspot
+        viewer, _ = create_key(state.engine, "viewer")
+        analyst, _ = create_key(state.engine, "analyst")
+        assert client.post("/v1/forecasts", json={}, headers={"X-API-Key": analyst}).status_code == 201
+        headers = {"X-API-Key": viewer}
+        first = client.get("/v1/forecasts/latest?top=7", headers=headers)
+        assert state.memo.get(b"top=7", first.request.headers["accept"].encode()) is not None
+        again = [client.get("/v1/forecasts/latest?top=7", headers=headers) for _ in range(5)]
+        assert all(r.status_code == 200 and r.content == first.content for r in again)
+        assert all(dict(r.headers) == dict(first.headers) for r in again)
+        assert client.get("/v1/forecasts/latest?top=7").status_code == 401
+
+        # a new publication is seen at once by this process
+        second = client.post("/v1/forecasts", json={"new_version": True}, headers={"X-API-Key": analyst}).json()
+        after = client.get("/v1/forecasts/latest?top=7", headers=headers)
+        assert after.json()["metadata"]["publication_id"] == second["id"]
+
+        revoke_key(state.engine, viewer)  # from another process, as `hotspot keys revoke` would
+        deadline = time.monotonic() + 3
+        while client.get("/v1/forecasts/latest?top=7", headers=headers).status_code == 200:
+            assert time.monotonic() < deadline, "a revoked key must stop working within the cache TTL"
+            time.sleep(0.05)
+        state.access.flush()
+        with state.engine.connect() as conn:
+            statuses = [r.status for r in conn.execute(select(AccessLogRow.__table__)).all()
+                        if r.key_id == viewer[:11]]
+    assert statuses.count(200) >= 7 and 401 in statuses  # the revoked key's refusals name its id

@@ -33,9 +33,9 @@ def test_train_promote_publish_read_and_map(tmp_path):
 
     assert "v1" in _ok(run_cli("train", "--config", cfg)).stdout
     assert "v2" in _ok(run_cli("train", "--config", cfg)).stdout
-    promoted = _ok(run_cli("promote", "--config", cfg, "--version", "2", "--weeks", "2"), 0, 1)
+    promoted = _ok(run_cli("promote", "--config", cfg, "--version", "2", "--weeks", "1"), 0, 1)
     champion = "2" if promoted.returncode == 0 else "1"  # identical data: a tie is refused, and that is fine
-    _ok(run_cli("backtest", "--config", cfg, "--weeks", "2", "--refit-every", "2", "--model", "lightgbm,naive_4w",
+    _ok(run_cli("backtest", "--config", cfg, "--weeks", "1", "--model", "lightgbm,naive_4w",
                 "--out", str(tmp_path / "backtest")))
 
     keys = {role: _create_key(role, env) for role in ("viewer", "auditor", "analyst")}
