@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Sequence
 
 from sqlalchemy import (
+    BigInteger,
     DateTime,
     Float,
     ForeignKey,
@@ -63,7 +64,7 @@ class PublicationCellRow(Base):
 
     publication_id: Mapped[int] = mapped_column(ForeignKey("publications.id"), primary_key=True)
     rank: Mapped[int] = mapped_column(Integer, primary_key=True)
-    cell_id: Mapped[int] = mapped_column(Integer)
+    cell_id: Mapped[int] = mapped_column(BigInteger)  # grid ids can pass 2**31
     lon: Mapped[float] = mapped_column(Float)
     lat: Mapped[float] = mapped_column(Float)
     risk: Mapped[float] = mapped_column(Float)

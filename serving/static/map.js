@@ -7,6 +7,7 @@
   var KEY_STORE = "hotspot.apiKey";
   var el = function (id) { return document.getElementById(id); };
   var map = L.map("map", { preferCanvas: false, zoomControl: true }).setView([0, 0], 2);
+  L.control.scale({ imperial: false }).addTo(map);  // no background tiles by default: the scale gives distance
   if (config.tiles) {
     L.tileLayer(config.tiles, { maxZoom: 19 }).addTo(map);
   }
@@ -42,10 +43,10 @@
       });
   }
 
-  // Colour by percentile: yellow (lower) to dark red (highest).
-  function colour(p) {
-    return p >= 99.5 ? "#67000d" : p >= 99 ? "#a50f15" : p >= 98 ? "#d7301f" : p >= 95 ? "#ef6548" :
-           p >= 90 ? "#fc8d59" : "#fdbb84";
+  // Colour by position among the cells shown (they are all high-percentile): darkest = highest risk.
+  var SHADES = ["#67000d", "#a50f15", "#d7301f", "#ef6548", "#fc8d59", "#fdbb84"];
+  function colour(position, count) {
+    return SHADES[Math.min(SHADES.length - 1, Math.floor(SHADES.length * position / Math.max(count, 1)))];
   }
 
   function popupContent(props) {
@@ -105,9 +106,12 @@
   function render(collection) {
     if (layer) { map.removeLayer(layer); }
     byRank = {};
+    var position = {};
+    collection.features.forEach(function (f, i) { position[f.properties.rank] = i; });
     layer = L.geoJSON(collection, {
       style: function (f) {
-        return { color: "#333", weight: 0.6, fillColor: colour(f.properties.percentile), fillOpacity: 0.75,
+        var shade = colour(position[f.properties.rank], collection.features.length);
+        return { color: "#333", weight: 0.6, fillColor: shade, fillOpacity: 0.75,
                  className: "hotspot-cell rank-" + f.properties.rank };
       },
       onEachFeature: function (f, cellLayer) {

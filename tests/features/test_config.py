@@ -284,5 +284,6 @@ def test_full_toronto_config_loads_with_the_shared_data():
     assert cfg.fairness is not None
     assert cfg.fairness.areas == (SHARED_DATA / "toronto" / "neighbourhoods.geojson").resolve()
     assert cfg.fairness.population == "pop_total"
-    assert len(cfg.fairness.groups) == 5
+    assert [g.name for g in cfg.fairness.groups] == ["plurality", "black_share", "income", "low_income"]
+    assert cfg.fairness.primary == "black_share"
     assert cfg.period.data_end == date(2021, 12, 31)

@@ -275,3 +275,54 @@ def test_repeated_reads_are_answered_alike_and_logged(trained_area, tmp_path, mo
             statuses = [r.status for r in conn.execute(select(AccessLogRow.__table__)).all()
                         if r.key_id == viewer[:11]]
     assert statuses.count(200) >= 7 and 401 in statuses  # the revoked key's refusals name its id
+
+
+def test_not_ready_without_a_champion_or_a_config(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from serving.app import create_app
+    from serving.auth import create_key
+    from serving.settings import Settings
+    from tests.conftest import write_config
+
+    untrained = write_config(tmp_path / "untrained", name="untrained")
+    for config, problem in [(untrained, "no champion model"), (None, "no study area configured")]:
+        app = create_app(Settings(config=config, database_url=f"sqlite:///{tmp_path / 'hotspot.db'}",
+                                  warm_panel=False))
+        with TestClient(app) as client:
+            analyst, _ = create_key(app.state.hotspot.engine, "analyst")
+            ready = client.get("/ready")
+            assert ready.status_code == 503 and problem in ready.json()["problems"][0]
+            publish_attempt = client.post("/v1/forecasts", json={}, headers={"X-API-Key": analyst})
+            assert publish_attempt.status_code == 503 and problem in publish_attempt.json()["detail"]
+            assert client.get("/v1/forecasts/latest", headers={"X-API-Key": analyst}).status_code in (404, 503)
+
+
+def test_the_service_on_each_database(database_url, trained_area, monkeypatch):
+    """Keys, publishing, reading and the access log through the app, on SQLite and on PostgreSQL."""
+    from fastapi.testclient import TestClient
+
+    from serving.app import create_app
+    from serving.auth import create_key
+    from serving.settings import Settings
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", trained_area.tracking_uri)
+    app = create_app(Settings(config=trained_area.config, database_url=database_url, warm_panel=False,
+                              cache_ttl_s=0))
+    with TestClient(app) as client:
+        state = app.state.hotspot
+        analyst, _ = create_key(state.engine, "analyst")
+        viewer, _ = create_key(state.engine, "viewer")
+        first = client.post("/v1/forecasts", json={"week": "2021-07-12"}, headers={"X-API-Key": analyst})
+        assert first.status_code == 201, first.text
+        assert client.post("/v1/forecasts", json={"week": "2021-07-12"},
+                           headers={"X-API-Key": analyst}).status_code == 409
+        fc = client.get("/v1/forecasts/latest?top=3", headers={"X-API-Key": viewer}).json()
+        assert fc["metadata"]["publication_id"] == first.json()["id"] and len(fc["features"]) == 3
+        revoke_key(state.engine, viewer)
+        assert client.get("/v1/forecasts/latest?top=3", headers={"X-API-Key": viewer}).status_code == 401
+        assert state.access.flush() >= 4
+        with state.engine.connect() as conn:
+            rows = conn.execute(select(AccessLogRow.__table__)).all()
+    assert [(r.role, r.status) for r in rows][:2] == [("analyst", 201), ("analyst", 409)]
+    assert rows[0].at.year >= 2024

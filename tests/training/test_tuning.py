@@ -166,3 +166,13 @@ def test_an_interrupted_study_resumes_where_it_stopped(tmp_path):
     retried = [t for t in study.trials if t.system_attrs.get("failed_trial") == killed[0].number]
     assert retried and retried[0].params == killed[0].params
     assert (tmp_path / "out" / "best_spec.json").exists()
+    # every trial is a nested MLflow run under a `tune` step run
+    import mlflow
+
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    tune_runs = mlflow.search_runs(experiment_names=["synthetic"], filter_string="tags.step = 'tune'")
+    trial_runs = mlflow.search_runs(experiment_names=["synthetic"], filter_string="tags.step = 'tune_trial'")
+    assert len(tune_runs) == 2
+    assert len(trial_runs) >= finished
+    assert set(trial_runs["tags.mlflow.parentRunId"]) <= set(tune_runs["run_id"])
+    assert {"pruned", "complete"} >= set(trial_runs["tags.state"])
