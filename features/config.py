@@ -7,6 +7,7 @@ working directory. Everything city-specific lives here, never in code.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import tomllib
 from datetime import date
@@ -19,6 +20,7 @@ from pydantic import (
     Field,
     ValidationError,
     ValidationInfo,
+    field_serializer,
     field_validator,
     model_validator,
 )
@@ -93,11 +95,24 @@ class IncidentsConfig(_Section):
     duplicate_columns: list[str] | None = Field(None, description="columns that define an exact duplicate; absent = all")
     premises: str | None = Field(None, description="optional column with the premises type (feeds the premises mix)")
     hour_known: bool = Field(True, description="timestamps carry a real time of day (feeds the time-of-day mix)")
+    offense_map: dict[str, str] | None = Field(
+        None, description="source offence label -> the area's offence group; absent = labels are the groups. "
+                          "Unmapped labels are quarantined (offense_not_mapped)")
+    key: str | None = Field(None, description="column with a unique record id (makes appends idempotent); "
+                                              "absent = a hash of the row's contents")
+    allow_columns: list[str] = Field(
+        [], description="columns that look like personal data but may be read; personal fields are never written "
+                        "out, case numbers only to the quarantine file (to trace a rejected row)")
 
     @field_validator("path", mode="before")
     @classmethod
     def _path_exists(cls, v, info: ValidationInfo):
         return _resolve(v, info)
+
+    @field_serializer("offense_map")
+    def _map_as_text(self, v: dict[str, str] | None) -> str | None:
+        # one value, not a key per label: labels like "B&E" are not valid MLflow parameter names
+        return None if v is None else json.dumps(v, sort_keys=True, ensure_ascii=False)
 
     @model_validator(mode="after")
     def _coordinates(self) -> "IncidentsConfig":
@@ -121,6 +136,45 @@ class IncidentsConfig(_Section):
             if suffixes.endswith(endings):
                 return fmt
         raise ConfigError(f"incidents.path: cannot tell the format of {self.path.name}; set incidents.format")
+
+
+class DedupeConfig(_Section):
+    """Records of one incident reported by two sources: same offence group, close in time and place."""
+
+    enabled: bool = Field(True, description="false = keep every source's rows (e.g. sources that cannot overlap)")
+    time_tolerance_minutes: Annotated[float, Field(ge=0)] = 15.0
+    distance_m: Annotated[float, Field(ge=0)] = 25.0
+
+
+class HistoryConfig(_Section):
+    """The stored incident history that `hotspot ingest` builds and `--append` extends."""
+
+    path: Path | None = Field(None, description="folder of the history [default: history/AREA next to the config]")
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _folder(cls, v, info: ValidationInfo):
+        return _resolve(v, info, must_exist=False)
+
+
+class PersonalDataConfig(_Section):
+    """Columns that look like personal data are refused at ingest unless a source lists them in allow_columns
+    (features/privacy.py). Public views of the outputs are [privacy]."""
+
+    patterns: list[str] = Field([], description="extra regular expressions for personal column names "
+                                                "(matched case-insensitively, added to the built-in ones)")
+    content_checks: bool = Field(True, description="also look at a sample of text values for e-mails and phone "
+                                                   "numbers")
+
+    @field_validator("patterns")
+    @classmethod
+    def _compiles(cls, v: list[str]) -> list[str]:
+        for pattern in v:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"not a regular expression: {pattern!r} ({exc})") from None
+        return v
 
 
 class PeriodConfig(_Section):
@@ -421,20 +475,80 @@ class ContextLayerConfig(_Section):
         return _resolve(v, info)
 
 
+class TrendsConfig(_Section):
+    """hotspot trends: counts and rates per offence group, for the whole area and per area unit."""
+
+    areas: Path | None = Field(None, description="polygons (e.g. neighbourhoods); each cell belongs to the polygon "
+                                                 "containing its centre [default: the whole area only]")
+    name_column: str = Field("name", description="column of the areas file naming each unit")
+    population: str | None = Field(None, description="column of residents: adds rates per 1,000 residents")
+    recent_weeks: Annotated[int, Field(ge=1, le=52)] = Field(13, description="window compared with the same weeks "
+                                                                             "a year earlier")
+
+    @field_validator("areas", mode="before")
+    @classmethod
+    def _areas_exists(cls, v, info: ValidationInfo):
+        return _resolve(v, info)
+
+
+class PrivacyConfig(_Section):
+    """Public views: aggregated to coarse cells or area units, small counts suppressed."""
+
+    public: bool = Field(False, description="outputs of this area are public: trends apply the public view")
+    min_count_k: Annotated[int, Field(ge=1)] = Field(5, description="published counts below k are shown as '< k'")
+    public_cell_size_m: Annotated[float, Field(gt=0)] = Field(1000.0, description="block size of public cells")
+
+
 class StudyConfig(_Section):
     area: AreaConfig
-    incidents: IncidentsConfig
+    incidents: IncidentsConfig = Field(description="the (first) incident source; [[incidents]] may repeat")
+    more_sources: list[IncidentsConfig] = Field(
+        [], description="the second and later [[incidents]] tables (filled from the array form)")
+    dedupe: DedupeConfig = DedupeConfig()
+    history: HistoryConfig = HistoryConfig()
+    personal_data: PersonalDataConfig = PersonalDataConfig()
     period: PeriodConfig = PeriodConfig()
     features: FeaturesConfig = FeaturesConfig()
     model: ModelConfig = ModelConfig()
     tune: TuneConfig = TuneConfig()
     promotion: PromotionConfig = PromotionConfig()
+    trends: TrendsConfig = TrendsConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
     backtest: BacktestConfig = BacktestConfig()
     fairness: FairnessConfig | None = None
     context: list[ContextLayerConfig] = []
 
     source_path: Path | None = Field(None, exclude=True)
     source_sha256: str | None = Field(None, exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _incident_sources(cls, data):
+        """`[[incidents]]` (an array of tables) becomes the first source plus `more_sources`."""
+        if isinstance(data, dict) and isinstance(data.get("incidents"), list):
+            tables = data["incidents"]
+            if not tables:
+                raise ValueError("incidents: list at least one source")
+            data = {**data, "incidents": tables[0], "more_sources": [*tables[1:], *data.get("more_sources", [])]}
+        return data
+
+    @model_validator(mode="after")
+    def _source_names_unique(self) -> "StudyConfig":
+        names = [s.name for s in self.sources]
+        if len(set(names)) != len(names):
+            raise ValueError(f"incidents: every source needs its own name; got {names}")
+        return self
+
+    @property
+    def sources(self) -> list[IncidentsConfig]:
+        """Every incident source, in the order of the config (the first one wins a cross-source duplicate)."""
+        return [self.incidents, *self.more_sources]
+
+    @property
+    def history_dir(self) -> Path | None:
+        if self.history.path is not None:
+            return self.history.path
+        return None if self.source_path is None else self.source_path.parent / "history" / self.area.name
 
     @model_validator(mode="after")
     def _demographics_not_features(self) -> "StudyConfig":
@@ -450,8 +564,9 @@ class StudyConfig(_Section):
     @model_validator(mode="after")
     def _targets_in_offenses(self) -> "StudyConfig":
         targets = self.model.target_offenses
-        if targets and self.incidents.offenses:
-            unknown = sorted(set(targets) - set(self.incidents.offenses))
+        listed = [s.offenses for s in self.sources]
+        if targets and all(listed):
+            unknown = sorted(set(targets) - {o for offenses in listed for o in offenses})
             if unknown:
                 raise ValueError(f"model.target_offenses {unknown} are not in incidents.offenses")
         return self

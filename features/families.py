@@ -59,7 +59,7 @@ def temporal(ctx: BuildContext) -> Iterator[Feature]:
                          f"(the same {ctx.period_word} and the {ctx.period_word}s either side)")
     yield Feature("periods_since_last", periods_since_last(ctx.target),
                   "periods since the last target incident in the cell", "periods",
-                  reason=f"the last of the {ctx.target_noun} in this cell was {{count}} {ctx.period_word}(s) ago")
+                  reason=f"{ctx.target_noun} recorded in this cell as recently as {{count}} {ctx.period_word}(s) ago")
 
 
 # --- offence groups ---------------------------------------------------------------------------------------------------

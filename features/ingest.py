@@ -1,25 +1,33 @@
 """Reading and validating incident records.
 
 Every row either becomes an accepted incident or is set aside in the quarantine table with a reason and the
-offending value; nothing is dropped silently. The checks run in the order of REASONS and a row carries the first
-reason it fails.
+offending value; nothing is dropped silently. The checks run in the order of ALL_REASONS and a row carries the first
+reason it fails. Record-level checks, per source, live in features.sources; the spatial ones (which need the whole
+study area) run here, after cross-source duplicates are removed.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pyproj import CRS, Transformer
+from pyproj import Transformer
 
 from features.area import WGS84, StudyArea, derive_boundary, read_boundary
 from features.config import IncidentsConfig, StudyConfig
 from features.errors import InputError
 from features.grid import Grid
+from features.sources import (  # noqa: F401  (read_table is part of this module's interface)
+    CANDIDATE_COLUMNS,
+    check_source,
+    drop_cross_source_duplicates,
+    points_reference,
+    read_table,
+)
 
 # reason -> what a reader of the quarantine file is told
 REASONS: dict[str, str] = {
@@ -38,8 +46,23 @@ REASONS: dict[str, str] = {
     "cell_outside_area": "the point is inside the boundary but its grid cell's centre is not",
 }
 
+# reasons that only arise with an offence mapping or several sources (counted when they occur)
+SOURCE_REASONS: dict[str, str] = {
+    "offense_not_mapped": "the source's offence label is not in its offense_map",
+    "duplicate_across_sources": "the same incident as a row of an earlier source (same offence group, within "
+                                "dedupe.time_tolerance_minutes and dedupe.distance_m)",
+}
+# every reason in the order the checks run
+ALL_REASONS: dict[str, str] = {}
+for _name, _text in REASONS.items():
+    ALL_REASONS[_name] = _text
+    if _name == "missing_offense":
+        ALL_REASONS["offense_not_mapped"] = SOURCE_REASONS["offense_not_mapped"]
+    if _name == "duplicate":
+        ALL_REASONS["duplicate_across_sources"] = SOURCE_REASONS["duplicate_across_sources"]
+
 ACCEPTED_COLUMNS = ["occurred_at", "offense", "lon", "lat", "x", "y", "cell", "source", "source_row", "hour"]
-# plus "premises" (categorical) when incidents.premises is configured
+# plus "premises" (categorical) when a source configures incidents.premises
 
 
 @dataclass(frozen=True)
@@ -48,12 +71,28 @@ class ValidatedIncidents:
     quarantine: pd.DataFrame  # source row values + source, source_row, reason, detail
     area: StudyArea
     grid: Grid
-    fingerprint: str  # sha256 of the input files' bytes (short)
+    fingerprint: str  # sha256 of the input files' bytes (short); of the stored record keys when from the history
     n_read: int
+    read_by_source: dict[str, int] = field(default_factory=dict)
+    history: Path | None = None  # the stored history the rows came from, when they did
 
     def reason_counts(self) -> dict[str, int]:
+        """Rows quarantined per reason: every reason of REASONS, and the source reasons that occurred."""
         counts = self.quarantine["reason"].value_counts()
-        return {reason: int(counts.get(reason, 0)) for reason in REASONS}
+        return {reason: int(counts.get(reason, 0)) for reason in ALL_REASONS
+                if reason in REASONS or counts.get(reason, 0)}
+
+    def source_counts(self) -> dict[str, dict[str, int]]:
+        """Per source: rows read, accepted, quarantined and quarantined per reason (reasons that occurred)."""
+        names = list(self.read_by_source) or sorted(set(self.accepted["source"]))
+        accepted = self.accepted["source"].value_counts()
+        table = {}
+        for name in names:
+            q = self.quarantine.loc[self.quarantine["source"] == name, "reason"].value_counts()
+            table[name] = {"read": int(self.read_by_source.get(name, accepted.get(name, 0) + q.sum())),
+                           "accepted": int(accepted.get(name, 0)), "quarantined": int(q.sum()),
+                           **{f"quarantined_{r}": int(q[r]) for r in ALL_REASONS if q.get(r, 0)}}
+        return table
 
 
 def file_sha256(path: Path) -> str:
@@ -64,197 +103,146 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_table(src: IncidentsConfig) -> pd.DataFrame:
-    """Read the incident file as configured and check that the mapped columns exist."""
-    path, fmt = src.path, src.file_format
-    try:
-        if fmt == "parquet":
-            df = pd.read_parquet(path)
-        elif fmt == "csv":
-            df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
-        else:
-            import geopandas as gpd
+@dataclass
+class Candidates:
+    """Rows of every source that passed the record-level checks, before the spatial ones."""
 
-            gdf = gpd.read_file(path)
-            kinds = set(gdf.geom_type.dropna())
-            if kinds - {"Point"}:
-                raise InputError(f"{path}: incident GeoJSON must hold points, found {sorted(kinds)}")
-            pts = gdf.geometry
-            crs = gdf.crs or WGS84
-            df = pd.DataFrame(gdf.drop(columns="geometry"))
-            df["__x"], df["__y"], df["__crs"] = pts.x.to_numpy(), pts.y.to_numpy(), CRS(crs).to_string()
-    except InputError:
-        raise
-    except Exception as exc:  # parser errors differ by engine; name the file and the cause
-        raise InputError(f"{path}: cannot read as {fmt} ({type(exc).__name__}: {exc})") from None
-    if fmt != "geojson":
-        needed = [src.timestamp, src.offense] + [c for c in (src.lon, src.lat, src.x, src.y) if c]
-        missing = [c for c in needed if c not in df.columns]
-        if missing:
-            raise InputError(
-                f"{path}: column(s) {missing} not found; the file has {list(df.columns)[:30]} "
-                f"(check the [incidents] column mapping)"
-            )
-    elif src.timestamp not in df.columns or src.offense not in df.columns:
-        missing = [c for c in (src.timestamp, src.offense) if c not in df.columns]
-        raise InputError(f"{path}: column(s) {missing} not found; the file has {list(df.columns)[:30]}")
-    if df.empty:
-        raise InputError(f"{path}: the file has no rows")
-    return df.reset_index(drop=True)
+    rows: pd.DataFrame  # features.sources.CANDIDATE_COLUMNS
+    quarantine: pd.DataFrame
+    raw: dict[str, pd.DataFrame]  # source name -> the columns its quarantine rows may show
+    read_by_source: dict[str, int]
+    fingerprint: str
 
 
-def _parse_timestamps(raw: pd.Series, src: IncidentsConfig) -> tuple[pd.Series, np.ndarray, np.ndarray]:
-    """Parse to naive datetime64; return (parsed, missing mask, unparseable mask)."""
-    if isinstance(raw.dtype, pd.DatetimeTZDtype):
-        parsed = raw.dt.tz_convert("UTC").dt.tz_localize(None)
-        missing = parsed.isna().to_numpy()
-        return parsed, missing, np.zeros(len(raw), dtype=bool)
-    if pd.api.types.is_datetime64_any_dtype(raw.dtype):
-        missing = raw.isna().to_numpy()
-        return raw.astype("datetime64[ns]"), missing, np.zeros(len(raw), dtype=bool)
-    text = raw.astype("string").str.strip()
-    missing = (text.isna() | (text == "")).to_numpy()
-    fmt = src.timestamp_format or "ISO8601"
-    parsed = pd.to_datetime(text.where(~missing), format=fmt, errors="coerce", utc=True)
-    parsed = parsed.dt.tz_localize(None)
-    unparseable = parsed.isna().to_numpy() & ~missing
-    return parsed, missing, unparseable
+def read_sources(cfg: StudyConfig, today: date | None = None,
+                 sources: list[IncidentsConfig] | None = None, pool: pd.DataFrame | None = None) -> Candidates:
+    """Check every source (or `sources`) and drop rows that repeat an earlier source's row (or a row of `pool`)."""
+    sources = sources if sources is not None else cfg.sources
+    reference = None
+    kept, quarantined, raw, read, digests = [], [], {}, {}, []
+    pool = pool if pool is not None else pd.DataFrame(columns=CANDIDATE_COLUMNS)
+    for i, src in enumerate(sources):
+        part = check_source(cfg, src, today, reference)
+        if reference is None and cfg.area.boundary is None and cfg.area.crs is None:
+            reference = points_reference(part.candidates, src.name)
+        raw[src.name], read[src.name] = part.raw, part.n_read
+        digests.append(f"{src.name}:{file_sha256(src.path)}")
+        quarantined.append(part.quarantine)
+        rows = part.candidates
+        repeats, match = drop_cross_source_duplicates(cfg, pool, rows)
+        if repeats.any():
+            first = pool.iloc[match[repeats]]
+            q = part.raw.loc[rows.loc[repeats, "source_row"].to_numpy()].reset_index(drop=True)
+            q.insert(0, "detail", ("repeats " + first["source"].astype(str) + " row "
+                                   + first["source_row"].astype(str)).to_numpy(dtype=object))
+            q.insert(0, "reason", "duplicate_across_sources")
+            q.insert(0, "source_row", rows.loc[repeats, "source_row"].to_numpy())
+            q.insert(0, "source", src.name)
+            quarantined.append(q)
+            rows = rows.loc[~repeats]
+        kept.append(rows)
+        pool = pd.concat([pool, rows], ignore_index=True) if len(pool) else rows.reset_index(drop=True)
+    frame = pd.concat(kept, ignore_index=True)
+    fingerprint = (digests[0].split(":", 1)[1] if len(digests) == 1 else
+                   hashlib.sha256("\n".join(digests).encode()).hexdigest())[:16]
+    quarantine = pd.concat(quarantined, ignore_index=True)
+    order = {s.name: k for k, s in enumerate(sources)}
+    quarantine = quarantine.sort_values(["source", "source_row"], key=lambda c: c.map(order) if c.name == "source"
+                                        else c, kind="stable").reset_index(drop=True)
+    return Candidates(frame, quarantine, raw, read, fingerprint)
 
 
-def _coordinates(df: pd.DataFrame, src: IncidentsConfig):
-    """Return lon, lat (WGS84) and masks for missing / invalid / zero / out-of-range coordinates."""
-    if "__x" in df.columns:  # GeoJSON geometry
-        a, b, crs = df["__x"], df["__y"], CRS(df["__crs"].iloc[0])
-        names = ("geometry.x", "geometry.y")
-    elif src.lon is not None:
-        a, b, crs = df[src.lon], df[src.lat], CRS.from_user_input(src.crs)
-        names = (src.lon, src.lat)
-    else:
-        a, b, crs = df[src.x], df[src.y], CRS.from_user_input(src.crs)
-        names = (src.x, src.y)
-    missing = (a.isna() | b.isna()).to_numpy() | (a.astype("string").str.strip() == "").fillna(False).to_numpy()
-    av = pd.to_numeric(a, errors="coerce").to_numpy(dtype=float)
-    bv = pd.to_numeric(b, errors="coerce").to_numpy(dtype=float)
-    invalid = ~missing & ~(np.isfinite(av) & np.isfinite(bv))
-    zero = ~missing & ~invalid & (av == 0) & (bv == 0)
-    ok = ~(missing | invalid | zero)
-    lon = np.full(len(df), np.nan)
-    lat = np.full(len(df), np.nan)
-    if crs.equals(WGS84):
-        lon[ok], lat[ok] = av[ok], bv[ok]
-    else:
-        tx, ty = Transformer.from_crs(crs, WGS84, always_xy=True).transform(av[ok], bv[ok])
-        # a value far outside the CRS's domain can land on a plausible lon/lat; it does not map back to itself
-        bx, by = Transformer.from_crs(WGS84, crs, always_xy=True).transform(tx, ty)
-        with np.errstate(invalid="ignore"):
-            back = np.isclose(bx, av[ok], rtol=1e-6, atol=1e-6) & np.isclose(by, bv[ok], rtol=1e-6, atol=1e-6)
-        lon[ok], lat[ok] = np.where(back, tx, np.nan), np.where(back, ty, np.nan)
-    bounds = crs.area_of_use.bounds if crs.area_of_use is not None else (-180.0, -90.0, 180.0, 90.0)
-    w, s, e, n = bounds
-    with np.errstate(invalid="ignore"):
-        in_range = np.isfinite(lon) & np.isfinite(lat) & (lon >= w - 1) & (lon <= e + 1) & (lat >= s - 1) & (
-            lat <= n + 1) & (np.abs(lat) <= 90) & (np.abs(lon) <= 180)
-    out_of_range = ok & ~in_range
-    return lon, lat, missing, invalid, zero, out_of_range, names
+def offense_groups(cfg: StudyConfig, offenses: pd.Series) -> list[str]:
+    """The area's offence groups: the sources' offenses lists when every source has one, else those seen."""
+    listed = [s.offenses for s in cfg.sources]
+    if all(listed):
+        return list(dict.fromkeys(o for offenses_ in listed for o in offenses_))
+    return sorted(offenses.unique())
 
 
 def validate(cfg: StudyConfig, today: date | None = None) -> ValidatedIncidents:
-    """Read the incidents, apply every check, build the study area and grid, and split accepted / quarantined."""
-    src = cfg.incidents
-    df = read_table(src)
-    n = len(df)
+    """Read the incidents, apply every check, build the study area and grid, and split accepted / quarantined.
+
+    When `hotspot ingest` has stored a history for this config (features.history), the rows come from it instead
+    of the source files: they passed the record-level checks when they were stored, and the spatial checks run
+    here on the whole history, so a history built by appends gives the same result as one ingest of everything.
+    """
+    from features import history
+
+    stored = history.stored_file(cfg)
+    if stored is not None:
+        rows, fingerprint = history.load(cfg)
+        empty = pd.DataFrame(columns=["source", "source_row", "reason", "detail"])
+        read = rows["source"].value_counts().to_dict()
+        return place(cfg, Candidates(rows, empty, {}, {k: int(v) for k, v in read.items()}, fingerprint),
+                     history_file=stored)
+    return place(cfg, read_sources(cfg, today))
+
+
+def place(cfg: StudyConfig, found: Candidates, history_file: Path | None = None) -> ValidatedIncidents:
+    """The spatial checks: study area (boundary or derived), outside_boundary, grid, cell_outside_area."""
+    rows = found.rows.reset_index(drop=True)
+    n = len(rows)
+    lon, lat = rows["lon"].to_numpy(dtype=float), rows["lat"].to_numpy(dtype=float)
     reason = np.full(n, "", dtype=object)
-    detail = np.full(n, "", dtype=object)
-
-    def flag(mask: np.ndarray, name: str, what: pd.Series | np.ndarray | str) -> None:
-        new = mask & (reason == "")
-        if new.any():
-            reason[new] = name
-            detail[new] = what[new] if not isinstance(what, str) else what
-
-    ts, ts_missing, ts_bad = _parse_timestamps(df[src.timestamp], src)
-    ts_text = src.timestamp + "=" + df[src.timestamp].astype("string").fillna("<empty>").to_numpy(dtype=object)
-    flag(ts_missing, "missing_timestamp", ts_text)
-    flag(ts_bad, "unparseable_timestamp", ts_text)
-
-    lon, lat, c_missing, c_invalid, c_zero, c_range, names = _coordinates(df, src)
-    # the WGS84 position the boundary checks use, and the coordinates as the file holds them
     coord_text = np.char.add(np.char.add("lon,lat=", lon.astype(str)), np.char.add(",", lat.astype(str)))
-    raw_a, raw_b = (df["__x"], df["__y"]) if "__x" in df.columns else (df[names[0]], df[names[1]])
-    raw_text = f"{names[0]},{names[1]}=" + (raw_a.astype("string").fillna("<empty>") + "," + raw_b.astype(
-        "string").fillna("<empty>")).to_numpy(dtype=object)
-    flag(c_missing, "missing_coordinates", f"{names[0]},{names[1]} empty")
-    flag(c_invalid, "invalid_coordinates", raw_text)
-    flag(c_zero, "zero_coordinates", f"{names[0]},{names[1]}=0,0")
-    flag(c_range, "coordinates_out_of_range", raw_text)
-
-    offense = df[src.offense].astype("string").str.strip()
-    off_missing = (offense.isna() | (offense == "")).to_numpy()
-    flag(off_missing, "missing_offense", f"{src.offense} empty")
-    if src.offenses is not None:
-        listed = offense.isin(src.offenses).fillna(False).to_numpy()
-        flag(~listed, "offense_not_listed", (src.offense + "=" + offense.fillna("")).to_numpy(dtype=object))
-
-    day = ts.dt.normalize()
-    if src.earliest_date is not None:
-        flag((day < pd.Timestamp(src.earliest_date)).fillna(False).to_numpy(), "before_earliest_date", ts_text)
-    latest = pd.Timestamp(src.latest_date or today or date.today())
-    flag((day > latest).fillna(False).to_numpy(), "future_date", ts_text)
-
-    dup_cols = src.duplicate_columns or [c for c in df.columns if not c.startswith("__")]
-    unknown = [c for c in dup_cols if c not in df.columns]
-    if unknown:
-        raise InputError(f"{src.path}: incidents.duplicate_columns {unknown} are not columns of the file")
-    ok = reason == ""
-    dup = np.zeros(n, dtype=bool)
-    dup[ok] = df.loc[ok, dup_cols].duplicated(keep="first").to_numpy()
-    flag(dup, "duplicate", "repeats an earlier row on " + ",".join(dup_cols))
-
-    ok = reason == ""
-    area = read_boundary(cfg.area) if cfg.area.boundary else derive_boundary(cfg.area, lon[ok], lat[ok])
-    x = np.full(n, np.nan)
-    y = np.full(n, np.nan)
+    if n == 0:
+        raise InputError(f"no incident passed the checks ({sum(found.read_by_source.values()):,} rows read); "
+                         "see the quarantine reasons")
+    area = read_boundary(cfg.area) if cfg.area.boundary else derive_boundary(cfg.area, lon, lat)
     to_area = Transformer.from_crs(WGS84, area.crs, always_xy=True)
-    valid_xy = np.isfinite(lon) & np.isfinite(lat)
-    x[valid_xy], y[valid_xy] = to_area.transform(lon[valid_xy], lat[valid_xy])
-    inside = np.zeros(n, dtype=bool)
-    inside[ok] = area.contains(x[ok], y[ok])
-    flag(ok & ~inside, "outside_boundary", coord_text)
-
+    x, y = to_area.transform(lon, lat)
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    inside = area.contains(x, y)
+    reason[~inside] = "outside_boundary"
     grid = Grid.from_area(area, cfg.area.cell_size_m, cfg.area.max_cells)
     ok = reason == ""
     cell = np.full(n, -1, dtype=np.int32)
     cell[ok] = grid.locate(x[ok], y[ok])
-    flag(ok & (cell < 0), "cell_outside_area", coord_text)
+    reason[ok & (cell < 0)] = "cell_outside_area"
 
     ok = reason == ""
+    acc = rows.loc[ok]
     accepted = pd.DataFrame({
-        "occurred_at": ts[ok].to_numpy(dtype="datetime64[ns]"),
-        "offense": pd.Categorical(offense[ok].to_numpy(dtype=object),
-                                  categories=src.offenses or sorted(offense[ok].unique())),
+        "occurred_at": acc["occurred_at"].to_numpy(dtype="datetime64[ns]"),
+        "offense": pd.Categorical(acc["offense"].to_numpy(dtype=object),
+                                  categories=offense_groups(cfg, acc["offense"])),
         "lon": lon[ok], "lat": lat[ok], "x": x[ok], "y": y[ok], "cell": cell[ok],
-        "source": src.name,
-        "source_row": np.flatnonzero(ok).astype(np.int64),
+        "source": acc["source"].to_numpy(dtype=object),
+        "source_row": acc["source_row"].to_numpy(dtype=np.int64),
     })
     accepted["hour"] = accepted["occurred_at"].dt.hour.astype(np.int8)
-    if src.premises:
-        if src.premises not in df.columns:
-            raise InputError(f"{src.path}: premises column '{src.premises}' not found (incidents.premises)")
-        premises = df.loc[ok, src.premises].astype("string").str.strip().fillna("unknown").replace("", "unknown")
-        accepted["premises"] = pd.Categorical(premises.to_numpy(dtype=object))
-    bad = ~ok
-    quarantine = df.loc[bad, [c for c in df.columns if not c.startswith("__")]].copy()
-    quarantine.insert(0, "detail", detail[bad])
-    quarantine.insert(0, "reason", reason[bad])
-    quarantine.insert(0, "source_row", np.flatnonzero(bad))
-    quarantine.insert(0, "source", src.name)
+    if any(s.premises for s in cfg.sources):
+        premises = acc["premises"].astype("string").fillna("unknown").to_numpy(dtype=object)
+        accepted["premises"] = pd.Categorical(premises)
+    order = {s.name: k for k, s in enumerate(cfg.sources)}
+    accepted = accepted.sort_values(["source", "source_row"], key=lambda c: c.map(order) if c.name == "source"
+                                    else c, kind="stable")
+
+    spatial = []
+    for name, idx in rows.loc[~ok].groupby("source", sort=False).groups.items():
+        idx = np.asarray(idx)
+        raw = found.raw.get(name)
+        source_rows = rows.loc[idx, "source_row"].to_numpy()
+        q = (raw.loc[source_rows].reset_index(drop=True) if raw is not None else
+             rows.loc[idx, ["occurred_at", "offense"]].reset_index(drop=True))
+        q.insert(0, "detail", coord_text[idx])
+        q.insert(0, "reason", reason[idx])
+        q.insert(0, "source_row", source_rows)
+        q.insert(0, "source", name)
+        spatial.append(q)
+    quarantine = pd.concat([found.quarantine, *spatial], ignore_index=True) if spatial else found.quarantine
+    quarantine = quarantine.sort_values(["source", "source_row"], key=lambda c: c.map(order) if c.name == "source"
+                                        else c, kind="stable").reset_index(drop=True)
     return ValidatedIncidents(
         accepted=accepted.reset_index(drop=True),
-        quarantine=quarantine.reset_index(drop=True),
+        quarantine=quarantine,
         area=area,
         grid=grid,
-        fingerprint=file_sha256(src.path)[:16],
-        n_read=n,
+        fingerprint=found.fingerprint,
+        n_read=sum(found.read_by_source.values()),
+        read_by_source=dict(found.read_by_source),
+        history=history_file,
     )
 
 

@@ -65,16 +65,49 @@ def validate_step(cfg: StudyConfig, out_dir: Path) -> tuple[ValidatedIncidents, 
                "by_reason": counts, "cells": result.grid.n_cells, "area_km2": round(result.area.area_km2, 2),
                "area_origin": result.area.origin, "crs": result.grid.crs.to_string(),
                "seconds": round(time.perf_counter() - start, 2)}
+    summary["by_source"] = result.source_counts()
+    if result.history is not None:
+        summary["history"] = str(result.history)
     (out_dir / "validation.json").write_text(json.dumps(summary, indent=2))
     with tracking.step_run(cfg, "validate", result.fingerprint):
         import mlflow
 
         mlflow.log_metrics({"rows_read": result.n_read, "rows_accepted": len(result.accepted),
                             "rows_quarantined": len(result.quarantine), "cells": result.grid.n_cells,
-                            **{f"quarantined_{k}": v for k, v in counts.items()}})
+                            **{f"quarantined_{k}": v for k, v in counts.items()},
+                            **source_metrics(summary["by_source"])})
         mlflow.log_artifact(str(path), "validation")
         mlflow.log_artifact(str(out_dir / "validation.json"), "validation")
     return result, path
+
+
+def ingest_step(cfg: StudyConfig, out_dir: Path, append: Path | None = None, source: str | None = None):
+    """Build the stored incident history from every source, or append one file to it (features.history); write
+    the quarantine and an ingest.json summary and log counts per source to MLflow. Returns the IngestReport."""
+    from features import history
+
+    start = time.perf_counter()
+    report = history.append(cfg, append, source) if append is not None else history.build(cfg)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    q_path = out_dir / "quarantine.csv"
+    tmp = q_path.with_suffix(".csv.tmp")
+    report.quarantine.to_csv(tmp, index=False)
+    tmp.replace(q_path)
+    summary = {"mode": "append" if append is not None else "build",
+               "file": str(append) if append is not None else None, **report.as_dict(),
+               "seconds": round(time.perf_counter() - start, 2)}
+    (out_dir / "ingest.json").write_text(json.dumps(summary, indent=2))
+    with tracking.step_run(cfg, "ingest", report.fingerprint):
+        import mlflow
+
+        mlflow.log_metrics({"rows_stored": report.rows_stored, "rows_added": report.added,
+                            "rows_already_stored": report.already_stored, "rows_late": report.late,
+                            **source_metrics(report.by_source)})
+        if report.late_periods:
+            mlflow.set_tag("late_periods", ",".join(report.late_periods)[:5000])
+        mlflow.log_artifact(str(q_path), "ingest")
+        mlflow.log_artifact(str(out_dir / "ingest.json"), "ingest")
+    return report, summary
 
 
 def features_step(cfg: StudyConfig, out_dir: Path,
@@ -328,6 +361,100 @@ def backtest_step(cfg: StudyConfig, model_names: list[str], weeks: int, end: str
     return result, paths
 
 
+def trends_step(cfg: StudyConfig, out_dir: Path, public: bool | None = None, formats: list[str] | None = None,
+                prepared: Prepared | None = None):
+    """Counts, rates and seasonally adjusted change per offence group and area (training.trends); writes
+    trends.json, PNG plots and the tables in `formats` (csv, gpkg, geojson); logs them to a `trends` run."""
+    from training.exports import export_trends
+    from training.trends import compute_trends, plot_trends
+
+    prepared = prepared or prepare(cfg)
+    trends = compute_trends(cfg, prepared.panel, public=public)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    meta = {**trends.meta, "data_fingerprint": prepared.incidents.fingerprint, "code_version": tracking.code_version(),
+            "config": str(cfg.source_path), "config_sha256": cfg.source_sha256}
+    trends.meta = meta
+    paths = {"json": out_dir / "trends.json"}
+    tmp = paths["json"].with_name("trends.json.tmp")
+    tmp.write_text(json.dumps(trends.to_dict(), indent=1))
+    tmp.replace(paths["json"])
+    paths.update(plot_trends(trends, out_dir))
+    paths.update(export_trends(trends, out_dir, formats or ["csv"]))
+    with tracking.step_run(cfg, "trends", prepared.incidents.fingerprint, run_name=f"trends ({meta['view']})"):
+        import mlflow
+
+        mlflow.set_tags({"view": meta["view"]})
+        mlflow.log_params({"trends_view": meta["view"], "trends_first_week": meta["first_week"],
+                           "trends_last_week": meta["last_week"]})
+        for path in paths.values():
+            mlflow.log_artifact(str(path), "trends")
+    return trends, paths
+
+
+def intervention_step(cfg: StudyConfig, cells_file: Path, start: str, end: str | None, out_dir: Path,
+                      prepared: Prepared | None = None, offences: list[str] | None = None):
+    """Difference-in-differences of an intervention in the cells of `cells_file` from `start` (training.intervention):
+    estimate with its interval, placebo and displacement; writes intervention.json and .png; an `intervention` run."""
+    from training.intervention import evaluate_intervention, read_cells_file, write_intervention
+
+    prepared = prepared or prepare(cfg)
+    panel = prepared.panel
+    groups = offences or list(panel.groups)
+    unknown = [g for g in groups if g not in panel.groups]
+    if unknown:
+        raise HotspotError(f"offences {unknown} are not in the data; offences: {list(panel.groups)}")
+    y = panel.counts[:, :, [panel.groups.index(g) for g in groups]].sum(axis=2)
+    treated = read_cells_file(cells_file, panel.grid)
+    result = evaluate_intervention(y, panel.period_starts, panel.grid, treated, start, end)
+    paths = write_intervention(result, out_dir)
+    with tracking.step_run(cfg, "intervention", prepared.incidents.fingerprint,
+                           run_name=f"intervention {result.start}"):
+        import mlflow
+
+        mlflow.log_params({"intervention_start": result.start, "intervention_end": result.end,
+                           "intervention_cells": len(result.treated_cells), "intervention_offences": ",".join(groups),
+                           "cells_file": str(cells_file)})
+        figures = {"estimate": result.estimate, "placebo": result.placebo, "displacement": result.displacement}
+        mlflow.log_metrics({f"{name}.{key}": value for name, e in figures.items() if e is not None
+                            for key, value in (("effect_pct", e.effect_pct), ("effect_per_cell_week",
+                                                                              e.effect_per_cell_week),
+                                               ("ci95_lo", e.ci95[0]), ("ci95_hi", e.ci95[1]))
+                            if np.isfinite(value)})
+        for path in paths.values():
+            mlflow.log_artifact(str(path), "intervention")
+    return result, paths
+
+
+def export_step(cfg: StudyConfig, week: str, fmt: str, out: Path, prepared: Prepared | None = None):
+    """Forecast one period with the champion (as `hotspot forecast`) and write it as GeoJSON, GeoPackage or CSV for
+    partners' GIS; an `export` run."""
+    from training.exports import export_forecast, parse_formats
+    from training.forecast import forecast_cells
+    from training.registry import load_champion
+
+    fmt = parse_formats(fmt)[0]
+    prepared = prepared or prepare(cfg)
+    panel = prepared.panel
+    t = panel.period_index(week)
+    model, ref = load_champion(cfg)
+    cells = forecast_cells(panel, model, t)
+    metadata = {"period_start": str(panel.period_starts[t].date()), "model": ref.name,
+                "model_version": ref.version, "model_run_id": ref.run_id,
+                "data_fingerprint": prepared.incidents.fingerprint, "code_version": tracking.code_version(),
+                "area": cfg.area.name, "cell_size_m": panel.grid.cell_size_m, "format": fmt,
+                "note": "Risk is the expected count of recorded incidents in the period; recorded incidents are "
+                        "policing data, not ground truth. Cells only: no incident locations."}
+    path = export_forecast(cells, out, fmt, metadata)
+    with tracking.step_run(cfg, "export", prepared.incidents.fingerprint, run_name=f"export {fmt}"):
+        import mlflow
+
+        mlflow.log_params({"export_week": metadata["period_start"], "export_format": fmt,
+                           "model_version": ref.version})
+        mlflow.log_metrics({"cells": len(cells)})
+        mlflow.log_artifact(str(path), "export")
+    return cells, metadata, path
+
+
 def feature_table(panel: Panel) -> pd.DataFrame:
     """Name, family, description and unit of every feature of the panel (the self-documenting feature table)."""
     return pd.DataFrame({"feature": list(panel.feature_names),
@@ -465,7 +592,18 @@ def _metric(key: str, value: float):
 
 
 def reason_table(result: ValidatedIncidents) -> list[tuple[str, int, str]]:
-    return [(reason, count, REASONS[reason]) for reason, count in result.reason_counts().items() if count]
+    from features.ingest import ALL_REASONS  # REASONS plus the multi-source reasons
+
+    return [(reason, count, REASONS.get(reason) or ALL_REASONS[reason])
+            for reason, count in result.reason_counts().items() if count]
+
+
+def source_metrics(by_source: dict[str, dict[str, int]]) -> dict[str, float]:
+    """MLflow metrics `source.<name>.<count>` (names made safe for MLflow keys)."""
+    import re
+
+    return {re.sub(r"[^A-Za-z0-9_.\-/]", "_", f"source.{name}.{k}"): float(v)
+            for name, counts in by_source.items() for k, v in counts.items()}
 
 
 __all__ = ["prepare", "validate_step", "features_step", "train_step", "tune_step", "promote_step", "rollback_step",

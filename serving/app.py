@@ -22,6 +22,7 @@ from hotspot import __version__
 from serving.hotpath import LatestForecastFastPath
 from serving.middleware import ServiceMiddleware, methods_by_path
 from serving.routers import forecasts, health, map as map_router, models, reports
+from serving.routers import trends as trends_router
 from serving.routers.map import STATIC_DIR
 from serving.settings import Settings
 from serving.state import ServiceState
@@ -156,7 +157,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(LatestForecastFastPath)  # inside ServiceMiddleware: fast answers are logged too
     app.add_middleware(ServiceMiddleware, max_body_bytes=settings.max_body_bytes, allowed_methods=methods_by_path(app))
     app.add_exception_handler(RequestValidationError, _validation_problem)
-    for router in (health.router, forecasts.router, reports.router, models.router, map_router.router):
+    for router in (health.router, forecasts.router, reports.router, models.router, map_router.router,
+                   trends_router.router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     _errors_as_json(app)

@@ -24,11 +24,15 @@ from serving.db import ApiKeyRow, now_utc, utc, write_access_log
 KEY_PREFIX = "hs_"
 KEY_ID_CHARS = 11  # "hs_" + 8 characters
 
-ROLES = ("viewer", "auditor", "analyst")
+ROLES = ("viewer", "auditor", "analyst", "public")
+# `public` (a partner's or the public's key) may read only the public view of the trends: area units and coarse
+# blocks with small counts suppressed; never forecasts, cells, reports or models.
 PERMISSIONS: dict[str, frozenset[str]] = {
-    "viewer": frozenset({"forecasts:read"}),
-    "auditor": frozenset({"forecasts:read", "reports:read", "models:read"}),
-    "analyst": frozenset({"forecasts:read", "reports:read", "models:read", "forecasts:publish"}),
+    "viewer": frozenset({"forecasts:read", "trends:read", "trends:public"}),
+    "auditor": frozenset({"forecasts:read", "reports:read", "models:read", "trends:read", "trends:public"}),
+    "analyst": frozenset({"forecasts:read", "reports:read", "models:read", "forecasts:publish", "trends:read",
+                          "trends:public"}),
+    "public": frozenset({"trends:public"}),
 }
 
 KEY_SCOPE = "hotspot.key"  # where a request's authenticated key record is left (ASGI scope) for the access log

@@ -74,6 +74,7 @@ def write_config(folder: Path, incidents: pd.DataFrame | None = None, *, fmt: st
         lat = "lat"
         offense = "offence"
         latest_date = 2030-01-01
+        allow_columns = ["case_ref"]  # a record id: read, never published (features/privacy.py)
         {extra_incidents}
 
         [features]

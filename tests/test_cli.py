@@ -9,7 +9,8 @@ import pytest
 
 from tests.conftest import SAMPLE_CONFIG, run_cli, write_config
 
-COMMANDS = ["validate", "features", "train", "tune", "promote", "rollback", "backtest", "forecast", "demo"]
+COMMANDS = ["validate", "features", "train", "tune", "promote", "rollback", "backtest", "audit", "forecast", "serve",
+            "demo"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -18,6 +19,13 @@ def test_every_command_has_help(command):
     assert proc.returncode == 0, proc.stderr
     assert "--config" in proc.stdout
     assert "Usage" in proc.stdout
+
+
+@pytest.mark.parametrize("command", ["create", "revoke", "list"])
+def test_keys_commands_have_help(command):
+    proc = run_cli("keys", command, "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert "Usage" in proc.stdout and "HOTSPOT_DATABASE_URL" in proc.stdout + run_cli("keys", "--help").stdout
 
 
 def test_cli_flow_on_the_sample(tmp_path):

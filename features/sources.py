@@ -1,0 +1,371 @@
+"""One incident source: read it, screen its columns for personal data, check every row, map it onto the area's
+offence groups, and catch a whole source that is read wrongly (date format, lat/lon swap, wrong CRS).
+
+`check_source` returns the candidate rows (the record-level checks passed; the spatial checks need the whole area
+and run in features.ingest) and the quarantined ones. Several sources are then merged and their cross-source
+duplicates removed by `drop_cross_source_duplicates`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import date
+
+import numpy as np
+import pandas as pd
+from pyproj import CRS, Transformer
+
+from features.area import WGS84
+from features.config import IncidentsConfig, StudyConfig
+from features.errors import InputError
+from features.privacy import screen
+
+# the columns of a candidate row: what the history stores and the spatial checks need
+CANDIDATE_COLUMNS = ["occurred_at", "offense", "lon", "lat", "source", "source_row", "premises", "record_key"]
+
+
+@dataclass
+class SourceRows:
+    source: IncidentsConfig
+    candidates: pd.DataFrame  # CANDIDATE_COLUMNS
+    quarantine: pd.DataFrame  # source, source_row, reason, detail + the raw columns (personal fields dropped)
+    raw: pd.DataFrame  # the raw columns that may be shown in the quarantine file, by source_row
+    n_read: int
+
+
+def read_table(src: IncidentsConfig) -> pd.DataFrame:
+    """Read the incident file as configured and check that the mapped columns exist."""
+    path, fmt = src.path, src.file_format
+    try:
+        if fmt == "parquet":
+            df = pd.read_parquet(path)
+        elif fmt == "csv":
+            df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+        else:
+            import geopandas as gpd
+
+            gdf = gpd.read_file(path)
+            kinds = set(gdf.geom_type.dropna())
+            if kinds - {"Point"}:
+                raise InputError(f"{path}: incident GeoJSON must hold points, found {sorted(kinds)}")
+            pts = gdf.geometry
+            crs = gdf.crs or WGS84
+            df = pd.DataFrame(gdf.drop(columns="geometry"))
+            df["__x"], df["__y"], df["__crs"] = pts.x.to_numpy(), pts.y.to_numpy(), CRS(crs).to_string()
+    except InputError:
+        raise
+    except Exception as exc:  # parser errors differ by engine; name the file and the cause
+        raise InputError(f"{path}: cannot read as {fmt} ({type(exc).__name__}: {exc})") from None
+    if fmt != "geojson":
+        needed = [src.timestamp, src.offense] + [c for c in (src.lon, src.lat, src.x, src.y) if c]
+        missing = [c for c in needed if c not in df.columns]
+        if missing:
+            raise InputError(
+                f"{path}: column(s) {missing} not found; the file has {list(df.columns)[:30]} "
+                f"(check the [incidents] column mapping of source '{src.name}')"
+            )
+    elif src.timestamp not in df.columns or src.offense not in df.columns:
+        missing = [c for c in (src.timestamp, src.offense) if c not in df.columns]
+        raise InputError(f"{path}: column(s) {missing} not found; the file has {list(df.columns)[:30]}")
+    if df.empty:
+        raise InputError(f"{path}: the file has no rows")
+    return df.reset_index(drop=True)
+
+
+def _parse_timestamps(raw: pd.Series, src: IncidentsConfig) -> tuple[pd.Series, np.ndarray, np.ndarray]:
+    """Parse to naive datetime64; return (parsed, missing mask, unparseable mask)."""
+    if isinstance(raw.dtype, pd.DatetimeTZDtype):
+        parsed = raw.dt.tz_convert("UTC").dt.tz_localize(None)
+        missing = parsed.isna().to_numpy()
+        return parsed, missing, np.zeros(len(raw), dtype=bool)
+    if pd.api.types.is_datetime64_any_dtype(raw.dtype):
+        missing = raw.isna().to_numpy()
+        return raw.astype("datetime64[ns]"), missing, np.zeros(len(raw), dtype=bool)
+    text = raw.astype("string").str.strip()
+    missing = (text.isna() | (text == "")).to_numpy()
+    fmt = src.timestamp_format or "ISO8601"
+    parsed = pd.to_datetime(text.where(~missing), format=fmt, errors="coerce", utc=True)
+    parsed = parsed.dt.tz_localize(None)
+    unparseable = parsed.isna().to_numpy() & ~missing
+    n_present = int((~missing).sum())
+    if n_present >= 10 and unparseable.sum() > n_present / 2:
+        sample = text[unparseable].iloc[0]
+        raise InputError(
+            f"source '{src.name}': column '{src.timestamp}' does not parse as "
+            f"{'ISO 8601' if fmt == 'ISO8601' else repr(fmt)} for {int(unparseable.sum()):,} of {n_present:,} rows, "
+            f"e.g. {sample!r}; set timestamp_format for this source")
+    return parsed, missing, unparseable
+
+
+def _raw_coordinates(df: pd.DataFrame, src: IncidentsConfig):
+    if "__x" in df.columns:  # GeoJSON geometry
+        return df["__x"], df["__y"], CRS(df["__crs"].iloc[0]), ("geometry.x", "geometry.y")
+    if src.lon is not None:
+        return df[src.lon], df[src.lat], CRS.from_user_input(src.crs), (src.lon, src.lat)
+    return df[src.x], df[src.y], CRS.from_user_input(src.crs), (src.x, src.y)
+
+
+def to_lonlat(av: np.ndarray, bv: np.ndarray, crs: CRS) -> tuple[np.ndarray, np.ndarray]:
+    """WGS84 lon/lat of finite coordinates in `crs`; NaN where a value does not map back to itself."""
+    if crs.equals(WGS84):
+        return av.copy(), bv.copy()
+    tx, ty = Transformer.from_crs(crs, WGS84, always_xy=True).transform(av, bv)
+    # a value far outside the CRS's domain can land on a plausible lon/lat; it does not map back to itself
+    bx, by = Transformer.from_crs(WGS84, crs, always_xy=True).transform(tx, ty)
+    with np.errstate(invalid="ignore"):
+        back = np.isclose(bx, av, rtol=1e-6, atol=1e-6) & np.isclose(by, bv, rtol=1e-6, atol=1e-6)
+    return np.where(back, tx, np.nan), np.where(back, ty, np.nan)
+
+
+def _coordinates(df: pd.DataFrame, src: IncidentsConfig):
+    """Return lon, lat (WGS84), the raw values and masks for missing / invalid / zero / out-of-range coordinates."""
+    a, b, crs, names = _raw_coordinates(df, src)
+    missing = (a.isna() | b.isna()).to_numpy() | (a.astype("string").str.strip() == "").fillna(False).to_numpy()
+    av = pd.to_numeric(a, errors="coerce").to_numpy(dtype=float)
+    bv = pd.to_numeric(b, errors="coerce").to_numpy(dtype=float)
+    invalid = ~missing & ~(np.isfinite(av) & np.isfinite(bv))
+    zero = ~missing & ~invalid & (av == 0) & (bv == 0)
+    ok = ~(missing | invalid | zero)
+    lon = np.full(len(df), np.nan)
+    lat = np.full(len(df), np.nan)
+    lon[ok], lat[ok] = to_lonlat(av[ok], bv[ok], crs)
+    bounds = crs.area_of_use.bounds if crs.area_of_use is not None else (-180.0, -90.0, 180.0, 90.0)
+    w, s, e, n = bounds
+    with np.errstate(invalid="ignore"):
+        in_range = np.isfinite(lon) & np.isfinite(lat) & (lon >= w - 1) & (lon <= e + 1) & (lat >= s - 1) & (
+            lat <= n + 1) & (np.abs(lat) <= 90) & (np.abs(lon) <= 180)
+    out_of_range = ok & ~in_range
+    return lon, lat, (av, bv, crs), missing, invalid, zero, out_of_range, names
+
+
+def record_keys(df: pd.DataFrame, src: IncidentsConfig, columns: list[str]) -> np.ndarray:
+    """A stable key per row: a hash of the source's key column, else of the row's values on `columns`.
+
+    The key never holds a record id in clear (it is hashed with the source name).
+    """
+    if src.key:
+        if src.key not in df.columns:
+            raise InputError(f"source '{src.name}': key column '{src.key}' not found in {src.path.name}")
+        values = df[src.key].astype("string").fillna("")
+    else:
+        values = pd.Series(pd.util.hash_pandas_object(df[columns].astype("string"), index=False).to_numpy(),
+                           index=df.index).astype("string")
+    return np.array([hashlib.sha256(f"{src.name}\x1f{v}".encode()).hexdigest()[:32] for v in values], dtype=object)
+
+
+def check_source(cfg: StudyConfig, src: IncidentsConfig, today: date | None = None, reference=None) -> SourceRows:
+    """Read one source and apply the record-level checks in the order of features.ingest.ALL_REASONS.
+
+    `reference`: (inside(lon, lat) -> mask, description) where the points should lie, for the whole-source check;
+    absent = the boundary or the area CRS's area of use, when the config has one."""
+    df = read_table(src)
+    personal = screen(df, src, cfg.personal_data)
+    n = len(df)
+    reason = np.full(n, "", dtype=object)
+    detail = np.full(n, "", dtype=object)
+
+    def flag(mask: np.ndarray, name: str, what: pd.Series | np.ndarray | str) -> None:
+        new = mask & (reason == "")
+        if new.any():
+            reason[new] = name
+            detail[new] = what[new] if not isinstance(what, str) else what
+
+    ts, ts_missing, ts_bad = _parse_timestamps(df[src.timestamp], src)
+    ts_text = src.timestamp + "=" + df[src.timestamp].astype("string").fillna("<empty>").to_numpy(dtype=object)
+    flag(ts_missing, "missing_timestamp", ts_text)
+    flag(ts_bad, "unparseable_timestamp", ts_text)
+
+    lon, lat, raw_xy, c_missing, c_invalid, c_zero, c_range, names = _coordinates(df, src)
+    raw_a, raw_b = (df["__x"], df["__y"]) if "__x" in df.columns else (df[names[0]], df[names[1]])
+    raw_text = f"{names[0]},{names[1]}=" + (raw_a.astype("string").fillna("<empty>") + "," + raw_b.astype(
+        "string").fillna("<empty>")).to_numpy(dtype=object)
+    flag(c_missing, "missing_coordinates", f"{names[0]},{names[1]} empty")
+    flag(c_invalid, "invalid_coordinates", raw_text)
+    flag(c_zero, "zero_coordinates", f"{names[0]},{names[1]}=0,0")
+    flag(c_range, "coordinates_out_of_range", raw_text)
+    check_placement(cfg, src, lon, lat, raw_xy, (reason == "") | c_range, reference)
+
+    label = df[src.offense].astype("string").str.strip()
+    off_missing = (label.isna() | (label == "")).to_numpy()
+    flag(off_missing, "missing_offense", f"{src.offense} empty")
+    label_text = (src.offense + "=" + label.fillna("")).to_numpy(dtype=object)
+    if src.offense_map is not None:
+        offense = label.map(src.offense_map).astype("string")
+        flag(offense.isna().to_numpy(), "offense_not_mapped", label_text)
+    else:
+        offense = label
+    if src.offenses is not None:
+        listed = offense.isin(src.offenses).fillna(False).to_numpy()
+        flag(~listed, "offense_not_listed", label_text)
+
+    day = ts.dt.normalize()
+    if src.earliest_date is not None:
+        flag((day < pd.Timestamp(src.earliest_date)).fillna(False).to_numpy(), "before_earliest_date", ts_text)
+    latest = pd.Timestamp(src.latest_date or today or date.today())
+    flag((day > latest).fillna(False).to_numpy(), "future_date", ts_text)
+
+    dup_cols = src.duplicate_columns or [c for c in df.columns if not c.startswith("__")]
+    unknown = [c for c in dup_cols if c not in df.columns]
+    if unknown:
+        raise InputError(f"{src.path}: incidents.duplicate_columns {unknown} are not columns of the file")
+    ok = reason == ""
+    dup = np.zeros(n, dtype=bool)
+    dup[ok] = df.loc[ok, dup_cols].duplicated(keep="first").to_numpy()
+    flag(dup, "duplicate", "repeats an earlier row on " + ",".join(dup_cols))
+    keys = record_keys(df, src, dup_cols)
+    if src.key:
+        ok = reason == ""
+        repeated = np.zeros(n, dtype=bool)
+        repeated[ok] = pd.Series(keys[ok]).duplicated(keep="first").to_numpy()
+        flag(repeated, "duplicate", f"repeats an earlier row's key {src.key}")
+
+    ok = reason == ""
+    candidates = pd.DataFrame({
+        "occurred_at": ts[ok].to_numpy(dtype="datetime64[ns]"),
+        "offense": offense[ok].to_numpy(dtype=object),
+        "lon": lon[ok], "lat": lat[ok],
+        "source": src.name,
+        "source_row": np.flatnonzero(ok).astype(np.int64),
+        "premises": None, "record_key": keys[ok],
+    })
+    if src.premises:
+        if src.premises not in df.columns:
+            raise InputError(f"{src.path}: premises column '{src.premises}' not found (incidents.premises)")
+        premises = df.loc[ok, src.premises].astype("string").str.strip().fillna("unknown").replace("", "unknown")
+        candidates["premises"] = premises.to_numpy(dtype=object)
+    # what the quarantine file may show: the row as read, without personal fields (case numbers stay, to trace it)
+    shown = [c for c in df.columns if not c.startswith("__") and personal.get(c) != "personal"]
+    raw = df[shown]
+    bad = ~ok
+    quarantine = raw.loc[bad].copy()
+    quarantine.insert(0, "detail", detail[bad])
+    quarantine.insert(0, "reason", reason[bad])
+    quarantine.insert(0, "source_row", np.flatnonzero(bad))
+    quarantine.insert(0, "source", src.name)
+    return SourceRows(src, candidates, quarantine.reset_index(drop=True), raw, n)
+
+
+# ------------------------------------------------------------------ whole-source sanity checks
+
+
+def _reference(cfg: StudyConfig, src: IncidentsConfig):
+    """A test `inside(lon, lat) -> mask` for where this source's points should be, or None when nothing says."""
+    if cfg.area.boundary is not None:
+        from features.area import read_boundary
+
+        area = read_boundary(cfg.area)
+        to_area = Transformer.from_crs(WGS84, area.crs, always_xy=True)
+
+        def inside(lon, lat):
+            x, y = to_area.transform(lon, lat)
+            return area.contains(np.asarray(x), np.asarray(y))
+        return inside, "the study-area boundary"
+    if cfg.area.crs is not None:
+        bounds = CRS.from_user_input(cfg.area.crs).area_of_use
+        if bounds is not None:
+            w, s, e, n = bounds.bounds
+
+            def inside(lon, lat):
+                return (lon >= w) & (lon <= e) & (lat >= s) & (lat <= n)
+            return inside, f"the area of use of {cfg.area.crs}"
+    return None
+
+
+def points_reference(candidates: pd.DataFrame, name: str):
+    """Where another source's points lie (their central 98%, widened by its own size), as a reference."""
+    if len(candidates) < 10:
+        return None
+    lo_lon, hi_lon = np.nanpercentile(candidates["lon"], [1, 99])
+    lo_lat, hi_lat = np.nanpercentile(candidates["lat"], [1, 99])
+    pad_lon, pad_lat = max(hi_lon - lo_lon, 0.01), max(hi_lat - lo_lat, 0.01)
+
+    def inside(lon, lat):
+        return (lon >= lo_lon - pad_lon) & (lon <= hi_lon + pad_lon) & (lat >= lo_lat - pad_lat) & (
+            lat <= hi_lat + pad_lat)
+    return inside, f"the area of source '{name}'"
+
+
+def check_placement(cfg: StudyConfig, src: IncidentsConfig, lon, lat, raw_xy, ok: np.ndarray,
+                    reference=None) -> None:
+    """Raise naming the source when most of its points miss the area but would fit swapped or in another CRS."""
+    ref = reference or _reference(cfg, src)
+    if ref is None or ok.sum() < 10:
+        return
+    inside, what = ref
+    av, bv, crs = raw_xy
+    a, b = av[ok], bv[ok]
+    with np.errstate(invalid="ignore"):
+        share = float(np.mean(inside(lon[ok], lat[ok]) & np.isfinite(lon[ok])))
+    if share >= 0.5:
+        return
+    # swap the two coordinate columns and read them again in the configured CRS
+    slon, slat = to_lonlat(b, a, crs)
+    with np.errstate(invalid="ignore"):
+        swapped = float(np.mean(inside(slon, slat) & np.isfinite(slon)))
+    if swapped > 0.5:
+        raise InputError(f"source '{src.name}': lat/lon look swapped: {1 - share:.0%} of its points fall outside "
+                         f"{what}, {swapped:.0%} fit when the two coordinate columns are exchanged "
+                         f"(check lon/lat or x/y in its config)")
+    candidates = {"EPSG:4326", "EPSG:3857", *(s.crs for s in cfg.sources)}
+    if cfg.area.crs:
+        candidates.add(cfg.area.crs)
+    for other in sorted(candidates):
+        other_crs = CRS.from_user_input(other)
+        if other_crs.equals(crs):
+            continue
+        try:
+            olon, olat = to_lonlat(a, b, other_crs)
+            with np.errstate(invalid="ignore"):
+                fits = float(np.mean(inside(olon, olat) & np.isfinite(olon)))
+        except Exception:  # noqa: BLE001 - a candidate CRS that cannot take these values simply does not fit
+            continue
+        if fits > 0.5:
+            raise InputError(f"source '{src.name}': coordinates do not fit crs {src.crs}: {1 - share:.0%} of its "
+                             f"points fall outside {what}; read as {other} {fits:.0%} fit (set crs for this source)")
+
+
+# ------------------------------------------------------------------ cross-source duplicates
+
+
+def drop_cross_source_duplicates(cfg: StudyConfig, pool: pd.DataFrame, new: pd.DataFrame
+                                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Which rows of `new` repeat a row of `pool` (another source): same offence group, within the time tolerance
+    and the distance. Returns (mask over new, index into pool of the row each repeats, -1 if none)."""
+    from scipy.spatial import cKDTree
+
+    match = np.full(len(new), -1, dtype=np.int64)
+    if pool.empty or new.empty or not cfg.dedupe.enabled:
+        return match >= 0, match
+    tol_s = max(cfg.dedupe.time_tolerance_minutes * 60.0, 1e-3)
+    dist = max(cfg.dedupe.distance_m, 1e-3)
+    lat0 = float(np.nanmean(pool["lat"]))
+    lon0 = float(np.nanmean(pool["lon"]))
+
+    def scaled(frame: pd.DataFrame) -> np.ndarray:
+        x = (frame["lon"].to_numpy() - lon0) * 111_320.0 * np.cos(np.radians(lat0))
+        y = (frame["lat"].to_numpy() - lat0) * 110_540.0
+        t = (frame["occurred_at"].to_numpy().astype("datetime64[s]").astype(np.int64)).astype(float)
+        return np.column_stack([x / dist, y / dist, (t - t.min() if len(t) else t) / tol_s]), x, y, t
+
+    pool_pts, px, py, pt = scaled(pool)
+    new_pts, nx, ny, nt = scaled(new)
+    new_pts[:, 2] = (nt - pt.min()) / tol_s
+    pool_pts[:, 2] = (pt - pt.min()) / tol_s
+    pool_off = pool["offense"].astype(str).to_numpy()
+    new_off = new["offense"].astype(str).to_numpy()
+    tree = cKDTree(pool_pts)
+    near = tree.query_ball_point(new_pts, r=1.0 + 1e-9, p=np.inf)
+    lengths = np.fromiter((len(v) for v in near), dtype=np.int64, count=len(near))
+    if lengths.sum() == 0:
+        return match >= 0, match
+    rows = np.repeat(np.arange(len(new)), lengths)
+    cols = np.fromiter((j for v in near for j in v), dtype=np.int64, count=int(lengths.sum()))
+    good = (np.hypot(nx[rows] - px[cols], ny[rows] - py[cols]) <= cfg.dedupe.distance_m + 1e-6) & (
+        new_off[rows] == pool_off[cols])
+    rows, cols = rows[good], cols[good]
+    order = np.lexsort((cols, rows))  # the earliest pool row for each repeated row
+    rows, cols = rows[order], cols[order]
+    first = np.unique(rows, return_index=True)[1]
+    match[rows[first]] = cols[first]
+    return match >= 0, match

@@ -1,0 +1,77 @@
+"""Trends per offence group and area (training.trends): the full aggregated view for staff, the public view for the
+`public` role.
+
+Trends are computed from the same panel the service forecasts from (built once, `HOTSPOT_WARM_PANEL`), and kept per
+panel and view, so they always describe the data the published forecasts came from and need no earlier step.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi.responses import JSONResponse
+
+from features.errors import HotspotError
+from serving.auth import ApiKey
+from serving.dependencies import State, current_key, validation_error
+from serving.responses import errors
+
+router = APIRouter(prefix="/v1/trends", tags=["trends"])
+
+_cache: dict[tuple[int, str], tuple[object, object]] = {}  # (id(panel), view) -> (panel, Trends)
+_lock = threading.Lock()
+
+
+async def trends_reader(key: Annotated[ApiKey, Depends(current_key)]) -> ApiKey:
+    if not (key.can("trends:read") or key.can("trends:public")):
+        raise HTTPException(403, f"role '{key.role}' may not read trends")
+    return key
+
+
+def _trends(state, public: bool):
+    from training.trends import compute_trends
+
+    prepared = state.forecaster.panel()
+    panel = prepared.panel
+    view = "public" if public else "full"
+    with _lock:
+        hit = _cache.get((id(panel), view))
+        if hit is not None and hit[0] is panel:
+            return hit[1]
+        trends = compute_trends(state.cfg, panel, public=public)
+        trends.meta.update(data_fingerprint=prepared.incidents.fingerprint)
+        for key in [k for k, (p, _) in _cache.items() if p is not panel]:
+            del _cache[key]
+        _cache[(id(panel), view)] = (panel, trends)
+        return trends
+
+
+@router.get("", response_model=None, responses={200: {"description": "trend tables (JSON): weekly rows of one area, "
+                                                                     "yearly and change rows of every area, cells or "
+                                                                     "public blocks and area units as GeoJSON"},
+                                                **errors(401, 403, 422, 503)},
+            summary="Counts, rates and seasonally adjusted change per offence group and area")
+def get_trends(
+    state: State, key: Annotated[ApiKey, Depends(trends_reader)],
+    view: Annotated[Literal["full", "public"] | None, Query(description="public: area units and blocks of "
+                                                                        "privacy.public_cell_size_m with small counts "
+                                                                        "suppressed (the only view of the public "
+                                                                        "role)")] = None,
+    area: Annotated[str | None, Query(max_length=200, description="whose weekly rows to include [default: the whole "
+                                                                  "area]")] = None,
+):
+    from training.trends import WHOLE_AREA
+
+    if state.cfg is None or state.forecaster is None:
+        raise HTTPException(503, state.config_error or "no study area configured")
+    public = view == "public" or not key.can("trends:read") or state.cfg.privacy.public
+    try:
+        trends = _trends(state, public)
+    except (HotspotError, ValueError) as exc:
+        raise HTTPException(503, str(exc).splitlines()[0]) from None
+    area = area or WHOLE_AREA
+    if area not in trends.meta["areas"]:
+        raise validation_error("query", "area", f"unknown area {area!r}; areas: {trends.meta['areas'][:20]}", area)
+    return JSONResponse(trends.to_dict(weekly_area=area))
