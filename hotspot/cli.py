@@ -534,8 +534,8 @@ def _keys_engine(database_url: str):
 @keys_app.command("create")
 @handles_errors
 def keys_create_cmd(
-    role: Annotated[str, typer.Option(help="viewer (forecasts, map), auditor (+ reports, models) or analyst "
-                                           "(+ publish)")],
+    role: Annotated[str, typer.Option(help="public (aggregated public trends only), viewer (forecasts, map), "
+                                           "auditor (+ reports, models) or analyst (+ publish)")],
     name: Annotated[Optional[str], typer.Option(help="who or what the key is for")] = None,
     database_url: DatabaseOption = "sqlite:///hotspot.db",
 ):

@@ -286,21 +286,41 @@ def compute_trends(cfg: StudyConfig, panel: Panel, public: bool | None = None) -
 COUNT_COLUMNS = re.compile(r"^(count(_\d{4})?|last_\d+w(_.*)?|previous_52w(_.*)?|same_\d+w_year_before)$")
 
 
+def _sources(col: str, columns: list[str]) -> list[str] | None:
+    """The count columns a derived column (rate, change) is computed from; None = unknown (any count of the row)."""
+    if col.startswith("recent_change"):
+        return [c for c in columns if re.match(r"^(last_\d+w|same_\d+w_year_before)$", c) and c != "last_52w"]
+    if col.startswith("change"):
+        return ["last_52w", "previous_52w"]
+    if col == "last_52w_rate_per_1000":
+        return ["last_52w"]
+    if col == "rate_per_1000":
+        return ["count"]
+    return None
+
+
 def _suppress_frame(frame: pd.DataFrame, k: int) -> pd.DataFrame:
-    """Counts below k become '< k'; rates and changes of a row with a suppressed count are withheld."""
+    """Counts below k become '< k'; a rate or change computed from a suppressed count is withheld."""
     out = frame.copy()
-    count_cols = [c for c in out.columns if COUNT_COLUMNS.match(c) and not c.endswith("_rate_per_1000")]
-    small = pd.DataFrame(False, index=out.index, columns=["any"])["any"]
+    columns = list(out.columns)
+    count_cols = [c for c in columns if COUNT_COLUMNS.match(c) and "rate_per_1000" not in c]
+    hidden: dict[str, pd.Series] = {}
     for col in count_cols:
         values = pd.to_numeric(out[col], errors="coerce")
         hide = values.notna() & (values < k)
-        small |= hide
-        out[col] = values.astype(object).where(~hide, f"< {k}")
-        out[col] = out[col].where(values.notna() | hide, None)
-        out.loc[~hide & values.notna(), col] = values[~hide & values.notna()].astype(int).astype(object)
-    derived = [c for c in out.columns if "rate_per_1000" in c or "change" in c]
-    for col in derived:
-        out[col] = out[col].astype(object).where(~small, None)
+        hidden[col] = hide
+        shown = values.astype(object).where(values.isna(), values.fillna(0).astype(np.int64).astype(object))
+        out[col] = shown.where(~hide, f"< {k}").where(values.notna() | hide, None)
+    any_hidden = pd.Series(False, index=out.index)
+    for hide in hidden.values():
+        any_hidden |= hide
+    for col in [c for c in columns if "rate_per_1000" in c or "change" in c]:
+        sources = _sources(col, columns)
+        mask = any_hidden if sources is None else pd.Series(False, index=out.index)
+        for source in sources or []:
+            if source in hidden:
+                mask = mask | hidden[source]
+        out[col] = out[col].astype(object).where(~mask, None)
     return out
 
 

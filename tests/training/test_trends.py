@@ -114,6 +114,11 @@ def test_public_view_suppresses_small_counts_and_coarsens_cells(area):
     # a rate built on a suppressed count is withheld
     small = public.weekly[public.weekly["count"] == "< 5"]
     assert small["rate_per_1000"].isna().all()
+    # ...while a change whose own counts are published stays, whatever else in its row is suppressed
+    shown = public.change[public.change["last_13w"].map(lambda v: isinstance(v, int))
+                          & public.change["same_13w_year_before"].map(lambda v: isinstance(v, int))]
+    assert len(shown) and shown["recent_change_pct"].notna().all()
+    assert (public.change.loc[public.change["last_13w"] == "< 5", "recent_change_pct"].isna()).all()
     json.dumps(public.to_dict())  # the API's payload is plain JSON
 
 
