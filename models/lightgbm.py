@@ -151,7 +151,8 @@ class LightGBMForecaster:
         return panel.X_next[:, self._columns(panel, self.feature_names_)]
 
     def predict(self, panel: Panel) -> np.ndarray:
-        raw = self.booster_.predict(self._inputs(panel)).astype(np.float64)
+        inputs = self._inputs(panel)  # checks that the model is fitted
+        raw = self.booster_.predict(inputs).astype(np.float64)
         if getattr(self, "calibration_", None):
             a, b = self.calibration_
             return np.exp(a + b * raw)
@@ -160,7 +161,8 @@ class LightGBMForecaster:
     def contributions(self, panel: Panel) -> np.ndarray:
         """Per-cell contribution of each feature to the log of the forecast risk, (C, F): LightGBM's own
         TreeSHAP values (pred_contrib), scaled by the calibration slope for ranking objectives."""
-        contrib = self.booster_.predict(self._inputs(panel), pred_contrib=True)[:, :-1]
+        inputs = self._inputs(panel)
+        contrib = self.booster_.predict(inputs, pred_contrib=True)[:, :-1]
         if getattr(self, "calibration_", None):
             contrib = contrib * self.calibration_[1]
         return contrib

@@ -29,9 +29,21 @@ ORIGIN_LON, ORIGIN_LAT = -79.40, 43.65
 @pytest.fixture(autouse=True)
 def _isolated_tracking(tmp_path, monkeypatch):
     """Every test gets its own MLflow SQLite store and working directory, so nothing leaks between tests."""
+    import mlflow
+    import mlflow.tracking.fluent as fluent
+
+    # mlflow.set_experiment() exports MLFLOW_EXPERIMENT_ID into os.environ; an id from another test's store would
+    # leak into the next test's subprocesses (`mlflow run`, the CLI), so every test starts and ends without it
+    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+    fluent._active_experiment_id = None
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    # an in-process step may have set MLflow's global tracking URI to an earlier test's store
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MPLBACKEND", "Agg")
+    yield
+    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+    fluent._active_experiment_id = None
 
 
 def synthetic_incidents(n: int = 2000, weeks: int = 80, seed: int = 0, hotspot_share: float = 0.3,

@@ -230,13 +230,22 @@ group_windows = [4]
 @requires_shared_data
 @pytest.mark.realdata
 def test_toronto_in_two_sources_gives_the_same_panel_as_the_single_file(tmp_path):
-    """The 2018-2019 Toronto data split by neighbourhood into two agencies' files, the second with other column
-    names, day-first text timestamps and its own offence codes, builds the same panel as the single file."""
+    """The 2018-2019 Toronto data split by police division into two agencies' files (divisions 11-23 keep the
+    police's own file layout; divisions 31-55 get other column names, day-first text timestamps and their own
+    offence codes) builds the same panel as the single file."""
+    import geopandas as gpd
+
     full = pd.read_parquet(SHARED_DATA / "toronto" / "incidents_mci_2014_2021.parquet")
     full = full[(full["datetime_local"] >= "2018-01-01") & (full["datetime_local"] < "2020-01-01")]
     full = full.reset_index(drop=True)
     full.to_parquet(tmp_path / "single.parquet", index=False)
-    east = full["hood_id"].fillna(0).to_numpy() > 70
+    divisions = gpd.read_file(SHARED_DATA / "toronto" / "police_divisions.geojson")[["AREA_NAME", "geometry"]]
+    points = gpd.GeoDataFrame(geometry=gpd.points_from_xy(full["Long"], full["Lat"]), crs="EPSG:4326")
+    division = gpd.sjoin(points, divisions.to_crs("EPSG:4326"), how="left", predicate="within")
+    division = division[~division.index.duplicated()]["AREA_NAME"].reindex(full.index)
+    # points in no division (bad or missing coordinates) stay with the first agency
+    east = pd.to_numeric(division, errors="coerce").fillna(0).to_numpy() >= 30
+    assert 0.3 < east.mean() < 0.7
     full[~east].to_parquet(tmp_path / "west.parquet", index=False)
     other = full[east]
     pd.DataFrame({
