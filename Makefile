@@ -24,4 +24,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/panel_backtest.py
 
 clean:
-	rm -rf $(VENV) outputs mlruns mlflow.db .pytest_cache
+	rm -rf $(VENV) outputs mlruns mlflow.db optuna.db hotspot.db .pytest_cache

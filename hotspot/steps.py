@@ -429,21 +429,11 @@ def export_step(cfg: StudyConfig, week: str, fmt: str, out: Path, prepared: Prep
     """Forecast one period with the champion (as `hotspot forecast`) and write it as GeoJSON, GeoPackage or CSV for
     partners' GIS; an `export` run."""
     from training.exports import export_forecast, parse_formats
-    from training.forecast import forecast_cells
-    from training.registry import load_champion
 
     fmt = parse_formats(fmt)[0]
     prepared = prepared or prepare(cfg)
-    panel = prepared.panel
-    t = panel.period_index(week)
-    model, ref = load_champion(cfg)
-    cells = forecast_cells(panel, model, t)
-    metadata = {"period_start": str(panel.period_starts[t].date()), "model": ref.name,
-                "model_version": ref.version, "model_run_id": ref.run_id,
-                "data_fingerprint": prepared.incidents.fingerprint, "code_version": tracking.code_version(),
-                "area": cfg.area.name, "cell_size_m": panel.grid.cell_size_m, "format": fmt,
-                "note": "Risk is the expected count of recorded incidents in the period; recorded incidents are "
-                        "policing data, not ground truth. Cells only: no incident locations."}
+    cells, metadata, ref = champion_forecast(cfg, week, prepared)
+    metadata.update({"format": fmt, "note": metadata["note"] + " Cells only: no incident locations."})
     path = export_forecast(cells, out, fmt, metadata)
     with tracking.step_run(cfg, "export", prepared.incidents.fingerprint, run_name=f"export {fmt}"):
         import mlflow
@@ -474,12 +464,11 @@ def log_feature_table(panel: Panel) -> None:
     mlflow.log_params({"feature_families": ",".join(sorted(set(table["family"]))), "n_features": len(table)})
 
 
-def forecast_step(cfg: StudyConfig, week: str, out: Path, prepared: Prepared | None = None):
-    """Forecast one period with the champion model and write it as GeoJSON."""
-    from training.forecast import forecast_cells, write_geojson
+def champion_forecast(cfg: StudyConfig, week: str, prepared: Prepared):
+    """The champion's forecast of one period (cells with risk, rank, percentile, reasons) and its provenance."""
+    from training.forecast import forecast_cells
     from training.registry import load_champion
 
-    prepared = prepared or prepare(cfg)
     panel = prepared.panel
     t = panel.period_index(week)
     model, ref = load_champion(cfg)
@@ -491,6 +480,15 @@ def forecast_step(cfg: StudyConfig, week: str, out: Path, prepared: Prepared | N
                 "retrospective": bool(t < panel.n_periods),
                 "note": "Risk is the expected count of recorded incidents in the period; recorded incidents are "
                         "policing data, not ground truth."}
+    return cells, metadata, ref
+
+
+def forecast_step(cfg: StudyConfig, week: str, out: Path, prepared: Prepared | None = None):
+    """Forecast one period with the champion model and write it as GeoJSON."""
+    from training.forecast import write_geojson
+
+    prepared = prepared or prepare(cfg)
+    cells, metadata, ref = champion_forecast(cfg, week, prepared)
     write_geojson(cells, out, metadata)
     with tracking.step_run(cfg, "forecast", prepared.incidents.fingerprint):
         import mlflow
