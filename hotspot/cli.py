@@ -21,7 +21,8 @@ SAMPLE_CONFIG = REPO_ROOT / "configs" / "toronto-sample.toml"
 
 app = typer.Typer(
     name="hotspot",
-    help="Weekly crime-hotspot forecasting: validate inputs, build features, train, backtest and forecast.\n\n"
+    help="Weekly crime-hotspot forecasting: ingest and validate inputs, build features, train, tune, promote, "
+         "backtest, audit, forecast, serve, and trends, impact and exports for partners.\n\n"
          "Every command logs to MLflow (MLFLOW_TRACKING_URI, default sqlite:///mlflow.db).",
     no_args_is_help=True,
     add_completion=False,
@@ -414,66 +415,6 @@ def demo_cmd(
               f"`mlflow ui --backend-store-uri {os.environ.get('MLFLOW_TRACKING_URI', 'sqlite:///mlflow.db')}`")
 
 
-@app.command("audit")
-@handles_errors
-def audit_cmd(
-    config: ConfigOption,
-    model_version: Annotated[Optional[str], typer.Option("--model-version", help="registered version to audit "
-                                                                                  "[default: the champion]")] = None,
-    weeks: Annotated[Optional[int], typer.Option(help="backtest weeks audited [default: backtest.weeks]",
-                                                 min=1)] = None,
-    end: Annotated[Optional[str], typer.Option(help="YYYY-MM-DD: audit the weeks starting before this date "
-                                                    "[default: end of the data]")] = None,
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="folder for audit.json, audit.html and PNGs "
-                                                                  "[default: outputs/AREA/audit]")] = None,
-    baselines: Annotated[Optional[str], typer.Option(help="comma-separated baselines beside the model, or 'none' "
-                                                          "[default: the naive and EWM count baselines]")] = None,
-    refit_every: Annotated[Optional[int], typer.Option(help="refit every K weeks [default: backtest.refit_every]",
-                                                       min=1)] = None,
-):
-    """Fairness audit of a registered model beside the baselines: flag shares and rates by demographic group,
-    disparate impact, accuracy within groups, persistence, feedback-loop simulation, reporting-rate sensitivity,
-    fairness-accuracy trade-off and a model card."""
-    from hotspot.steps import audit_step
-
-    cfg = _load(config)
-    names = None if baselines is None else [n.strip() for n in baselines.split(",") if n.strip() not in ("", "none")]
-    audit, paths = audit_step(cfg, model_version, weeks, end, out_dir, names, refit_every)
-    _print_audit(audit)
-    out.print(f"[dim]{audit['note']}[/]")
-    out.print(f"took {sum(audit['seconds'].values()):.1f} s; report: {paths['audit_html']} "
-              f"(JSON {paths['audit_json']}); logged to the run of {audit['model_card']['model']['name']} "
-              f"v{audit['model_version']['version']}")
-
-
-def _print_audit(audit: dict) -> None:
-    primary, audited = audit["primary"], audit["audited_model"]
-    definition = audit["definitions"][primary]
-    table = Table(title=f"{audited}: top {audit['coverage']:.1%} of cells by {primary} group, "
-                        f"{len(audit['weeks'])} weeks {audit['weeks'][0]} .. {audit['weeks'][-1]} [95% interval]")
-    for col in ("group", "residents", "recorded incidents", "flagged cells", "flag-rate ratio (0.8-1.25)",
-                "hit rate"):
-        table.add_column(col, justify="left" if col == "group" else "right")
-    pct = lambda f: f"{f['value'] * 100:.1f}% [{f['ci95'][0] * 100:.1f}, {f['ci95'][1] * 100:.1f}]"  # noqa: E731
-    for label, g in definition["models"][audited]["groups"].items():
-        di = g["disparate_impact"]
-        ratio = ("ref." if di["status"] == "reference"
-                 else f"{di['value']:.2f} [{di['ci95'][0]:.2f}, {di['ci95'][1]:.2f}]")
-        colour = "" if di["status"] in ("reference", "within band") else "[yellow]"
-        table.add_row(label, f"{definition['groups'][label]['population_share'] * 100:.1f}%",
-                      pct(g["incident_share"]), pct(g["flag_share"]), f"{colour}{ratio} {di['status']}",
-                      pct(g["hit_rate"]))
-    out.print(table)
-    for model, figs in definition["models"].items():
-        out.print(f"{model}: PAI {audit['accuracy'][model]['pai']['value']:.2f}, largest flag-rate ratio between "
-                  f"{primary} groups {figs['largest_flag_rate_ratio']:.2f}")
-    for arm, a in audit["feedback"]["arms"].items():
-        out.print(f"feedback loop, {arm}: distance from the true-rate allocation {a['distance_start']:.3f} -> "
-                  f"{a['distance_end']:.3f} after {len(a['distance_by_round']) - 1} rounds")
-    for warning in audit.get("warnings", []):
-        out.print(f"[yellow]warning:[/] {warning}")
-
-
 def _print_summary(metrics: dict, title: str) -> None:
     from training.backtest import summary_table
 
@@ -488,95 +429,6 @@ def _print_summary(metrics: dict, title: str) -> None:
     if metrics.get("demographics_as_features"):
         out.print("[bold yellow]Demographic columns were model inputs (features.demographics_as_features = true).[/]")
     out.print("[dim]Recorded incidents are policing data, not ground truth.[/]")
-
-
-DatabaseOption = Annotated[str, typer.Option("--database-url", envvar="HOTSPOT_DATABASE_URL",
-                                             help="publications and keys database (SQLite file or PostgreSQL URL)")]
-
-
-@app.command("serve")
-@handles_errors
-def serve_cmd(
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", envvar="HOTSPOT_CONFIG",
-                                                   help="study-area TOML file")] = None,
-    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="port to listen on", min=0, max=65535)] = 8000,
-    workers: Annotated[int, typer.Option(help="worker processes", min=1)] = 1,
-    database_url: DatabaseOption = "sqlite:///hotspot.db",
-    access_log: Annotated[bool, typer.Option(help="print one JSON line per request (the access_log table is "
-                                                  "written either way)")] = True,
-):
-    """Run the API (FastAPI under uvicorn): forecasts, reports, models and the map page at /map."""
-    import uvicorn
-
-    if config is None:
-        _fail("--config is required (or set HOTSPOT_CONFIG)")
-    _load(config)  # refuse a bad config here, with its key path, rather than inside the server
-    os.environ["HOTSPOT_CONFIG"] = str(config.resolve())
-    os.environ["HOTSPOT_DATABASE_URL"] = database_url
-    os.environ["HOTSPOT_ACCESS_LOG_LINES"] = "true" if access_log else "false"
-    uvicorn.run("serving.app:create_app", factory=True, host=host, port=port, workers=workers,
-                access_log=False, log_level="info", timeout_graceful_shutdown=5)
-
-
-keys_app = typer.Typer(help="API keys for the service: create (printed once), revoke, list.", no_args_is_help=True)
-app.add_typer(keys_app, name="keys")
-
-
-def _keys_engine(database_url: str):
-    from serving.db import create_schema, make_engine
-
-    engine = make_engine(database_url)
-    create_schema(engine)
-    return engine
-
-
-@keys_app.command("create")
-@handles_errors
-def keys_create_cmd(
-    role: Annotated[str, typer.Option(help="public (aggregated public trends only), viewer (forecasts, map), "
-                                           "auditor (+ reports, models) or analyst (+ publish)")],
-    name: Annotated[Optional[str], typer.Option(help="who or what the key is for")] = None,
-    database_url: DatabaseOption = "sqlite:///hotspot.db",
-):
-    """Create an API key; the key is printed once (only its hash is stored)."""
-    from serving.auth import create_key
-
-    key, record = create_key(_keys_engine(database_url), role, name)
-    print(key)
-    err.print(f"created {record.role} key {record.key_id} (shown once; store it now; revoke with `hotspot keys "
-              f"revoke {record.key_id}`)", highlight=False)
-
-
-@keys_app.command("revoke")
-@handles_errors
-def keys_revoke_cmd(
-    key_id: Annotated[str, typer.Argument(help="the key id (hs_ and 8 characters) or the key itself")],
-    database_url: DatabaseOption = "sqlite:///hotspot.db",
-):
-    """Revoke an API key: requests with it get 401 from then on."""
-    from serving.auth import revoke_key
-
-    try:
-        record = revoke_key(_keys_engine(database_url), key_id)
-    except LookupError as exc:
-        _fail(str(exc))
-    out.print(f"revoked {record.role} key {record.key_id} at {record.revoked_at.isoformat()}")
-
-
-@keys_app.command("list")
-@handles_errors
-def keys_list_cmd(database_url: DatabaseOption = "sqlite:///hotspot.db"):
-    """List API keys (ids, roles, when created and revoked; never the keys)."""
-    from serving.auth import list_keys
-
-    table = Table(title="API keys")
-    for col in ("key id", "role", "name", "created", "revoked"):
-        table.add_column(col)
-    for k in list_keys(_keys_engine(database_url)):
-        table.add_row(k.key_id, k.role, k.name or "", k.created_at.isoformat(),
-                      k.revoked_at.isoformat() if k.revoked_at else "")
-    out.print(table)
 
 
 def _print_top(cells, top: int, meta: dict) -> None:
@@ -597,118 +449,8 @@ def _print_top(cells, top: int, meta: dict) -> None:
                       highlight=False)
 
 
-@app.command("trends")
-@handles_errors
-def trends_cmd(
-    config: ConfigOption,
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="folder for trends.json, PNGs and tables "
-                                                                  "[default: outputs/AREA/trends]")] = None,
-    public: Annotated[Optional[bool], typer.Option("--public/--full", help="public view: area units and blocks of "
-                                                   "privacy.public_cell_size_m, counts below privacy.min_count_k "
-                                                   "shown as '< k' [default: privacy.public]")] = None,
-    formats: Annotated[str, typer.Option("--format", help="table formats, comma-separated: csv, gpkg, geojson")
-                       ] = "csv",
-):
-    """Counts and rates per offence group and area, weekly and yearly, with the seasonally adjusted change (last 52
-    weeks vs the 52 before; recent weeks vs the same weeks a year earlier) and 95% intervals."""
-    import pandas as pd
-
-    from hotspot.steps import trends_step
-    from training.exports import parse_formats
-    from training.trends import ALL_GROUPS
-
-    cfg = _load(config)
-    chosen = parse_formats(formats)
-    trends, paths = trends_step(cfg, out_dir or _default_out(cfg, "trends"), public, chosen)
-    meta = trends.meta
-    table = Table(title=f"{cfg.area.name}: {meta['weeks']} weeks {meta['first_week']} .. {meta['last_week']} "
-                        f"({meta['view']} view)")
-    recent = meta["recent_weeks"]
-    for col in ("area", "group", "last 52 weeks", "52 before", "change % [95%]", f"last {recent} w",
-                "change vs a year before % [95%]"):
-        table.add_column(col, justify="left" if col in ("area", "group") else "right")
-    fmt = lambda v: "" if v is None or (isinstance(v, float) and v != v) else (  # noqa: E731
-        f"{v:+.1f}" if isinstance(v, float) else str(v))
-    change = trends.change
-    whole = change[change["area"] == meta["areas"][0]]
-    units = change[(change["area"] != meta["areas"][0]) & (change["group"] == ALL_GROUPS)]
-    busiest = units.assign(_n=pd.to_numeric(units["last_52w"], errors="coerce").fillna(-1)).sort_values(
-        "_n", ascending=False).head(10).drop(columns="_n")  # the ten busiest units
-    for row in pd.concat([whole, busiest]).to_dict(orient="records"):
-        table.add_row(row["area"], row["group"], fmt(row["last_52w"]), fmt(row["previous_52w"]),
-                      f"{fmt(row['change_pct'])} [{fmt(row['change_ci95_lo'])}, {fmt(row['change_ci95_hi'])}]"
-                      if row["change_pct"] is not None else "",
-                      fmt(row[f"last_{recent}w"]),
-                      f"{fmt(row['recent_change_pct'])} [{fmt(row['recent_change_ci95_lo'])}, "
-                      f"{fmt(row['recent_change_ci95_hi'])}]" if row["recent_change_pct"] is not None else "")
-    out.print(table)
-    out.print(f"[dim]{meta['method']}[/]")
-    out.print("wrote " + ", ".join(str(p) for p in paths.values()))
-
-
-@app.command("evaluate-intervention")
-@handles_errors
-def evaluate_intervention_cmd(
-    config: ConfigOption,
-    cells: Annotated[Path, typer.Option("--cells", help="the treated cells: CSV with a cell_id column, or GeoJSON/"
-                                                        "GPKG polygons (cells whose centre is inside) or points")],
-    start: Annotated[str, typer.Option(help="YYYY-MM-DD: first day of the intervention")],
-    end: Annotated[Optional[str], typer.Option(help="YYYY-MM-DD: last day [default: the end of the data]")] = None,
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="folder for intervention.json and .png "
-                                                                  "[default: outputs/AREA/intervention]")] = None,
-    offence: Annotated[list[str], typer.Option("--offence", help="offence to count (repeatable) [default: all]")
-                       ] = [],
-):
-    """Effect of an intervention in a set of cells: difference-in-differences against matched control cells, with a
-    95% interval, a placebo test on the pre-period and a check for displacement into the surrounding cells."""
-    from hotspot.steps import intervention_step
-
-    cfg = _load(config)
-    result, paths = intervention_step(cfg, cells, start, end, out_dir or _default_out(cfg, "intervention"),
-                                      offences=offence or None)
-    table = Table(title=f"Intervention in {len(result.treated_cells)} cells from {result.start} to {result.end} "
-                        "(difference-in-differences vs matched controls)")
-    for col in ("comparison", "cells", "effect %", "95% interval", "per cell-week", "95% interval ", "reads"):
-        table.add_column(col, justify="left" if col in ("comparison", "reads") else "right")
-    rows = [("estimate", result.estimate, "significant" if result.estimate and not result.estimate.includes_zero
-             else "interval includes 0"),
-            ("placebo (pre-period)", result.placebo, "ok: includes 0" if result.placebo.includes_zero else
-             "[yellow]fails: pre-trends differ, read the estimate with care[/]"),
-            ("displacement (ring)", result.displacement, "")]
-    for name, e, reads in rows:
-        if e is None:
-            table.add_row(name, "0", "", "", "", "", "no ring cells")
-            continue
-        if name.startswith("displacement"):
-            reads = ("[yellow]rise next door: possible displacement[/]" if e.ci95[0] > 0 else
-                     "fall next door: possible diffusion of benefits" if e.ci95[1] < 0 else "no detectable change")
-        sign = lambda v: "n/a" if v != v else f"{v:+.1f}"  # noqa: E731
-        table.add_row(name, str(e.cells), sign(e.effect_pct), f"\\[{sign(e.pct_ci95[0])}, {sign(e.pct_ci95[1])}]",
-                      f"{e.effect_per_cell_week:+.3f}", f"[{e.ci95[0]:+.3f}, {e.ci95[1]:+.3f}]", reads)
-    out.print(table)
-    for warning in result.warnings:
-        out.print(f"[yellow]warning:[/] {warning}")
-    out.print("[dim]Recorded incidents are policing data: an intervention that changes patrols can change recording "
-              "as well as crime.[/]")
-    out.print(f"wrote {paths['json']} and {paths['png']}")
-
-
-@app.command("export")
-@handles_errors
-def export_cmd(
-    config: ConfigOption,
-    week: Annotated[str, typer.Option(help="YYYY-MM-DD: start of the period to forecast")],
-    fmt: Annotated[str, typer.Option("--format", help="gpkg, geojson or csv")],
-    out_file: Annotated[Path, typer.Option("--out", help="file to write")],
-):
-    """Forecast one period with the champion and write it for partners' GIS: GeoPackage, GeoJSON or CSV (cells
-    only, never incidents)."""
-    from hotspot.steps import export_step
-
-    cfg = _load(config)
-    cells, meta, path = export_step(cfg, week, fmt, out_file)
-    out.print(f"wrote {len(cells):,} cells of the week of {meta['period_start']} ({meta['model']} "
-              f"v{meta['model_version']}) to {path}")
+# the other commands live in their own modules, which register themselves on `app` when imported
+from hotspot import cli_audit, cli_partners, cli_service  # noqa: E402,F401
 
 
 def main() -> None:  # pragma: no cover - console-script entry

@@ -1,0 +1,71 @@
+"""`hotspot audit`: the fairness audit command (registered on the app in hotspot/cli.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from hotspot.cli import ConfigOption, _load, app, handles_errors, out
+
+
+@app.command("audit")
+@handles_errors
+def audit_cmd(
+    config: ConfigOption,
+    model_version: Annotated[Optional[str], typer.Option("--model-version", help="registered version to audit "
+                                                                                  "[default: the champion]")] = None,
+    weeks: Annotated[Optional[int], typer.Option(help="backtest weeks audited [default: backtest.weeks]",
+                                                 min=1)] = None,
+    end: Annotated[Optional[str], typer.Option(help="YYYY-MM-DD: audit the weeks starting before this date "
+                                                    "[default: end of the data]")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="folder for audit.json, audit.html and PNGs "
+                                                                  "[default: outputs/AREA/audit]")] = None,
+    baselines: Annotated[Optional[str], typer.Option(help="comma-separated baselines beside the model, or 'none' "
+                                                          "[default: the naive and EWM count baselines]")] = None,
+    refit_every: Annotated[Optional[int], typer.Option(help="refit every K weeks [default: backtest.refit_every]",
+                                                       min=1)] = None,
+):
+    """Fairness audit of a registered model beside the baselines: flag shares and rates by demographic group,
+    disparate impact, accuracy within groups, persistence, feedback-loop simulation, reporting-rate sensitivity,
+    fairness-accuracy trade-off and a model card."""
+    from hotspot.steps import audit_step
+
+    cfg = _load(config)
+    names = None if baselines is None else [n.strip() for n in baselines.split(",") if n.strip() not in ("", "none")]
+    audit, paths = audit_step(cfg, model_version, weeks, end, out_dir, names, refit_every)
+    _print_audit(audit)
+    out.print(f"[dim]{audit['note']}[/]")
+    out.print(f"took {sum(audit['seconds'].values()):.1f} s; report: {paths['audit_html']} "
+              f"(JSON {paths['audit_json']}); logged to the run of {audit['model_card']['model']['name']} "
+              f"v{audit['model_version']['version']}")
+
+
+def _print_audit(audit: dict) -> None:
+    primary, audited = audit["primary"], audit["audited_model"]
+    definition = audit["definitions"][primary]
+    table = Table(title=f"{audited}: top {audit['coverage']:.1%} of cells by {primary} group, "
+                        f"{len(audit['weeks'])} weeks {audit['weeks'][0]} .. {audit['weeks'][-1]} [95% interval]")
+    for col in ("group", "residents", "recorded incidents", "flagged cells", "flag-rate ratio (0.8-1.25)",
+                "hit rate"):
+        table.add_column(col, justify="left" if col == "group" else "right")
+    pct = lambda f: f"{f['value'] * 100:.1f}% [{f['ci95'][0] * 100:.1f}, {f['ci95'][1] * 100:.1f}]"  # noqa: E731
+    for label, g in definition["models"][audited]["groups"].items():
+        di = g["disparate_impact"]
+        ratio = ("ref." if di["status"] == "reference"
+                 else f"{di['value']:.2f} [{di['ci95'][0]:.2f}, {di['ci95'][1]:.2f}]")
+        colour = "" if di["status"] in ("reference", "within band") else "[yellow]"
+        table.add_row(label, f"{definition['groups'][label]['population_share'] * 100:.1f}%",
+                      pct(g["incident_share"]), pct(g["flag_share"]), f"{colour}{ratio} {di['status']}",
+                      pct(g["hit_rate"]))
+    out.print(table)
+    for model, figs in definition["models"].items():
+        out.print(f"{model}: PAI {audit['accuracy'][model]['pai']['value']:.2f}, largest flag-rate ratio between "
+                  f"{primary} groups {figs['largest_flag_rate_ratio']:.2f}")
+    for arm, a in audit["feedback"]["arms"].items():
+        out.print(f"feedback loop, {arm}: distance from the true-rate allocation {a['distance_start']:.3f} -> "
+                  f"{a['distance_end']:.3f} after {len(a['distance_by_round']) - 1} rounds")
+    for warning in audit.get("warnings", []):
+        out.print(f"[yellow]warning:[/] {warning}")
