@@ -205,7 +205,6 @@ def tune_step(cfg: StudyConfig, trials: int | None = None, before: str | None = 
         with Progress(TextColumn("[bold]tune[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=console) as progress:
             task = progress.add_task(study_name(cfg), total=trials)
-            progress.update(task, completed=0)
 
             def on_trial(trial) -> None:
                 progress.advance(task)
