@@ -192,15 +192,16 @@ def tune_step(cfg: StudyConfig, trials: int | None = None, before: str | None = 
                            "folds": ",".join(f"{panel.period_starts[b[0]].date()}+{len(b)}" for b in blocks)})
 
         def log_trial(trial, spec: dict, fold_scores: list) -> None:
+            # every tag at creation: a run cut off by a kill while logging is still found and labelled
+            state = "pruned" if len(fold_scores) < len(blocks) else "complete"
             with mlflow.start_run(run_name=f"trial {trial.number}", nested=True,
-                                  tags={"step": "tune_trial", "study": study_name(cfg)}):
+                                  tags={"step": "tune_trial", "study": study_name(cfg), "state": state}):
                 mlflow.log_params({"trial": trial.number, **tracking.flatten("", {
                     "params": spec["params"], "num_boost_round": spec["num_boost_round"],
                     "train_periods": spec["train_periods"]})})
                 for k, scores in enumerate(fold_scores):
                     mlflow.log_metrics({m.replace("@", "_at_").replace("%", "pct"): v for m, v in scores.items()
                                         if np.isfinite(v)}, step=k)
-                mlflow.set_tag("state", "pruned" if len(fold_scores) < len(blocks) else "complete")
 
         with Progress(TextColumn("[bold]tune[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=console) as progress:

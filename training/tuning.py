@@ -130,9 +130,7 @@ def tune(cfg: StudyConfig, panel: Panel, n_trials: int | None = None, before: st
         sampler=optuna.samplers.TPESampler(seed=tc.seed, multivariate=True, group=True),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=tc.pruner_startup_trials, n_warmup_steps=0))
     _check_study(study, cfg, blocks, panel)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)  # a killed run's trials: failed, and queued again (_storage)
+    _fail_stale_trials(study)  # a killed run's trials: failed, and queued again with the same parameters
     finished = [t for t in study.trials if t.state.is_finished() and t.state != optuna.trial.TrialState.FAIL]
     if not study.trials:
         study.enqueue_trial({}, user_attrs={"from": "config"})
@@ -182,11 +180,91 @@ def _storage(cfg: StudyConfig):
     url = cfg.tune.storage
     if not url.startswith(("sqlite:", "postgresql", "mysql")):
         return url
+    # SQLite: wait for a competing writer instead of failing at once (pysqlite's default is 5 s)
+    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite:") else None
     with warnings.catch_warnings():  # heartbeats are marked experimental; the interface is pinned in constraints
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(
-            url, heartbeat_interval=cfg.tune.heartbeat_s, grace_period=2 * cfg.tune.heartbeat_s,
+        return _resilient_storage_class()(
+            url, engine_kwargs=engine_kwargs, heartbeat_interval=cfg.tune.heartbeat_s,
+            grace_period=2 * cfg.tune.heartbeat_s,
             heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
+
+
+def _resilient_storage_class():
+    """An RDBStorage whose heartbeat survives a busy database.
+
+    Optuna records heartbeats from a background thread, and an exception there ends the thread for good: the trial
+    then has no heartbeat, is never found stale, and stays RUNNING forever if its process is killed. On SQLite that
+    exception is common: the heartbeat's read-then-write transaction collides with the main thread's writes and
+    SQLite answers "database is locked" at once (it does not wait when two readers both try to write). So a beat
+    that fails is retried with back-off, and a beat that still fails is skipped; the next one tries again."""
+    import logging
+
+    import optuna
+
+    log = logging.getLogger("hotspot.tuning")
+
+    class ResilientRDBStorage(optuna.storages.RDBStorage):
+        def record_heartbeat(self, trial_id: int) -> None:
+            for attempt in range(8):
+                try:
+                    return super().record_heartbeat(trial_id)
+                except optuna.exceptions.StorageInternalError as exc:
+                    error = exc
+                    time.sleep(min(0.05 * 2**attempt, 2.0))
+            log.warning("heartbeat of trial %s skipped: %s", trial_id, error.__cause__ or error)
+
+    return ResilientRDBStorage
+
+
+def _fail_stale_trials(study) -> list[int]:
+    """Fail the trials a killed process left RUNNING, and queue their parameters again.
+
+    Optuna's own check (`fail_stale_trials`) covers trials whose heartbeat stopped. A process killed in the moment
+    between starting a trial and its first heartbeat leaves a trial with no heartbeat at all, which Optuna never
+    calls stale; such a trial is failed here once it is older than the grace period plus a minute (a live trial has
+    recorded its first heartbeat long before that)."""
+    import datetime as dt
+
+    import optuna
+
+    storage = study._storage
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+        if not optuna.storages._heartbeat.is_heartbeat_enabled(storage):
+            return []
+        interval = storage.get_heartbeat_interval()
+        rdb = getattr(storage, "_backend", storage)  # Optuna wraps an RDBStorage in a cache
+        grace = rdb.grace_period or 2 * interval
+        beating = set(_trials_with_heartbeat(rdb, study._study_id))
+        cutoff = dt.datetime.now() - dt.timedelta(seconds=grace + 60)
+        orphans = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+                   if t._trial_id not in beating and t.datetime_start is not None and t.datetime_start < cutoff]
+        failed = []
+        for trial in orphans:
+            try:
+                if storage.set_trial_state_values(trial._trial_id, state=optuna.trial.TrialState.FAIL):
+                    failed.append(trial._trial_id)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass  # another worker failed it first
+        callback = storage.get_heartbeat_stale_trial_callback()
+        for trial_id in failed:
+            if callback is not None:
+                callback(study, storage.get_trial(trial_id))
+    return failed
+
+
+def _trials_with_heartbeat(storage, study_id: int) -> list[int]:
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    storage = getattr(storage, "_backend", storage)
+    with _create_scoped_session(storage.scoped_session) as session:
+        rows = (session.query(models.TrialHeartbeatModel.trial_id)
+                .join(models.TrialModel, models.TrialModel.trial_id == models.TrialHeartbeatModel.trial_id)
+                .filter(models.TrialModel.study_id == study_id).all())
+    return [r[0] for r in rows]
 
 
 def _check_study(study, cfg: StudyConfig, blocks: list[np.ndarray], panel: Panel) -> None:

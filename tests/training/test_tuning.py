@@ -20,7 +20,8 @@ from features.ingest import validate
 from features.panel import build_panel
 from models import LightGBMForecaster
 from tests.conftest import synthetic_incidents, write_config
-from training.tuning import best_spec, fold_blocks, study_name, tune
+from training.tuning import (_fail_stale_trials, _storage, _trials_with_heartbeat, best_spec, fold_blocks,
+                             study_name, tune)
 
 TUNE = """
 [tune]
@@ -132,28 +133,38 @@ def test_an_interrupted_study_resumes_where_it_stopped(tmp_path):
     cfg = load_config(path)
     exe = Path(sys.executable).with_name("hotspot")
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
-    proc = subprocess.Popen([str(exe), "tune", "--config", str(path), "--out", str(tmp_path / "out")], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     storage = cfg.tune.storage
-    deadline = time.time() + 240
-    done = 0
-    while time.time() < deadline:
-        time.sleep(0.5)
-        try:
-            study = optuna.load_study(study_name=study_name(cfg), storage=storage)
-            done = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
-            # a trial that has drawn its parameters (killed before that, it has nothing to retry)
-            running = [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING and t.params]
-        except Exception:
-            continue
-        if done >= 2 and running:
+
+    def kill_mid_trial() -> list:
+        """Start `hotspot tune`, SIGKILL it while a trial that has drawn its parameters and beaten its heartbeat
+        runs; return the trials the kill left RUNNING among those seen beating."""
+        proc = subprocess.Popen([str(exe), "tune", "--config", str(path), "--out", str(tmp_path / "out")],
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline, done, beating = time.time() + 240, 0, set()
+        while time.time() < deadline:
+            time.sleep(0.5)
+            try:
+                study = optuna.load_study(study_name=study_name(cfg), storage=storage)
+                done = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+                running = {t._trial_id for t in study.trials if t.state == optuna.trial.TrialState.RUNNING and t.params}
+                beating = running & set(_trials_with_heartbeat(study._storage, study._study_id))
+            except Exception:
+                continue
+            if done >= 2 and beating:  # a trial killed before its first beat: the test below
+                break
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert done >= 2, "the study never got going"
+        study = optuna.load_study(study_name=study_name(cfg), storage=storage)
+        return [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING and t._trial_id in beating]
+
+    # the kill can land between two trials (the one seen just finished); then there is nothing to resume: again
+    for attempt in range(1, 5):
+        killed = kill_mid_trial()
+        if killed:
             break
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert done >= 2, "the study never got going"
-    study = optuna.load_study(study_name=study_name(cfg), storage=storage)
-    killed = [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
     assert len(killed) == 1
+    study = optuna.load_study(study_name=study_name(cfg), storage=storage)
     time.sleep(2.5)  # longer than the grace period (2 heartbeats)
     total = len(study.trials) + 2
     result = subprocess.run([str(exe), "tune", "--config", str(path), "--trials", str(total), "--out",
@@ -173,7 +184,51 @@ def test_an_interrupted_study_resumes_where_it_stopped(tmp_path):
     mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
     tune_runs = mlflow.search_runs(experiment_names=["synthetic"], filter_string="tags.step = 'tune'")
     trial_runs = mlflow.search_runs(experiment_names=["synthetic"], filter_string="tags.step = 'tune_trial'")
-    assert len(tune_runs) == 2
+    assert len(tune_runs) == attempt + 1
     assert len(trial_runs) >= finished
     assert set(trial_runs["tags.mlflow.parentRunId"]) <= set(tune_runs["run_id"])
     assert {"pruned", "complete"} >= set(trial_runs["tags.state"])
+
+
+def test_a_trial_killed_before_its_first_heartbeat_is_failed_and_retried(tmp_path):
+    """Optuna never calls a trial without a heartbeat stale; ours fails it once it is clearly dead."""
+    import sqlite3
+
+    cfg = load_config(tuned_config(tmp_path))
+    study = optuna.create_study(study_name="orphans", storage=_storage(cfg))
+    orphan = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})  # never beats: no heartbeat thread
+    fresh = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    assert _fail_stale_trials(study) == []  # both too young to call dead
+    db = sqlite3.connect(tmp_path / "optuna.db")
+    db.execute("UPDATE trials SET datetime_start = datetime('now', 'localtime', '-10 minutes') WHERE trial_id = ?",
+               (orphan._trial_id,))
+    db.commit()
+    db.close()
+    assert _fail_stale_trials(study) == [orphan._trial_id]
+    states = {t.number: t.state for t in study.trials}
+    assert states[orphan.number] == optuna.trial.TrialState.FAIL
+    assert states[fresh.number] == optuna.trial.TrialState.RUNNING
+    retry = [t for t in study.trials if t.system_attrs.get("failed_trial") == orphan.number]
+    assert len(retry) == 1 and retry[0].state == optuna.trial.TrialState.WAITING
+    assert retry[0].params == orphan.params
+
+
+def test_a_heartbeat_survives_a_busy_database(tmp_path, monkeypatch):
+    """A beat that meets "database is locked" is retried; the heartbeat thread does not die."""
+    cfg = load_config(tuned_config(tmp_path))
+    storage = _storage(cfg)
+    study = optuna.create_study(study_name="busy", storage=storage)
+    trial = study.ask()
+    real = optuna.storages.RDBStorage.record_heartbeat
+    failures = {"left": 3}
+
+    def flaky(self, trial_id):
+        if failures["left"]:
+            failures["left"] -= 1
+            raise optuna.exceptions.StorageInternalError("database is locked")
+        return real(self, trial_id)
+
+    monkeypatch.setattr(optuna.storages.RDBStorage, "record_heartbeat", flaky)
+    storage.record_heartbeat(trial._trial_id)
+    assert failures["left"] == 0
+    assert _trials_with_heartbeat(storage, study._study_id) == [trial._trial_id]
