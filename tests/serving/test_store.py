@@ -84,7 +84,9 @@ def test_readers_never_see_part_of_a_publication(store):
     try:
         store.publish("area", WEEK, forecast_metadata(), make_cells(6000, seed=2), new_version=True,
                       on_cells_written=lambda n: time.sleep(0.2))  # slow, chunked writes
-        time.sleep(0.2)
+        deadline = time.monotonic() + 10  # let the reader see the committed version (it is slow on a busy machine)
+        while not any(v == 2 for v, _, _ in seen[-50:]) and time.monotonic() < deadline:
+            time.sleep(0.05)
     finally:
         stop.set()
         reader.join(10)
