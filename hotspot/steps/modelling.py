@@ -1,0 +1,283 @@
+"""Model steps: train, tune, promote, roll back, backtest and forecast with the champion."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from features.config import StudyConfig
+from features.errors import HotspotError
+from hotspot.steps.common import (
+    Prepared,
+    console,
+    log_feature_table,
+    prepare,
+)
+from training import tracking
+from training.backtest import (
+    BacktestResult,
+    forecast_periods,
+    make_models,
+    run_backtest,
+    write_backtest,
+)
+
+
+def model_from_params(cfg: StudyConfig, params: str = "auto"):
+    """The forecaster `hotspot train` fits: the tuned study's best spec ('study', or 'auto' when a study exists),
+    else the config's own parameters ('config'). Returns (forecaster, where its parameters came from)."""
+    from models import LightGBMForecaster
+    from training.backtest import lightgbm_from_config
+    from training.tuning import best_spec
+
+    if params not in ("auto", "study", "config"):
+        raise ValueError(f"--params must be auto, study or config, not {params!r}")
+    found = best_spec(cfg) if params != "config" else None
+    if params == "study" and found is None:
+        raise HotspotError(f"no tuned study for this config in {cfg.tune.storage}; run `hotspot tune --config "
+                           f"{cfg.source_path}` first or use --params config")
+    if found:
+        spec, name = found
+        # train with the config's share of empty cell-periods (tuning may have used a smaller one to save time)
+        spec = {**spec, "zero_row_fraction": cfg.model.lightgbm.zero_row_fraction}
+        return LightGBMForecaster.from_spec(spec), f"study:{name}"
+    return lightgbm_from_config(cfg), "config"
+
+
+def train_step(cfg: StudyConfig, prepared: Prepared | None = None, params: str = "auto"):
+    """Fit LightGBM on all observed periods (tuned parameters when a study exists), log it with its signature,
+    spec and feature list, and register it."""
+    from training.registry import log_and_register
+
+    prepared = prepared or prepare(cfg)
+    panel = prepared.panel
+    model, source = model_from_params(cfg, params)
+    with tracking.step_run(cfg, "train", prepared.incidents.fingerprint):
+        import mlflow
+
+        with console.status(f"fitting LightGBM ({model.objective}, parameters from {source})", spinner="dots"):
+            start = time.perf_counter()
+            model.fit(panel)
+            fit_s = time.perf_counter() - start
+        first, last = model.train_periods_
+        start_t, end_t = model.training_window(panel)
+        mlflow.log_params({"train_first_period": str(first.date()), "train_last_period": str(last.date()),
+                           "params_source": source, **{f"model_spec.{k}": v for k, v in tracking.flatten(
+                               "", {"params": model.params, "num_boost_round": model.num_boost_round,
+                                    "train_periods": model.train_periods}).items()}})
+        mlflow.log_metrics({"fit_s": fit_s, "train_rows": (end_t - start_t) * panel.grid.n_cells})
+        log_feature_table(panel)
+        ref = log_and_register(cfg, model, panel, params_source=source)
+    return model, ref
+
+
+def tune_step(cfg: StudyConfig, trials: int | None = None, before: str | None = None,
+              prepared: Prepared | None = None, out_dir: Path | None = None):
+    """Run or resume the Optuna study; each trial a nested MLflow run; the best spec saved with the study."""
+    import mlflow
+
+    from training.tuning import fold_blocks, study_name, tune
+
+    prepared = prepared or prepare(cfg)
+    panel = prepared.panel
+    blocks = fold_blocks(panel, cfg, before)
+    trials = trials or cfg.tune.trials
+    out_dir = out_dir or Path("outputs") / cfg.area.name / "tune"
+    with tracking.step_run(cfg, "tune", prepared.incidents.fingerprint, run_name=f"tune {study_name(cfg)}"):
+        mlflow.log_params({"study_name": study_name(cfg), "trials_target": trials,
+                           "folds": ",".join(f"{panel.period_starts[b[0]].date()}+{len(b)}" for b in blocks)})
+
+        def log_trial(trial, spec: dict, fold_scores: list) -> None:
+            # every tag at creation: a run cut off by a kill while logging is still found and labelled
+            state = "pruned" if len(fold_scores) < len(blocks) else "complete"
+            with mlflow.start_run(run_name=f"trial {trial.number}", nested=True,
+                                  tags={"step": "tune_trial", "study": study_name(cfg), "state": state}):
+                mlflow.log_params({"trial": trial.number, **tracking.flatten("", {
+                    "params": spec["params"], "num_boost_round": spec["num_boost_round"],
+                    "train_periods": spec["train_periods"]})})
+                for k, scores in enumerate(fold_scores):
+                    mlflow.log_metrics({m.replace("@", "_at_").replace("%", "pct"): v for m, v in scores.items()
+                                        if np.isfinite(v)}, step=k)
+
+        with Progress(TextColumn("[bold]tune[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=console) as progress:
+            task = progress.add_task(study_name(cfg), total=trials)
+
+            def on_trial(trial) -> None:
+                progress.advance(task)
+
+            result = tune(cfg, panel, trials, before, on_trial=on_trial, log_trial=log_trial)
+        table = result.study.trials_dataframe(attrs=("number", "value", "state", "params", "duration"))
+        out_dir.mkdir(parents=True, exist_ok=True)
+        paths = {"trials": out_dir / "trials.csv", "best": out_dir / "best_spec.json"}
+        table.to_csv(paths["trials"], index=False)
+        paths["best"].write_text(json.dumps({"study": study_name(cfg), "metric": cfg.tune.metric,
+                                             "best_value": result.best_value, "spec": result.best_spec}, indent=2))
+        paths["plot"] = plot_study(result.study, cfg.tune.metric, out_dir / "tuning_history.png")
+        mlflow.log_metrics({"best_value": result.best_value, "tune_s": result.seconds,
+                            "trials_run": result.trials_run, "trials_total": len(table),
+                            "trials_pruned": int((table["state"] == "PRUNED").sum())})
+        for path in paths.values():
+            mlflow.log_artifact(str(path), "tune")
+    return result, paths
+
+
+def plot_study(study, metric: str, path: Path) -> Path:
+    """Each finished trial's score and the best so far, pruned trials marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    frame = study.trials_dataframe(attrs=("number", "value", "state"))
+    done = frame[frame["state"] == "COMPLETE"]
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.plot(done["number"], done["value"], "o", label="completed trial")
+    best = done["value"].cummax() if study.direction.name == "MAXIMIZE" else done["value"].cummin()
+    ax.step(done["number"], best, where="post", label="best so far")
+    pruned = frame[frame["state"] == "PRUNED"]
+    if len(pruned):
+        ax.plot(pruned["number"], [done["value"].min()] * len(pruned), "x", color="grey", label="pruned")
+    ax.set_xlabel("trial")
+    ax.set_ylabel(f"{metric}, mean over the fold weeks")
+    ax.legend(loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def promote_step(cfg: StudyConfig, version: str, weeks: int | None = None, end: str | None = None,
+                 prepared: Prepared | None = None):
+    """Judge a registered version against the champion on the same backtest weeks; move the alias if it wins."""
+    from training.promotion import promote
+
+    prepared = prepared or prepare(cfg)
+    panel = prepared.panel
+    periods = forecast_periods(panel, weeks or cfg.promotion.weeks or cfg.backtest.weeks, end)
+    with Progress(TextColumn("[bold]backtest[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=True) as progress:
+        tasks: dict[str, int] = {}
+
+        def step(name: str, done: int) -> None:
+            if name not in tasks:
+                tasks[name] = progress.add_task(name, total=len(periods))
+            progress.update(tasks[name], completed=done)
+
+        decision = promote(cfg, panel, prepared.incidents.fingerprint, version, periods, on_step=step)
+    with tracking.step_run(cfg, "promote", prepared.incidents.fingerprint, run_name=f"promote v{version}"):
+        import mlflow
+
+        mlflow.set_tags({"model_version": version, "decision": "promoted" if decision.promoted else "refused"})
+        mlflow.log_params({"candidate": version, "champion_before": decision.champion or "none",
+                           "promotion_metric": decision.metric, "promotion_margin": decision.margin,
+                           "weeks": len(decision.weeks)})
+        if decision.candidate_score is not None:
+            mlflow.log_metrics({"candidate_score": decision.candidate_score,
+                                "champion_score": decision.champion_score})
+        mlflow.log_dict(decision.to_dict(), "promotion/decision.json")
+    return decision
+
+
+def rollback_step(cfg: StudyConfig, to: str | None = None, why: str = "") -> tuple[str, str]:
+    """Move the champion alias back (to the previous champion, or to version `to`) and log why."""
+    from training.promotion import rollback
+
+    before, after = rollback(cfg, to, why)
+    with tracking.step_run(cfg, "rollback", "", run_name=f"rollback v{before} -> v{after}"):
+        import mlflow
+
+        mlflow.set_tags({"model_version": after, "from_version": before})
+        mlflow.log_params({"from_version": before, "to_version": after, "why": why or "(none given)"})
+    return before, after
+
+
+def backtest_step(cfg: StudyConfig, model_names: list[str], weeks: int, end: str | None, out_dir: Path,
+                  refit_every: int | None = None, prepared: Prepared | None = None,
+                  ablation: bool = False) -> tuple[BacktestResult, dict]:
+    """Rolling weekly backtest of the named models (or the family ablation); writes the contract files and logs
+    them to MLflow."""
+    from training.ablation import reference_baselines, run_ablation, write_ablation
+
+    prepared = prepared or prepare(cfg)
+    panel = prepared.panel
+    periods = forecast_periods(panel, weeks, end)
+    refit = refit_every or cfg.backtest.refit_every
+    names = (["lightgbm"] + [f"lightgbm-no_{f}" for f in sorted(set(panel.feature_families.values()))]
+             + reference_baselines(cfg)) if ablation else None
+    models = None if ablation else make_models(cfg, model_names)
+    with Progress(TextColumn("[bold]backtest[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=False) as progress:
+        tasks = {n: progress.add_task(n, total=len(periods)) for n in (names or [m.name for m in models])}
+        step = lambda name, done: progress.update(tasks[name], completed=done)  # noqa: E731
+        if ablation:
+            abl = run_ablation(cfg, panel, periods, refit, on_step=step)
+            result = abl.backtest
+        else:
+            result = run_backtest(panel, models, periods, refit, cfg.backtest.coverages, on_step=step)
+    result.metrics["target_offenses"] = cfg.model.target_offenses or list(panel.groups)
+    result.metrics["demographics_as_features"] = cfg.features.demographics_as_features
+    paths = write_backtest(result, out_dir)
+    from training.report import accuracy_report, write_report
+
+    report = accuracy_report(result.predictions, cfg.backtest.coverages, reference="lightgbm")
+    targets_text = ", ".join(result.metrics["target_offenses"])
+    paths.update(write_report(report, result.predictions, out_dir,
+                              f"Accuracy report: {cfg.area.name} ({targets_text})"))
+    if ablation:
+        paths.update(write_ablation(abl, out_dir, f"{cfg.area.name} ({targets_text})"))
+    with tracking.step_run(cfg, "backtest", prepared.incidents.fingerprint):
+        import mlflow
+
+        mlflow.log_params({"backtest_models": ",".join(result.metrics["models"])[:500], "backtest_weeks": weeks,
+                           "backtest_end": end or "end of data", "backtest_first_week": result.metrics["weeks"][0],
+                           "backtest_last_week": result.metrics["weeks"][-1], "refit_every_used": refit,
+                           "ablation": ablation})
+        for name, m in result.metrics["models"].items():
+            mlflow.log_metrics({f"{name}.{k.replace('@', '_at_').replace('%', 'pct')}": v
+                                for k, v in m["mean"].items() if pd.notna(v)})
+            mlflow.log_metric(f"{name}.fit_predict_s", result.seconds[name])
+        log_feature_table(panel)
+        for path in paths.values():
+            mlflow.log_artifact(str(path), "backtest")
+    return result, paths
+
+
+def champion_forecast(cfg: StudyConfig, week: str, prepared: Prepared):
+    """The champion's forecast of one period (cells with risk, rank, percentile, reasons) and its provenance."""
+    from training.forecast import forecast_cells
+    from training.registry import load_champion
+
+    panel = prepared.panel
+    t = panel.period_index(week)
+    model, ref = load_champion(cfg)
+    cells = forecast_cells(panel, model, t)
+    metadata = {"period_start": str(panel.period_starts[t].date()), "model": ref.name,
+                "model_version": ref.version, "model_run_id": ref.run_id,
+                "data_fingerprint": prepared.incidents.fingerprint, "code_version": tracking.code_version(),
+                "area": cfg.area.name, "cell_size_m": panel.grid.cell_size_m,
+                "retrospective": bool(t < panel.n_periods),
+                "note": "Risk is the expected count of recorded incidents in the period; recorded incidents are "
+                        "policing data, not ground truth."}
+    return cells, metadata, ref
+
+
+def forecast_step(cfg: StudyConfig, week: str, out: Path, prepared: Prepared | None = None):
+    """Forecast one period with the champion model and write it as GeoJSON."""
+    from training.forecast import write_geojson
+
+    prepared = prepared or prepare(cfg)
+    cells, metadata, ref = champion_forecast(cfg, week, prepared)
+    write_geojson(cells, out, metadata)
+    with tracking.step_run(cfg, "forecast", prepared.incidents.fingerprint):
+        import mlflow
+
+        mlflow.log_params({"forecast_week": metadata["period_start"], "model_version": ref.version})
+        mlflow.log_metrics({"expected_incidents": float(cells["risk"].sum()), "cells": len(cells)})
+        mlflow.log_artifact(str(out), "forecast")
+    return cells, metadata
