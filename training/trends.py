@@ -32,6 +32,7 @@ from features.config import StudyConfig
 from features.errors import InputError
 from features.grid import Grid
 from features.panel import Panel
+from training.disclosure import Relations, complementary_suppression
 
 ALL_GROUPS = "All offences"
 WHOLE_AREA = "Whole area"
@@ -299,8 +300,9 @@ def _sources(col: str, columns: list[str]) -> list[str] | None:
     return None
 
 
-def _suppress_frame(frame: pd.DataFrame, k: int) -> pd.DataFrame:
-    """Counts below k become '< k'; a rate or change computed from a suppressed count is withheld."""
+def _suppress_frame(frame: pd.DataFrame, k: int, also: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
+    """Counts below k, and those in `also` (complementary suppressions), become '< k'; a rate or change computed
+    from a suppressed count is withheld."""
     out = frame.copy()
     columns = list(out.columns)
     count_cols = [c for c in columns if COUNT_COLUMNS.match(c) and "rate_per_1000" not in c]
@@ -308,6 +310,8 @@ def _suppress_frame(frame: pd.DataFrame, k: int) -> pd.DataFrame:
     for col in count_cols:
         values = pd.to_numeric(out[col], errors="coerce")
         hide = values.notna() & (values < k)
+        if also is not None and col in also:
+            hide |= pd.Series(also[col], index=out.index) & values.notna()
         hidden[col] = hide
         shown = values.astype(object).where(values.isna(), values.fillna(0).astype(np.int64).astype(object))
         out[col] = shown.where(~hide, f"< {k}").where(values.notna() | hide, None)
@@ -325,12 +329,138 @@ def _suppress_frame(frame: pd.DataFrame, k: int) -> pd.DataFrame:
 
 
 def suppress(trends: Trends, k: int) -> Trends:
-    """The public view of already aggregated trends: small-count suppression on every published table."""
+    """The public view of already aggregated trends: small-count suppression on every published table, and
+    complementary suppression so that no hidden count can be recovered from the totals (training.disclosure)."""
+    also, extra_hidden = _complementary(trends, k)
     meta = {**trends.meta, "view": "public", "min_count_k": k,
-            "suppression": f"counts below {k} are shown as '< {k}'; rates and changes built on them are withheld"}
-    return Trends(_suppress_frame(trends.weekly, k), _suppress_frame(trends.yearly, k),
-                  _suppress_frame(trends.change, k), _suppress_frame(trends.cells, k),
-                  None if trends.areas is None else _suppress_frame(trends.areas, k), meta)
+            "suppression": (f"counts below {k} are shown as '< {k}', and so are as many others as needed so that "
+                            "none can be worked out from a total (complementary suppression); rates and changes "
+                            "built on a hidden count are withheld"),
+            "complementary_suppressions": extra_hidden}
+    return Trends(_suppress_frame(trends.weekly, k, also.get("weekly")),
+                  _suppress_frame(trends.yearly, k, also.get("yearly")),
+                  _suppress_frame(trends.change, k, also.get("change")),
+                  _suppress_frame(trends.cells, k, also.get("cells")),
+                  None if trends.areas is None else _suppress_frame(trends.areas, k, also.get("areas")), meta)
+
+
+def published_relations(trends: Trends) -> tuple[np.ndarray, dict[tuple[str, str], slice], Relations]:
+    """Every published count of the trend tables in one flat vector (values, where each table column lies in it)
+    and the additive relations among them: offence groups add up to all offences, area units to the whole area
+    (conservatively: cells outside every unit are treated as known), weeks to their year and to the change
+    windows, and public blocks to the whole area."""
+    meta = trends.meta
+    groups, areas = list(meta["groups"]), list(meta["areas"])
+    G, U = len(groups), len(areas)
+    recent = meta["recent_weeks"]
+    pieces: list[np.ndarray] = []
+    where: dict[tuple[str, str], slice] = {}
+    offset = 0
+
+    def take(name: str, frame: pd.DataFrame, col: str) -> np.ndarray | None:
+        """Positions of a column's rows in the flat vector (None when the column is not fully published)."""
+        nonlocal offset
+        if col not in frame.columns:
+            return None
+        values = pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype=float)
+        if np.isnan(values).any():
+            return None
+        pieces.append(values)
+        where[(name, col)] = slice(offset, offset + len(values))
+        offset += len(values)
+        return np.arange(where[(name, col)].start, where[(name, col)].stop)
+
+    def grid_of(frame: pd.DataFrame, pos: np.ndarray, key: str) -> tuple[np.ndarray, list]:
+        """Positions arranged as (key value, area, group)."""
+        keys = sorted(frame[key].unique())
+        k = pd.Categorical(frame[key], categories=keys).codes
+        u = pd.Categorical(frame["area"], categories=areas).codes
+        g = pd.Categorical(frame["group"], categories=groups).codes
+        out = np.full((len(keys), U, G), -1, dtype=np.int64)
+        out[k, u, g] = pos
+        if (out < 0).any():
+            raise RuntimeError(f"trend table by {key} is not complete")  # built here, so a bug if it happens
+        return out, keys
+
+    relations = Relations()
+    wpos = take("weekly", trends.weekly, "count")
+    ypos = take("yearly", trends.yearly, "count")
+    weekly, weeks = grid_of(trends.weekly, wpos, "period_start")
+    yearly, years = grid_of(trends.yearly, ypos, "year")
+    week_years = np.array([pd.Timestamp(w).year for w in weeks])
+    T = len(weeks)
+    change_cols = {"last_52w": (T - 52, T), "previous_52w": (T - 104, T - 52), f"last_{recent}w": (T - recent, T),
+                   f"same_{recent}w_year_before": (T - 52 - recent, T - 52)}
+    change: dict[str, np.ndarray] = {}
+    ch = trends.change.reset_index(drop=True)
+    cu = pd.Categorical(ch["area"], categories=areas).codes
+    cg = pd.Categorical(ch["group"], categories=groups).codes
+    for col in change_cols:
+        pos = take("change", ch, col)
+        if pos is not None:
+            change[col] = np.full((U, G), -1, dtype=np.int64)
+            change[col][cu, cg] = pos
+
+    # offence groups -> all offences (the last group), and area units -> the whole area (the first area)
+    for table in (weekly, yearly, *[c[None] for c in change.values()]):
+        relations.add(table.reshape(-1, G))
+        if U > 1:
+            relations.add(table.transpose(0, 2, 1).reshape(-1, U))
+    # weeks -> their calendar year, and weeks -> each change window
+    for y, year in enumerate(years):
+        sel = weekly[week_years == year]  # (weeks, U, G)
+        relations.add(np.concatenate([sel.reshape(len(sel), -1).T, yearly[y].reshape(-1, 1)], axis=1))
+    for col, (lo, hi) in change_cols.items():
+        if col in change and lo >= 0:
+            window = weekly[lo:hi]
+            relations.add(np.concatenate([window.reshape(len(window), -1).T, change[col].reshape(-1, 1)], axis=1))
+    # public blocks (or cells) -> the whole area
+    cells = trends.cells.reset_index(drop=True)
+    for y, year in enumerate(years):
+        pos = take("cells", cells, f"count_{year}")
+        if pos is not None:
+            relations.add(np.r_[pos, yearly[y, 0, G - 1]])
+    block_groups = []
+    for g, group in enumerate(groups):
+        pos = take("cells", cells, f"last_52w_{slug(group)}")
+        block_groups.append(pos)
+        if pos is not None and "last_52w" in change:
+            relations.add(np.r_[pos, change["last_52w"][0, g]])
+    if all(p is not None for p in block_groups):
+        relations.add(np.stack(block_groups, axis=1))
+    pos = take("cells", cells, "previous_52w_all_offences")
+    if pos is not None and "previous_52w" in change:
+        relations.add(np.r_[pos, change["previous_52w"][0, G - 1]])
+    values = np.concatenate(pieces) if pieces else np.zeros(0)
+    return values, where, relations
+
+
+def _complementary(trends: Trends, k: int) -> tuple[dict[str, dict[str, np.ndarray]], int]:
+    """Per table and column, the counts to hide besides those below k; and how many there are."""
+    values, where, relations = published_relations(trends)
+    primary = values < k
+    final = complementary_suppression(values, primary, relations)
+    extra = final & ~primary
+    also: dict[str, dict[str, np.ndarray]] = {}
+    for (name, col), span in where.items():
+        also.setdefault(name, {})[col] = extra[span]
+    if trends.areas is not None:  # the area layer repeats the all-offences rows of the yearly and change tables
+        final_of = {key: final[span] for key, span in where.items()}
+        rows = {"areas": {}}
+        all_rows = trends.change["group"] == ALL_GROUPS
+        for col in [c for c in trends.areas.columns if ("change", c) in final_of]:
+            by_area = pd.Series(final_of[("change", col)][all_rows.to_numpy()],
+                                index=trends.change.loc[all_rows, "area"].to_numpy())
+            rows["areas"][col] = trends.areas["area"].map(by_area).fillna(False).to_numpy(dtype=bool)
+        yearly_all = (trends.yearly["group"] == ALL_GROUPS).to_numpy()
+        for col in [c for c in trends.areas.columns if re.fullmatch(r"count_\d{4}", c)]:
+            if ("yearly", "count") not in final_of:
+                continue
+            sel = yearly_all & (trends.yearly["year"] == int(col[6:])).to_numpy()
+            by_area = pd.Series(final_of[("yearly", "count")][sel], index=trends.yearly.loc[sel, "area"].to_numpy())
+            rows["areas"][col] = trends.areas["area"].map(by_area).fillna(False).to_numpy(dtype=bool)
+        also["areas"] = rows["areas"]
+    return also, int(extra.sum())
 
 
 # --- plots ----------------------------------------------------------------------------------------------------------

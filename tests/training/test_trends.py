@@ -129,3 +129,47 @@ def test_missing_areas_column_is_a_clear_error(tmp_path):
     panel = prepare(cfg, quiet=True).panel
     with pytest.raises(Exception, match="no column 'nope'"):
         compute_trends(cfg, panel)
+
+
+def test_no_hidden_count_can_be_worked_out_from_a_total(area):
+    """Complementary suppression: in every published sum (groups -> all offences, units -> whole area, weeks ->
+    year) either nothing is hidden or at least two members are, so no hidden count is a difference of shown ones."""
+    cfg, panel = area
+    public = compute_trends(cfg, panel, public=True)
+    assert public.meta["complementary_suppressions"] > 0  # primary suppression alone would have leaked here
+    weekly = public.weekly.assign(hidden=public.weekly["count"] == "< 5",
+                                  year=pd.to_datetime(public.weekly["period_start"]).dt.year)
+    yearly = public.yearly.assign(hidden=public.yearly["count"] == "< 5")
+    by_groups = weekly.groupby(["period_start", "area"])["hidden"].sum()
+    by_areas = weekly.groupby(["period_start", "group"])["hidden"].sum()
+    assert (by_groups != 1).all() and (by_areas != 1).all()
+    assert (yearly.groupby(["year", "area"])["hidden"].sum() != 1).all()
+    weeks = weekly.groupby(["area", "group", "year"])["hidden"].sum()
+    years = yearly.set_index(["area", "group", "year"])["hidden"]
+    assert ((weeks + years.reindex(weeks.index).astype(int)) != 1).all()
+    # every value shown is the true count; every suppressed one was hidden for a reason
+    full = compute_trends(cfg, panel, public=False)
+    shown = public.weekly["count"] != "< 5"
+    assert (public.weekly.loc[shown, "count"].astype(int) == full.weekly.loc[shown, "count"]).all()
+    assert (full.weekly.loc[~shown, "count"] >= 0).all()
+    # a rate is never shown beside a hidden count (it would give the count away)
+    assert public.weekly.loc[~shown, "rate_per_1000"].isna().all()
+
+
+def test_complementary_suppression_hides_the_smallest_partner():
+    from training.disclosure import Relations, complementary_suppression, single_hidden_relations
+
+    # two rows of three groups with their totals: [a, b, c, total]
+    values = np.array([2, 9, 30, 41, 7, 8, 20, 35])
+    relations = Relations()
+    relations.add(np.array([[0, 1, 2, 3], [4, 5, 6, 7]]))
+    primary = values < 5  # only the 2
+    assert single_hidden_relations(primary, relations) == 1
+    final = complementary_suppression(values, primary, relations)
+    assert final.tolist() == [True, True, False, False, False, False, False, False]  # 9 goes with the 2
+    assert single_hidden_relations(final, relations) == 0
+    # a column relation across the rows makes the second row give way too
+    relations.add(np.array([[0, 4], [1, 5]]))
+    final = complementary_suppression(values, primary, relations)
+    assert single_hidden_relations(final, relations) == 0
+    assert final[[0, 1, 4, 5]].all() and not final[[2, 3, 6, 7]].any()
