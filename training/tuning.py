@@ -132,8 +132,8 @@ def tune(cfg: StudyConfig, panel: Panel, n_trials: int | None = None, before: st
     _check_study(study, cfg, blocks, panel)
     _fail_stale_trials(study)  # a killed run's trials: failed, and queued again with the same parameters
     finished = [t for t in study.trials if t.state.is_finished() and t.state != optuna.trial.TrialState.FAIL]
-    if not study.trials:
-        study.enqueue_trial({}, user_attrs={"from": "config"})
+    remaining = max(0, n_trials - len(finished))
+    _enqueue_first_trials(study, tc.objectives, remaining)
 
     def objective(trial) -> float:
         spec = base_spec(cfg) if trial.user_attrs.get("from") == "config" else suggest_spec(trial, cfg)
@@ -157,7 +157,6 @@ def tune(cfg: StudyConfig, panel: Panel, n_trials: int | None = None, before: st
                 log_trial(trial, spec, fold_scores)
 
     start = time.perf_counter()
-    remaining = max(0, n_trials - len(finished))
     callbacks = [lambda study, trial: on_trial(trial)] if on_trial else []
     if remaining:
         study.optimize(objective, n_trials=remaining, timeout=tc.timeout_s, callbacks=callbacks, catch=())
@@ -170,6 +169,27 @@ def tune(cfg: StudyConfig, panel: Panel, n_trials: int | None = None, before: st
     study.set_user_attr("best_trial", best.number)
     study.set_user_attr("metric", metric)
     return TuneResult(study, best_spec, float(best.value), remaining, time.perf_counter() - start)
+
+
+def _enqueue_first_trials(study, objectives: list[str], slots: int) -> None:
+    """A new study starts with the config's own model; then each searched objective gets one trial of its own
+    (other parameters sampled): TPE alone, after a good first Poisson trial, rarely goes back to a ranking
+    objective. Only as many are queued as this run has trials left; a later run queues the rest."""
+    import optuna
+
+    waiting = [t for t in study.trials if t.state == optuna.trial.TrialState.WAITING]
+    slots -= len(waiting)
+    if not study.trials and slots > 0:
+        study.enqueue_trial({}, user_attrs={"from": "config"})
+        slots -= 1
+    covered = ({t.params.get("objective") for t in study.trials}
+               | {t.system_attrs.get("fixed_params", {}).get("objective") for t in waiting})
+    for objective in objectives:
+        if slots <= 0:
+            break
+        if objective not in covered:
+            study.enqueue_trial({"objective": objective}, user_attrs={"from": f"objective {objective}"})
+            slots -= 1
 
 
 def _storage(cfg: StudyConfig):

@@ -75,10 +75,13 @@ def test_study_is_stored_starts_from_the_config_and_resumes(synthetic):
     assert trials[0].user_attrs["from"] == "config"  # the config's own model is always trial 0
     assert trials[0].user_attrs["spec"]["params"]["objective"] == "poisson"
     assert all(t.params["objective"] in ("poisson", "tweedie", "lambdarank") for t in trials[1:])
+    # every searched objective gets a trial of its own right after the config's
+    assert [t.params["objective"] for t in trials[1:3]] == ["poisson", "tweedie"]
     # resuming to the same total runs nothing; to a larger total runs only the rest
     assert tune(cfg, panel, 3).trials_run == 0
     again = tune(cfg, panel, 5)
     assert again.trials_run == 2 and len(again.study.trials) == 5
+    assert again.study.trials[3].params["objective"] == "lambdarank"
     spec, name = best_spec(cfg)
     assert name == study_name(cfg) == "synthetic-lightgbm-all"
     assert spec == again.best_spec
