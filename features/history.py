@@ -38,6 +38,8 @@ class IngestReport:
     already_stored: int = 0  # appended rows whose record key was stored before (idempotent re-runs)
     late: int = 0
     late_periods: list[str] = field(default_factory=list)  # starts of the periods late rows fall in
+    after_data_end: int = 0  # added rows after `period.data_end`: stored, but outside the panel until it moves
+    data_end: str | None = None
     by_source: dict[str, dict[str, int]] = field(default_factory=dict)
     quarantine: pd.DataFrame | None = None
     fingerprint: str = ""
@@ -45,6 +47,7 @@ class IngestReport:
     def as_dict(self) -> dict:
         return {"history": str(self.path), "rows_stored": self.rows_stored, "added": self.added,
                 "already_stored": self.already_stored, "late": self.late, "late_periods": self.late_periods,
+                "after_data_end": self.after_data_end, "data_end": self.data_end,
                 "by_source": self.by_source, "fingerprint": self.fingerprint}
 
 
@@ -115,6 +118,19 @@ def _stamp(rows: pd.DataFrame, late: np.ndarray | bool = False) -> pd.DataFrame:
     return rows
 
 
+def _data_end(cfg: StudyConfig) -> str | None:
+    return str(cfg.period.data_end) if cfg.period.data_end else None
+
+
+def _after_data_end(cfg: StudyConfig, rows: pd.DataFrame) -> int:
+    """Rows that occurred after the config's fixed `period.data_end`: the panel stops there, so they are kept in the
+    history but reach no feature, model or forecast until `data_end` is raised or removed (said, never silent)."""
+    if not cfg.period.data_end or not len(rows):
+        return 0
+    end = pd.Timestamp(cfg.period.data_end) + pd.Timedelta(days=1)
+    return int((pd.to_datetime(rows["occurred_at"]) >= end).sum())
+
+
 def build(cfg: StudyConfig, today: date | None = None) -> IngestReport:
     """Build (or rebuild) the history from every configured source."""
     from features.ingest import read_sources
@@ -125,7 +141,8 @@ def build(cfg: StudyConfig, today: date | None = None) -> IngestReport:
     write_atomic(cfg, rows, path)
     return IngestReport(path=path, rows_stored=len(rows), added=len(rows),
                         by_source=_by_source(found.read_by_source, rows, found.quarantine),
-                        quarantine=found.quarantine, fingerprint=content_fingerprint(rows))
+                        quarantine=found.quarantine, fingerprint=content_fingerprint(rows),
+                        after_data_end=_after_data_end(cfg, rows), data_end=_data_end(cfg))
 
 
 def append(cfg: StudyConfig, file: Path, source: str | None = None, today: date | None = None) -> IngestReport:
@@ -165,6 +182,7 @@ def append(cfg: StudyConfig, file: Path, source: str | None = None, today: date 
     by_source[name]["already_stored"] = int(known.sum())
     return IngestReport(path=path, rows_stored=len(rows), added=len(fresh), already_stored=int(known.sum()),
                         late=int(late.sum()), late_periods=late_periods, by_source=by_source,
+                        after_data_end=_after_data_end(cfg, fresh), data_end=_data_end(cfg),
                         quarantine=found.quarantine, fingerprint=content_fingerprint(rows))
 
 

@@ -134,6 +134,10 @@ def ingest_cmd(
         if report.late:
             out.print(f"[yellow]{report.late:,} late rows[/] in past periods {', '.join(report.late_periods)}: "
                       "re-score the backtest weeks that include them")
+    if report.after_data_end:
+        out.print(f"[yellow]{report.after_data_end:,} rows occurred after period.data_end ({report.data_end})[/]: "
+                  f"they are stored, but no panel, model or forecast sees them until you raise or remove "
+                  f"period.data_end in {config}")
     _print_sources(report.by_source)
     out.print(f"quarantined rows with their reason: {Path(out_dir or _default_out(cfg, 'ingest')) / 'quarantine.csv'}")
 

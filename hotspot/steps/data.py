@@ -65,7 +65,7 @@ def ingest_step(cfg: StudyConfig, out_dir: Path, append: Path | None = None, sou
 
         mlflow.log_metrics({"rows_stored": report.rows_stored, "rows_added": report.added,
                             "rows_already_stored": report.already_stored, "rows_late": report.late,
-                            **source_metrics(report.by_source)})
+                            "rows_after_data_end": report.after_data_end, **source_metrics(report.by_source)})
         if report.late_periods:
             mlflow.set_tag("late_periods", ",".join(report.late_periods)[:5000])
         mlflow.log_artifact(str(q_path), "ingest")

@@ -203,3 +203,25 @@ def test_append_to_a_second_source_uses_its_mapping_and_skips_its_echoes(tmp_pat
     assert (stored["source"] == "b").sum() == len(b)
     with pytest.raises(HotspotError, match="--source 'c'"):
         history.append(cfg, tmp_path / "new_b.parquet", source="c")
+
+
+def test_rows_after_a_fixed_data_end_are_stored_and_said_not_silently_ignored(tmp_path, data):
+    """A config that fixes period.data_end keeps appended later weeks out of the panel: the append says so."""
+    weeks = _weekly(data)
+    end = (pd.Timestamp("2020-01-06") + pd.Timedelta(weeks=BASE_WEEKS) - pd.Timedelta(days=1)).date()
+    config = write_config(tmp_path / "inc", pd.concat(weeks[:BASE_WEEKS]), extra=f"[period]\ndata_end = {end}\n")
+    assert run_cli("ingest", "--config", str(config), cwd=tmp_path).returncode == 0
+    chunk = _write_chunk(tmp_path / "weekly", pd.concat(weeks[BASE_WEEKS - 1:BASE_WEEKS + 1]), "new.csv")
+    cfg = load_config(config)
+    before = _panel(cfg)[1]
+    appended = run_cli("ingest", "--config", str(config), "--append", str(chunk), "--out", str(tmp_path / "o"),
+                       cwd=tmp_path)
+    assert appended.returncode == 0, appended.stderr
+    after_end = len(weeks[BASE_WEEKS])
+    assert f"{after_end:,} rows occurred after period.data_end ({end})" in " ".join(appended.stdout.split())
+    summary = (tmp_path / "o" / "ingest.json").read_text()
+    assert f'"after_data_end": {after_end}' in summary
+    after = _panel(cfg)[1]
+    assert after.n_periods == before.n_periods  # the stored later week does not enter the panel
+    report = history.append(cfg, chunk)
+    assert report.added == 0 and report.after_data_end == 0  # nothing new the second time
