@@ -446,20 +446,20 @@ def _complementary(trends: Trends, k: int) -> tuple[dict[str, dict[str, np.ndarr
         also.setdefault(name, {})[col] = extra[span]
     if trends.areas is not None:  # the area layer repeats the all-offences rows of the yearly and change tables
         final_of = {key: final[span] for key, span in where.items()}
-        rows = {"areas": {}}
+        areas: dict[str, np.ndarray] = {}
         all_rows = trends.change["group"] == ALL_GROUPS
         for col in [c for c in trends.areas.columns if ("change", c) in final_of]:
             by_area = pd.Series(final_of[("change", col)][all_rows.to_numpy()],
                                 index=trends.change.loc[all_rows, "area"].to_numpy())
-            rows["areas"][col] = trends.areas["area"].map(by_area).fillna(False).to_numpy(dtype=bool)
+            areas[col] = trends.areas["area"].map(by_area).fillna(False).to_numpy(dtype=bool)
         yearly_all = (trends.yearly["group"] == ALL_GROUPS).to_numpy()
         for col in [c for c in trends.areas.columns if re.fullmatch(r"count_\d{4}", c)]:
             if ("yearly", "count") not in final_of:
                 continue
             sel = yearly_all & (trends.yearly["year"] == int(col[6:])).to_numpy()
             by_area = pd.Series(final_of[("yearly", "count")][sel], index=trends.yearly.loc[sel, "area"].to_numpy())
-            rows["areas"][col] = trends.areas["area"].map(by_area).fillna(False).to_numpy(dtype=bool)
-        also["areas"] = rows["areas"]
+            areas[col] = trends.areas["area"].map(by_area).fillna(False).to_numpy(dtype=bool)
+        also["areas"] = areas
     return also, int(extra.sum())
 
 
