@@ -4,7 +4,9 @@ weekly file can be appended without re-reading every source.
 Each row keeps its source, a `record_key` (a hash of the source's key column, else of the row's contents: the same
 file appended twice adds nothing), `ingested_at` and `late` (it arrived after its period had been observed, so the
 backtest weeks it falls in should be scored again). No personal field is stored. The file is only ever replaced
-whole (temporary file + os.replace): a failed ingest or append leaves the previous history byte for byte.
+whole (temporary file + os.replace): a failed ingest or append leaves the previous history byte for byte. A build or
+append holds `incidents.parquet.lock` from reading the stored rows to replacing them, so two appends at once keep
+both files' rows (the second waits for the first, up to HOTSPOT_LOCK_TIMEOUT_S; features.locking).
 
 When the history exists, features.ingest.validate reads it instead of the sources; the spatial checks (area, grid)
 run on the whole history each time, so appending week by week gives the same panel as one ingest of everything.
@@ -14,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -24,6 +25,7 @@ import pandas as pd
 
 from features.config import StudyConfig
 from features.errors import HotspotError, InputError
+from features.locking import locked, replace_atomically
 from features.sources import CANDIDATE_COLUMNS
 
 FILE_NAME = "incidents.parquet"
@@ -92,7 +94,8 @@ def load(cfg: StudyConfig) -> tuple[pd.DataFrame, str]:
 
 
 def write_atomic(cfg: StudyConfig, rows: pd.DataFrame, path: Path) -> None:
-    """Replace the history with `rows` in one step: a reader (or a crash) sees the old file or the new one."""
+    """Replace the history with `rows` in one step: a reader (or a crash) sees the old file or the new one. The
+    caller holds the history's lock (`locked(path)`) from reading what `rows` were made of."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -100,13 +103,7 @@ def write_atomic(cfg: StudyConfig, rows: pd.DataFrame, path: Path) -> None:
     table = pa.Table.from_pandas(rows[COLUMNS].reset_index(drop=True), preserve_index=False)
     meta = {**(table.schema.metadata or {}),
             b"hotspot": json.dumps({"mapping": mapping_signature(cfg), "area": cfg.area.name}).encode()}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        pq.write_table(table.replace_schema_metadata(meta), tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    replace_atomically(path, lambda tmp: pq.write_table(table.replace_schema_metadata(meta), tmp))
 
 
 def _stamp(rows: pd.DataFrame, late: np.ndarray | bool = False) -> pd.DataFrame:
@@ -135,10 +132,11 @@ def build(cfg: StudyConfig, today: date | None = None) -> IngestReport:
     """Build (or rebuild) the history from every configured source."""
     from features.ingest import read_sources
 
-    found = read_sources(cfg, today)
-    rows = _stamp(found.rows)
     path = history_file(cfg)
-    write_atomic(cfg, rows, path)
+    with locked(path, what="building the incident history"):
+        found = read_sources(cfg, today)
+        rows = _stamp(found.rows)
+        write_atomic(cfg, rows, path)
     return IngestReport(path=path, rows_stored=len(rows), added=len(rows),
                         by_source=_by_source(found.read_by_source, rows, found.quarantine),
                         quarantine=found.quarantine, fingerprint=content_fingerprint(rows),
@@ -158,32 +156,39 @@ def append(cfg: StudyConfig, file: Path, source: str | None = None, today: date 
     if name not in names:
         raise InputError(f"--source {name!r} is not a source of {cfg.source_path}; its sources: {names}")
     src = next(s for s in cfg.sources if s.name == name).model_copy(update={"path": Path(file).resolve()})
-    stored, _ = load(cfg)
-    # a row already stored is not new (idempotent); the others are checked against other sources' stored rows
-    others = stored.loc[stored["source"] != name].reset_index(drop=True)
-    found = read_sources(cfg, today, sources=[src], pool=others)
-    fresh = found.rows
-    known = fresh["record_key"].isin(set(stored["record_key"])).to_numpy()
-    fresh = fresh.loc[~known]
-    # late: falls in a period before the one holding the newest stored incident (already observed, maybe scored)
-    offset = pd.tseries.frequencies.to_offset(cfg.period.freq)
-    newest = pd.Timestamp(stored["occurred_at"].max()) if len(stored) else None
-    late = np.zeros(len(fresh), dtype=bool)
-    late_periods: list[str] = []
-    if newest is not None and len(fresh):
-        current = offset.rollback(newest.normalize())
-        late = (fresh["occurred_at"] < current).to_numpy()
-        if late.any():
-            starts = pd.DatetimeIndex(fresh.loc[late, "occurred_at"]).normalize().map(offset.rollback)
-            late_periods = sorted({str(d.date()) for d in starts})
-    rows = pd.concat([stored, _stamp(fresh, late)], ignore_index=True)
-    write_atomic(cfg, rows, path)
+    # held from reading the stored rows to replacing them: a second append waits, then reads these rows too
+    with locked(path, what=f"appending {Path(file).name}"):
+        stored, _ = load(cfg)
+        # a row already stored is not new (idempotent); the others are checked against other sources' stored rows
+        others = stored.loc[stored["source"] != name].reset_index(drop=True)
+        found = read_sources(cfg, today, sources=[src], pool=others)
+        fresh = found.rows
+        known = fresh["record_key"].isin(set(stored["record_key"])).to_numpy()
+        fresh = fresh.loc[~known]
+        late, late_periods = _late(cfg, stored, fresh)
+        rows = pd.concat([stored, _stamp(fresh, late)], ignore_index=True)
+        write_atomic(cfg, rows, path)
     by_source = _by_source(found.read_by_source, fresh, found.quarantine)
     by_source[name]["already_stored"] = int(known.sum())
     return IngestReport(path=path, rows_stored=len(rows), added=len(fresh), already_stored=int(known.sum()),
                         late=int(late.sum()), late_periods=late_periods, by_source=by_source,
                         after_data_end=_after_data_end(cfg, fresh), data_end=_data_end(cfg),
                         quarantine=found.quarantine, fingerprint=content_fingerprint(rows))
+
+
+def _late(cfg: StudyConfig, stored: pd.DataFrame, fresh: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
+    """Which fresh rows are late: they fall in a period before the one holding the newest stored incident (already
+    observed, maybe scored); and the starts of those periods."""
+    late = np.zeros(len(fresh), dtype=bool)
+    if not len(stored) or not len(fresh):
+        return late, []
+    offset = pd.tseries.frequencies.to_offset(cfg.period.freq)
+    current = offset.rollback(pd.Timestamp(stored["occurred_at"].max()).normalize())
+    late = (fresh["occurred_at"] < current).to_numpy()
+    if not late.any():
+        return late, []
+    starts = pd.DatetimeIndex(fresh.loc[late, "occurred_at"]).normalize().map(offset.rollback)
+    return late, sorted({str(d.date()) for d in starts})
 
 
 def _by_source(read: dict[str, int], added: pd.DataFrame, quarantine: pd.DataFrame) -> dict[str, dict[str, int]]:

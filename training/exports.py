@@ -3,13 +3,13 @@
 Only cells, blocks and area units are ever written (their squares or polygons and centres), never an incident.
 List columns (a forecast's `reasons`) are joined with "; " and nested ones (`reason_details`) JSON-encoded for CSV
 and GeoPackage; GeoJSON keeps them as they are. Every file is written to a temporary name and moved into place,
-so a reader never sees half a file.
+so a reader never sees half a file; an export of several files (a CSV and its `.meta.json`, the trend tables) holds
+a lock beside them while it writes, so two exports at once leave one whole set, not a mix (features.locking).
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import geopandas as gpd
@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from features.errors import HotspotError
+from features.locking import locked, replace_atomically
 from training.trends import Trends
 
 FORMATS = ("geojson", "gpkg", "csv")
@@ -62,25 +63,13 @@ def flat_columns(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _atomic(path: Path, write) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
-    tmp.unlink(missing_ok=True)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
 def write_geojson(gdf: gpd.GeoDataFrame, path: Path, metadata: dict | None = None) -> Path:
     """RFC 7946 FeatureCollection (WGS84) with `metadata` as a foreign member."""
     collection = gdf.to_crs("EPSG:4326").to_geo_dict(drop_id=True)
     if metadata:
         collection["metadata"] = metadata
     text = json.dumps(collection, separators=(",", ":"), default=_json_default)
-    return _atomic(path, lambda tmp: tmp.write_text(text))
+    return replace_atomically(path, lambda tmp: tmp.write_text(text))
 
 
 def write_csv(frame: pd.DataFrame, path: Path) -> Path:
@@ -88,7 +77,7 @@ def write_csv(frame: pd.DataFrame, path: Path) -> Path:
     table = pd.DataFrame(flat_columns(frame))
     if isinstance(frame, gpd.GeoDataFrame):
         table = table.drop(columns=[frame.geometry.name])
-    return _atomic(path, lambda tmp: table.to_csv(tmp, index=False))
+    return replace_atomically(path, lambda tmp: table.to_csv(tmp, index=False))
 
 
 def write_gpkg(layers: dict[str, pd.DataFrame], path: Path) -> Path:
@@ -104,23 +93,24 @@ def write_gpkg(layers: dict[str, pd.DataFrame], path: Path) -> Path:
             else:
                 pyogrio.write_dataframe(pd.DataFrame(flat), tmp, layer=name, driver="GPKG")
 
-    return _atomic(path, write)
+    return replace_atomically(path, write)
 
 
 def export_forecast(cells: gpd.GeoDataFrame, path: Path, fmt: str, metadata: dict) -> Path:
     """A forecast (training.forecast.forecast_cells) as GeoJSON, GeoPackage (layer `forecast` + `metadata`) or CSV
     (with a `.meta.json` beside it)."""
     fmt = parse_formats(fmt)[0]
-    if fmt == "geojson":
-        return write_geojson(cells, path, metadata)
-    if fmt == "gpkg":
-        meta = pd.DataFrame({"key": list(metadata), "value": [json.dumps(v, default=_json_default) if not
-                                                              isinstance(v, str) else v for v in metadata.values()]})
-        return write_gpkg({"forecast": cells, "metadata": meta}, path)
-    write_csv(cells, path)
-    _atomic(path.with_name(path.name + ".meta.json"),
-            lambda tmp: tmp.write_text(json.dumps(metadata, indent=2, default=_json_default)))
-    return path
+    with locked(path, what=f"exporting a forecast as {fmt}"):
+        if fmt == "geojson":
+            return write_geojson(cells, path, metadata)
+        if fmt == "gpkg":
+            values = [v if isinstance(v, str) else json.dumps(v, default=_json_default) for v in metadata.values()]
+            meta = pd.DataFrame({"key": list(metadata), "value": values})
+            return write_gpkg({"forecast": cells, "metadata": meta}, path)
+        write_csv(cells, path)
+        replace_atomically(path.with_name(path.name + ".meta.json"),
+                           lambda tmp: tmp.write_text(json.dumps(metadata, indent=2, default=_json_default)))
+        return path
 
 
 def trends_layers(trends: Trends) -> dict[str, pd.DataFrame]:
@@ -139,6 +129,13 @@ def export_trends(trends: Trends, out_dir: Path, formats: list[str]) -> dict[str
     paths: dict[str, Path] = {}
     layers = trends_layers(trends)
     meta = {k: v for k, v in trends.meta.items()}
+    with locked(out_dir / "trends", what="exporting the trend tables"):
+        _write_trends(layers, meta, out_dir, formats, paths)
+    return paths
+
+
+def _write_trends(layers: dict[str, pd.DataFrame], meta: dict, out_dir: Path, formats: list[str],
+                  paths: dict[str, Path]) -> None:
     for fmt in formats:
         if fmt == "geojson":
             for name in ("cells", "areas"):
@@ -149,4 +146,3 @@ def export_trends(trends: Trends, out_dir: Path, formats: list[str]) -> dict[str
         elif fmt == "csv":
             for name, frame in layers.items():
                 paths[f"{name}_csv"] = write_csv(frame, out_dir / f"trends_{name}.csv")
-    return paths

@@ -122,7 +122,7 @@ def test_a_failed_append_leaves_the_history_byte_for_byte(tmp_path, data, monkey
     with pytest.raises(OSError, match="disk full"):
         history.append(cfg, _write_chunk(tmp_path / "weekly", weeks[BASE_WEEKS], "w.csv"))
     assert path.read_bytes() == before
-    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # no temporary file left behind
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name, path.name + ".lock"]  # no temporary file
 
     # a file that fails validation as a whole changes nothing either
     monkeypatch.setattr(pq, "write_table", real_write)
