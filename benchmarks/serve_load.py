@@ -1,9 +1,12 @@
-"""Load benchmark of the service (not a test): 100 concurrent clients on GET /v1/forecasts/latest?top=100 for 30 s
-against `hotspot serve` (uvicorn) on loopback, with a published full-Toronto forecast. Prints throughput and p50/p99
-latency; the target is p99 under 50 ms on the project's 2-core machine.
+"""Load benchmark of the service (not a test): 100 concurrent clients for 30 s on each of GET
+/v1/forecasts/latest?top=100 and the report routes (accuracy and fairness, JSON and HTML) against `hotspot serve`
+(uvicorn) on loopback, with a published full-Toronto forecast and the backtest and audit reports in MLflow. Prints
+throughput and p50/p99 latency per route, with /proc/loadavg; the targets are p99 under 50 ms for the forecast and
+under 100 ms for every report route on the project's 2-core machine.
 
-    .venv/bin/python benchmarks/serve_load.py                    # trains Toronto first if the store has no champion
+    .venv/bin/python benchmarks/serve_load.py       # trains Toronto, backtests and audits first when MLflow lacks them
     .venv/bin/python benchmarks/serve_load.py --workdir /tmp/serve_bench --connections 100 --duration 30
+    .venv/bin/python benchmarks/serve_load.py --routes forecast     # the forecast route only
 
 Uses wrk (apt-get install wrk) when it is on PATH, else an asyncio httpx client (which itself takes CPU from the
 server on a small machine, so its figures are pessimistic).
@@ -49,6 +52,24 @@ def has_champion(config: Path, env: dict) -> bool:
                           capture_output=True).returncode == 0
 
 
+def has_report_runs(config: Path, env: dict) -> dict[str, bool]:
+    """Whether the area's experiment holds a finished run with each report (what the service would serve)."""
+    code = ("import sys; from features.config import load_config; from serving.artifacts import ReportSource; "
+            "s = ReportSource(load_config(sys.argv[1])); s.refresh(); "
+            "print(' '.join(k for k in ('accuracy', 'fairness') if s.latest(k)))")
+    proc = subprocess.run([sys.executable, "-c", code, str(config)], env=env, cwd=REPO_ROOT, capture_output=True,
+                          text=True)
+    found = proc.stdout.split() if proc.returncode == 0 else []
+    return {kind: kind in found for kind in ("accuracy", "fairness")}
+
+
+def loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "n/a"
+
+
 def wait_for(url: str, proc: subprocess.Popen, timeout_s: float = 600) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -63,15 +84,16 @@ def wait_for(url: str, proc: subprocess.Popen, timeout_s: float = 600) -> None:
     sys.exit(f"{url} not answering after {timeout_s} s")
 
 
-def with_wrk(url: str, key: str, connections: int, duration_s: int, threads: int) -> dict:
+def with_wrk(url: str, key: str, connections: int, duration_s: int, threads: int, encoding: str) -> dict:
     out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration_s}s", "--latency", "--timeout", "10s",
-                          "-H", f"X-API-Key: {key}", url], capture_output=True, text=True, check=True).stdout
+                          "-H", f"X-API-Key: {key}", "-H", f"Accept-Encoding: {encoding}", url],
+                         capture_output=True, text=True, check=True).stdout
 
     def ms(text: str) -> float:
         value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()
         return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
 
-    dist = dict(re.findall(r"^\s+(\d+)%\s+(\S+)$", out, re.M))
+    dist = dict(re.findall(r"^\s+(\d+)%\s+(\S+)\s*$", out, re.M))  # wrk pads some values with a space
     total = int(re.search(r"(\d+) requests in", out).group(1))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     socket_errors = re.search(r"Socket errors: (.*)", out)
@@ -81,11 +103,12 @@ def with_wrk(url: str, key: str, connections: int, duration_s: int, threads: int
             "socket_errors": socket_errors.group(1) if socket_errors else "none", "raw": out}
 
 
-async def _httpx_load(url: str, key: str, connections: int, duration_s: int) -> dict:
+async def _httpx_load(url: str, key: str, connections: int, duration_s: int, encoding: str) -> dict:
     latencies: list[float] = []
     errors = 0
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    async with httpx.AsyncClient(headers={"X-API-Key": key}, limits=limits, timeout=10) as client:
+    async with httpx.AsyncClient(headers={"X-API-Key": key, "Accept-Encoding": encoding}, limits=limits,
+                                 timeout=10) as client:
         stop_at = time.perf_counter() + duration_s
 
         async def worker():
@@ -117,7 +140,14 @@ def main() -> None:
     parser.add_argument("--wrk-threads", type=int, default=2)
     parser.add_argument("--client", choices=["auto", "wrk", "httpx"], default="auto")
     parser.add_argument("--no-access-log", action="store_true", help="no JSON line per request on stderr")
+    parser.add_argument("--routes", default="forecast,reports", help="comma-separated: forecast, reports")
+    parser.add_argument("--accept-encoding", default="gzip",
+                        help="Accept-Encoding the clients send: gzip (as browsers, httpx and requests do; the reports "
+                             "are served pre-compressed) or identity")
+    parser.add_argument("--report-weeks", type=int, default=2,
+                        help="weeks of the backtest and audit run when MLflow has no reports yet")
     args = parser.parse_args()
+    wanted = {r.strip() for r in args.routes.split(",") if r.strip()}
 
     work = args.workdir.resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -126,8 +156,19 @@ def main() -> None:
     if not has_champion(args.config, env):
         print(f"training the champion on {args.config.name} (about a minute) ...", flush=True)
         run(["train", "--config", str(args.config)], env, work)
+    if "reports" in wanted:
+        present = has_report_runs(args.config, env)
+        if not present["accuracy"]:
+            print(f"backtesting {args.report_weeks} weeks for the accuracy report ...", flush=True)
+            run(["backtest", "--config", str(args.config), "--weeks", str(args.report_weeks), "--model",
+                 "lightgbm,naive_4w", "--out", str(work / "backtest")], env, work)
+        if not present["fairness"]:
+            print(f"auditing {args.report_weeks} weeks for the fairness report ...", flush=True)
+            run(["audit", "--config", str(args.config), "--weeks", str(args.report_weeks), "--out",
+                 str(work / "audit")], env, work)
     analyst = run(["keys", "create", "--role", "analyst", "--name", "serve_load"], env, work).strip()
     viewer = run(["keys", "create", "--role", "viewer", "--name", "serve_load"], env, work).strip()
+    auditor = run(["keys", "create", "--role", "auditor", "--name", "serve_load"], env, work).strip()
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -137,6 +178,7 @@ def main() -> None:
         serve.append("--no-access-log")
     with open(log_path, "w") as log:
         server = subprocess.Popen(serve, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=work)
+    results = []
     try:
         wait_for(f"{base}/health", server)
         started = time.perf_counter()
@@ -148,26 +190,50 @@ def main() -> None:
         print(f"published {pub['area']} week {pub['week']} v{pub['version']} ({pub['cells']:,} cells, model "
               f"v{pub['model_version']}) in {time.perf_counter() - started:.1f} s", flush=True)
         wait_for(f"{base}/ready", server)
-        url = f"{base}/v1/forecasts/latest?top={args.top}"
-        body = httpx.get(url, headers={"X-API-Key": viewer}).content
-        print(f"response: {len(body):,} bytes of GeoJSON for top={args.top}", flush=True)
+        targets = []  # (path, key, p99 target in ms)
+        if "forecast" in wanted:
+            targets.append((f"/v1/forecasts/latest?top={args.top}", viewer, 50.0))
+        if "reports" in wanted:
+            targets += [(f"/v1/reports/{kind}{query}", auditor, 100.0) for kind in ("accuracy", "fairness")
+                        for query in ("", "?format=html")]
+        for path, key, _ in targets:
+            response = httpx.get(base + path, headers={"X-API-Key": key, "Accept-Encoding": args.accept_encoding},
+                                 timeout=60)
+            if response.status_code != 200:
+                sys.exit(f"GET {path}: {response.status_code} {response.text[:500]}")
+            sent = response.headers.get("content-length", "?")
+            print(f"{path}: {len(response.content):,} bytes of {response.headers['content-type']} ({sent} bytes sent, "
+                  f"{response.headers.get('content-encoding', 'identity')})", flush=True)
         time.sleep(2)  # let the access-log flush and any start-up work settle
         use_wrk = args.client == "wrk" or (args.client == "auto" and shutil.which("wrk"))
-        result = (with_wrk(url, viewer, args.connections, args.duration, args.wrk_threads) if use_wrk
-                  else asyncio.run(_httpx_load(url, viewer, args.connections, args.duration)))
+        for path, key, target_ms in targets:
+            before = loadavg()
+            result = (with_wrk(base + path, key, args.connections, args.duration, args.wrk_threads,
+                               args.accept_encoding) if use_wrk
+                      else asyncio.run(_httpx_load(base + path, key, args.connections, args.duration,
+                                                   args.accept_encoding)))
+            results.append((path, target_ms, result, before, loadavg()))
+            print(f"  {path}: {result['rps']:,.0f} req/s, p99 {result['p99_ms']:.1f} ms", flush=True)
     finally:
         server.send_signal(signal.SIGINT)
         try:
             server.wait(30)
         except subprocess.TimeoutExpired:
             server.kill()
-    verdict = "met" if result["p99_ms"] < 50 and result["errors"] == 0 else "NOT met"
-    print(f"\n{result['tool']} on {url.replace(base, '')} ({os.cpu_count()} CPUs, {args.workers} uvicorn worker(s), "
-          f"access lines {'off' if args.no_access_log else 'on'})")
-    print(f"requests {result['requests']:,}   throughput {result['rps']:,.0f} req/s   p50 {result['p50_ms']:.1f} ms   "
-          f"p90 {result['p90_ms']:.1f} ms   p99 {result['p99_ms']:.1f} ms   non-2xx {result['errors']}   "
-          f"socket errors {result['socket_errors']}")
-    print(f"target p99 < 50 ms: {verdict}")
+    tool = results[0][2]["tool"] if results else "nothing"
+    print(f"\n{tool} per route ({os.cpu_count()} CPUs, {args.workers} uvicorn worker(s), access lines "
+          f"{'off' if args.no_access_log else 'on'}, Accept-Encoding: {args.accept_encoding}); "
+          "loadavg = /proc/loadavg 1/5/15 min before -> after")
+    print(f"{'route':<36} {'requests':>9} {'req/s':>7} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} {'non-2xx':>7}  "
+          f"{'socket errors':<14} {'target':<14} loadavg")
+    all_met = True
+    for path, target_ms, r, before, after in results:
+        met = r["p99_ms"] < target_ms and r["errors"] == 0
+        all_met &= met
+        print(f"{path:<36} {r['requests']:>9,} {r['rps']:>7,.0f} {r['p50_ms']:>7.1f} {r['p90_ms']:>7.1f} "
+              f"{r['p99_ms']:>7.1f} {r['errors']:>7}  {r['socket_errors']:<14} "
+              f"{'p99<' + format(target_ms, '.0f') + ' ' + ('met' if met else 'NOT met'):<14} {before} -> {after}")
+    print(f"targets: {'all met' if all_met else 'NOT all met'}")
 
 
 if __name__ == "__main__":

@@ -38,7 +38,8 @@ def serve_cmd(
     os.environ["HOTSPOT_DATABASE_URL"] = database_url
     os.environ["HOTSPOT_ACCESS_LOG_LINES"] = "true" if access_log else "false"
     uvicorn.run("serving.app:create_app", factory=True, host=host, port=port, workers=workers,
-                access_log=False, log_level="info", timeout_graceful_shutdown=5)
+                access_log=False, log_level="info", timeout_graceful_shutdown=5,
+                server_header=False)  # no `server: uvicorn` banner
 
 
 keys_app = typer.Typer(help="API keys for the service: create (printed once), revoke, list.", no_args_is_help=True)

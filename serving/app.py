@@ -19,8 +19,9 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from hotspot import __version__
-from serving.hotpath import LatestForecastFastPath
+from serving.hotpath import LatestForecastFastPath, ReportFastPath
 from serving.middleware import ServiceMiddleware, methods_by_path
+from serving.rate_limit import RateLimiter, document_429
 from serving.routers import forecasts, health, map as map_router, models, reports
 from serving.routers import trends as trends_router
 from serving.routers.map import STATIC_DIR
@@ -39,7 +40,8 @@ truth. The map for command staff is at [/map](/map).
 
 # Pattern mismatches say what was expected instead of quoting the regular expression.
 PATTERN_MESSAGES = {
-    "bbox": "bbox must be four numbers minlon,minlat,maxlon,maxlat (WGS84 degrees), e.g. -79.42,43.64,-79.37,43.67",
+    "bbox": "bbox must be four numbers minlon,minlat,maxlon,maxlat (WGS84 degrees: longitudes -180..180, latitudes "
+            "-90..90), e.g. -79.42,43.64,-79.37,43.67",
     "week": "week must be a date YYYY-MM-DD, e.g. 2019-12-30",
 }
 
@@ -82,6 +84,10 @@ def _errors_as_json(app: FastAPI) -> None:
                             response["content"] = {"application/json": content["application/geo+json"]}
             for name in ("HTTPValidationError", "ValidationError"):  # every 422 is a ValidationProblem
                 schema.get("components", {}).get("schemas", {}).pop(name, None)
+            document_429(schema)
+            state = getattr(app.state, "hotspot", None)
+            if state is not None:
+                trends_router.document_areas(schema, state)
             app.openapi_schema = schema
         return app.openapi_schema
 
@@ -95,6 +101,15 @@ async def _refresh_caches(state: ServiceState, every_s: float) -> None:
             await run_in_threadpool(state.refresh_caches)
         except Exception as exc:  # noqa: BLE001 - the caches expire by themselves; requests then ask the database
             log.warning("cache refresh failed: %s", exc)
+
+
+async def _refresh_reports(state: ServiceState) -> None:
+    """Pick up new report runs within reports.ttl_s; a task of its own, so a slow MLflow never holds up the key and
+    pointer refresh above. Ticks at most every second, so a changed ttl_s takes effect soon."""
+    while True:
+        await asyncio.sleep(min(state.reports.ttl_s, 1.0) if state.reports.ttl_s > 0 else 1.0)
+        if state.reports.ttl_s > 0:
+            await run_in_threadpool(state.refresh_reports)
 
 
 def _settle() -> None:
@@ -140,10 +155,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 threading.Thread(target=_warm_panel, args=(state,), name="hotspot-panel", daemon=True).start()
         elif state.config_error:
             log.warning("not ready: %s", state.config_error)
+        await run_in_threadpool(state.refresh_reports)  # rendered once here; requests never ask MLflow
         _settle()
         tasks = [asyncio.create_task(_flush_access_log(state, settings.access_log_flush_s))]
         if settings.cache_ttl_s > 0:
             tasks.append(asyncio.create_task(_refresh_caches(state, settings.cache_ttl_s / 2)))
+        if state.reports is not None:
+            tasks.append(asyncio.create_task(_refresh_reports(state)))
         try:
             yield
         finally:
@@ -154,7 +172,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await run_in_threadpool(state.close)
 
     app = FastAPI(title="hotspot", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app.state.rate_limiter = RateLimiter(settings.rate_limit_public_key, settings.rate_limit_public_address)
     app.add_middleware(LatestForecastFastPath)  # inside ServiceMiddleware: fast answers are logged too
+    app.add_middleware(ReportFastPath)
     app.add_middleware(ServiceMiddleware, max_body_bytes=settings.max_body_bytes, allowed_methods=methods_by_path(app))
     app.add_exception_handler(RequestValidationError, _validation_problem)
     for router in (health.router, forecasts.router, reports.router, models.router, map_router.router,

@@ -3,12 +3,15 @@
 Reports are served from MLflow rather than copied into the service's database: the backtest and the audit already
 log them as run artifacts (`backtest/accuracy.json|html`, `audit/audit.json|html`), the run says what made them, and
 a copy could drift from the record. The latest run of the area's experiment tagged with the step that has the
-report is the one served. Runs are immutable once finished, so downloaded files are cached per run.
+report is the one served. Runs are immutable once finished, so each run's report is downloaded and rendered (JSON
+envelope and HTML page, as bytes) once, and requests are answered from those bytes: MLflow is asked only at start-up
+and by the background refresh, never while a request waits.
 """
 
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 import math
 import re
@@ -19,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from starlette.responses import Response
+
 from features.config import StudyConfig
 
 REPORTS = {
@@ -28,6 +33,7 @@ REPORTS = {
                  "missing": "no fairness audit yet: run `hotspot audit --config {config}`"},
 }
 _IMG = re.compile(r'src="([A-Za-z0-9_.\-]+\.png)"')
+_NO_REPORT = object()  # a finished run of the step that logged no report file (remembered like a report)
 
 
 def finite(value: Any) -> Any:
@@ -55,57 +61,135 @@ def _ms_to_iso(ms: int | None) -> str | None:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms / 1000))
 
 
+def json_bytes(content: Any) -> bytes:
+    """JSON exactly as Starlette's JSONResponse writes it (compact, UTF-8, no NaN)."""
+    return json.dumps(content, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")).encode("utf-8")
+
+
+@dataclass(frozen=True)
+class Body:
+    """A response body, as is and gzipped (compressed once, when rendered; None where that would not be smaller)."""
+
+    identity: bytes
+    gzipped: bytes | None
+
+    @classmethod
+    def of(cls, data: bytes) -> "Body":
+        packed = gzip.compress(data, compresslevel=6, mtime=0)
+        return cls(data, packed if len(packed) < len(data) else None)
+
+
 @dataclass(frozen=True)
 class Report:
+    """One run's report, rendered: `json` is the envelope (the fields of schemas.ReportEnvelope, in order), `html`
+    the page with its figures inlined (None when the run logged no page)."""
+
     kind: str
     run_id: str
     created_at: str | None
     tags: dict[str, str]
-    data: dict
-    html: str
+    json: Body
+    html: Body | None
+
+
+def render_report(kind: str, run_id: str, created_at: str | None, tags: dict[str, str], data: dict,
+                  html: str) -> Report:
+    envelope = {"kind": kind, "run_id": run_id, "created_at": created_at,
+                "data_fingerprint": tags.get("data_fingerprint"), "code_version": tags.get("code_version"),
+                "tags": tags, "report": data}
+    return Report(kind, run_id, created_at, tags, Body.of(json_bytes(envelope)),
+                  Body.of(html.encode("utf-8")) if html else None)
+
+
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Whether an Accept-Encoding header allows gzip (its first mention, by name or `*`, without q=0)."""
+    for part in accept_encoding.lower().split(","):
+        coding, _, params = part.partition(";")
+        if coding.strip() in ("gzip", "*"):
+            q = params.strip()
+            try:
+                return not (q.startswith("q=") and float(q[2:]) == 0)
+            except ValueError:
+                return False
+    return False
+
+
+def report_response(report: Report, html: bool, accept_encoding: str) -> Response | None:
+    """The response for a report in one form (None: the run has no HTML page); gzipped when the client accepts it.
+    The report handler and hotpath.ReportFastPath both answer with this, so their answers are the same bytes."""
+    body = report.html if html else report.json
+    if body is None:
+        return None
+    gzipped = body.gzipped is not None and accepts_gzip(accept_encoding)
+    headers = {"Vary": "Accept-Encoding", **({"Content-Encoding": "gzip"} if gzipped else {})}
+    media_type = "text/html" if html else "application/json"  # Starlette adds charset=utf-8 to text/html
+    return Response(body.gzipped if gzipped else body.identity, media_type=media_type, headers=headers)
+
+
+class ReportsUnavailable(Exception):
+    """MLflow could not be read at start-up and no refresh has succeeded since."""
 
 
 class ReportSource:
-    """The latest report of each kind; the run search is repeated at most every `ttl_s` seconds."""
+    """The latest report of each kind, rendered once per run and served from memory.
+
+    `refresh()` asks MLflow for the latest run of each kind (at start-up, then every `ttl_s` seconds from the
+    service's background task) and swaps in the new set whole; `latest(kind)` only reads that set. A run seen
+    before is never downloaded or rendered again. With `ttl_s = 0` nothing is kept: `latest` asks MLflow on every
+    call (for tests that log a report and read it at once).
+    """
 
     def __init__(self, cfg: StudyConfig, ttl_s: float = 5.0):
         self.cfg, self.ttl_s = cfg, ttl_s
-        self._latest: dict[str, tuple[float, Report | None]] = {}
-        self._by_run: dict[tuple[str, str], Report] = {}
+        self.refreshed_at: float | None = None  # time.monotonic() of the last successful refresh
+        self.error: str | None = None  # why the last refresh failed (None after a success)
+        self._current: dict[str, Report | None] | None = None
+        self._by_run: dict[tuple[str, str], Report | object] = {}
         self._lock = threading.Lock()
-        self._dir = Path(tempfile.mkdtemp(prefix="hotspot-reports-"))
 
     def missing_message(self, kind: str) -> str:
         return REPORTS[kind]["missing"].format(config=self.cfg.source_path or "AREA.toml")
 
     def latest(self, kind: str) -> Report | None:
-        with self._lock:
-            hit = self._latest.get(kind)
-            if hit is not None and time.monotonic() - hit[0] < self.ttl_s:
-                return hit[1]
-            report = self._find(kind)
-            self._latest[kind] = (time.monotonic(), report)
-            return report
+        """The latest report of `kind` (None when no run has one); ReportsUnavailable before a first refresh."""
+        if self.ttl_s <= 0:
+            self.refresh()
+        current = self._current
+        if current is None:
+            raise ReportsUnavailable(f"reports not loaded from MLflow yet: {self.error or 'starting'}")
+        return current[kind]
 
-    def _find(self, kind: str) -> Report | None:
+    def due(self) -> bool:
+        return self.refreshed_at is None or time.monotonic() - self.refreshed_at >= self.ttl_s
+
+    def refresh(self) -> None:
+        """Look up the latest run of each kind, rendering reports not seen before; on failure the reports already
+        held stay served (and the error is raised for the caller to log)."""
+        with self._lock:
+            try:
+                client = _client()
+                experiment = client.get_experiment_by_name(self.cfg.area.name)
+                current = {kind: self._find(client, experiment.experiment_id, kind) if experiment else None
+                           for kind in REPORTS}
+            except Exception as exc:
+                self.error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise
+            self._current, self.refreshed_at, self.error = current, time.monotonic(), None
+
+    def _find(self, client, experiment_id: str, kind: str) -> Report | None:
         spec = REPORTS[kind]
-        client = _client()
-        experiment = client.get_experiment_by_name(self.cfg.area.name)
-        if experiment is None:
-            return None
-        runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.step = '{spec['step']}' and "
+        runs = client.search_runs([experiment_id], filter_string=f"tags.step = '{spec['step']}' and "
                                   "attributes.status = 'FINISHED'", order_by=["attributes.start_time DESC"],
                                   max_results=20)
         for run in runs:
-            cached = self._by_run.get((kind, run.info.run_id))
-            if cached is not None:
-                return cached
-            names = {Path(f.path).name for f in client.list_artifacts(run.info.run_id, spec["folder"])}
-            if spec["json"] not in names:
-                continue
-            report = self._download(kind, run, names)
-            self._by_run[(kind, run.info.run_id)] = report
-            return report
+            key = (kind, run.info.run_id)
+            known = self._by_run.get(key)
+            if known is None:
+                names = {Path(f.path).name for f in client.list_artifacts(run.info.run_id, spec["folder"])}
+                known = self._download(kind, run, names) if spec["json"] in names else _NO_REPORT
+                self._by_run[key] = known
+            if known is not _NO_REPORT:
+                return known
         return None
 
     def _download(self, kind: str, run, names: set[str]) -> Report:
@@ -114,14 +198,14 @@ class ReportSource:
         from training.tracking import tracking_uri
 
         spec = REPORTS[kind]
-        local = Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path=spec["folder"],
-                                                         dst_path=str(self._dir / run.info.run_id),
-                                                         tracking_uri=tracking_uri()))
-        data = finite(json.loads((local / spec["json"]).read_text()))
-        html = (local / spec["html"]).read_text() if spec["html"] in names else ""
-        return Report(kind, run.info.run_id, _ms_to_iso(run.info.start_time),
-                      {k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.")},
-                      data, inline_images(html, local))
+        with tempfile.TemporaryDirectory(prefix="hotspot-report-") as folder:  # what is kept is the rendered bytes
+            local = Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path=spec["folder"],
+                                                             dst_path=folder, tracking_uri=tracking_uri()))
+            data = finite(json.loads((local / spec["json"]).read_text()))
+            html = (local / spec["html"]).read_text() if spec["html"] in names else ""
+            html = inline_images(html, local)
+        tags = {k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.")}
+        return render_report(kind, run.info.run_id, _ms_to_iso(run.info.start_time), tags, data, html)
 
 
 def inline_images(html: str, folder: Path) -> str:

@@ -11,6 +11,7 @@ from fastapi.security import APIKeyHeader
 from starlette.concurrency import run_in_threadpool
 
 from serving.auth import KEY_ID_CHARS, KEY_SCOPE, PERMISSIONS, REFUSED_KEY_SCOPE, ApiKey
+from serving.rate_limit import RateLimiter
 from serving.schemas import BBOX_PATTERN, MAX_TOP
 from serving.state import ServiceState
 
@@ -33,7 +34,8 @@ def _unauthorized(detail: str) -> HTTPException:
 
 
 async def current_key(request: Request, header_key: Annotated[str | None, Security(api_key_header)] = None) -> ApiKey:
-    """The caller's active API key; 401 when it is missing, unknown or revoked."""
+    """The caller's active API key; 401 when it is missing, unknown or revoked, 429 when a public key or its
+    address is over its rate limit."""
     key = header_key
     if not key:
         auth = request.headers.get("authorization", "")
@@ -51,6 +53,11 @@ async def current_key(request: Request, header_key: Annotated[str | None, Securi
             request.scope[REFUSED_KEY_SCOPE] = key[:KEY_ID_CHARS]
         raise _unauthorized("invalid or revoked API key")
     request.scope[KEY_SCOPE] = record
+    limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
+    if limiter is not None:
+        refusal = limiter.check(record.role, record.key_id, request.client.host if request.client else None)
+        if refusal is not None:
+            raise HTTPException(429, refusal.detail, headers={"Retry-After": str(refusal.retry_after_s)})
     return record
 
 
@@ -91,6 +98,11 @@ def parse_bbox(text: str | None) -> tuple[float, float, float, float] | None:
     return minlon, minlat, maxlon, maxlat
 
 
+BBOX_HELP = ("minlon,minlat,maxlon,maxlat (WGS84 degrees; longitudes -180..180, latitudes -90..90, as the pattern "
+             "says): only cells that intersect this box. Each min must not exceed its max (minlon <= maxlon, "
+             "minlat <= maxlat), which the pattern cannot say: a box that breaks it gets 422")
+
+
 @dataclass(frozen=True)
 class ForecastQuery:
     top: int | None
@@ -101,8 +113,7 @@ class ForecastQuery:
 async def forecast_query(
     request: Request,
     top: Annotated[int | None, Query(ge=1, le=MAX_TOP, description="only the N highest-risk cells (after bbox)")] = None,
-    bbox: Annotated[str | None, Query(pattern=BBOX_PATTERN, max_length=200, description="minlon,minlat,maxlon,maxlat (WGS84): only "
-                                                                        "cells that intersect this box")] = None,
+    bbox: Annotated[str | None, Query(pattern=BBOX_PATTERN, max_length=200, description=BBOX_HELP)] = None,
     format: Annotated[Literal["geojson", "csv"] | None, Query(description="response format; default from the Accept "
                                                                           "header (text/csv), else GeoJSON")] = None,
 ) -> ForecastQuery:

@@ -1,4 +1,5 @@
-"""A fast path for the hottest request: the same client asking again for the latest forecast.
+"""Fast paths for the hottest requests: the same client asking again for the latest forecast, and any reader of
+a report.
 
 The handler for GET /v1/forecasts/latest remembers each response it sends, keyed by the raw query string and Accept
 header. When the same request comes again, with a key the service verified less than HOTSPOT_CACHE_TTL_S ago and
@@ -6,6 +7,10 @@ while the latest-publication pointer is that fresh too, this middleware replays 
 through routing and dependency resolution (most of a request's cost in FastAPI). Anything else (an unknown or
 stale key, a role without forecasts:read, a new publication, a query never answered before) goes the normal way, so
 the answers are the handler's own, byte for byte.
+
+The reports are rendered (and gzipped) bytes already (serving/artifacts.py); for a recently verified key whose role
+may read them and a plain query (none, ?format=json or ?format=html), ReportFastPath answers with the report
+handler's own `report_response`; a missing report, an unverified key or any other query goes the normal way.
 """
 
 from __future__ import annotations
@@ -13,10 +18,13 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
+from serving.artifacts import ReportsUnavailable, report_response
 from serving.auth import KEY_SCOPE
 
 PATH = "/v1/forecasts/latest"
 MAX_ENTRIES = 512
+REPORT_PATHS = {"/v1/reports/accuracy": "accuracy", "/v1/reports/fairness": "fairness"}
+REPORT_QUERIES = {b"": None, b"format=json": False, b"format=html": True}  # query -> wants HTML (None: by Accept)
 
 
 @dataclass(frozen=True)
@@ -50,6 +58,17 @@ def _header(scope, name: bytes) -> bytes:
     return b""
 
 
+def _verified(state, scope, permission: str):
+    """The key record of a request whose key was verified less than cache_ttl_s ago and may do `permission`."""
+    key = _header(scope, b"x-api-key")
+    if not key:
+        auth = _header(scope, b"authorization")
+        key = auth[7:].strip() if auth[:7].lower() == b"bearer " else b""
+    digest = state.keys.digest(key.decode("latin-1")) if key else None
+    record = state.keys.cached(digest) if digest else None
+    return record if record is not None and record.can(permission) else None
+
+
 class LatestForecastFastPath:
     def __init__(self, app):
         self.app = app
@@ -68,13 +87,8 @@ class LatestForecastFastPath:
         state = getattr(scope["app"].state, "hotspot", None)
         if state is None:
             return None
-        key = _header(scope, b"x-api-key")
-        if not key:
-            auth = _header(scope, b"authorization")
-            key = auth[7:].strip() if auth[:7].lower() == b"bearer " else b""
-        digest = state.keys.digest(key.decode("latin-1")) if key else None
-        record = state.keys.cached(digest) if digest else None
-        if record is None or not record.can("forecasts:read"):
+        record = _verified(state, scope, "forecasts:read")
+        if record is None:
             return None
         fresh, pub = state.latest_cached()
         if not fresh or pub is None:
@@ -84,3 +98,39 @@ class LatestForecastFastPath:
             return None
         scope[KEY_SCOPE] = record  # for the access log
         return remembered
+
+
+class ReportFastPath:
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] == "GET" and scope["path"] in REPORT_PATHS:
+            response = self._lookup(scope)
+            if response is not None:
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    @staticmethod
+    def _lookup(scope):
+        state = getattr(scope["app"].state, "hotspot", None)
+        query = scope["query_string"]
+        if state is None or state.reports is None or state.reports.ttl_s <= 0 or query not in REPORT_QUERIES:
+            return None
+        record = _verified(state, scope, "reports:read")
+        if record is None:
+            return None
+        try:
+            report = state.reports.latest(REPORT_PATHS[scope["path"]])
+        except ReportsUnavailable:  # the handler answers (503)
+            return None
+        if report is None:
+            return None
+        wants_html = REPORT_QUERIES[query]
+        if wants_html is None:
+            wants_html = b"text/html" in _header(scope, b"accept")
+        response = report_response(report, wants_html, _header(scope, b"accept-encoding").decode("latin-1"))
+        if response is not None:
+            scope[KEY_SCOPE] = record  # for the access log
+        return response

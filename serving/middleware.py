@@ -1,4 +1,5 @@
-"""ASGI middleware: request-body cap (413), access log, and 405 answers that list every method of a path."""
+"""ASGI middleware: request-body cap (413, declared or chunked), HEAD answered as GET without the body, security
+headers on every response, access log, and 405 answers that list every method of a path."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import time
 from fastapi import FastAPI
 
 from serving.auth import KEY_SCOPE, REFUSED_KEY_SCOPE
+from serving.headers import SECURITY_HEADERS, policy_for
 
 UNLOGGED = ("/health", "/ready", "/static/", "/docs", "/openapi.json", "/redoc", "/favicon.ico")
+_CSP = b"content-security-policy"
 
 
 class BodyTooLarge(Exception):
@@ -18,8 +21,9 @@ class BodyTooLarge(Exception):
 
 
 class ServiceMiddleware:
-    """Plain ASGI middleware (cheaper than BaseHTTPMiddleware): caps request bodies (413) and records every
-    request in the access log with the key id and role that made it, never the key."""
+    """Plain ASGI middleware (cheaper than BaseHTTPMiddleware): caps request bodies (413), answers HEAD as GET
+    without the body, adds the security headers, and records every request in the access log with the key id and
+    role that made it, never the key."""
 
     def __init__(self, app, max_body_bytes: int, allowed_methods=None):
         self.app, self.max_body_bytes = app, max_body_bytes
@@ -30,29 +34,32 @@ class ServiceMiddleware:
             return await self.app(scope, receive, send)
         start = time.perf_counter()
         status = {"code": 500, "started": False}
-        limit, received = self.max_body_bytes, 0
+        limit = self.max_body_bytes
+        head = scope["method"] == "HEAD"
+        # a copy: the server keeps its own scope, so it still knows the request was HEAD and sends no body
+        inner = {**scope, "method": "GET"} if head else scope
+        csp = policy_for(scope["path"])
 
         async def send_tracking(message):
             if message["type"] == "http.response.start":
                 status["code"], status["started"] = message["status"], True
                 if message["status"] == 405 and self.allowed_methods is not None:
                     message = _with_allow(message, self.allowed_methods(scope["path"]))
+                message = _with_security_headers(message, csp)
+            elif head and message["type"] == "http.response.body":
+                message = {**message, "body": b""}
             await send(message)
 
-        async def receive_limited():
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise BodyTooLarge
-            return message
-
         try:
-            length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+            headers = dict(scope["headers"])
+            length = headers.get(b"content-length")
             if length is not None and (not length.isdigit() or int(length) > limit):
                 raise BodyTooLarge
-            await self.app(scope, receive_limited, send_tracking)
+            if length is None and b"transfer-encoding" in headers:
+                # chunked: read it all here, against the cap, before the app starts parsing it (a BodyTooLarge
+                # raised from inside FastAPI's body parsing would come out as 400)
+                receive = await _read_capped(receive, limit)
+            await self.app(inner, receive, send_tracking)
         except BodyTooLarge:
             if status["started"]:
                 raise
@@ -62,9 +69,41 @@ class ServiceMiddleware:
             if not path.startswith(UNLOGGED):
                 state = getattr(scope["app"].state, "hotspot", None)
                 if state is not None:
-                    state.access.record(key=scope.get(KEY_SCOPE), method=scope["method"], path=path,
+                    state.access.record(key=inner.get(KEY_SCOPE), method=scope["method"], path=path,
                                         status=status["code"], duration_ms=(time.perf_counter() - start) * 1000,
-                                        refused_key_id=scope.get(REFUSED_KEY_SCOPE))
+                                        refused_key_id=inner.get(REFUSED_KEY_SCOPE))
+
+
+async def _read_capped(receive, limit: int):
+    """Read the whole request body (BodyTooLarge past `limit` bytes); a receive that hands it over in one piece."""
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":  # the client went away: let the app see it
+            break
+        chunks.append(message.get("body", b""))
+        size += len(chunks[-1])
+        if size > limit:
+            raise BodyTooLarge
+        if not message.get("more_body", False):
+            break
+    pending = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}] \
+        if message["type"] == "http.request" else [message]
+
+    async def replay():
+        return pending.pop() if pending else await receive()
+
+    return replay
+
+
+def _with_security_headers(message: dict, csp: bytes) -> dict:
+    """nosniff, no framing, no referrer and a Content-Security-Policy (the route's own when it set one)."""
+    headers = list(message.get("headers", []))
+    if not any(k.lower() == _CSP for k, _ in headers):
+        headers.append((_CSP, csp))
+    names = {k.lower() for k, _ in headers}
+    headers += [(k, v) for k, v in SECURITY_HEADERS if k not in names]
+    return {**message, "headers": headers}
 
 
 def _with_allow(message: dict, methods: list[str]) -> dict:
@@ -77,7 +116,7 @@ def _with_allow(message: dict, methods: list[str]) -> dict:
 
 
 def methods_by_path(app: FastAPI):
-    """path -> the methods the OpenAPI spec documents for it (HEAD with GET, as Starlette serves it)."""
+    """path -> the methods the OpenAPI spec documents for it (HEAD with GET, as ServiceMiddleware serves it)."""
     table: list[tuple[re.Pattern, list[str]]] = []
 
     def methods(path: str) -> list[str]:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 MAX_TOP = 10_000
 WEEK_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
-_NUM = r"-?[0-9]{1,3}(\.[0-9]+)?"
-BBOX_PATTERN = rf"^{_NUM},{_NUM},{_NUM},{_NUM}$"
+# The ranges are in the pattern, so the spec rules out what the server refuses; only min <= max (which no JSON
+# Schema can say about two parts of one string) is left to the description and the server's 422.
+_LON = r"-?(180(\.0+)?|(1[0-7][0-9]|[1-9]?[0-9])(\.[0-9]+)?)"
+_LAT = r"-?(90(\.0+)?|[1-8]?[0-9](\.[0-9]+)?)"
+BBOX_PATTERN = rf"^{_LON},{_LAT},{_LON},{_LAT}$"
 
 
 def check_week(value: str) -> str:
@@ -20,6 +23,10 @@ def check_week(value: str) -> str:
     except ValueError:
         raise ValueError(f"{value!r} is not a date (expected YYYY-MM-DD, e.g. 2019-12-30)") from None
     return value
+
+
+# a date string (format: date on the string itself, so a generator of valid data makes real dates)
+Week = Annotated[str, Field(pattern=WEEK_PATTERN, json_schema_extra={"format": "date"})]
 
 
 # --- errors ---------------------------------------------------------------------------------------------------------
@@ -70,12 +77,15 @@ class Readiness(BaseModel):
 class PublishRequest(BaseModel):
     """Compute the forecast of one week with the champion model and publish it."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"week": "2019-12-30"}]})
+    # strict: `"new_version": "yes"` or `1` is a mistake to report (422), not a true to guess
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [{"week": "2019-12-30"}]})
 
-    week: str | None = Field(None, pattern=WEEK_PATTERN, json_schema_extra={"format": "date"},
-                             description="YYYY-MM-DD start of the period; default the first week after the data")
+    week: Week | None = Field(None, description="YYYY-MM-DD start of a period of the study area's data (with the "
+                                                "default `[period] freq = \"W-MON\"`, a Monday), from the first "
+                                                "period to the first week after the data; any other date gets 422 "
+                                                "naming the nearest starts. Default: the first week after the data")
     new_version: bool = Field(False, description="publish again as a new version when the week is already "
-                                                 "published (otherwise 409)")
+                                                 "published (otherwise 409); a JSON true or false")
 
     @field_validator("week")
     @classmethod

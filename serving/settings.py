@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from training.tracking import tracking_uri
@@ -32,6 +32,19 @@ class Settings(BaseSettings):
                                                "first publication does not wait for it")
     map_tile_url: str | None = Field(None, description="optional XYZ tile URL template for the map background "
                                                        "(none by default: the map works offline)")
+    rate_limit_public_key: str = Field("600/minute", description="requests each public-role key may make, e.g. "
+                                                                 "'600/minute' or '600/minute;20000/day'; "
+                                                                 "empty or 0: no limit (counted per process)")
+    rate_limit_public_address: str = Field("600/minute", description="requests with public-role keys each client "
+                                                                     "address may make; likewise")
+
+    @field_validator("rate_limit_public_key", "rate_limit_public_address")
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        from serving.rate_limit import parse_limits
+
+        parse_limits(value)  # ValueError names the text that does not parse
+        return value
 
     @property
     def mlflow_tracking_uri(self) -> str:

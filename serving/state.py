@@ -93,6 +93,18 @@ class ServiceState:
         self.refresh_latest()
         self.keys.refresh()
 
+    def refresh_reports(self) -> bool:
+        """Re-read the report runs from MLflow when they are due (start-up, then every reports.ttl_s): the only
+        place the service asks MLflow for reports. False when that failed (logged; the reports held stay served)."""
+        if self.reports is None or not self.reports.due():
+            return True
+        try:
+            self.reports.refresh()
+        except Exception as exc:  # noqa: BLE001 - MLflow down must not take the reports already rendered with it
+            log.warning("reports not refreshed from MLflow: %s", self.reports.error or exc)
+            return False
+        return True
+
     def week_cached(self, week: str, version: int | None) -> tuple[bool, Publication | None]:
         hit = self._weeks.get((week, version))
         if hit is not None and (version is not None or time.monotonic() - hit[0] < self.settings.cache_ttl_s):

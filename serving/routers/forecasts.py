@@ -59,6 +59,17 @@ def _summary(pub: Publication) -> PublicationSummary:
                               url=f"/v1/forecasts/{pub.week}?version={pub.version}")
 
 
+def _week_problem(forecaster, week: str | None, exc: Exception) -> str:
+    """Why `week` cannot be forecast; a date pandas cannot hold (before 1677, after 2262) is named like any other
+    date that is no period start."""
+    from pandas.errors import OutOfBoundsDatetime
+
+    if isinstance(exc, OutOfBoundsDatetime):
+        starts = forecaster.panel().panel.period_starts
+        return f"{week} is not a period start of this panel (periods run {starts[0].date()} .. {starts[-1].date()})"
+    return str(exc).splitlines()[0]
+
+
 def _require_area(state: State) -> None:
     if state.cfg is None:
         raise HTTPException(503, state.config_error or "no study area configured")
@@ -117,7 +128,8 @@ async def week_forecast(
 
 
 @router.post("", status_code=201, response_model=PublicationSummary,
-             responses=errors(400, 401, 403, 409, 413, 422, 503), summary="Compute a week's forecast with the champion model and publish it (analysts)")
+             responses=errors(400, 401, 403, 409, 413, 422, 503),
+             summary="Compute a week's forecast with the champion model and publish it (analysts)")
 def publish_forecast(body: PublishRequest, state: State, key: Publisher, response: Response) -> PublicationSummary:
     _require_area(state)
     forecaster = state.forecaster
@@ -133,7 +145,7 @@ def publish_forecast(body: PublishRequest, state: State, key: Publisher, respons
         try:
             rows = forecaster.forecast(body.week)
         except (ValueError, IndexError, HotspotError) as exc:
-            raise validation_error("body", "week", str(exc).splitlines()[0], body.week) from None
+            raise validation_error("body", "week", _week_problem(forecaster, body.week, exc), body.week) from None
         try:
             pub = state.store.publish(state.area, rows.week, rows.metadata, rows.cells,
                                       new_version=body.new_version, published_by=key.key_id)

@@ -1,16 +1,16 @@
-"""Accuracy and fairness reports (auditors and analysts), as JSON or as the HTML page, from MLflow."""
+"""Accuracy and fairness reports (auditors and analysts), as JSON or as the HTML page, rendered from MLflow runs."""
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 
+from serving.artifacts import ReportsUnavailable, report_response
 from serving.auth import ApiKey
 from serving.dependencies import State, require
 from serving.responses import errors
-from serving.schemas import ReportEnvelope
+from serving.schemas import ReportEnvelope  # documents the JSON form; the bytes are rendered in artifacts.py
 
 router = APIRouter(prefix="/v1/reports", tags=["reports"])
 
@@ -22,30 +22,31 @@ REPORT_RESPONSES = {200: {"model": ReportEnvelope, "content": {"text/html": {"sc
                     **errors(401, 403, 404, 422, 503)}
 
 
-def _serve(state: State, kind: str, request: Request, format: str | None):
+async def _serve(state: State, kind: str, request: Request, format: str | None) -> Response:
+    # async and MLflow-free: the report is the bytes rendered when the background refresh first saw its run;
+    # hotpath.ReportFastPath answers most requests before they get here, with the same report_response
     if state.reports is None:
         raise HTTPException(503, state.config_error or "no study area configured")
-    report = state.reports.latest(kind)
+    try:
+        report = state.reports.latest(kind)
+    except ReportsUnavailable as exc:
+        raise HTTPException(503, str(exc)) from None
     if report is None:
         raise HTTPException(404, state.reports.missing_message(kind))
     wants_html = format == "html" or (format is None and "text/html" in request.headers.get("accept", ""))
-    if wants_html:
-        if not report.html:
-            raise HTTPException(404, f"the {kind} report of run {report.run_id} has no HTML page")
-        return HTMLResponse(report.html)
-    envelope = ReportEnvelope(kind=kind, run_id=report.run_id, created_at=report.created_at,
-                              data_fingerprint=report.tags.get("data_fingerprint"),
-                              code_version=report.tags.get("code_version"), tags=report.tags, report=report.data)
-    return JSONResponse(envelope.model_dump(mode="json"))
+    response = report_response(report, wants_html, request.headers.get("accept-encoding", ""))
+    if response is None:
+        raise HTTPException(404, f"the {kind} report of run {report.run_id} has no HTML page")
+    return response
 
 
 @router.get("/accuracy", response_model=None, responses=REPORT_RESPONSES,
             summary="The latest accuracy report (backtest: every model beside the baselines on the same weeks)")
-def accuracy_report(state: State, request: Request, _: Auditor, format: Format = None):
-    return _serve(state, "accuracy", request, format)
+async def accuracy_report(state: State, request: Request, _: Auditor, format: Format = None) -> Response:
+    return await _serve(state, "accuracy", request, format)
 
 
 @router.get("/fairness", response_model=None, responses=REPORT_RESPONSES,
             summary="The latest fairness audit")
-def fairness_report(state: State, request: Request, _: Auditor, format: Format = None):
-    return _serve(state, "fairness", request, format)
+async def fairness_report(state: State, request: Request, _: Auditor, format: Format = None) -> Response:
+    return await _serve(state, "fairness", request, format)

@@ -22,6 +22,35 @@ router = APIRouter(prefix="/v1/trends", tags=["trends"])
 
 _cache: dict[tuple[int, str], tuple[object, object]] = {}  # (id(panel), view) -> (panel, Trends)
 _lock = threading.Lock()
+AREA_HELP = ("whose weekly rows to include: the whole area or a unit of `[trends] areas` (the listed values; any "
+             "other gets 422) [default: the whole area]")
+
+
+def area_names(cfg) -> list[str] | None:
+    """The values `?area=` takes: the whole area and each unit of `[trends] areas`, as training.trends names them
+    (None when the areas file cannot be read; the request then says so)."""
+    from training.trends import WHOLE_AREA
+
+    tc = cfg.trends
+    if tc.areas is None:
+        return [WHOLE_AREA]
+    try:
+        import geopandas as gpd
+
+        units = gpd.read_file(tc.areas)
+        named = units.loc[~(units.geometry.isna() | units.geometry.is_empty), tc.name_column]
+    except Exception:  # noqa: BLE001 - pyogrio raises several types; a missing column is a KeyError
+        return None
+    return [WHOLE_AREA, *sorted(set(named.astype(str)))]
+
+
+def document_areas(schema: dict, state) -> None:
+    """List the configured areas as the enum of `?area=` in the OpenAPI spec."""
+    names = area_names(state.cfg) if state.cfg is not None else None
+    operation = schema.get("paths", {}).get(router.prefix, {}).get("get", {})
+    for param in operation.get("parameters", []):
+        if param.get("name") == "area" and names:
+            param["schema"] = {"type": "string", "enum": names}
 
 
 async def trends_reader(key: Annotated[ApiKey, Depends(current_key)]) -> ApiKey:
@@ -59,8 +88,7 @@ def get_trends(
                                                                         "privacy.public_cell_size_m with small counts "
                                                                         "suppressed (the only view of the public "
                                                                         "role)")] = None,
-    area: Annotated[str | None, Query(max_length=200, description="whose weekly rows to include [default: the whole "
-                                                                  "area]")] = None,
+    area: Annotated[str | None, Query(max_length=200, description=AREA_HELP)] = None,
 ):
     from training.trends import WHOLE_AREA
 
