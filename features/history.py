@@ -130,11 +130,13 @@ def _after_data_end(cfg: StudyConfig, rows: pd.DataFrame) -> int:
 
 def build(cfg: StudyConfig, today: date | None = None) -> IngestReport:
     """Build (or rebuild) the history from every configured source."""
-    from features.ingest import read_sources
+    from features.ingest import nothing_passed, read_sources
 
     path = history_file(cfg)
     with locked(path, what="building the incident history"):
         found = read_sources(cfg, today)
+        if not len(found.rows):  # storing an empty history would hide the failure from every later step
+            raise nothing_passed(found)
         rows = _stamp(found.rows)
         write_atomic(cfg, rows, path)
     return IngestReport(path=path, rows_stored=len(rows), added=len(rows),
@@ -145,7 +147,7 @@ def build(cfg: StudyConfig, today: date | None = None) -> IngestReport:
 
 def append(cfg: StudyConfig, file: Path, source: str | None = None, today: date | None = None) -> IngestReport:
     """Check `file` with the mapping of `source` (default: the first) and add its new rows to the history."""
-    from features.ingest import read_sources
+    from features.ingest import nothing_passed, read_sources
 
     path = stored_file(cfg)
     if path is None:
@@ -162,6 +164,8 @@ def append(cfg: StudyConfig, file: Path, source: str | None = None, today: date 
         # a row already stored is not new (idempotent); the others are checked against other sources' stored rows
         others = stored.loc[stored["source"] != name].reset_index(drop=True)
         found = read_sources(cfg, today, sources=[src], pool=others)
+        if not len(found.rows):
+            raise nothing_passed(found)
         fresh = found.rows
         known = fresh["record_key"].isin(set(stored["record_key"])).to_numpy()
         fresh = fresh.loc[~known]

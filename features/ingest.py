@@ -17,9 +17,10 @@ import numpy as np
 import pandas as pd
 from pyproj import Transformer
 
+from features import safe_csv
 from features.area import WGS84, StudyArea, derive_boundary, read_boundary
 from features.config import IncidentsConfig, StudyConfig
-from features.errors import InputError
+from features.errors import InputError, RejectedInput
 from features.grid import Grid
 from features.sources import (  # noqa: F401  (read_table is part of this module's interface)
     CANDIDATE_COLUMNS,
@@ -48,6 +49,8 @@ REASONS: dict[str, str] = {
 
 # reasons that only arise with an offence mapping or several sources (counted when they occur)
 SOURCE_REASONS: dict[str, str] = {
+    "source_misplaced": "the source as a whole does not fit where its points should be (lat/lon swapped or "
+                        "another CRS: see the detail); none of its rows is used",
     "offense_not_mapped": "the source's offence label is not in its offense_map",
     "duplicate_across_sources": "the same incident as a row of an earlier source (same offence group, within "
                                 "dedupe.time_tolerance_minutes and dedupe.distance_m)",
@@ -56,6 +59,8 @@ SOURCE_REASONS: dict[str, str] = {
 ALL_REASONS: dict[str, str] = {}
 for _name, _text in REASONS.items():
     ALL_REASONS[_name] = _text
+    if _name == "coordinates_out_of_range":
+        ALL_REASONS["source_misplaced"] = SOURCE_REASONS["source_misplaced"]
     if _name == "missing_offense":
         ALL_REASONS["offense_not_mapped"] = SOURCE_REASONS["offense_not_mapped"]
     if _name == "duplicate":
@@ -112,6 +117,7 @@ class Candidates:
     raw: dict[str, pd.DataFrame]  # source name -> the columns its quarantine rows may show
     read_by_source: dict[str, int]
     fingerprint: str
+    sources: list[IncidentsConfig] = field(default_factory=list)  # the sources read (none: the stored history)
 
 
 def read_sources(cfg: StudyConfig, today: date | None = None,
@@ -119,13 +125,15 @@ def read_sources(cfg: StudyConfig, today: date | None = None,
     """Check every source (or `sources`) and drop rows that repeat an earlier source's row (or a row of `pool`)."""
     sources = sources if sources is not None else cfg.sources
     reference = None
-    kept, quarantined, raw, read, digests = [], [], {}, {}, []
+    kept, quarantined, raw, read, digests, problems = [], [], {}, {}, [], []
     pool = pool if pool is not None else pd.DataFrame(columns=CANDIDATE_COLUMNS)
     for i, src in enumerate(sources):
         part = check_source(cfg, src, today, reference)
         if reference is None and cfg.area.boundary is None and cfg.area.crs is None:
             reference = points_reference(part.candidates, src.name)
         raw[src.name], read[src.name] = part.raw, part.n_read
+        if part.problem:
+            problems.append(part.problem)
         digests.append(f"{src.name}:{file_sha256(src.path)}")
         quarantined.append(part.quarantine)
         rows = part.candidates
@@ -149,7 +157,22 @@ def read_sources(cfg: StudyConfig, today: date | None = None,
     order = {s.name: k for k, s in enumerate(sources)}
     quarantine = quarantine.sort_values(["source", "source_row"], key=lambda c: c.map(order) if c.name == "source"
                                         else c, kind="stable").reset_index(drop=True)
-    return Candidates(frame, quarantine, raw, read, fingerprint)
+    if problems:
+        raise RejectedInput("\n".join(problems), quarantine, read)
+    return Candidates(frame, quarantine, raw, read, fingerprint, list(sources))
+
+
+def nothing_passed(found: Candidates) -> RejectedInput:
+    """The error for a run in which no row passed the record-level checks: what was read and the main reasons."""
+    n_read = sum(found.read_by_source.values())
+    counts = found.quarantine["reason"].value_counts() if len(found.quarantine) else pd.Series(dtype=int)
+    files = ", ".join(f"{s.name} ({s.path})" for s in found.sources) if found.sources else "the stored history"
+    if n_read == 0:
+        why = "the file holds no rows" if len(found.sources) == 1 else "the files hold no rows"
+    else:
+        why = "quarantined: " + ", ".join(f"{r} {c:,}" for r, c in counts.head(3).items())
+    return RejectedInput(f"no incident passed the checks: {n_read:,} rows read from {files}; {why}",
+                         found.quarantine, found.read_by_source)
 
 
 def offense_groups(cfg: StudyConfig, offenses: pd.Series) -> list[str]:
@@ -187,8 +210,7 @@ def place(cfg: StudyConfig, found: Candidates, history_file: Path | None = None)
     reason = np.full(n, "", dtype=object)
     coord_text = np.char.add(np.char.add("lon,lat=", lon.astype(str)), np.char.add(",", lat.astype(str)))
     if n == 0:
-        raise InputError(f"no incident passed the checks ({sum(found.read_by_source.values()):,} rows read); "
-                         "see the quarantine reasons")
+        raise nothing_passed(found)
     area = read_boundary(cfg.area) if cfg.area.boundary else derive_boundary(cfg.area, lon, lat)
     to_area = Transformer.from_crs(WGS84, area.crs, always_xy=True)
     x, y = to_area.transform(lon, lat)
@@ -249,8 +271,4 @@ def place(cfg: StudyConfig, found: Candidates, history_file: Path | None = None)
 def write_quarantine(result: ValidatedIncidents, out_dir: Path) -> Path:
     """Write the quarantined rows with their reason as CSV (readable by anyone) atomically; return the path."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "quarantine.csv"
-    tmp = path.with_suffix(".csv.tmp")
-    result.quarantine.to_csv(tmp, index=False)
-    tmp.replace(path)
-    return path
+    return safe_csv.write_csv(result.quarantine, out_dir / "quarantine.csv")

@@ -32,6 +32,7 @@ class SourceRows:
     quarantine: pd.DataFrame  # source, source_row, reason, detail + the raw columns (personal fields dropped)
     raw: pd.DataFrame  # the raw columns that may be shown in the quarantine file, by source_row
     n_read: int
+    problem: str | None = None  # why the source as a whole was refused (lat/lon swapped, wrong CRS)
 
 
 def read_table(src: IncidentsConfig) -> pd.DataFrame:
@@ -184,7 +185,10 @@ def check_source(cfg: StudyConfig, src: IncidentsConfig, today: date | None = No
     flag(c_invalid, "invalid_coordinates", raw_text)
     flag(c_zero, "zero_coordinates", f"{names[0]},{names[1]}=0,0")
     flag(c_range, "coordinates_out_of_range", raw_text)
-    check_placement(cfg, src, lon, lat, raw_xy, (reason == "") | c_range, reference)
+    placed = (reason == "") | c_range
+    problem = check_placement(cfg, src, lon, lat, raw_xy, placed, reference)
+    if problem is not None:  # every row of the source is suspect: none is used, each says why
+        flag(placed, "source_misplaced", problem.split(": ", 1)[1])
 
     label = df[src.offense].astype("string").str.strip()
     off_missing = (label.isna() | (label == "")).to_numpy()
@@ -243,7 +247,7 @@ def check_source(cfg: StudyConfig, src: IncidentsConfig, today: date | None = No
     quarantine.insert(0, "reason", reason[bad])
     quarantine.insert(0, "source_row", np.flatnonzero(bad))
     quarantine.insert(0, "source", src.name)
-    return SourceRows(src, candidates, quarantine.reset_index(drop=True), raw, n)
+    return SourceRows(src, candidates, quarantine.reset_index(drop=True), raw, n, problem)
 
 
 # ------------------------------------------------------------------ whole-source sanity checks
@@ -286,43 +290,92 @@ def points_reference(candidates: pd.DataFrame, name: str):
     return inside, f"the area of source '{name}'"
 
 
+def land_reference():
+    """Where incident data can be at all, when the config says nothing more: on land, outside Antarctica.
+
+    A weak reference: it cannot tell one city from another, so it only decides between two readings of the same
+    values (as given, or swapped) when one of them is plainly impossible."""
+    from global_land_mask import globe  # a 1 km land/sea raster as a NumPy array (2 MB), no network
+
+    def inside(lon, lat):
+        lon, lat = np.asarray(lon, dtype=float), np.asarray(lat, dtype=float)
+        with np.errstate(invalid="ignore"):
+            valid = np.isfinite(lon) & np.isfinite(lat) & (np.abs(lon) <= 180) & (lat >= -60) & (lat <= 90)
+        found = np.zeros(lon.shape, dtype=bool)
+        if valid.any():
+            found[valid] = globe.is_land(lat[valid], lon[valid])
+        return found
+    return inside, "inhabited land (the config names no boundary or area.crs)"
+
+
+# with the weak reference, a reading counts as impossible below this share and as plausible above the other
+LAND_IMPOSSIBLE, LAND_PLAUSIBLE = 0.1, 0.8
+
+
+def _share(inside, lon, lat) -> float:
+    if not len(lon):
+        return 0.0
+    with np.errstate(invalid="ignore"):
+        return float(np.mean(inside(lon, lat) & np.isfinite(lon) & np.isfinite(lat)))
+
+
+def _looks_projected(a: np.ndarray, b: np.ndarray) -> bool:
+    """Most values too large for degrees: metres or feet of a projected CRS read as lon/lat."""
+    with np.errstate(invalid="ignore"):
+        return float(np.mean((np.abs(a) > 180) | (np.abs(b) > 90))) > 0.5
+
+
 def check_placement(cfg: StudyConfig, src: IncidentsConfig, lon, lat, raw_xy, ok: np.ndarray,
-                    reference=None) -> None:
-    """Raise naming the source when most of its points miss the area but would fit swapped or in another CRS."""
-    ref = reference or _reference(cfg, src)
-    if ref is None or ok.sum() < 10:
-        return
+                    reference=None) -> str | None:
+    """Why this source as a whole cannot be placed (lat/lon swapped, values in another CRS), or None.
+
+    Most of its points must miss where they should be (the boundary, the area CRS's area of use, an earlier
+    source's points, or at least inhabited land) while the values would fit read another way."""
+    ref, weak = reference or _reference(cfg, src), False
+    if ref is None:
+        ref, weak = land_reference(), True
+    if ok.sum() < 10:
+        return None
     inside, what = ref
     av, bv, crs = raw_xy
     a, b = av[ok], bv[ok]
-    with np.errstate(invalid="ignore"):
-        share = float(np.mean(inside(lon[ok], lat[ok]) & np.isfinite(lon[ok])))
-    if share >= 0.5:
-        return
+    share = _share(inside, lon[ok], lat[ok])
+    if share >= (LAND_IMPOSSIBLE if weak else 0.5):
+        return None
+    names = f"{src.lon},{src.lat}" if src.lon is not None else f"{src.x},{src.y}"
     # swap the two coordinate columns and read them again in the configured CRS
     slon, slat = to_lonlat(b, a, crs)
-    with np.errstate(invalid="ignore"):
-        swapped = float(np.mean(inside(slon, slat) & np.isfinite(slon)))
-    if swapped > 0.5:
-        raise InputError(f"source '{src.name}': lat/lon look swapped: {1 - share:.0%} of its points fall outside "
-                         f"{what}, {swapped:.0%} fit when the two coordinate columns are exchanged "
-                         f"(check lon/lat or x/y in its config)")
+    swapped = _share(inside, slon, slat)
+    if swapped > (LAND_PLAUSIBLE if weak else 0.5):
+        return (f"source '{src.name}': lat/lon look swapped: {1 - share:.0%} of its points fall "
+                f"outside {what}, {swapped:.0%} fit when the two coordinate columns ({names}) are exchanged "
+                f"(check lon/lat or x/y in its config; file {src.path})")
     candidates = {"EPSG:4326", "EPSG:3857", *(s.crs for s in cfg.sources)}
     if cfg.area.crs:
         candidates.add(cfg.area.crs)
+    if weak:  # land is too large a target for a projected reading to prove anything; degrees it can
+        candidates = {"EPSG:4326"}
     for other in sorted(candidates):
         other_crs = CRS.from_user_input(other)
         if other_crs.equals(crs):
             continue
         try:
             olon, olat = to_lonlat(a, b, other_crs)
-            with np.errstate(invalid="ignore"):
-                fits = float(np.mean(inside(olon, olat) & np.isfinite(olon)))
+            fits = _share(inside, olon, olat)
         except Exception:  # noqa: BLE001 - a candidate CRS that cannot take these values simply does not fit
             continue
-        if fits > 0.5:
-            raise InputError(f"source '{src.name}': coordinates do not fit crs {src.crs}: {1 - share:.0%} of its "
-                             f"points fall outside {what}; read as {other} {fits:.0%} fit (set crs for this source)")
+        if fits > (LAND_PLAUSIBLE if weak else 0.5):
+            return (f"source '{src.name}': coordinates do not fit crs {src.crs}: {1 - share:.0%} of "
+                    f"its points fall outside {what}; read as {other} {fits:.0%} fit (set crs for this source; file "
+                    f"{src.path})")
+    if crs.is_geographic and _looks_projected(a, b):
+        lo_a, hi_a = np.nanpercentile(a, [1, 99])
+        lo_b, hi_b = np.nanpercentile(b, [1, 99])
+        return (f"source '{src.name}': coordinates do not fit crs {src.crs}: {names} run from "
+                f"{lo_a:,.0f} to {hi_a:,.0f} and {lo_b:,.0f} to {hi_b:,.0f}, which look like projected metres "
+                f"or feet, not degrees; give them as x/y with the crs they are in (e.g. x = \"{names.split(',')[0]}\","
+                f" y = \"{names.split(',')[1]}\", crs = \"EPSG:....\"; file {src.path})")
+    return None
 
 
 # ------------------------------------------------------------------ cross-source duplicates

@@ -16,6 +16,7 @@ from typing import Callable, Hashable
 
 import numpy as np
 
+from features.safe_csv import safe_cell
 from serving.db import CellRecord, Publication
 
 GEOJSON = "application/geo+json"
@@ -59,7 +60,8 @@ class RenderedPublication:
         reasons = json.loads(cell.properties_json).get("reasons") or []
         buf = io.StringIO()
         csv.writer(buf, lineterminator="\n").writerow(
-            [cell.rank, cell.cell_id, cell.lon, cell.lat, cell.risk, cell.percentile, REASON_SEPARATOR.join(reasons)])
+            [cell.rank, safe_cell(cell.cell_id), cell.lon, cell.lat, cell.risk, cell.percentile,
+             safe_cell(REASON_SEPARATOR.join(reasons))])
         return buf.getvalue()
 
     def select(self, top: int | None, bbox: BBox | None) -> np.ndarray:

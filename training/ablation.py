@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from features import safe_csv
 from features.config import StudyConfig
 from features.panel import Panel
 from models import LightGBMForecaster
@@ -97,7 +98,7 @@ def write_ablation(result: AblationResult, out_dir: Path, title: str) -> dict[st
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"ablation_table": out_dir / "ablation.csv", "ablation_json": out_dir / "ablation.json",
              "ablation_plot": out_dir / "ablation.png"}
-    result.table.to_csv(paths["ablation_table"])
+    safe_csv.write_csv(result.table, paths["ablation_table"], index=True)
     paths["ablation_json"].write_text(json.dumps({
         "title": title, "weeks": result.backtest.metrics["weeks"],
         "variants": json.loads(result.table.reset_index().to_json(orient="records")),

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from features.errors import HotspotError
+from features import safe_csv
 from features.locking import locked, replace_atomically
 from training.trends import Trends
 
@@ -77,7 +78,7 @@ def write_csv(frame: pd.DataFrame, path: Path) -> Path:
     table = pd.DataFrame(flat_columns(frame))
     if isinstance(frame, gpd.GeoDataFrame):
         table = table.drop(columns=[frame.geometry.name])
-    return replace_atomically(path, lambda tmp: table.to_csv(tmp, index=False))
+    return safe_csv.write_csv(table, path)
 
 
 def write_gpkg(layers: dict[str, pd.DataFrame], path: Path) -> Path:

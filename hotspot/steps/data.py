@@ -6,8 +6,11 @@ import json
 import time
 from pathlib import Path
 
+from features import safe_csv
 from features.config import StudyConfig
+from features.errors import RejectedInput
 from features.ingest import ValidatedIncidents, validate, write_quarantine
+from features.locking import replace_atomically
 from features.panel import write_panel
 from hotspot.steps.common import (
     Prepared,
@@ -18,10 +21,39 @@ from hotspot.steps.common import (
 from training import tracking
 
 
+def refusal(exc: RejectedInput, out_dir: Path, summary_name: str, extra: dict | None = None) -> RejectedInput:
+    """Write the quarantine and a summary of a refused run (nothing accepted, nothing stored); return the error
+    to raise, its message pointing at both files."""
+    from features.ingest import ALL_REASONS
+
+    quarantine = exc.quarantine
+    counts = quarantine["reason"].value_counts() if len(quarantine) else {}
+    by_source = {}
+    for name, n_read in exc.read_by_source.items():
+        q = quarantine.loc[quarantine["source"] == name, "reason"].value_counts() if len(quarantine) else {}
+        by_source[name] = {"read": int(n_read), "accepted": 0, "quarantined": int(sum(q.values) if len(q) else 0),
+                           **{f"quarantined_{r}": int(q[r]) for r in ALL_REASONS if len(q) and q.get(r, 0)}}
+    n_read = sum(exc.read_by_source.values())
+    summary = {"status": "refused", "error": str(exc), **(extra or {}), "read": n_read, "accepted": 0,
+               "quarantined": len(quarantine),
+               # rows of other sources that passed their own checks but are not used while the run is refused
+               "held_back": n_read - len(quarantine),
+               "by_reason": {r: int(c) for r, c in (counts.items() if len(quarantine) else [])},
+               "by_source": by_source}
+    q_path = safe_csv.write_csv(quarantine, out_dir / "quarantine.csv")
+    text = json.dumps(summary, indent=2)
+    s_path = replace_atomically(out_dir / summary_name, lambda tmp: tmp.write_text(text))
+    return RejectedInput(f"{exc}\nquarantined rows with their reason: {q_path}\nsummary: {s_path}",
+                         quarantine, exc.read_by_source)
+
+
 def validate_step(cfg: StudyConfig, out_dir: Path) -> tuple[ValidatedIncidents, Path]:
     """Validate the incidents, write the quarantine file and log counts per reason to MLflow."""
     start = time.perf_counter()
-    result = validate(cfg)
+    try:
+        result = validate(cfg)
+    except RejectedInput as exc:
+        raise refusal(exc, out_dir, "validation.json") from None
     path = write_quarantine(result, out_dir)
     counts = result.reason_counts()
     summary = {"read": result.n_read, "accepted": len(result.accepted), "quarantined": len(result.quarantine),
@@ -31,7 +63,8 @@ def validate_step(cfg: StudyConfig, out_dir: Path) -> tuple[ValidatedIncidents, 
     summary["by_source"] = result.source_counts()
     if result.history is not None:
         summary["history"] = str(result.history)
-    (out_dir / "validation.json").write_text(json.dumps(summary, indent=2))
+    text = json.dumps(summary, indent=2)
+    replace_atomically(out_dir / "validation.json", lambda tmp: tmp.write_text(text))
     with tracking.step_run(cfg, "validate", result.fingerprint):
         import mlflow
 
@@ -50,16 +83,18 @@ def ingest_step(cfg: StudyConfig, out_dir: Path, append: Path | None = None, sou
     from features import history
 
     start = time.perf_counter()
-    report = history.append(cfg, append, source) if append is not None else history.build(cfg)
+    try:
+        report = history.append(cfg, append, source) if append is not None else history.build(cfg)
+    except RejectedInput as exc:  # nothing was stored; say what was read and why none of it passed
+        raise refusal(exc, out_dir, "ingest.json", {"mode": "append" if append is not None else "build",
+                                                     "file": str(append) if append is not None else None}) from None
     out_dir.mkdir(parents=True, exist_ok=True)
-    q_path = out_dir / "quarantine.csv"
-    tmp = q_path.with_suffix(".csv.tmp")
-    report.quarantine.to_csv(tmp, index=False)
-    tmp.replace(q_path)
+    q_path = safe_csv.write_csv(report.quarantine, out_dir / "quarantine.csv")
     summary = {"mode": "append" if append is not None else "build",
                "file": str(append) if append is not None else None, **report.as_dict(),
                "seconds": round(time.perf_counter() - start, 2)}
-    (out_dir / "ingest.json").write_text(json.dumps(summary, indent=2))
+    text = json.dumps(summary, indent=2)
+    replace_atomically(out_dir / "ingest.json", lambda tmp: tmp.write_text(text))
     with tracking.step_run(cfg, "ingest", report.fingerprint):
         import mlflow
 

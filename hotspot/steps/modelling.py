@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from features import safe_csv
 from features.config import StudyConfig
 from features.errors import HotspotError
 from hotspot.steps.common import (
@@ -115,7 +116,7 @@ def tune_step(cfg: StudyConfig, trials: int | None = None, before: str | None = 
         table = result.study.trials_dataframe(attrs=("number", "value", "state", "params", "duration"))
         out_dir.mkdir(parents=True, exist_ok=True)
         paths = {"trials": out_dir / "trials.csv", "best": out_dir / "best_spec.json"}
-        table.to_csv(paths["trials"], index=False)
+        safe_csv.write_csv(table, paths["trials"])
         paths["best"].write_text(json.dumps({"study": study_name(cfg), "metric": cfg.tune.metric,
                                              "best_value": result.best_value, "spec": result.best_spec}, indent=2))
         paths["plot"] = plot_study(result.study, cfg.tune.metric, out_dir / "tuning_history.png")
