@@ -10,6 +10,13 @@ under 100 ms for every report route on the project's 2-core machine.
 
 Uses wrk (apt-get install wrk) when it is on PATH, else an asyncio httpx client (which itself takes CPU from the
 server on a small machine, so its figures are pessimistic).
+
+On a machine with two or more CPUs the server (one uvicorn worker per CPU from the first) and the load generator
+(the other CPUs) are pinned apart (`--no-pin` to share them): on the 2-core machine, wrk's two threads otherwise take
+the server's CPU in bursts and the p99 measures the client as much as the server (measured on the same build: report
+routes p99 200-640 ms unpinned against 50-60 ms pinned, with the same throughput). Each route is loaded for
+`--warmup` seconds first, not counted: the first second of 100 new connections at once has a tail of its own
+(single requests near 1 s) that a 30-s run would count as its p99 only when short.
 """
 
 from __future__ import annotations
@@ -84,10 +91,16 @@ def wait_for(url: str, proc: subprocess.Popen, timeout_s: float = 600) -> None:
     sys.exit(f"{url} not answering after {timeout_s} s")
 
 
-def with_wrk(url: str, key: str, connections: int, duration_s: int, threads: int, encoding: str) -> dict:
+def pinned(cpus: set[int] | None):
+    """A preexec_fn that keeps a child process on `cpus` (None: wherever the scheduler puts it)."""
+    return (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
+
+
+def with_wrk(url: str, key: str, connections: int, duration_s: int, threads: int, encoding: str,
+             cpus: set[int] | None = None) -> dict:
     out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration_s}s", "--latency", "--timeout", "10s",
                           "-H", f"X-API-Key: {key}", "-H", f"Accept-Encoding: {encoding}", url],
-                         capture_output=True, text=True, check=True).stdout
+                         capture_output=True, text=True, check=True, preexec_fn=pinned(cpus)).stdout
 
     def ms(text: str) -> float:
         value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()
@@ -144,6 +157,9 @@ def main() -> None:
     parser.add_argument("--accept-encoding", default="gzip",
                         help="Accept-Encoding the clients send: gzip (as browsers, httpx and requests do; the reports "
                              "are served pre-compressed) or identity")
+    parser.add_argument("--pin", action=argparse.BooleanOptionalAction, default=True,
+                        help="pin the server and the load generator to different CPUs (when there are 2 or more)")
+    parser.add_argument("--warmup", type=int, default=5, help="seconds of load on each route before measuring")
     parser.add_argument("--report-weeks", type=int, default=2,
                         help="weeks of the backtest and audit run when MLflow has no reports yet")
     args = parser.parse_args()
@@ -170,6 +186,13 @@ def main() -> None:
     viewer = run(["keys", "create", "--role", "viewer", "--name", "serve_load"], env, work).strip()
     auditor = run(["keys", "create", "--role", "auditor", "--name", "serve_load"], env, work).strip()
 
+    cpus = sorted(os.sched_getaffinity(0))
+    server_cpus = client_cpus = None
+    if args.pin and len(cpus) >= 2:
+        n = min(args.workers, len(cpus) - 1)
+        server_cpus, client_cpus = set(cpus[:n]), set(cpus[n:])
+    placement = (f"server on CPU {sorted(server_cpus)}, load generator on CPU {sorted(client_cpus)}" if server_cpus
+                 else "server and load generator sharing every CPU")
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     log_path = work / "serve.log"
@@ -177,7 +200,8 @@ def main() -> None:
     if args.no_access_log:
         serve.append("--no-access-log")
     with open(log_path, "w") as log:
-        server = subprocess.Popen(serve, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=work)
+        server = subprocess.Popen(serve, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=work,
+                                  preexec_fn=pinned(server_cpus))
     results = []
     try:
         wait_for(f"{base}/health", server)
@@ -206,10 +230,16 @@ def main() -> None:
                   f"{response.headers.get('content-encoding', 'identity')})", flush=True)
         time.sleep(2)  # let the access-log flush and any start-up work settle
         use_wrk = args.client == "wrk" or (args.client == "auto" and shutil.which("wrk"))
+        if client_cpus:
+            os.sched_setaffinity(0, client_cpus)  # the httpx client runs in this process
         for path, key, target_ms in targets:
+            if args.warmup > 0:
+                (with_wrk(base + path, key, args.connections, args.warmup, args.wrk_threads, args.accept_encoding,
+                          client_cpus) if use_wrk
+                 else asyncio.run(_httpx_load(base + path, key, args.connections, args.warmup, args.accept_encoding)))
             before = loadavg()
             result = (with_wrk(base + path, key, args.connections, args.duration, args.wrk_threads,
-                               args.accept_encoding) if use_wrk
+                               args.accept_encoding, client_cpus) if use_wrk
                       else asyncio.run(_httpx_load(base + path, key, args.connections, args.duration,
                                                    args.accept_encoding)))
             results.append((path, target_ms, result, before, loadavg()))
@@ -222,7 +252,8 @@ def main() -> None:
             server.kill()
     tool = results[0][2]["tool"] if results else "nothing"
     print(f"\n{tool} per route ({os.cpu_count()} CPUs, {args.workers} uvicorn worker(s), access lines "
-          f"{'off' if args.no_access_log else 'on'}, Accept-Encoding: {args.accept_encoding}); "
+          f"{'off' if args.no_access_log else 'on'}, Accept-Encoding: {args.accept_encoding}; {placement}; "
+          f"{args.warmup} s warm-up per route not counted); "
           "loadavg = /proc/loadavg 1/5/15 min before -> after")
     print(f"{'route':<36} {'requests':>9} {'req/s':>7} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} {'non-2xx':>7}  "
           f"{'socket errors':<14} {'target':<14} loadavg")

@@ -1,4 +1,5 @@
-"""Locks and atomic replacement for files that two processes may write at once (the incident history, exports).
+"""Locks and atomic replacement for files that two processes may write at once (the incident history, exports,
+the panel, every report, plot and table a step writes into its output folder).
 
 A writer holds `<file>.lock` (a `filelock` lock beside the file) for its whole read-modify-write, so a second
 `hotspot ingest --append` waits for the first instead of replacing the history with rows that miss the first one's.
@@ -78,7 +79,9 @@ def locked(path: Path, timeout_s: float | None = None, what: str = "") -> Iterat
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     limit = lock_timeout_s(timeout_s)
-    lock = FileLock(lock_file(path), on_acquired=_record_holder)
+    # one lock object per file in this process (is_singleton), so a step that holds its output set's lock can call
+    # writers that take the same lock (reentrant) instead of waiting for itself
+    lock = FileLock(lock_file(path), is_singleton=True, on_acquired=_record_holder)
     try:
         lock.acquire(timeout=0)
     except Timeout:
@@ -142,3 +145,14 @@ def replace_atomically(path: Path, write: Callable[[Path], object]) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def write_text_atomically(path: Path, text: str) -> Path:
+    """`path` replaced whole by `text` (UTF-8)."""
+    return replace_atomically(Path(path), lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def savefig_atomically(fig, path: Path, **kwargs) -> Path:
+    """A matplotlib figure saved to `path` whole (the format from `path`'s suffix, as savefig would take it)."""
+    path = Path(path)
+    return replace_atomically(path, lambda tmp: fig.savefig(tmp, format=path.suffix.lstrip(".") or None, **kwargs))

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from features.config import StudyConfig
+from features.locking import locked, replace_atomically, write_text_atomically
 from features.grid import Grid
 from features.registry import FAMILIES, BuildContext, selected_families
 
@@ -190,9 +191,6 @@ def write_panel(panel: Panel, out_dir: Path) -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     frame = panel.to_frame()
     path, schema_path = out_dir / "panel.parquet", out_dir / "panel_schema.json"
-    tmp = path.with_suffix(".parquet.tmp")
-    frame.to_parquet(tmp, index=False)
-    tmp.replace(path)
     schema = {
         "rows": "one per period and cell; features of a period use only data before it; y = incidents in it",
         "columns": [
@@ -208,5 +206,7 @@ def write_panel(panel: Panel, out_dir: Path) -> tuple[Path, Path]:
         "cell_size_m": panel.grid.cell_size_m,
         "crs": panel.grid.crs.to_string(),
     }
-    schema_path.write_text(json.dumps(schema, indent=2))
+    with locked(path, what="writing the panel"):  # the panel and its schema as one set, each file whole
+        replace_atomically(path, lambda tmp: frame.to_parquet(tmp, index=False))
+        write_text_atomically(schema_path, json.dumps(schema, indent=2))
     return path, schema_path

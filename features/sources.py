@@ -187,8 +187,10 @@ def check_source(cfg: StudyConfig, src: IncidentsConfig, today: date | None = No
     flag(c_range, "coordinates_out_of_range", raw_text)
     placed = (reason == "") | c_range
     problem = check_placement(cfg, src, lon, lat, raw_xy, placed, reference)
-    if problem is not None:  # every row of the source is suspect: none is used, each says why
-        flag(placed, "source_misplaced", problem.split(": ", 1)[1])
+    if problem is not None:  # every row of the source is suspect: none is used, each says why in short (the
+        # whole finding, with the figures and what to change, is the run's error message and validation.json)
+        cause = problem.split(": ")[1]
+        flag(placed, "source_misplaced", raw_text + f" ({cause}, like the whole source)")
 
     label = df[src.offense].astype("string").str.strip()
     off_missing = (label.isna() | (label == "")).to_numpy()

@@ -50,9 +50,9 @@ def finite(value: Any) -> Any:
 def _client():
     from mlflow import MlflowClient
 
-    from training.tracking import tracking_uri
+    from training.tracking import ensure_store
 
-    return MlflowClient(tracking_uri())
+    return MlflowClient(ensure_store())
 
 
 def _ms_to_iso(ms: int | None) -> str | None:

@@ -75,10 +75,10 @@ class Forecaster:
         from mlflow.exceptions import MlflowException
 
         from training.registry import CHAMPION, registered_name
-        from training.tracking import tracking_uri
+        from training.tracking import ensure_store
 
         try:
-            return str(MlflowClient(tracking_uri()).get_model_version_by_alias(registered_name(self.cfg),
+            return str(MlflowClient(ensure_store()).get_model_version_by_alias(registered_name(self.cfg),
                                                                                CHAMPION).version)
         except MlflowException:
             return None

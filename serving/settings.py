@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     access_log_lines: bool = Field(True, description="one JSON line per request on stderr (logger hotspot.access); "
                                                      "the access_log table is written either way")
     access_log_flush_s: float = Field(1.0, gt=0, description="how often buffered access-log rows are written")
+    reports_refresh_s: float = Field(5.0, ge=0, description="how often MLflow is asked for new backtest and audit "
+                                                            "runs (a new report is served within this time); 0: "
+                                                            "asked on every report request (not for production)")
     warm_panel: bool = Field(True, description="build the study area's panel in the background at start-up, so the "
                                                "first publication does not wait for it")
     map_tile_url: str | None = Field(None, description="optional XYZ tile URL template for the map background "

@@ -59,8 +59,8 @@ class ServiceState:
             state.config_error = str(exc).splitlines()[0]
             return state
         state.forecaster = Forecaster(state.cfg)
-        state.reports = ReportSource(state.cfg)
-        state.models = ModelSource(state.cfg)
+        state.reports = ReportSource(state.cfg, ttl_s=settings.reports_refresh_s)
+        state.models = ModelSource(state.cfg, ttl_s=settings.reports_refresh_s)
         return state
 
     @property

@@ -17,6 +17,7 @@ import pandas as pd
 
 from features import safe_csv
 from features.config import StudyConfig
+from features.locking import locked, savefig_atomically, write_text_atomically
 from features.panel import Panel
 from models import LightGBMForecaster
 from training.backtest import BacktestResult, lightgbm_from_config, make_models, run_backtest
@@ -98,8 +99,13 @@ def write_ablation(result: AblationResult, out_dir: Path, title: str) -> dict[st
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"ablation_table": out_dir / "ablation.csv", "ablation_json": out_dir / "ablation.json",
              "ablation_plot": out_dir / "ablation.png"}
+    with locked(paths["ablation_json"], what="writing the ablation"):  # the three files from one run
+        return _write_ablation(result, paths, title, plt)
+
+
+def _write_ablation(result: AblationResult, paths: dict[str, Path], title: str, plt) -> dict[str, Path]:
     safe_csv.write_csv(result.table, paths["ablation_table"], index=True)
-    paths["ablation_json"].write_text(json.dumps({
+    write_text_atomically(paths["ablation_json"], json.dumps({
         "title": title, "weeks": result.backtest.metrics["weeks"],
         "variants": json.loads(result.table.reset_index().to_json(orient="records")),
         "family_gain_share": {k: float(v) for k, v in result.family_gain.items()},
@@ -122,6 +128,6 @@ def write_ablation(result: AblationResult, out_dir: Path, title: str) -> dict[st
     full = result.table.loc["lightgbm"]
     fig.suptitle(f"{title}: full model PAI@1% {full['pai@1%']:.2f}, deviance {full['poisson_deviance']:.4f}")
     fig.tight_layout()
-    fig.savefig(paths["ablation_plot"], dpi=110)
+    savefig_atomically(fig, paths["ablation_plot"], dpi=110)
     plt.close(fig)
     return paths

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from features.locking import locked, savefig_atomically, write_text_atomically
 from training.audit import BAND, NOTE
 
 STYLE = """body{font-family:sans-serif;max-width:1200px;margin:2em auto}table{border-collapse:collapse;margin:.5em 0}
@@ -37,7 +38,7 @@ def clean(value):
 
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    savefig_atomically(fig, path, dpi=110)
     import matplotlib.pyplot as plt
 
     plt.close(fig)
@@ -238,9 +239,9 @@ def render_html(audit: dict, plots: dict[str, Path]) -> str:
 def write_audit(audit: dict, out_dir: Path) -> dict[str, Path]:
     """Write audit.json, audit.html and the PNG plots into out_dir; return their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    plots = plot_audit(audit, out_dir)
-    json_path = out_dir / "audit.json"
-    json_path.write_text(json.dumps(clean(audit), indent=1, allow_nan=False))
-    html_path = out_dir / "audit.html"
-    html_path.write_text(render_html(audit, plots))
+    json_path, html_path = out_dir / "audit.json", out_dir / "audit.html"
+    with locked(json_path, what="writing the audit"):  # the page and its figures from one run, each file whole
+        plots = plot_audit(audit, out_dir)
+        write_text_atomically(json_path, json.dumps(clean(audit), indent=1, allow_nan=False))
+        write_text_atomically(html_path, render_html(audit, plots))
     return {"audit_json": json_path, "audit_html": html_path, **{f"plot_{k}": v for k, v in plots.items()}}

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from features.config import StudyConfig
+from features.locking import locked, replace_atomically, write_text_atomically
 from features.panel import Panel
 from models import (
     SEPP,
@@ -148,13 +149,10 @@ def write_backtest(result: BacktestResult, out_dir: Path) -> dict[str, Path]:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"predictions": out_dir / "predictions.parquet", "metrics": out_dir / "metrics.json"}
-    tmp = paths["predictions"].with_suffix(".parquet.tmp")
-    result.predictions.to_parquet(tmp, index=False)
-    tmp.replace(paths["predictions"])
-    tmp = paths["metrics"].with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result.metrics, indent=2, allow_nan=True))
-    tmp.replace(paths["metrics"])
-    paths.update(plot_backtest(result.metrics, out_dir))
+    with locked(paths["metrics"], what="writing the backtest"):  # predictions, metrics and plots from one run
+        replace_atomically(paths["predictions"], lambda tmp: result.predictions.to_parquet(tmp, index=False))
+        write_text_atomically(paths["metrics"], json.dumps(result.metrics, indent=2, allow_nan=True))
+        paths.update(plot_backtest(result.metrics, out_dir))
     return paths
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import shapely
 
 from features.area import WGS84
+from features.locking import write_text_atomically
 from features.panel import Panel
 from models import Forecaster
 
@@ -47,7 +48,4 @@ def write_geojson(cells: gpd.GeoDataFrame, path: Path, metadata: dict) -> Path:
     collection.update({"metadata": {**metadata, "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                                     "crs": "urn:ogc:def:crs:OGC:1.3:CRS84", "cells": int(len(cells))}})
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(collection, separators=(",", ":")))
-    tmp.replace(path)
-    return path
+    return write_text_atomically(path, json.dumps(collection, separators=(",", ":")))

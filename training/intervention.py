@@ -31,6 +31,7 @@ from scipy import ndimage
 
 from features.errors import HotspotError, InputError
 from features.grid import Grid
+from features.locking import locked, savefig_atomically, write_text_atomically
 
 MIN_PRE_WEEKS = 8
 
@@ -280,9 +281,13 @@ def write_intervention(result: InterventionResult, out_dir: Path) -> dict[str, P
 
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": out_dir / "intervention.json", "png": out_dir / "intervention.png"}
-    tmp = paths["json"].with_name(paths["json"].name + ".tmp")
-    tmp.write_text(json.dumps(result.to_dict(), indent=2, default=float))
-    tmp.replace(paths["json"])
+    with locked(paths["json"], what="writing the intervention estimate"):  # json and plot from one run
+        write_text_atomically(paths["json"], json.dumps(result.to_dict(), indent=2, default=float))
+        _plot_intervention(result, paths["png"], plt)
+    return paths
+
+
+def _plot_intervention(result: InterventionResult, path: Path, plt) -> None:
     s = result.series
     fig, ax = plt.subplots(figsize=(9, 4))
     ax.plot(s["period_start"], s["treated"].rolling(4, min_periods=1).mean(), label="treated cells")
@@ -294,6 +299,5 @@ def write_intervention(result: InterventionResult, out_dir: Path) -> dict[str, P
     ax.set_ylabel("incidents per cell-week (4-week mean)")
     ax.legend(loc="best")
     fig.tight_layout()
-    fig.savefig(paths["png"], dpi=110)
+    savefig_atomically(fig, path, dpi=110)
     plt.close(fig)
-    return paths

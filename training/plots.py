@@ -10,6 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from features.locking import savefig_atomically  # noqa: E402
+
 
 def plot_backtest(metrics: dict, out_dir: Path) -> dict[str, Path]:
     coverages = metrics["coverages"]
@@ -25,7 +27,7 @@ def plot_backtest(metrics: dict, out_dir: Path) -> dict[str, Path]:
     ax.legend(fontsize=8)
     fig.tight_layout()
     paths["hit_rate_plot"] = out_dir / "hit_rate_curve.png"
-    fig.savefig(paths["hit_rate_plot"], dpi=110)
+    savefig_atomically(fig, paths["hit_rate_plot"], dpi=110)
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
@@ -37,6 +39,6 @@ def plot_backtest(metrics: dict, out_dir: Path) -> dict[str, Path]:
     fig.autofmt_xdate()
     fig.tight_layout()
     paths["pai_plot"] = out_dir / "pai_by_week.png"
-    fig.savefig(paths["pai_plot"], dpi=110)
+    savefig_atomically(fig, paths["pai_plot"], dpi=110)
     plt.close(fig)
     return paths

@@ -43,9 +43,9 @@ def registry_client():
     import mlflow
     from mlflow import MlflowClient
 
-    from training.tracking import tracking_uri
+    from training.tracking import ensure_store
 
-    mlflow.set_tracking_uri(tracking_uri())
+    mlflow.set_tracking_uri(ensure_store())
     return MlflowClient()
 
 
@@ -104,16 +104,20 @@ def champion_history(cfg: StudyConfig) -> list[dict]:
 
 
 def set_champion(cfg: StudyConfig, version: str, reason: str, rollback: bool = False) -> None:
-    """Point the champion alias at `version` and append the move and its reason to the history."""
+    """Point the champion alias at `version` and append the move and its reason to the history; under the store's
+    lock, so two moves at once (a promotion and a rollback) each land in the history."""
+    from training.tracking import store_lock
+
     client = registry_client()
     name = registered_name(cfg)
-    previous = champion_version(cfg)
-    client.set_registered_model_alias(name, CHAMPION, str(version))
-    entry = {"version": str(version), "previous": previous, "reason": reason, "rollback": rollback,
-             "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    history = (champion_history(cfg) + [entry])[-HISTORY_KEEP:]
-    client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
-    client.set_model_version_tag(name, str(version), "champion_reason", reason[:4000])
+    with store_lock("moving the champion alias"):
+        previous = champion_version(cfg)
+        client.set_registered_model_alias(name, CHAMPION, str(version))
+        entry = {"version": str(version), "previous": previous, "reason": reason, "rollback": rollback,
+                 "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        history = (champion_history(cfg) + [entry])[-HISTORY_KEEP:]
+        client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
+        client.set_model_version_tag(name, str(version), "champion_reason", reason[:4000])
 
 
 def _version(cfg: StudyConfig, version: str | None):

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from features.locking import locked, savefig_atomically, write_text_atomically
 from training.evaluation import (
     bootstrap_mean,
     calibration,
@@ -86,7 +87,7 @@ def plot_report(report: dict, predictions: pd.DataFrame, out_dir: Path) -> dict[
     ax.legend(fontsize=7)
     fig.tight_layout()
     paths["curve"] = out_dir / "report_hit_rate_curve.png"
-    fig.savefig(paths["curve"], dpi=110)
+    savefig_atomically(fig, paths["curve"], dpi=110)
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
@@ -104,7 +105,7 @@ def plot_report(report: dict, predictions: pd.DataFrame, out_dir: Path) -> dict[
     ax.legend(fontsize=7)
     fig.tight_layout()
     paths["pai"] = out_dir / "report_pai_intervals.png"
-    fig.savefig(paths["pai"], dpi=110)
+    savefig_atomically(fig, paths["pai"], dpi=110)
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(5.2, 4.6))
@@ -114,12 +115,21 @@ def plot_report(report: dict, predictions: pd.DataFrame, out_dir: Path) -> dict[
         ax.plot(cal["forecast"], cal["observed"], marker="o", ms=3, label=name)
         top = max(top, cal["forecast"].max(), cal["observed"].max())
     ax.plot([0, top], [0, top], ls="--", c="grey")
-    ax.set(xscale="symlog", yscale="symlog", xlabel="mean forecast per cell-week (risk decile)",
+    # symlog spreads the low deciles out; linear up to a tenth of the top decile, and plain numbers on the axes
+    # (its default labels with a small range read as "4.83936 x 10^-1")
+    from matplotlib.ticker import FormatStrFormatter
+
+    linthresh = max(top / 10, 1e-3)
+    ax.set_xscale("symlog", linthresh=linthresh)
+    ax.set_yscale("symlog", linthresh=linthresh)
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.set(xlim=(0, top * 1.1), ylim=(0, top * 1.1), xlabel="mean forecast per cell-week (risk decile)",
            ylabel="mean recorded per cell-week", title="Calibration by risk decile")
     ax.legend(fontsize=7)
     fig.tight_layout()
     paths["calibration"] = out_dir / "report_calibration.png"
-    fig.savefig(paths["calibration"], dpi=110)
+    savefig_atomically(fig, paths["calibration"], dpi=110)
     plt.close(fig)
 
     model = report.get("reference", next(iter(report["models"])))
@@ -141,18 +151,20 @@ def plot_report(report: dict, predictions: pd.DataFrame, out_dir: Path) -> dict[
     ax.set_aspect("equal")
     fig.tight_layout()
     paths["map"] = out_dir / "report_top_cells_map.png"
-    fig.savefig(paths["map"], dpi=110)
+    savefig_atomically(fig, paths["map"], dpi=110)
     plt.close(fig)
     return paths
 
 
 def write_report(report: dict, predictions: pd.DataFrame, out_dir: Path, title: str) -> dict[str, Path]:
+    """accuracy.json, accuracy.html and its figures, as one set: each file replaced whole, under the report's lock
+    (a second backtest writing to the same folder waits, so the page and its figures come from one run)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    plots = plot_report(report, predictions, out_dir)
-    json_path = out_dir / "accuracy.json"
-    json_path.write_text(json.dumps(report, indent=2, default=float))
-    html_path = out_dir / "accuracy.html"
-    html_path.write_text(render_html(report, plots, title))
+    json_path, html_path = out_dir / "accuracy.json", out_dir / "accuracy.html"
+    with locked(json_path, what="writing the accuracy report"):
+        plots = plot_report(report, predictions, out_dir)
+        write_text_atomically(json_path, json.dumps(report, indent=2, default=float))
+        write_text_atomically(html_path, render_html(report, plots, title))
     return {"accuracy_json": json_path, "accuracy_html": html_path, **{f"plot_{k}": v for k, v in plots.items()}}
 
 

@@ -24,6 +24,46 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a `sqlite:///` tracking URI (None for any other store)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    name = uri[len("sqlite:///"):].split("?", 1)[0]
+    return Path(name) if name and name != ":memory:" else None
+
+
+@contextmanager
+def store_lock(what: str) -> Iterator[None]:
+    """Hold the SQLite tracking store's file lock (`mlflow.db.lock`) for a read-modify-write of the registry (the
+    champion alias and its history); nothing to hold for a tracking server, which orders its own writes."""
+    from features.locking import locked
+
+    path = sqlite_file(tracking_uri())
+    with locked(path, what=what) if path is not None else nullcontext():
+        yield
+
+
+_READY: set[str] = set()
+
+
+def ensure_store(uri: str | None = None) -> str:
+    """Create (or upgrade) the tracking store once per process, under its file lock when it is a SQLite file: two
+    first runs at once on a fresh mlflow.db otherwise both run MLflow's schema migrations and one fails ("table
+    experiments already exists"). Returns the URI."""
+    uri = uri or tracking_uri()
+    if uri not in _READY:
+        path = sqlite_file(uri)
+        if path is not None:
+            from mlflow import MlflowClient
+
+            from features.locking import locked
+
+            with locked(path, what="creating the MLflow tracking store"):
+                MlflowClient(uri).search_experiments(max_results=1)
+        _READY.add(uri)
+    return uri
+
+
 @lru_cache(maxsize=1)
 def code_version() -> str:
     """Package version plus the git commit of the checkout ('+dirty' when it has uncommitted changes)."""
@@ -52,7 +92,7 @@ def configure(cfg: StudyConfig) -> None:
     """Point MLflow at the tracking store and the area's experiment (or the one `mlflow run` chose)."""
     import mlflow
 
-    mlflow.set_tracking_uri(tracking_uri())
+    mlflow.set_tracking_uri(ensure_store())
     if not os.environ.get("MLFLOW_RUN_ID"):
         mlflow.set_experiment(cfg.area.name)
 

@@ -30,6 +30,7 @@ import shapely
 from features.area import WGS84
 from features.config import StudyConfig
 from features.errors import InputError
+from features.locking import savefig_atomically
 from features.grid import Grid
 from features.panel import Panel
 from training.disclosure import Relations, complementary_suppression
@@ -484,7 +485,7 @@ def plot_trends(trends: Trends, out_dir: Path) -> dict[str, Path]:
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     paths["weekly_png"] = out_dir / "trends_weekly.png"
-    fig.savefig(paths["weekly_png"], dpi=110)
+    savefig_atomically(fig, paths["weekly_png"], dpi=110)
     plt.close(fig)
 
     change = trends.change[trends.change["area"] == WHOLE_AREA]
@@ -501,6 +502,6 @@ def plot_trends(trends: Trends, out_dir: Path) -> dict[str, Path]:
     ax.set_title("Seasonally adjusted change (year over year)")
     fig.tight_layout()
     paths["change_png"] = out_dir / "trends_change.png"
-    fig.savefig(paths["change_png"], dpi=110)
+    savefig_atomically(fig, paths["change_png"], dpi=110)
     plt.close(fig)
     return paths

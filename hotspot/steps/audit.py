@@ -8,6 +8,7 @@ from pathlib import Path
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from features.config import StudyConfig
+from features.locking import locked
 from features.errors import HotspotError
 from hotspot.steps.common import (
     Prepared,
@@ -66,23 +67,24 @@ def audit_step(cfg: StudyConfig, model_version: str | None = None, weeks: int | 
     seconds["audit_s"] = time.perf_counter() - start
     audit.update(seconds=seconds, refit_every=refit)
     out_dir = out_dir or Path("outputs") / cfg.area.name / "audit"
-    paths = write_audit(audit, out_dir)
-    metrics = audit_metrics(clean(audit))
-    client = registry_client()
-    if ref.run_id:
-        client.log_batch(ref.run_id, metrics=[_metric(k, v) for k, v in metrics.items()])
-        for path in paths.values():
-            client.log_artifact(ref.run_id, str(path), "audit")
-    with tracking.step_run(cfg, "audit", prepared.incidents.fingerprint, run_name=f"audit v{ref.version}"):
-        import mlflow
+    with locked(out_dir / "audit.json", what="writing the audit"):  # written and logged as one set
+        paths = write_audit(audit, out_dir)
+        metrics = audit_metrics(clean(audit))
+        client = registry_client()
+        if ref.run_id:
+            client.log_batch(ref.run_id, metrics=[_metric(k, v) for k, v in metrics.items()])
+            for path in paths.values():
+                client.log_artifact(ref.run_id, str(path), "audit")
+        with tracking.step_run(cfg, "audit", prepared.incidents.fingerprint, run_name=f"audit v{ref.version}"):
+            import mlflow
 
-        mlflow.set_tags({"model_version": ref.version, "model_name": ref.name, "model_run_id": ref.run_id or ""})
-        mlflow.log_params({"audit_models": ",".join(m.name for m in models), "audit_weeks": len(periods),
-                           "audit_first_week": audit["weeks"][0], "audit_last_week": audit["weeks"][-1],
-                           "audit_refit_every": refit})
-        mlflow.log_metrics(metrics)
-        for path in paths.values():
-            mlflow.log_artifact(str(path), "audit")
+            mlflow.set_tags({"model_version": ref.version, "model_name": ref.name, "model_run_id": ref.run_id or ""})
+            mlflow.log_params({"audit_models": ",".join(m.name for m in models), "audit_weeks": len(periods),
+                               "audit_first_week": audit["weeks"][0], "audit_last_week": audit["weeks"][-1],
+                               "audit_refit_every": refit})
+            mlflow.log_metrics(metrics)
+            for path in paths.values():
+                mlflow.log_artifact(str(path), "audit")
     return audit, paths
 
 

@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from features import safe_csv
 from features.config import StudyConfig
 from features.errors import HotspotError
+from features.locking import locked, savefig_atomically, write_text_atomically
 from hotspot.steps.common import (
     Prepared,
     console,
@@ -116,10 +117,12 @@ def tune_step(cfg: StudyConfig, trials: int | None = None, before: str | None = 
         table = result.study.trials_dataframe(attrs=("number", "value", "state", "params", "duration"))
         out_dir.mkdir(parents=True, exist_ok=True)
         paths = {"trials": out_dir / "trials.csv", "best": out_dir / "best_spec.json"}
-        safe_csv.write_csv(table, paths["trials"])
-        paths["best"].write_text(json.dumps({"study": study_name(cfg), "metric": cfg.tune.metric,
-                                             "best_value": result.best_value, "spec": result.best_spec}, indent=2))
-        paths["plot"] = plot_study(result.study, cfg.tune.metric, out_dir / "tuning_history.png")
+        with locked(paths["best"], what="writing the tuning results"):  # trials, best spec and plot from one run
+            safe_csv.write_csv(table, paths["trials"])
+            write_text_atomically(paths["best"], json.dumps({"study": study_name(cfg), "metric": cfg.tune.metric,
+                                                             "best_value": result.best_value,
+                                                             "spec": result.best_spec}, indent=2))
+            paths["plot"] = plot_study(result.study, cfg.tune.metric, out_dir / "tuning_history.png")
         mlflow.log_metrics({"best_value": result.best_value, "tune_s": result.seconds,
                             "trials_run": result.trials_run, "trials_total": len(table),
                             "trials_pruned": int((table["state"] == "PRUNED").sum())})
@@ -148,7 +151,7 @@ def plot_study(study, metric: str, path: Path) -> Path:
     ax.set_ylabel(f"{metric}, mean over the fold weeks")
     ax.legend(loc="best")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    savefig_atomically(fig, path, dpi=110)
     plt.close(fig)
     return path
 
@@ -223,29 +226,32 @@ def backtest_step(cfg: StudyConfig, model_names: list[str], weeks: int, end: str
             result = run_backtest(panel, models, periods, refit, cfg.backtest.coverages, on_step=step)
     result.metrics["target_offenses"] = cfg.model.target_offenses or list(panel.groups)
     result.metrics["demographics_as_features"] = cfg.features.demographics_as_features
-    paths = write_backtest(result, out_dir)
-    from training.report import accuracy_report, write_report
+    # the whole set (predictions, metrics, the accuracy report and figures) written and logged under the report's
+    # lock: a second backtest into the same folder waits, so what is logged is what this run wrote
+    with locked(out_dir / "accuracy.json", what="writing the backtest"):
+        paths = write_backtest(result, out_dir)
+        from training.report import accuracy_report, write_report
 
-    report = accuracy_report(result.predictions, cfg.backtest.coverages, reference="lightgbm")
-    targets_text = ", ".join(result.metrics["target_offenses"])
-    paths.update(write_report(report, result.predictions, out_dir,
-                              f"Accuracy report: {cfg.area.name} ({targets_text})"))
-    if ablation:
-        paths.update(write_ablation(abl, out_dir, f"{cfg.area.name} ({targets_text})"))
-    with tracking.step_run(cfg, "backtest", prepared.incidents.fingerprint):
-        import mlflow
+        report = accuracy_report(result.predictions, cfg.backtest.coverages, reference="lightgbm")
+        targets_text = ", ".join(result.metrics["target_offenses"])
+        paths.update(write_report(report, result.predictions, out_dir,
+                                  f"Accuracy report: {cfg.area.name} ({targets_text})"))
+        if ablation:
+            paths.update(write_ablation(abl, out_dir, f"{cfg.area.name} ({targets_text})"))
+        with tracking.step_run(cfg, "backtest", prepared.incidents.fingerprint):
+            import mlflow
 
-        mlflow.log_params({"backtest_models": ",".join(result.metrics["models"])[:500], "backtest_weeks": weeks,
-                           "backtest_end": end or "end of data", "backtest_first_week": result.metrics["weeks"][0],
-                           "backtest_last_week": result.metrics["weeks"][-1], "refit_every_used": refit,
-                           "ablation": ablation})
-        for name, m in result.metrics["models"].items():
-            mlflow.log_metrics({f"{name}.{k.replace('@', '_at_').replace('%', 'pct')}": v
-                                for k, v in m["mean"].items() if pd.notna(v)})
-            mlflow.log_metric(f"{name}.fit_predict_s", result.seconds[name])
-        log_feature_table(panel)
-        for path in paths.values():
-            mlflow.log_artifact(str(path), "backtest")
+            mlflow.log_params({"backtest_models": ",".join(result.metrics["models"])[:500], "backtest_weeks": weeks,
+                               "backtest_end": end or "end of data", "backtest_first_week": result.metrics["weeks"][0],
+                               "backtest_last_week": result.metrics["weeks"][-1], "refit_every_used": refit,
+                               "ablation": ablation})
+            for name, m in result.metrics["models"].items():
+                mlflow.log_metrics({f"{name}.{k.replace('@', '_at_').replace('%', 'pct')}": v
+                                    for k, v in m["mean"].items() if pd.notna(v)})
+                mlflow.log_metric(f"{name}.fit_predict_s", result.seconds[name])
+            log_feature_table(panel)
+            for path in paths.values():
+                mlflow.log_artifact(str(path), "backtest")
     return result, paths
 
 

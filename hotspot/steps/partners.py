@@ -9,6 +9,7 @@ import numpy as np
 
 from features.config import StudyConfig
 from features.errors import HotspotError
+from features.locking import locked, write_text_atomically
 from hotspot.steps.modelling import champion_forecast
 from hotspot.steps.common import (
     Prepared,
@@ -31,11 +32,10 @@ def trends_step(cfg: StudyConfig, out_dir: Path, public: bool | None = None, for
             "config": str(cfg.source_path), "config_sha256": cfg.source_sha256}
     trends.meta = meta
     paths = {"json": out_dir / "trends.json"}
-    tmp = paths["json"].with_name("trends.json.tmp")
-    tmp.write_text(json.dumps(trends.to_dict(), indent=1))
-    tmp.replace(paths["json"])
-    paths.update(plot_trends(trends, out_dir))
-    paths.update(export_trends(trends, out_dir, formats or ["csv"]))
+    with locked(paths["json"], what="writing the trends"):  # json, plots and tables from one run, each file whole
+        write_text_atomically(paths["json"], json.dumps(trends.to_dict(), indent=1))
+        paths.update(plot_trends(trends, out_dir))
+        paths.update(export_trends(trends, out_dir, formats or ["csv"]))
     with tracking.step_run(cfg, "trends", prepared.incidents.fingerprint, run_name=f"trends ({meta['view']})"):
         import mlflow
 

@@ -101,6 +101,9 @@ def test_each_hostile_input_has_its_exact_outcome(tmp_path, name):
     assert quarantine["reason"].value_counts().to_dict() == reasons
     if code:
         assert summary["status"] == "refused" and summary["accepted"] == 0 and message in summary["error"]
+    misplaced = quarantine[quarantine["reason"] == "source_misplaced"]["detail"]
+    # each row says its own values and the cause in short; the figures and the fix are said once, in the error
+    assert all(message in d and "like the whole source" in d and len(d) < 120 for d in misplaced), misplaced[:3]
 
 
 def test_quarantine_csv_neutralises_formulas_and_keeps_numbers(tmp_path):

@@ -11,6 +11,8 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -77,16 +79,17 @@ def _start(script: str, *args: str, log: Path, **env: str) -> subprocess.Popen:
                                 cwd=log.parent)
 
 
-def _hold(path: Path, script: str = HOLD_RAW) -> subprocess.Popen:
+@contextmanager
+def _held(path: Path, script: str = HOLD_RAW) -> Iterator[subprocess.Popen]:
+    """`path`'s lock held by another process (running `script`) for the block."""
     holder = subprocess.Popen([sys.executable, "-c", script, str(path)], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, env=_env(), text=True)
-    assert holder.stdout.readline().strip() == "held"
-    return holder
-
-
-def _release(holder: subprocess.Popen) -> None:
-    holder.stdin.close()
-    assert holder.wait(timeout=60) == 0
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        yield holder
+    finally:
+        holder.stdin.close()
+        assert holder.wait(timeout=60) == 0
 
 
 def _wait_for(condition, timeout_s: float = 90, what: str = "") -> None:
@@ -135,8 +138,7 @@ def _stored_rows(cfg) -> int:
 def test_an_append_waits_for_the_writer_holding_the_history(study, tmp_path):
     config, cfg, path, base, [(chunk, n), _] = study
     before = path.read_bytes()
-    holder = _hold(path)
-    try:
+    with _held(path):
         log = tmp_path / "append"
         proc = _start(CLI, *_append_args(config, chunk), log=log)
         _wait_for(lambda: "waiting for the lock" in log.with_suffix(".err").read_text() or proc.poll() is not None,
@@ -146,8 +148,6 @@ def test_an_append_waits_for_the_writer_holding_the_history(study, tmp_path):
         assert str(path) in err and "HOTSPOT_LOCK_TIMEOUT_S" in err
         time.sleep(1)
         assert proc.poll() is None and path.read_bytes() == before  # still waiting, nothing written
-    finally:
-        _release(holder)
     rc, out, err = _finish(proc, log)
     assert rc == 0, err
     assert f"{n:,} rows added" in out
@@ -172,12 +172,9 @@ def test_two_appends_at_once_keep_every_row_of_both_files(study, tmp_path):
 def test_a_lock_held_too_long_ends_in_a_clear_error_and_exit_code_2(study, tmp_path):
     config, cfg, path, base, [(chunk, _), _] = study
     before = path.read_bytes()
-    holder = _hold(path)
-    try:
+    with _held(path):
         log = tmp_path / "append"
         rc, out, err = _finish(_start(CLI, *_append_args(config, chunk), log=log, HOTSPOT_LOCK_TIMEOUT_S="1"), log)
-    finally:
-        _release(holder)
     assert rc == 2, (out, err)
     assert "Traceback" not in err
     message = " ".join(err.split())
@@ -190,12 +187,9 @@ def test_the_timeout_message_names_the_holder(study, monkeypatch):
 
     _, cfg, path, _, [(chunk, _), _] = study
     monkeypatch.setenv("HOTSPOT_LOCK_TIMEOUT_S", "0.5")
-    holder = _hold(path, HOLD)
-    try:
+    with _held(path, HOLD) as holder:
         with pytest.raises(LockTimeout, match=f"holds its lock .*incidents.parquet.lock \\(pid {holder.pid} on "):
             history.append(cfg, chunk)
-    finally:
-        _release(holder)
 
 
 def test_a_writer_killed_mid_append_leaves_the_history_whole_and_the_next_removes_its_temp_file(study, tmp_path):

@@ -53,7 +53,7 @@ def _mlflow_unreachable(monkeypatch) -> list[str]:
     return calls
 
 
-def _start(tmp_path, monkeypatch, log_first, cache_ttl_s: float = 0):
+def _start(tmp_path, monkeypatch, log_first, cache_ttl_s: float = 0, reports_refresh_s: float = 5.0):
     from fastapi.testclient import TestClient
 
     from serving.app import create_app
@@ -65,7 +65,7 @@ def _start(tmp_path, monkeypatch, log_first, cache_ttl_s: float = 0):
     ctx = Reports(None, None, None, config, tmp_path)
     log_first(ctx)
     settings = Settings(config=config, database_url=f"sqlite:///{tmp_path / 'hotspot.db'}", warm_panel=False,
-                        cache_ttl_s=cache_ttl_s)
+                        cache_ttl_s=cache_ttl_s, reports_refresh_s=reports_refresh_s)
     app = create_app(settings)
     return ctx, TestClient(app), app
 
@@ -149,7 +149,7 @@ def test_mlflow_down_at_start_up_gives_503_until_a_refresh_succeeds(tmp_path, mo
     def log_first(ctx):
         ctx.run = ctx.log("fairness", {"groups": ["a"]}, "au1")
 
-    ctx, client, app = _start(tmp_path, monkeypatch, log_first)
+    ctx, client, app = _start(tmp_path, monkeypatch, log_first, reports_refresh_s=0.2)  # HOTSPOT_REPORTS_REFRESH_S
     with monkeypatch.context() as down:
         _mlflow_unreachable(down)
         with client:
@@ -157,7 +157,7 @@ def test_mlflow_down_at_start_up_gives_503_until_a_refresh_succeeds(tmp_path, mo
             key = create_key(state.engine, "auditor", "report cache")[0]
             refused = client.get("/v1/reports/fairness", headers={"X-API-Key": key})
             assert refused.status_code == 503 and "MLflow unreachable" in refused.json()["detail"]
-            state.reports.ttl_s = 0.2
+            assert state.reports.ttl_s == 0.2
             down.undo()
             deadline = time.monotonic() + 10
             while (r := client.get("/v1/reports/fairness", headers={"X-API-Key": key})).status_code != 200:
