@@ -1,6 +1,9 @@
-"""Every registered feature family. Row t of each feature uses only periods before t; static context is constant.
+"""Every feature family, and FAMILIES, the one table of them (in the order they are built and listed). Row t of
+each feature uses only periods before t; static context is constant.
 
-Families: temporal, offense_groups, spatial, near_repeat, time_of_day, premises, calendar, context.
+Families: temporal, offense_groups, spatial, near_repeat, time_of_day, premises, calendar, context. A new family is
+a builder decorated with `@family(...)` here, added to FAMILIES and to features.config.FAMILY_NAMES (the names a
+config may use; a test checks that the two agree).
 """
 
 from __future__ import annotations
@@ -11,7 +14,8 @@ import numpy as np
 import pandas as pd
 
 from features.lags import ewm_rate, history_rate, history_sums, periods_since_last, window_counts
-from features.registry import BuildContext, Feature, family
+from features.config import FAMILY_NAMES, StudyConfig
+from features.registry import BuildContext, Family, Feature, family
 from features.spatial import distance_weighted_sums, gaussian_smooth, neighbour_sums
 
 HOUR_BINS = {"night": (0, 6), "morning": (6, 12), "afternoon": (12, 18), "evening": (18, 24)}
@@ -222,3 +226,16 @@ def context(ctx: BuildContext) -> Iterator[Feature]:
         else:
             yield from point_features(layer.name, get_coordinates(gdf.geometry.values), ctx.grid,
                                       ctx.cfg.features.context_bandwidths_m, str(layer.path), layer.label)
+
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (temporal, offense_groups, spatial, near_repeat, time_of_day,
+                                                    premises, calendar, context)}
+if tuple(FAMILIES) != FAMILY_NAMES:  # a family added here and not there (or the other way) fails at once
+    raise RuntimeError(f"features.families.FAMILIES {tuple(FAMILIES)} and features.config.FAMILY_NAMES "
+                       f"{FAMILY_NAMES} must list the same families in the same order")
+
+
+def selected_families(cfg: StudyConfig) -> list[str]:
+    """The families the config asks for (`[features] families`, default all, less `exclude`), in table order."""
+    names = cfg.features.families or list(FAMILIES)
+    return [n for n in names if n not in set(cfg.features.exclude)]

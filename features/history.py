@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from features.candidates import nothing_passed, read_sources
 from features.config import StudyConfig
 from features.errors import HotspotError, InputError
 from features.locking import locked, replace_atomically
@@ -130,8 +131,6 @@ def _after_data_end(cfg: StudyConfig, rows: pd.DataFrame) -> int:
 
 def build(cfg: StudyConfig, today: date | None = None) -> IngestReport:
     """Build (or rebuild) the history from every configured source."""
-    from features.ingest import nothing_passed, read_sources
-
     path = history_file(cfg)
     with locked(path, what="building the incident history"):
         found = read_sources(cfg, today)
@@ -147,8 +146,6 @@ def build(cfg: StudyConfig, today: date | None = None) -> IngestReport:
 
 def append(cfg: StudyConfig, file: Path, source: str | None = None, today: date | None = None) -> IngestReport:
     """Check `file` with the mapping of `source` (default: the first) and add its new rows to the history."""
-    from features.ingest import nothing_passed, read_sources
-
     path = stored_file(cfg)
     if path is None:
         raise HotspotError(f"no stored history at {history_file(cfg)}; run `hotspot ingest --config "

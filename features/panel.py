@@ -21,7 +21,8 @@ import pandas as pd
 from features.config import StudyConfig
 from features.locking import locked, replace_atomically, write_text_atomically
 from features.grid import Grid
-from features.registry import FAMILIES, BuildContext, selected_families
+from features.families import FAMILIES, selected_families
+from features.registry import BuildContext
 
 
 @dataclass(frozen=True, eq=False)

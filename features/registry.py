@@ -88,23 +88,11 @@ class Family:
         return "none (static)" if n == 0 else f"{n} periods"
 
 
-FAMILIES: dict[str, Family] = {}
-
-
 def family(name: str, description: str, inputs: str, lookback: Callable[["StudyConfig", int], int],
            unavailable: Callable[[BuildContext], str | None] | None = None):
-    """Register a feature family builder under `name`."""
+    """Make a builder into a `Family` named `name` (features.families lists them all in one table)."""
 
-    def register(build: Callable[[BuildContext], Iterator[Feature]]):
-        FAMILIES[name] = Family(name, description, inputs, lookback, build,
-                                unavailable or (lambda ctx: None))
-        return build
+    def make(build: Callable[[BuildContext], Iterator[Feature]]) -> Family:
+        return Family(name, description, inputs, lookback, build, unavailable or (lambda ctx: None))
 
-    return register
-
-
-def selected_families(cfg: "StudyConfig") -> list[str]:
-    import features.families  # noqa: F401  (registers the families)
-
-    names = cfg.features.families or list(FAMILIES)
-    return [n for n in names if n not in set(cfg.features.exclude)]
+    return make

@@ -6,4 +6,6 @@ import os
 # sample's `hotspot train` beside another LightGBM job). Set before any OpenMP runtime loads; override by exporting it.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-__version__ = "0.1.0"
+from importlib.metadata import version as _version  # noqa: E402
+
+__version__ = _version("hotspot")

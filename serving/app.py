@@ -12,6 +12,7 @@ import logging
 import logging.handlers
 import queue
 import threading
+from importlib.metadata import version
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -20,7 +21,6 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
-from hotspot import __version__
 from serving.hotpath import LatestForecastFastPath, ReportFastPath
 from serving.middleware import ServiceMiddleware, methods_by_path
 from serving.rate_limit import RateLimiter, document_429
@@ -195,7 +195,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await run_in_threadpool(state.close)
             _stop_logging(listener)
 
-    app = FastAPI(title="hotspot", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(title="hotspot", version=version("hotspot"), description=DESCRIPTION, lifespan=lifespan)
     app.state.rate_limiter = RateLimiter(settings.rate_limit_public_key, settings.rate_limit_public_address)
     app.add_middleware(LatestForecastFastPath)  # inside ServiceMiddleware: fast answers are logged too
     app.add_middleware(ReportFastPath)

@@ -116,12 +116,12 @@ class Forecaster:
         return True
 
     def panel(self):
-        from hotspot.steps import prepare
+        from features.prepared import prepare
 
         with self._lock:
             if self.prepared is None:
                 start = time.perf_counter()
-                self.prepared = prepare(self.cfg, quiet=True)
+                self.prepared = prepare(self.cfg)
                 log.info("panel ready in %.1f s", time.perf_counter() - start)
             return self.prepared
 

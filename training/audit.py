@@ -17,13 +17,13 @@ Definitions (one each, used by the report and the CLI):
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from training.evaluation import bootstrap_mean, calibration
 from training.fairness import CellDemography, CellGroups
+from training.flags import Forecasts, flag_weights, forecasts_from_predictions, top_k
 from training.metrics import hit_rate_at, n_flagged, pai_at
 
 BAND = (0.8, 1.25)
@@ -31,53 +31,6 @@ NOTE = ("Recorded incidents are policing data, not ground truth: they depend on 
         "police look. Group shares of recorded incidents, hit rates and calibration describe recorded crime, and a "
         "forecast that follows past recording can repeat its patterns; the feedback-loop simulation and the "
         "reporting-rate sensitivity below measure what that can do.")
-
-
-@dataclass(frozen=True, eq=False)
-class Forecasts:
-    models: list[str]
-    weeks: list[str]
-    risk: np.ndarray  # (M, W, C)
-    observed: np.ndarray  # (W, C)
-
-
-def forecasts_from_predictions(predictions: pd.DataFrame, cell_id: np.ndarray) -> Forecasts:
-    """Arrays of risk per model, week and cell (cells in grid order) from a backtest's predictions table."""
-    models = [str(m) for m in pd.unique(predictions["model"].astype(str))]
-    weeks = sorted(str(w) for w in pd.unique(predictions["period_start"].astype(str)))
-    week_pos = {w: i for i, w in enumerate(weeks)}
-    cell_pos = pd.Index(cell_id).get_indexer(predictions["cell_id"])
-    if (cell_pos < 0).any():
-        raise ValueError("the predictions hold cells that are not in the grid")
-    W, C = len(weeks), len(cell_id)
-    risk = np.full((len(models), W, C), np.nan)
-    observed = np.zeros((W, C))
-    m = pd.Index(models).get_indexer(predictions["model"].astype(str))
-    w = predictions["period_start"].astype(str).map(week_pos).to_numpy()
-    risk[m, w, cell_pos] = predictions["risk"].to_numpy(float)
-    observed[w, cell_pos] = predictions["observed"].to_numpy(float)
-    if np.isnan(risk).any():
-        raise ValueError("the predictions do not cover every model, week and cell")
-    return Forecasts(models, weeks, risk, observed)
-
-
-def flag_weights(risk: np.ndarray, k: int) -> np.ndarray:
-    """Share of each cell that is flagged, (..., C): 1 above the k-th largest risk, tied cells share the rest."""
-    C = risk.shape[-1]
-    if k >= C:
-        return np.ones_like(risk, dtype=float)
-    threshold = np.partition(risk, C - k, axis=-1)[..., C - k: C - k + 1]
-    above, tied = risk > threshold, risk == threshold
-    slots = k - above.sum(-1, keepdims=True)
-    return above + tied * (slots / tied.sum(-1, keepdims=True))
-
-
-def top_k(risk: np.ndarray, k: int) -> np.ndarray:
-    """Boolean mask of the k highest-risk cells of each row, ties broken by cell order."""
-    order = np.argsort(-risk, axis=-1, kind="stable")[..., :k]
-    mask = np.zeros(risk.shape, dtype=bool)
-    np.put_along_axis(mask, order, True, axis=-1)
-    return mask
 
 
 def _interval(fn, point: dict, boot: dict) -> list[dict]:

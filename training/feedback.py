@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from features.config import FeedbackSimulationConfig
-from training.audit import top_k
+from training.flags import top_k
 from training.fairness import CellGroups
 
 ARMS = ("no mitigation", "reported only", "down-weight discovered", "decay")

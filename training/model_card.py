@@ -53,7 +53,7 @@ def model_card(cfg: StudyConfig, ref, spec: dict, inputs: dict, audit: dict, pro
                          "use without the baselines and this audit beside it"],
         "inputs": inputs["statement"],
         "evaluation": {"weeks": [audit["weeks"][0], audit["weeks"][-1]], "n_weeks": len(audit["weeks"]),
-                       "coverage": audit["coverage"], f"pai (mean, 95% interval)": accuracy},
+                       "coverage": audit["coverage"], "pai (mean, 95% interval)": accuracy},
         "fairness": {"definition": primary, "reference": audit["definitions"][primary]["reference"],
                      "largest_flag_rate_ratio": figures["largest_flag_rate_ratio"],
                      "groups_outside_0.8-1.25": outside,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.audit import Forecasts, top_k
+from training.flags import Forecasts, top_k
 from training.fairness import CellGroups
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.audit import Forecasts, flag_weights
+from training.flags import Forecasts, flag_weights
 from training.fairness import CellGroups
 
 

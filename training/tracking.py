@@ -67,7 +67,9 @@ def ensure_store(uri: str | None = None) -> str:
 @lru_cache(maxsize=1)
 def code_version() -> str:
     """Package version plus the git commit of the checkout ('+dirty' when it has uncommitted changes)."""
-    from hotspot import __version__
+    from importlib.metadata import version
+
+    __version__ = version("hotspot")
 
     try:
         sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO_ROOT, capture_output=True,

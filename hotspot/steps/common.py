@@ -2,41 +2,23 @@
 
 from __future__ import annotations
 
-import time
-from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 from rich.console import Console
 
 from features.config import StudyConfig
-from features.ingest import REASONS, ValidatedIncidents, validate
-from features.panel import Panel, build_panel
+from features.ingest import REASONS, ValidatedIncidents
+from features.panel import Panel
+from features.prepared import Prepared
+from features.prepared import prepare as prepare_data
 
 console = Console(stderr=True)
 
 
-@dataclass
-class Prepared:
-    incidents: ValidatedIncidents
-    panel: Panel
-    seconds: dict[str, float]
-
-
 def prepare(cfg: StudyConfig, quiet: bool = False, incidents: ValidatedIncidents | None = None) -> Prepared:
-    """Validate the inputs (unless already validated) and build the panel (the shared first half of every step)."""
-    timings = {}
-    if incidents is None:
-        with console.status("reading and validating incidents", spinner="dots") if not quiet else nullcontext():
-            start = time.perf_counter()
-            incidents = validate(cfg)
-            timings["validate_s"] = time.perf_counter() - start
-    with console.status(f"building the panel ({incidents.grid.n_cells:,} cells)", spinner="dots") if not quiet else nullcontext():
-        start = time.perf_counter()
-        panel = build_panel(cfg, incidents.accepted, incidents.grid)
-        timings["panel_s"] = time.perf_counter() - start
-    return Prepared(incidents, panel, timings)
+    """Validate the inputs (unless already validated) and build the panel, with a spinner unless `quiet`."""
+    return prepare_data(cfg, incidents, None if quiet else lambda message: console.status(message, spinner="dots"))
 
 
 def with_overrides(cfg: StudyConfig, without: list[str] | None = None, targets: list[str] | None = None) -> StudyConfig:

@@ -16,10 +16,10 @@ from hypothesis import strategies as st
 from pyproj import CRS
 
 from features.area import StudyArea
-from features.config import ConfigError, FeaturesConfig, PeriodConfig, load_config
+from features.config import ConfigError, PeriodConfig, load_config
 from features.grid import Grid
 from features.panel import build_panel
-from features.registry import FAMILIES, selected_families
+from features.families import FAMILIES, selected_families
 from tests.conftest import synthetic_incidents, write_config
 
 PROPS = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

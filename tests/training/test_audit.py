@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.audit import Forecasts, audit_forecasts, flag_weights, forecasts_from_predictions, top_k
+from training.audit import audit_forecasts
+from training.flags import Forecasts, flag_weights, forecasts_from_predictions, top_k
 from training.audit_report import clean
 from training.fairness import CellDemography, CellGroups
 from training.metrics import hits_at

@@ -1,4 +1,4 @@
-"""`hotspot serve` and `hotspot keys`: the API service and its keys (registered on the app in hotspot/cli.py)."""
+"""`hotspot serve` and `hotspot keys`: the API service and its keys (registered on the shared app)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from hotspot.cli import _fail, _load, app, err, handles_errors, out
+from hotspot.cli.common import app, err, fail, handles_errors, load, out
 
 
 DatabaseOption = Annotated[str, typer.Option("--database-url", envvar="HOTSPOT_DATABASE_URL",
@@ -32,8 +32,8 @@ def serve_cmd(
     import uvicorn
 
     if config is None:
-        _fail("--config is required (or set HOTSPOT_CONFIG)")
-    _load(config)  # refuse a bad config here, with its key path, rather than inside the server
+        fail("--config is required (or set HOTSPOT_CONFIG)")
+    load(config)  # refuse a bad config here, with its key path, rather than inside the server
     os.environ["HOTSPOT_CONFIG"] = str(config.resolve())
     os.environ["HOTSPOT_DATABASE_URL"] = database_url
     os.environ["HOTSPOT_ACCESS_LOG_LINES"] = "true" if access_log else "false"
@@ -83,7 +83,7 @@ def keys_revoke_cmd(
     try:
         record = revoke_key(_keys_engine(database_url), key_id)
     except LookupError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     out.print(f"revoked {record.role} key {record.key_id} at {record.revoked_at.isoformat()}")
 
 

@@ -1,5 +1,5 @@
-"""`hotspot trends`, `evaluate-intervention` and `export`: outputs for partners and the public (registered on the app
-in hotspot/cli.py)."""
+"""`hotspot trends`, `evaluate-intervention` and `export`: outputs for partners and the public (registered on the
+shared app)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from hotspot.cli import ConfigOption, _default_out, _load, app, handles_errors, out
+from hotspot.cli.common import ConfigOption, app, default_out, handles_errors, load, out
 
 
 @app.command("trends")
@@ -32,9 +32,9 @@ def trends_cmd(
     from training.exports import parse_formats
     from training.trends import ALL_GROUPS
 
-    cfg = _load(config)
+    cfg = load(config)
     chosen = parse_formats(formats)
-    trends, paths = trends_step(cfg, out_dir or _default_out(cfg, "trends"), public, chosen)
+    trends, paths = trends_step(cfg, out_dir or default_out(cfg, "trends"), public, chosen)
     meta = trends.meta
     table = Table(title=f"{cfg.area.name}: {meta['weeks']} weeks {meta['first_week']} .. {meta['last_week']} "
                         f"({meta['view']} view)")
@@ -78,8 +78,8 @@ def evaluate_intervention_cmd(
     95% interval, a placebo test on the pre-period and a check for displacement into the surrounding cells."""
     from hotspot.steps import intervention_step
 
-    cfg = _load(config)
-    result, paths = intervention_step(cfg, cells, start, end, out_dir or _default_out(cfg, "intervention"),
+    cfg = load(config)
+    result, paths = intervention_step(cfg, cells, start, end, out_dir or default_out(cfg, "intervention"),
                                       offences=offence or None)
     table = Table(title=f"Intervention in {len(result.treated_cells)} cells from {result.start} to {result.end} "
                         "(difference-in-differences vs matched controls)")
@@ -120,7 +120,7 @@ def export_cmd(
     only, never incidents)."""
     from hotspot.steps import export_step
 
-    cfg = _load(config)
+    cfg = load(config)
     cells, meta, path = export_step(cfg, week, fmt, out_file)
     out.print(f"wrote {len(cells):,} cells of the week of {meta['period_start']} ({meta['model']} "
               f"v{meta['model_version']}) to {path}")

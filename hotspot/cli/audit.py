@@ -1,4 +1,4 @@
-"""`hotspot audit`: the fairness audit command (registered on the app in hotspot/cli.py)."""
+"""`hotspot audit`: the fairness audit command (registered on the shared app)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from hotspot.cli import ConfigOption, _load, app, handles_errors, out
+from hotspot.cli.common import ConfigOption, app, handles_errors, load, out
 
 
 @app.command("audit")
@@ -33,7 +33,7 @@ def audit_cmd(
     fairness-accuracy trade-off and a model card."""
     from hotspot.steps import audit_step
 
-    cfg = _load(config)
+    cfg = load(config)
     names = None if baselines is None else [n.strip() for n in baselines.split(",") if n.strip() not in ("", "none")]
     audit, paths = audit_step(cfg, model_version, weeks, end, out_dir, names, refit_every)
     _print_audit(audit)

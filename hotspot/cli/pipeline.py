@@ -1,70 +1,18 @@
-"""`hotspot` command line: one command per pipeline step (see DESIGN.md, Command-line contract)."""
+"""The pipeline commands: validate, ingest, features, train, tune, promote, rollback, backtest, forecast, demo."""
 
 from __future__ import annotations
 
-import functools
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from features.config import ConfigError, StudyConfig, load_config
-from features.errors import HotspotError
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SAMPLE_CONFIG = REPO_ROOT / "configs" / "toronto-sample.toml"
-
-app = typer.Typer(
-    name="hotspot",
-    help="Weekly crime-hotspot forecasting: ingest and validate inputs, build features, train, tune, promote, "
-         "backtest, audit, forecast, serve, and trends, impact and exports for partners.\n\n"
-         "Every command logs to MLflow (MLFLOW_TRACKING_URI, default sqlite:///mlflow.db).",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
-
-ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="study-area TOML file", show_default=False)]
-
-
-def _fail(message: str) -> None:
-    first, *rest = message.strip().splitlines() or ["unknown error"]
-    err.print(f"[bold red]error:[/] {first}", highlight=False, soft_wrap=True)
-    for line in rest:
-        err.print(line, highlight=False, soft_wrap=True)
-    raise typer.Exit(code=2)
-
-
-def handles_errors(func):
-    """Turn input problems into a clear message and exit code 2 instead of a traceback."""
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except (ConfigError, HotspotError) as exc:
-            _fail(str(exc))
-        except (ValueError, IndexError) as exc:
-            if os.environ.get("HOTSPOT_DEBUG"):
-                raise
-            _fail(f"{exc}")
-
-    return wrapper
-
-
-def _load(config: Path) -> StudyConfig:
-    return load_config(config)
-
-
-def _default_out(cfg: StudyConfig, step: str) -> Path:
-    return Path("outputs") / cfg.area.name / step
+from features.config import StudyConfig
+from hotspot.cli.common import (SAMPLE_CONFIG, ConfigOption, app, default_out, fail, handles_errors, load,
+                                 out)
 
 
 @app.command("validate")
@@ -77,8 +25,8 @@ def validate_cmd(
     """Read and validate the incidents: counts of accepted and quarantined rows by reason, quarantine file."""
     from hotspot.steps import reason_table, validate_step
 
-    cfg = _load(config)
-    out_dir = out_dir or _default_out(cfg, "validate")
+    cfg = load(config)
+    out_dir = out_dir or default_out(cfg, "validate")
     result, path = validate_step(cfg, out_dir)
     table = Table(title=f"{cfg.area.name}: {result.n_read:,} rows read from {cfg.incidents.path.name}")
     table.add_column("outcome")
@@ -124,9 +72,9 @@ def ingest_cmd(
     from hotspot.steps import ingest_step
 
     if source is not None and append is None:
-        _fail("--source goes with --append")
-    cfg = _load(config)
-    report, summary = ingest_step(cfg, out_dir or _default_out(cfg, "ingest"), append, source)
+        fail("--source goes with --append")
+    cfg = load(config)
+    report, summary = ingest_step(cfg, out_dir or default_out(cfg, "ingest"), append, source)
     verb = f"appended {append.name}:" if append is not None else "built from every source:"
     out.print(f"history {verb} {report.added:,} rows added, {report.rows_stored:,} stored in {report.path}")
     if append is not None:
@@ -139,7 +87,7 @@ def ingest_cmd(
                   f"they are stored, but no panel, model or forecast sees them until you raise or remove "
                   f"period.data_end in {config}")
     _print_sources(report.by_source)
-    out.print(f"quarantined rows with their reason: {Path(out_dir or _default_out(cfg, 'ingest')) / 'quarantine.csv'}")
+    out.print(f"quarantined rows with their reason: {Path(out_dir or default_out(cfg, 'ingest')) / 'quarantine.csv'}")
 
 
 @app.command("features")
@@ -152,14 +100,14 @@ def features_cmd(
 ):
     """Build the cell x period panel (counts, label, features) and write it as Parquet with its schema."""
     if list_families:
-        _print_families(_load(config) if config else None)
+        _print_families(load(config) if config else None)
         return
     if config is None:
-        _fail("--config is required (or use --list)")
+        fail("--config is required (or use --list)")
     from hotspot.steps import features_step
 
-    cfg = _load(config)
-    prepared, panel_path, schema_path = features_step(cfg, out_dir or _default_out(cfg, "features"))
+    cfg = load(config)
+    prepared, panel_path, schema_path = features_step(cfg, out_dir or default_out(cfg, "features"))
     p = prepared.panel
     out.print(f"panel: {p.n_periods} periods x {p.grid.n_cells:,} cells x {len(p.feature_names)} features "
               f"(+ the forecast period {p.next_period_start.date()}) -> {panel_path}")
@@ -169,8 +117,7 @@ def features_cmd(
 
 
 def _print_families(cfg: StudyConfig | None) -> None:
-    import features.families  # noqa: F401  (registers the families)
-    from features.registry import FAMILIES, selected_families
+    from features.families import FAMILIES, selected_families
 
     chosen = set(selected_families(cfg)) if cfg else set(FAMILIES)
     table = Table(title="Feature families" + (f" ({cfg.area.name})" if cfg else ""))
@@ -196,7 +143,7 @@ def train_cmd(
     from hotspot.steps import train_step
     from training.registry import champion_version
 
-    cfg = _load(config)
+    cfg = load(config)
     model, ref = train_step(cfg, params=params)
     first, last = model.train_periods_
     champion = champion_version(cfg)
@@ -222,7 +169,7 @@ def tune_cmd(
     and resumes where it stopped; `hotspot train` then uses its best parameters."""
     from hotspot.steps import tune_step
 
-    cfg = _load(config)
+    cfg = load(config)
     result, paths = tune_step(cfg, trials, before, out_dir=out_dir)
     table = Table(title=f"study {result.study.study_name}: {len(result.study.trials)} trials "
                         f"({result.trials_run} run now in {result.seconds:.0f} s)")
@@ -253,7 +200,7 @@ def promote_cmd(
     (promotion.metric and promotion.margin); the decision and its reason are recorded either way."""
     from hotspot.steps import promote_step
 
-    cfg = _load(config)
+    cfg = load(config)
     decision = promote_step(cfg, version, weeks, end)
     colour = "green" if decision.promoted else "yellow"
     out.print(f"[bold {colour}]{'promoted' if decision.promoted else 'not promoted'}[/] v{version}: "
@@ -272,7 +219,7 @@ def rollback_cmd(
     """Move the champion alias back to the previous champion (or to --to); recorded in the champion history."""
     from hotspot.steps import rollback_step
 
-    cfg = _load(config)
+    cfg = load(config)
     before, after = rollback_step(cfg, to, why)
     out.print(f"champion moved back from v{before} to v{after}")
 
@@ -299,9 +246,9 @@ def backtest_cmd(
     """Rolling weekly backtest: each week forecast by models fitted only on the weeks before it."""
     from hotspot.steps import backtest_step, with_overrides
 
-    cfg = with_overrides(_load(config), without=without, targets=target)
+    cfg = with_overrides(load(config), without=without, targets=target)
     names = [n.strip() for item in model for n in item.split(",") if n.strip()]
-    out_dir = out_dir or _default_out(cfg, "backtest")
+    out_dir = out_dir or default_out(cfg, "backtest")
     result, paths = backtest_step(cfg, names, weeks or cfg.backtest.weeks, end, out_dir, refit_every,
                                   ablation=ablation)
     _print_report(paths["accuracy_json"])
@@ -361,7 +308,7 @@ def forecast_cmd(
     """Forecast one period with the champion model: GeoJSON of every cell with risk, rank and percentile."""
     from hotspot.steps import forecast_step
 
-    cfg = _load(config)
+    cfg = load(config)
     cells, meta = forecast_step(cfg, week, out_file)
     _print_top(cells, top, meta)
     out.print(f"wrote {len(cells):,} cells to {out_file}")
@@ -387,7 +334,7 @@ def demo_cmd(
         validate_step,
     )
 
-    cfg = _load(config)
+    cfg = load(config)
     start = time.perf_counter()
     out.rule(f"[bold]hotspot demo[/] on {cfg.area.name}")
     result, qpath = validate_step(cfg, out_dir / "validate")
@@ -451,15 +398,3 @@ def _print_top(cells, top: int, meta: dict) -> None:
         for row in cells.head(top).itertuples():
             out.print(f"  {row.rank:>3}. " + ("; ".join(row.reasons) or "nothing raises it above the average cell"),
                       highlight=False)
-
-
-# the other commands live in their own modules, which register themselves on `app` when imported
-from hotspot import cli_audit, cli_partners, cli_service  # noqa: E402,F401
-
-
-def main() -> None:  # pragma: no cover - console-script entry
-    app(prog_name="hotspot")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -1,0 +1,21 @@
+"""`hotspot` command line: one command per pipeline step (see DESIGN.md, Command-line contract).
+
+`common` holds the Typer app and what every command shares; each command group is a module that adds its commands
+to that app: `pipeline` (validate ... forecast, demo), `audit`, `partners` (trends, impact, export), `service` (serve,
+keys). They are imported here, once, so `hotspot.cli:app` has every command.
+"""
+
+from hotspot.cli.common import REPO_ROOT, SAMPLE_CONFIG, app
+
+# each module adds its commands to `app`; imported in the order `hotspot --help` lists them
+from hotspot.cli import pipeline  # noqa: E402,F401,I001
+from hotspot.cli import audit  # noqa: E402,F401,I001
+from hotspot.cli import partners  # noqa: E402,F401,I001
+from hotspot.cli import service  # noqa: E402,F401,I001
+
+
+def main() -> None:  # pragma: no cover - console-script entry
+    app(prog_name="hotspot")
+
+
+__all__ = ["REPO_ROOT", "SAMPLE_CONFIG", "app", "main"]

@@ -1,0 +1,65 @@
+"""What every command module shares: the Typer app, the consoles, the --config option, loading a config and turning
+input problems into a message and exit code 2."""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from features.config import ConfigError, StudyConfig, load_config
+from features.errors import HotspotError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SAMPLE_CONFIG = REPO_ROOT / "configs" / "toronto-sample.toml"
+
+app = typer.Typer(
+    name="hotspot",
+    help="Weekly crime-hotspot forecasting: ingest and validate inputs, build features, train, tune, promote, "
+         "backtest, audit, forecast, serve, and trends, impact and exports for partners.\n\n"
+         "Every command logs to MLflow (MLFLOW_TRACKING_URI, default sqlite:///mlflow.db).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="study-area TOML file", show_default=False)]
+
+
+def fail(message: str) -> None:
+    first, *rest = message.strip().splitlines() or ["unknown error"]
+    err.print(f"[bold red]error:[/] {first}", highlight=False, soft_wrap=True)
+    for line in rest:
+        err.print(line, highlight=False, soft_wrap=True)
+    raise typer.Exit(code=2)
+
+
+def handles_errors(func):
+    """Turn input problems into a clear message and exit code 2 instead of a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except (ConfigError, HotspotError) as exc:
+            fail(str(exc))
+        except (ValueError, IndexError) as exc:
+            if os.environ.get("HOTSPOT_DEBUG"):
+                raise
+            fail(f"{exc}")
+
+    return wrapper
+
+
+def load(config: Path) -> StudyConfig:
+    return load_config(config)
+
+
+def default_out(cfg: StudyConfig, step: str) -> Path:
+    return Path("outputs") / cfg.area.name / step
