@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import date
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -186,11 +187,11 @@ def check_source(cfg: StudyConfig, src: IncidentsConfig, today: date | None = No
     flag(c_zero, "zero_coordinates", f"{names[0]},{names[1]}=0,0")
     flag(c_range, "coordinates_out_of_range", raw_text)
     placed = (reason == "") | c_range
-    problem = check_placement(cfg, src, lon, lat, raw_xy, placed, reference)
-    if problem is not None:  # every row of the source is suspect: none is used, each says why in short (the
+    misplaced = check_placement(cfg, src, lon, lat, raw_xy, placed, reference)
+    problem = misplaced.message if misplaced else None
+    if misplaced is not None:  # every row of the source is suspect: none is used, each says why in short (the
         # whole finding, with the figures and what to change, is the run's error message and validation.json)
-        cause = problem.split(": ")[1]
-        flag(placed, "source_misplaced", raw_text + f" ({cause}, like the whole source)")
+        flag(placed, "source_misplaced", raw_text + f" ({misplaced.cause}, like the whole source)")
 
     label = df[src.offense].astype("string").str.strip()
     off_missing = (label.isna() | (label == "")).to_numpy()
@@ -327,8 +328,15 @@ def _looks_projected(a: np.ndarray, b: np.ndarray) -> bool:
         return float(np.mean((np.abs(a) > 180) | (np.abs(b) > 90))) > 0.5
 
 
+class Misplaced(NamedTuple):
+    """Why a source as a whole cannot be placed: in short (`cause`) and with its figures and the fix (`message`)."""
+
+    cause: str
+    message: str
+
+
 def check_placement(cfg: StudyConfig, src: IncidentsConfig, lon, lat, raw_xy, ok: np.ndarray,
-                    reference=None) -> str | None:
+                    reference=None) -> Misplaced | None:
     """Why this source as a whole cannot be placed (lat/lon swapped, values in another CRS), or None.
 
     Most of its points must miss where they should be (the boundary, the area CRS's area of use, an earlier
@@ -349,9 +357,9 @@ def check_placement(cfg: StudyConfig, src: IncidentsConfig, lon, lat, raw_xy, ok
     slon, slat = to_lonlat(b, a, crs)
     swapped = _share(inside, slon, slat)
     if swapped > (LAND_PLAUSIBLE if weak else 0.5):
-        return (f"source '{src.name}': lat/lon look swapped: {1 - share:.0%} of its points fall "
-                f"outside {what}, {swapped:.0%} fit when the two coordinate columns ({names}) are exchanged "
-                f"(check lon/lat or x/y in its config; file {src.path})")
+        return _misplaced(src, "lat/lon look swapped", f"{1 - share:.0%} of its points fall outside {what}, "
+                          f"{swapped:.0%} fit when the two coordinate columns ({names}) are exchanged (check lon/lat "
+                          f"or x/y in its config; file {src.path})")
     candidates = {"EPSG:4326", "EPSG:3857", *(s.crs for s in cfg.sources)}
     if cfg.area.crs:
         candidates.add(cfg.area.crs)
@@ -367,17 +375,21 @@ def check_placement(cfg: StudyConfig, src: IncidentsConfig, lon, lat, raw_xy, ok
         except Exception:  # noqa: BLE001 - a candidate CRS that cannot take these values simply does not fit
             continue
         if fits > (LAND_PLAUSIBLE if weak else 0.5):
-            return (f"source '{src.name}': coordinates do not fit crs {src.crs}: {1 - share:.0%} of "
-                    f"its points fall outside {what}; read as {other} {fits:.0%} fit (set crs for this source; file "
-                    f"{src.path})")
+            return _misplaced(src, f"coordinates do not fit crs {src.crs}", f"{1 - share:.0%} of its points fall "
+                              f"outside {what}; read as {other} {fits:.0%} fit (set crs for this source; file "
+                              f"{src.path})")
     if crs.is_geographic and _looks_projected(a, b):
         lo_a, hi_a = np.nanpercentile(a, [1, 99])
         lo_b, hi_b = np.nanpercentile(b, [1, 99])
-        return (f"source '{src.name}': coordinates do not fit crs {src.crs}: {names} run from "
-                f"{lo_a:,.0f} to {hi_a:,.0f} and {lo_b:,.0f} to {hi_b:,.0f}, which look like projected metres "
-                f"or feet, not degrees; give them as x/y with the crs they are in (e.g. x = \"{names.split(',')[0]}\","
-                f" y = \"{names.split(',')[1]}\", crs = \"EPSG:....\"; file {src.path})")
+        return _misplaced(src, f"coordinates do not fit crs {src.crs}", f"{names} run from {lo_a:,.0f} to "
+                          f"{hi_a:,.0f} and {lo_b:,.0f} to {hi_b:,.0f}, which look like projected metres or feet, "
+                          f"not degrees; give them as x/y with the crs they are in (e.g. x = \"{names.split(',')[0]}\","
+                          f" y = \"{names.split(',')[1]}\", crs = \"EPSG:....\"; file {src.path})")
     return None
+
+
+def _misplaced(src: IncidentsConfig, cause: str, details: str) -> Misplaced:
+    return Misplaced(cause, f"source '{src.name}': {cause}: {details}")
 
 
 # ------------------------------------------------------------------ cross-source duplicates

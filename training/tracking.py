@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Iterator
 
 from features.config import StudyConfig
+from features.locking import locked
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -36,8 +37,6 @@ def sqlite_file(uri: str) -> Path | None:
 def store_lock(what: str) -> Iterator[None]:
     """Hold the SQLite tracking store's file lock (`mlflow.db.lock`) for a read-modify-write of the registry (the
     champion alias and its history); nothing to hold for a tracking server, which orders its own writes."""
-    from features.locking import locked
-
     path = sqlite_file(tracking_uri())
     with locked(path, what=what) if path is not None else nullcontext():
         yield
@@ -55,8 +54,6 @@ def ensure_store(uri: str | None = None) -> str:
         path = sqlite_file(uri)
         if path is not None:
             from mlflow import MlflowClient
-
-            from features.locking import locked
 
             with locked(path, what="creating the MLflow tracking store"):
                 MlflowClient(uri).search_experiments(max_results=1)
