@@ -14,7 +14,7 @@ server on a small machine, so its figures are pessimistic).
 On a machine with two or more CPUs the server (one uvicorn worker per CPU from the first) and the load generator
 (the other CPUs) are pinned apart (`--no-pin` to share them): on the 2-core machine, wrk's two threads otherwise take
 the server's CPU in bursts and the p99 measures the client as much as the server (measured on the same build: report
-routes p99 170-670 ms unpinned against 39-89 ms pinned, at about the same throughput). Each route is loaded for
+routes p99 70-670 ms unpinned in two runs against 39-89 ms pinned, at lower throughput). Each route is loaded for
 `--warmup` seconds first, not counted: the first second of 100 new connections at once has a tail of its own
 (single requests near 1 s) that a 30-s run would count as its p99 only when short.
 """
