@@ -25,11 +25,11 @@ def main() -> None:
     args = parser.parse_args()
     warnings.simplefilter("ignore")
 
-    import features.families as families
-    import features.registry as registry
-    from features.config import load_config
-    from features.ingest import validate
-    from features.panel import build_panel
+    import hotspot.features.families as families
+    import hotspot.features.registry as registry
+    from hotspot.features.config import load_config
+    from hotspot.features.ingest import validate
+    from hotspot.features.panel import build_panel
 
     cfg = load_config(args.config)
     start = time.perf_counter()

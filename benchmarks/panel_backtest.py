@@ -29,9 +29,9 @@ def rss_mb() -> float:
 
 
 def bench_panel(config: Path) -> dict:
-    from features.config import load_config
-    from features.ingest import validate
-    from features.panel import build_panel
+    from hotspot.features.config import load_config
+    from hotspot.features.ingest import validate
+    from hotspot.features.panel import build_panel
 
     cfg = load_config(config)
     cfg = cfg.model_copy(update={"period": cfg.period.model_copy(update={"data_end": date(2019, 12, 31)})})

@@ -53,7 +53,7 @@ def run(args: list[str], env: dict, cwd: Path) -> str:
 
 
 def has_champion(config: Path, env: dict) -> bool:
-    code = ("import sys; from features.config import load_config; from serving.publishing import Forecaster; "
+    code = ("import sys; from hotspot.features.config import load_config; from hotspot.serving.publishing import Forecaster; "
             "sys.exit(0 if Forecaster(load_config(sys.argv[1])).champion_version() else 1)")
     return subprocess.run([sys.executable, "-c", code, str(config)], env=env, cwd=REPO_ROOT,
                           capture_output=True).returncode == 0
@@ -61,7 +61,7 @@ def has_champion(config: Path, env: dict) -> bool:
 
 def has_report_runs(config: Path, env: dict) -> dict[str, bool]:
     """Whether the area's experiment holds a finished run with each report (what the service would serve)."""
-    code = ("import sys; from features.config import load_config; from serving.artifacts import ReportSource; "
+    code = ("import sys; from hotspot.features.config import load_config; from hotspot.serving.artifacts import ReportSource; "
             "s = ReportSource(load_config(sys.argv[1])); s.refresh(); "
             "print(' '.join(k for k in ('accuracy', 'fairness') if s.latest(k)))")
     proc = subprocess.run([sys.executable, "-c", code, str(config)], env=env, cwd=REPO_ROOT, capture_output=True,

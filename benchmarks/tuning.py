@@ -33,7 +33,7 @@ CURVE = np.round(np.arange(0.005, 0.1001, 0.005), 4)
 
 def curve_means(predictions: pd.DataFrame, model: str) -> np.ndarray:
     """Mean PAI over weeks at each coverage of CURVE."""
-    from training.metrics import pai_at
+    from hotspot.training.evaluation.metrics import pai_at
 
     rows = []
     for _, week in predictions[predictions["model"] == model].groupby("period_start", observed=True):
@@ -43,7 +43,7 @@ def curve_means(predictions: pd.DataFrame, model: str) -> np.ndarray:
 
 
 def judge(result, tuned: str, baselines: list[str]) -> dict:
-    from training.evaluation import bootstrap_mean, paired_comparison
+    from hotspot.training.evaluation.stats import bootstrap_mean, paired_comparison
 
     weekly = {name: pd.DataFrame(m["weekly"]) for name, m in result.metrics["models"].items()}
     summary = {}
@@ -81,11 +81,11 @@ def main() -> None:
     import os
 
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{tempfile.mkdtemp()}/bench.db")
-    from features.config import TuneConfig, load_config
+    from hotspot.features.config import TuneConfig, load_config
     from hotspot.steps import prepare, with_overrides
-    from models import LightGBMForecaster
-    from training.backtest import forecast_periods, make_models, run_backtest
-    from training.tuning import tune
+    from hotspot.models import LightGBMForecaster
+    from hotspot.training.backtest import forecast_periods, make_models, run_backtest
+    from hotspot.training.tuning import tune
 
     args.out.mkdir(parents=True, exist_ok=True)
     base = load_config(args.config)

@@ -9,8 +9,8 @@ import numpy as np
 import shapely
 from pyproj import CRS
 
-from features.config import AreaConfig
-from features.errors import InputError
+from hotspot.features.config import AreaConfig
+from hotspot.features.errors import InputError
 
 WGS84 = CRS.from_epsg(4326)
 

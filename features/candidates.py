@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from features.config import IncidentsConfig, StudyConfig
-from features.errors import RejectedInput
-from features.sources import CANDIDATE_COLUMNS, check_source, drop_cross_source_duplicates, points_reference
+from hotspot.features.config import IncidentsConfig, StudyConfig
+from hotspot.features.errors import RejectedInput
+from hotspot.features.sources import CANDIDATE_COLUMNS, check_source, drop_cross_source_duplicates, points_reference
 
 
 def file_sha256(path: Path) -> str:

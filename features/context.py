@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
-from features.config import ContextLayerConfig
-from features.errors import InputError
-from features.grid import Grid
-from features.registry import Feature
+from hotspot.features.config import ContextLayerConfig
+from hotspot.features.errors import InputError
+from hotspot.features.grid import Grid
+from hotspot.features.registry import Feature
 
 
 def _points_from_columns(layer: ContextLayerConfig, table) -> gpd.GeoDataFrame:

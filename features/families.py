@@ -13,10 +13,10 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
-from features.lags import ewm_rate, history_rate, history_sums, periods_since_last, window_counts
-from features.config import FAMILY_NAMES, StudyConfig
-from features.registry import BuildContext, Family, Feature, family
-from features.spatial import distance_weighted_sums, gaussian_smooth, neighbour_sums
+from hotspot.features.lags import ewm_rate, history_rate, history_sums, periods_since_last, window_counts
+from hotspot.features.config import FAMILY_NAMES, StudyConfig
+from hotspot.features.registry import BuildContext, Family, Feature, family
+from hotspot.features.spatial import distance_weighted_sums, gaussian_smooth, neighbour_sums
 
 HOUR_BINS = {"night": (0, 6), "morning": (6, 12), "afternoon": (12, 18), "evening": (18, 24)}
 
@@ -217,7 +217,7 @@ def calendar(ctx: BuildContext) -> Iterator[Feature]:
 def context(ctx: BuildContext) -> Iterator[Feature]:
     from shapely import get_coordinates
 
-    from features.context import point_features, polygon_features, read_layer
+    from hotspot.features.context import point_features, polygon_features, read_layer
 
     for layer in ctx.cfg.context:
         gdf = read_layer(layer, ctx.grid)

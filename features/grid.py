@@ -17,8 +17,8 @@ import numpy as np
 import shapely
 from pyproj import CRS, Transformer
 
-from features.area import WGS84, StudyArea
-from features.errors import GridError
+from hotspot.features.area import WGS84, StudyArea
+from hotspot.features.errors import GridError
 
 
 ID_STRIDE = 1_000_000  # cell_id = row_abs * ID_STRIDE + col_abs; below 2**53, so exact in JSON and JavaScript

@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.candidates import nothing_passed, read_sources
-from features.config import StudyConfig
-from features.errors import HotspotError, InputError
-from features.locking import locked, replace_atomically
-from features.sources import CANDIDATE_COLUMNS
+from hotspot.features.candidates import nothing_passed, read_sources
+from hotspot.features.config import StudyConfig
+from hotspot.features.errors import HotspotError, InputError
+from hotspot.features.locking import locked, replace_atomically
+from hotspot.features.sources import CANDIDATE_COLUMNS
 
 FILE_NAME = "incidents.parquet"
 COLUMNS = [*CANDIDATE_COLUMNS, "ingested_at", "late"]

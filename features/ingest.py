@@ -16,11 +16,11 @@ import numpy as np
 import pandas as pd
 from pyproj import Transformer
 
-from features import history, safe_csv
-from features.area import WGS84, StudyArea, derive_boundary, read_boundary
-from features.config import StudyConfig
-from features.grid import Grid
-from features.candidates import Candidates, nothing_passed, read_sources
+from hotspot.features import history, safe_csv
+from hotspot.features.area import WGS84, StudyArea, derive_boundary, read_boundary
+from hotspot.features.config import StudyConfig
+from hotspot.features.grid import Grid
+from hotspot.features.candidates import Candidates, nothing_passed, read_sources
 
 # reason -> what a reader of the quarantine file is told
 REASONS: dict[str, str] = {

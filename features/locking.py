@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from features.errors import HotspotError
+from hotspot.features.errors import HotspotError
 
 TIMEOUT_ENV = "HOTSPOT_LOCK_TIMEOUT_S"
 DEFAULT_TIMEOUT_S = 600.0

@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.config import StudyConfig
-from features.locking import locked, replace_atomically, write_text_atomically
-from features.grid import Grid
-from features.families import FAMILIES, selected_families
-from features.registry import BuildContext
+from hotspot.features.config import StudyConfig
+from hotspot.features.locking import locked, replace_atomically, write_text_atomically
+from hotspot.features.grid import Grid
+from hotspot.features.families import FAMILIES, selected_families
+from hotspot.features.registry import BuildContext
 
 
 @dataclass(frozen=True, eq=False)

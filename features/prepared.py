@@ -8,9 +8,9 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
-from features.config import StudyConfig
-from features.ingest import ValidatedIncidents, validate
-from features.panel import Panel, build_panel
+from hotspot.features.config import StudyConfig
+from hotspot.features.ingest import ValidatedIncidents, validate
+from hotspot.features.panel import Panel, build_panel
 
 
 @dataclass

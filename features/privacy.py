@@ -12,8 +12,8 @@ import re
 
 import pandas as pd
 
-from features.config import IncidentsConfig, PersonalDataConfig
-from features.errors import InputError
+from hotspot.features.config import IncidentsConfig, PersonalDataConfig
+from hotspot.features.errors import InputError
 
 # (kind, what it looks like, pattern on the column name lower-cased with every non-alphanumeric run as "_",
 # wrapped in "_" so patterns can anchor on word edges)

@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:
-    from features.config import StudyConfig
-    from features.grid import Grid
+    from hotspot.features.config import StudyConfig
+    from hotspot.features.grid import Grid
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class BuildContext:
 
     @cached_property
     def target_sums(self) -> np.ndarray:
-        from features.lags import history_sums
+        from hotspot.features.lags import history_sums
 
         return history_sums(self.target)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from features.locking import replace_atomically
+from hotspot.features.locking import replace_atomically
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 PLAIN_NUMBER = re.compile(r"-?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")

@@ -17,10 +17,10 @@ import numpy as np
 import pandas as pd
 from pyproj import CRS, Transformer
 
-from features.area import WGS84
-from features.config import IncidentsConfig, StudyConfig
-from features.errors import InputError
-from features.privacy import screen
+from hotspot.features.area import WGS84
+from hotspot.features.config import IncidentsConfig, StudyConfig
+from hotspot.features.errors import InputError
+from hotspot.features.privacy import screen
 
 # the columns of a candidate row: what the history stores and the spatial checks need
 CANDIDATE_COLUMNS = ["occurred_at", "offense", "lon", "lat", "source", "source_row", "premises", "record_key"]
@@ -259,7 +259,7 @@ def check_source(cfg: StudyConfig, src: IncidentsConfig, today: date | None = No
 def _reference(cfg: StudyConfig, src: IncidentsConfig):
     """A test `inside(lon, lat) -> mask` for where this source's points should be, or None when nothing says."""
     if cfg.area.boundary is not None:
-        from features.area import read_boundary
+        from hotspot.features.area import read_boundary
 
         area = read_boundary(cfg.area)
         to_area = Transformer.from_crs(WGS84, area.crs, always_xy=True)

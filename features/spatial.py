@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from features.grid import Grid
+from hotspot.features.grid import Grid
 
 
 def ring_kernel(rings: int) -> np.ndarray:

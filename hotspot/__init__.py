@@ -1,4 +1,8 @@
-"""Command-line layer: wires the steps of features/, models/, training/ and serving/ together."""
+"""hotspot: weekly crime-hotspot forecasting. The one installed namespace: the stage folders of the repository
+install as hotspot.features, hotspot.models, hotspot.training, hotspot.analysis and hotspot.serving (pyproject.toml,
+package-dir); hotspot.steps and hotspot.cli are the command line that wires them together.
+
+Importing any part of the package runs this first, so the OpenMP setting below holds for every entry point."""
 import os
 
 # OpenMP threads (LightGBM, scikit-learn) sleep instead of spinning while they wait. On a 2-core laptop running

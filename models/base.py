@@ -10,7 +10,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from features.panel import Panel
+from hotspot.features.panel import Panel
 
 
 @runtime_checkable

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from features.panel import Panel
-from features.spatial import gaussian_smooth
-from models.base import check_panel
+from hotspot.features.panel import Panel
+from hotspot.features.spatial import gaussian_smooth
+from hotspot.models.base import check_panel
 
 
 class KernelDensity:

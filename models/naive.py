@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from features.panel import Panel
-from models.base import check_panel
+from hotspot.features.panel import Panel
+from hotspot.models.base import check_panel
 
 
 class RecentCounts:

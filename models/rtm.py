@@ -11,8 +11,8 @@ from sklearn.linear_model import PoissonRegressor
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
-from features.panel import Panel
-from models.base import check_panel
+from hotspot.features.panel import Panel
+from hotspot.models.base import check_panel
 
 
 class RiskTerrain:

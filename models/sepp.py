@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from features.panel import Panel
-from models.base import check_panel
+from hotspot.features.panel import Panel
+from hotspot.models.base import check_panel
 
 
 def _pairs(times: np.ndarray, cells: np.ndarray, max_lag_days: float, max_pairs_per_event: int):

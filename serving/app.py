@@ -19,14 +19,14 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
-from serving.hotpath import LatestForecastFastPath, ReportFastPath
-from serving.middleware import ServiceMiddleware, methods_by_path
-from serving.rate_limit import RateLimiter, document_429
-from serving.routers import forecasts, health, map as map_router, models, reports
-from serving.routers import trends as trends_router
-from serving.routers.map import STATIC_DIR
-from serving.settings import Settings
-from serving.state import ServiceState
+from hotspot.serving.hotpath import LatestForecastFastPath, ReportFastPath
+from hotspot.serving.middleware import ServiceMiddleware, methods_by_path
+from hotspot.serving.rate_limit import RateLimiter, document_429
+from hotspot.serving.routers import forecasts, health, map as map_router, models, reports
+from hotspot.serving.routers import trends as trends_router
+from hotspot.serving.routers.map import STATIC_DIR
+from hotspot.serving.settings import Settings
+from hotspot.serving.state import ServiceState
 
 log = logging.getLogger("hotspot.serving")
 

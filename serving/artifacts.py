@@ -24,7 +24,7 @@ from typing import Any
 
 from starlette.responses import Response
 
-from features.config import StudyConfig
+from hotspot.features.config import StudyConfig
 
 REPORTS = {
     "accuracy": {"step": "backtest", "folder": "backtest", "json": "accuracy.json", "html": "accuracy.html",
@@ -50,7 +50,7 @@ def finite(value: Any) -> Any:
 def _client():
     from mlflow import MlflowClient
 
-    from training.tracking import ensure_store
+    from hotspot.training.tracking import ensure_store
 
     return MlflowClient(ensure_store())
 
@@ -195,7 +195,7 @@ class ReportSource:
     def _download(self, kind: str, run, names: set[str]) -> Report:
         import mlflow
 
-        from training.tracking import tracking_uri
+        from hotspot.training.tracking import tracking_uri
 
         spec = REPORTS[kind]
         with tempfile.TemporaryDirectory(prefix="hotspot-report-") as folder:  # what is kept is the rendered bytes
@@ -239,7 +239,7 @@ class ModelSource:
     def _list(self) -> dict | None:
         from mlflow.exceptions import MlflowException
 
-        from training.registry import CHAMPION, registered_name
+        from hotspot.training.registry import CHAMPION, registered_name
 
         client = _client()
         name = registered_name(self.cfg)

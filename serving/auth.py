@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Engine
 
-from serving.db import ApiKeyRow, now_utc, utc, write_access_log
+from hotspot.serving.db import ApiKeyRow, now_utc, utc, write_access_log
 
 KEY_PREFIX = "hs_"
 KEY_ID_CHARS = 11  # "hs_" + 8 characters

@@ -10,10 +10,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.security import APIKeyHeader
 from starlette.concurrency import run_in_threadpool
 
-from serving.auth import KEY_ID_CHARS, KEY_SCOPE, PERMISSIONS, REFUSED_KEY_SCOPE, ApiKey
-from serving.rate_limit import RateLimiter
-from serving.schemas import BBOX_PATTERN, MAX_TOP
-from serving.state import ServiceState
+from hotspot.serving.auth import KEY_ID_CHARS, KEY_SCOPE, PERMISSIONS, REFUSED_KEY_SCOPE, ApiKey
+from hotspot.serving.rate_limit import RateLimiter
+from hotspot.serving.schemas import BBOX_PATTERN, MAX_TOP
+from hotspot.serving.state import ServiceState
 
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="ApiKey",
                               description="an API key made with `hotspot keys create --role ROLE` "

@@ -18,8 +18,8 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from serving.artifacts import ReportsUnavailable, report_response
-from serving.auth import KEY_SCOPE
+from hotspot.serving.artifacts import ReportsUnavailable, report_response
+from hotspot.serving.auth import KEY_SCOPE
 
 PATH = "/v1/forecasts/latest"
 MAX_ENTRIES = 512

@@ -9,8 +9,8 @@ import time
 
 from fastapi import FastAPI
 
-from serving.auth import KEY_SCOPE, REFUSED_KEY_SCOPE
-from serving.headers import SECURITY_HEADERS, policy_for
+from hotspot.serving.auth import KEY_SCOPE, REFUSED_KEY_SCOPE
+from hotspot.serving.headers import SECURITY_HEADERS, policy_for
 
 UNLOGGED = ("/health", "/ready", "/static/", "/docs", "/openapi.json", "/redoc", "/favicon.ico")
 _CSP = b"content-security-policy"

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from features.config import StudyConfig
-from serving.db import CellRecord
+from hotspot.features.config import StudyConfig
+from hotspot.serving.db import CellRecord
 
 log = logging.getLogger("hotspot.serving")
 
@@ -74,8 +74,8 @@ class Forecaster:
         from mlflow import MlflowClient
         from mlflow.exceptions import MlflowException
 
-        from training.registry import CHAMPION, registered_name
-        from training.tracking import ensure_store
+        from hotspot.training.registry import CHAMPION, registered_name
+        from hotspot.training.tracking import ensure_store
 
         try:
             return str(MlflowClient(ensure_store()).get_model_version_by_alias(registered_name(self.cfg),
@@ -85,7 +85,7 @@ class Forecaster:
 
     def load_champion(self, force: bool = False):
         """Load the champion if none is loaded or the alias moved; returns (model, ref) or raises HotspotError."""
-        from training.registry import load_champion
+        from hotspot.training.registry import load_champion
 
         with self._lock:
             if self.model is not None and not force:
@@ -116,7 +116,7 @@ class Forecaster:
         return True
 
     def panel(self):
-        from features.prepared import prepare
+        from hotspot.features.prepared import prepare
 
         with self._lock:
             if self.prepared is None:
@@ -130,8 +130,8 @@ class Forecaster:
 
         ValueError (or HotspotError) when the week is not a period of the panel.
         """
-        from training import tracking
-        from training.forecast import forecast_cells
+        from hotspot.training import tracking
+        from hotspot.training.forecast import forecast_cells
 
         with self._lock:
             model, ref = self.load_champion()
@@ -151,7 +151,7 @@ class Forecaster:
 
     def log_publication(self, rows: ForecastRows, publication_id: int, version: int) -> None:
         """Record the publication as an MLflow run tagged step=forecast (the database stays the source of truth)."""
-        from training import tracking
+        from hotspot.training import tracking
 
         try:
             with self._lock, tracking.step_run(self.cfg, "forecast", rows.metadata["data_fingerprint"] or ""):

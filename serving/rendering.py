@@ -16,8 +16,8 @@ from typing import Callable, Hashable
 
 import numpy as np
 
-from features.safe_csv import safe_cell
-from serving.db import CellRecord, Publication
+from hotspot.features.safe_csv import safe_cell
+from hotspot.serving.db import CellRecord, Publication
 
 GEOJSON = "application/geo+json"
 CSV = "text/csv; charset=utf-8"

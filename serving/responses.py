@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from serving.schemas import Problem, ValidationProblem
+from hotspot.serving.schemas import Problem, ValidationProblem
 
 _DESCRIPTIONS = {
     400: "the body is not readable JSON (bad encoding)",

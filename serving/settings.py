@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from training.tracking import tracking_uri
+from hotspot.training.tracking import tracking_uri
 
 
 class Settings(BaseSettings):
@@ -44,7 +44,7 @@ class Settings(BaseSettings):
     @field_validator("rate_limit_public_key", "rate_limit_public_address")
     @classmethod
     def _rate_limit(cls, value: str) -> str:
-        from serving.rate_limit import parse_limits
+        from hotspot.serving.rate_limit import parse_limits
 
         parse_limits(value)  # ValueError names the text that does not parse
         return value

@@ -9,14 +9,14 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Engine
 
-from features.config import StudyConfig
-from serving.artifacts import ModelSource, ReportSource
-from serving.auth import AccessLog, KeyVerifier
-from serving.db import Publication, PublicationStore, create_schema, make_engine
-from serving.hotpath import ResponseMemo
-from serving.publishing import Forecaster
-from serving.rendering import Renderer
-from serving.settings import Settings
+from hotspot.features.config import StudyConfig
+from hotspot.serving.artifacts import ModelSource, ReportSource
+from hotspot.serving.auth import AccessLog, KeyVerifier
+from hotspot.serving.db import Publication, PublicationStore, create_schema, make_engine
+from hotspot.serving.hotpath import ResponseMemo
+from hotspot.serving.publishing import Forecaster
+from hotspot.serving.rendering import Renderer
+from hotspot.serving.settings import Settings
 
 log = logging.getLogger("hotspot.serving")
 
@@ -51,7 +51,7 @@ class ServiceState:
         if settings.config is None:
             state.config_error = "no study area configured (set HOTSPOT_CONFIG or `hotspot serve --config`)"
             return state
-        from features.config import ConfigError, load_config
+        from hotspot.features.config import ConfigError, load_config
 
         try:
             state.cfg = load_config(settings.config)

@@ -125,9 +125,9 @@ def synthetic_config(tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def sample_prepared():
     """The bundled sample validated and built into a panel once per session (read-only for tests)."""
-    from features.config import load_config
-    from features.ingest import validate
-    from features.panel import build_panel
+    from hotspot.features.config import load_config
+    from hotspot.features.ingest import validate
+    from hotspot.features.panel import build_panel
 
     cfg = load_config(SAMPLE_CONFIG)
     result = validate(cfg)

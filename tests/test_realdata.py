@@ -12,9 +12,9 @@ pytestmark = [requires_shared_data, pytest.mark.realdata]
 
 @pytest.fixture(scope="module")
 def toronto():
-    from features.config import load_config
-    from features.ingest import validate
-    from features.panel import build_panel
+    from hotspot.features.config import load_config
+    from hotspot.features.ingest import validate
+    from hotspot.features.panel import build_panel
 
     cfg = load_config(TORONTO_CONFIG)
     result = validate(cfg)
@@ -42,7 +42,7 @@ def test_full_toronto_panel_matches_the_yearly_counts(toronto):
 
 
 def test_baselines_reach_the_published_accuracy_level(toronto):
-    from training.backtest import forecast_periods, make_models, run_backtest
+    from hotspot.training.backtest import forecast_periods, make_models, run_backtest
 
     cfg, result, panel = toronto
     periods = forecast_periods(panel, 8, "2019-12-30")

@@ -1,1 +1,2 @@
-"""Training, tuning, backtesting, metrics, audits, reports and MLflow bookkeeping."""
+"""Fitting and choosing models: backtests, ablation, tuning, promotion, the registry, MLflow tracking, forecasts and
+their reasons; `evaluation/` scores them and `audit/` checks them for fairness."""

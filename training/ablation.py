@@ -15,12 +15,12 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from features import safe_csv
-from features.config import StudyConfig
-from features.locking import locked, savefig_atomically, write_text_atomically
-from features.panel import Panel
-from models import LightGBMForecaster
-from training.backtest import BacktestResult, lightgbm_from_config, make_models, run_backtest
+from hotspot.features import safe_csv
+from hotspot.features.config import StudyConfig
+from hotspot.features.locking import locked, savefig_atomically, write_text_atomically
+from hotspot.features.panel import Panel
+from hotspot.models import LightGBMForecaster
+from hotspot.training.backtest import BacktestResult, lightgbm_from_config, make_models, run_backtest
 
 
 @dataclass

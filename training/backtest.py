@@ -10,10 +10,10 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from features.config import StudyConfig
-from features.locking import locked, replace_atomically, write_text_atomically
-from features.panel import Panel
-from models import (
+from hotspot.features.config import StudyConfig
+from hotspot.features.locking import locked, replace_atomically, write_text_atomically
+from hotspot.features.panel import Panel
+from hotspot.models import (
     SEPP,
     EWMCounts,
     Forecaster,
@@ -24,7 +24,7 @@ from models import (
     RecentCounts,
     RiskTerrain,
 )
-from training.metrics import coverage_label, week_metrics
+from hotspot.training.evaluation.metrics import coverage_label, week_metrics
 
 PREDICTION_COLUMNS = ["period_start", "cell_id", "x", "y", "lon", "lat", "risk", "observed", "model"]
 
@@ -38,7 +38,7 @@ def lightgbm_from_config(cfg: StudyConfig) -> LightGBMForecaster:
 
 def available_models(cfg: StudyConfig) -> dict[str, Callable[[], Forecaster]]:
     """Every model a backtest can run, by name, built from the config."""
-    from training.tuning import best_spec
+    from hotspot.training.tuning import best_spec
 
     factories: dict[str, Callable[[], Forecaster]] = {"lightgbm": lambda: lightgbm_from_config(cfg)}
     tuned = best_spec(cfg)
@@ -145,7 +145,7 @@ def summarise(weekly: dict[str, list[dict]], coverages: list[float], panel: Pane
 
 def write_backtest(result: BacktestResult, out_dir: Path) -> dict[str, Path]:
     """Write predictions.parquet, metrics.json and plots into out_dir (each file replaced atomically)."""
-    from training.plots import plot_backtest
+    from hotspot.training.evaluation.plots import plot_backtest
 
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"predictions": out_dir / "predictions.parquet", "metrics": out_dir / "metrics.json"}

@@ -10,10 +10,10 @@ import geopandas as gpd
 import numpy as np
 import shapely
 
-from features.area import WGS84
-from features.locking import write_text_atomically
-from features.panel import Panel
-from models import Forecaster
+from hotspot.features.area import WGS84
+from hotspot.features.locking import write_text_atomically
+from hotspot.features.panel import Panel
+from hotspot.models import Forecaster
 
 
 def forecast_cells(panel: Panel, model: Forecaster, t: int, reasons: int = 3) -> gpd.GeoDataFrame:
@@ -22,7 +22,7 @@ def forecast_cells(panel: Panel, model: Forecaster, t: int, reasons: int = 3) ->
     Models that expose per-prediction contributions (LightGBM) add `reasons`: up to `reasons` sentences per cell
     on what raises its risk most, and `reason_details` with the features, values and contributions behind them.
     """
-    from training.reasons import cell_reasons
+    from hotspot.training.reasons import cell_reasons
 
     known = panel.until(t)
     risk = np.asarray(model.predict(known), dtype=np.float64)

@@ -15,12 +15,12 @@ from typing import Callable
 
 import numpy as np
 
-from features.config import StudyConfig
-from features.errors import HotspotError
-from features.panel import Panel
-from training.backtest import run_backtest
-from training.evaluation import paired_comparison
-from training.registry import (
+from hotspot.features.config import StudyConfig
+from hotspot.features.errors import HotspotError
+from hotspot.features.panel import Panel
+from hotspot.training.backtest import run_backtest
+from hotspot.training.evaluation.stats import paired_comparison
+from hotspot.training.registry import (
     registry_client,
     champion_history,
     champion_version,
@@ -28,7 +28,7 @@ from training.registry import (
     set_champion,
     version_forecaster,
 )
-from training.tuning import HIGHER_IS_BETTER
+from hotspot.training.tuning import HIGHER_IS_BETTER
 
 
 def _cache_key(panel: Panel, periods: np.ndarray, refit_every: int, fingerprint: str) -> str:

@@ -12,7 +12,7 @@ import re
 
 import numpy as np
 
-from features.panel import Panel
+from hotspot.features.panel import Panel
 
 
 def _number(value: float) -> dict[str, str]:

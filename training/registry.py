@@ -12,10 +12,10 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from features.config import StudyConfig
-from features.errors import HotspotError
-from features.panel import Panel
-from models import LightGBMForecaster
+from hotspot.features.config import StudyConfig
+from hotspot.features.errors import HotspotError
+from hotspot.features.panel import Panel
+from hotspot.models import LightGBMForecaster
 
 CHAMPION = "champion"
 SPEC_ARTIFACT = "model_spec.json"
@@ -43,7 +43,7 @@ def registry_client():
     import mlflow
     from mlflow import MlflowClient
 
-    from training.tracking import ensure_store
+    from hotspot.training.tracking import ensure_store
 
     mlflow.set_tracking_uri(ensure_store())
     return MlflowClient()
@@ -106,7 +106,7 @@ def champion_history(cfg: StudyConfig) -> list[dict]:
 def set_champion(cfg: StudyConfig, version: str, reason: str, rollback: bool = False) -> None:
     """Point the champion alias at `version` and append the move and its reason to the history; under the store's
     lock, so two moves at once (a promotion and a rollback) each land in the history."""
-    from training.tracking import store_lock
+    from hotspot.training.tracking import store_lock
 
     client = registry_client()
     name = registered_name(cfg)
@@ -130,7 +130,7 @@ def _version(cfg: StudyConfig, version: str | None):
             return client.get_model_version_by_alias(name, CHAMPION)
         return client.get_model_version(name, str(version))
     except mlflow.exceptions.MlflowException:
-        from training.tracking import tracking_uri
+        from hotspot.training.tracking import tracking_uri
 
         what = "no champion model" if version is None else f"no version {version} of the model"
         raise HotspotError(f"{what} '{name}' in the registry at {tracking_uri()}; run `hotspot train --config "

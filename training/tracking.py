@@ -14,8 +14,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
 
-from features.config import StudyConfig
-from features.locking import locked
+from hotspot.features.config import StudyConfig
+from hotspot.features.locking import locked
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -68,6 +68,8 @@ def code_version() -> str:
 
     __version__ = version("hotspot")
 
+    if not (REPO_ROOT / ".git").exists():  # an installed copy: a git repository above site-packages is not ours
+        return __version__
     try:
         sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO_ROOT, capture_output=True,
                              text=True, timeout=5, check=True).stdout.strip()

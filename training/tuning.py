@@ -22,11 +22,11 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from features.config import StudyConfig
-from features.errors import HotspotError
-from features.panel import Panel
-from models import LightGBMForecaster
-from training.metrics import week_metrics
+from hotspot.features.config import StudyConfig
+from hotspot.features.errors import HotspotError
+from hotspot.features.panel import Panel
+from hotspot.models import LightGBMForecaster
+from hotspot.training.evaluation.metrics import week_metrics
 
 HIGHER_IS_BETTER = {"poisson_deviance": False}
 

@@ -5,7 +5,7 @@ to that app: `pipeline` (validate ... forecast, demo), `audit`, `partners` (tren
 keys). They are imported here, once, so `hotspot.cli:app` has every command.
 """
 
-from hotspot.cli.common import REPO_ROOT, SAMPLE_CONFIG, app
+from hotspot.cli.common import SAMPLE_CONFIG, app
 
 # each module adds its commands to `app`; imported in the order `hotspot --help` lists them
 from hotspot.cli import pipeline  # noqa: E402,F401,I001
@@ -18,4 +18,4 @@ def main() -> None:  # pragma: no cover - console-script entry
     app(prog_name="hotspot")
 
 
-__all__ = ["REPO_ROOT", "SAMPLE_CONFIG", "app", "main"]
+__all__ = ["SAMPLE_CONFIG", "app", "main"]

@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import functools
 import os
+from importlib import resources
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
-from features.config import ConfigError, StudyConfig, load_config
-from features.errors import HotspotError
+from hotspot.features.config import ConfigError, StudyConfig, load_config
+from hotspot.features.errors import HotspotError
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SAMPLE_CONFIG = REPO_ROOT / "configs" / "toronto-sample.toml"
+# the bundled sample's config is package data (hotspot.configs): found the same way in a checkout and an install
+SAMPLE_CONFIG = Path(str(resources.files("hotspot.configs") / "toronto-sample.toml"))
 
 app = typer.Typer(
     name="hotspot",

@@ -29,8 +29,8 @@ def trends_cmd(
     import pandas as pd
 
     from hotspot.steps import trends_step
-    from training.exports import parse_formats
-    from training.trends import ALL_GROUPS
+    from hotspot.analysis.exports import parse_formats
+    from hotspot.analysis.trends import ALL_GROUPS
 
     cfg = load(config)
     chosen = parse_formats(formats)

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from features.config import StudyConfig
+from hotspot.features.config import StudyConfig
 from hotspot.cli.common import (SAMPLE_CONFIG, ConfigOption, app, default_out, fail, handles_errors, load,
                                  out)
 
@@ -117,7 +117,7 @@ def features_cmd(
 
 
 def _print_families(cfg: StudyConfig | None) -> None:
-    from features.families import FAMILIES, selected_families
+    from hotspot.features.families import FAMILIES, selected_families
 
     chosen = set(selected_families(cfg)) if cfg else set(FAMILIES)
     table = Table(title="Feature families" + (f" ({cfg.area.name})" if cfg else ""))
@@ -141,7 +141,7 @@ def train_cmd(
 
     The first registered version becomes the champion; later ones must pass `hotspot promote`."""
     from hotspot.steps import train_step
-    from training.registry import champion_version
+    from hotspot.training.registry import champion_version
 
     cfg = load(config)
     model, ref = train_step(cfg, params=params)
@@ -260,7 +260,7 @@ def backtest_cmd(
 def _print_report(json_path: Path) -> None:
     import json
 
-    from training.report import summary_rows
+    from hotspot.training.evaluation.report import summary_rows
 
     report = json.loads(json_path.read_text())
     table_df = summary_rows(report)
@@ -367,7 +367,7 @@ def demo_cmd(
 
 
 def _print_summary(metrics: dict, title: str) -> None:
-    from training.backtest import summary_table
+    from hotspot.training.backtest import summary_table
 
     table_df = summary_table(metrics)
     table = Table(title=f"Accuracy, mean over {title} ({metrics['n_cells']:,} cells)")

@@ -37,7 +37,7 @@ def serve_cmd(
     os.environ["HOTSPOT_CONFIG"] = str(config.resolve())
     os.environ["HOTSPOT_DATABASE_URL"] = database_url
     os.environ["HOTSPOT_ACCESS_LOG_LINES"] = "true" if access_log else "false"
-    uvicorn.run("serving.app:create_app", factory=True, host=host, port=port, workers=workers,
+    uvicorn.run("hotspot.serving.app:create_app", factory=True, host=host, port=port, workers=workers,
                 access_log=False, log_level="info", timeout_graceful_shutdown=5,
                 server_header=False)  # no `server: uvicorn` banner
 
@@ -47,7 +47,7 @@ app.add_typer(keys_app, name="keys")
 
 
 def _keys_engine(database_url: str):
-    from serving.db import create_schema, make_engine
+    from hotspot.serving.db import create_schema, make_engine
 
     engine = make_engine(database_url)
     create_schema(engine)
@@ -63,7 +63,7 @@ def keys_create_cmd(
     database_url: DatabaseOption = "sqlite:///hotspot.db",
 ):
     """Create an API key; the key is printed once (only its hash is stored)."""
-    from serving.auth import create_key
+    from hotspot.serving.auth import create_key
 
     key, record = create_key(_keys_engine(database_url), role, name)
     print(key)
@@ -78,7 +78,7 @@ def keys_revoke_cmd(
     database_url: DatabaseOption = "sqlite:///hotspot.db",
 ):
     """Revoke an API key: requests with it get 401 from then on."""
-    from serving.auth import revoke_key
+    from hotspot.serving.auth import revoke_key
 
     try:
         record = revoke_key(_keys_engine(database_url), key_id)
@@ -91,7 +91,7 @@ def keys_revoke_cmd(
 @handles_errors
 def keys_list_cmd(database_url: DatabaseOption = "sqlite:///hotspot.db"):
     """List API keys (ids, roles, when created and revoked; never the keys)."""
-    from serving.auth import list_keys
+    from hotspot.serving.auth import list_keys
 
     table = Table(title="API keys")
     for col in ("key id", "role", "name", "created", "revoked"):

@@ -7,16 +7,16 @@ from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from features.config import StudyConfig
-from features.locking import locked
-from features.errors import HotspotError
+from hotspot.features.config import StudyConfig
+from hotspot.features.locking import locked
+from hotspot.features.errors import HotspotError
 from hotspot.steps.common import (
     Prepared,
     console,
     prepare,
 )
-from training import tracking
-from training.backtest import (
+from hotspot.training import tracking
+from hotspot.training.backtest import (
     forecast_periods,
     make_models,
     run_backtest,
@@ -28,10 +28,10 @@ def audit_step(cfg: StudyConfig, model_version: str | None = None, weeks: int | 
                prepared: Prepared | None = None) -> tuple[dict, dict[str, Path]]:
     """Fairness audit of a registered version (the champion when None) beside the count baselines on the same
     backtest weeks; writes audit.json, audit.html and PNGs and logs them to the version's run and an audit run."""
-    from training.audit import build_audit
-    from training.audit_report import clean, write_audit
-    from training.fairness import cell_demography, read_areas
-    from training.registry import registry_client, version_forecaster, version_spec
+    from hotspot.training.audit.run import build_audit
+    from hotspot.training.audit.report import clean, write_audit
+    from hotspot.training.audit.fairness import cell_demography, read_areas
+    from hotspot.training.registry import registry_client, version_forecaster, version_spec
 
     if cfg.fairness is None:
         raise HotspotError(f"{cfg.source_path}: the config has no fairness section; add one with areas, population "

@@ -7,11 +7,11 @@ from pathlib import Path
 import pandas as pd
 from rich.console import Console
 
-from features.config import StudyConfig
-from features.ingest import REASONS, ValidatedIncidents
-from features.panel import Panel
-from features.prepared import Prepared
-from features.prepared import prepare as prepare_data
+from hotspot.features.config import StudyConfig
+from hotspot.features.ingest import REASONS, ValidatedIncidents
+from hotspot.features.panel import Panel
+from hotspot.features.prepared import Prepared
+from hotspot.features.prepared import prepare as prepare_data
 
 console = Console(stderr=True)
 
@@ -23,7 +23,7 @@ def prepare(cfg: StudyConfig, quiet: bool = False, incidents: ValidatedIncidents
 
 def with_overrides(cfg: StudyConfig, without: list[str] | None = None, targets: list[str] | None = None) -> StudyConfig:
     """A copy of the config with feature families switched off and/or another target offence set."""
-    from features.config import FeaturesConfig, ModelConfig
+    from hotspot.features.config import FeaturesConfig, ModelConfig
 
     features, model = cfg.features, cfg.model
     if without:
@@ -55,7 +55,7 @@ def log_feature_table(panel: Panel) -> None:
 
 
 def reason_table(result: ValidatedIncidents) -> list[tuple[str, int, str]]:
-    from features.ingest import ALL_REASONS  # REASONS plus the multi-source reasons
+    from hotspot.features.ingest import ALL_REASONS  # REASONS plus the multi-source reasons
 
     return [(reason, count, REASONS.get(reason) or ALL_REASONS[reason])
             for reason, count in result.reason_counts().items() if count]

@@ -6,25 +6,25 @@ import json
 import time
 from pathlib import Path
 
-from features import safe_csv
-from features.config import StudyConfig
-from features.errors import RejectedInput
-from features.ingest import ValidatedIncidents, validate, write_quarantine
-from features.locking import replace_atomically
-from features.panel import write_panel
+from hotspot.features import safe_csv
+from hotspot.features.config import StudyConfig
+from hotspot.features.errors import RejectedInput
+from hotspot.features.ingest import ValidatedIncidents, validate, write_quarantine
+from hotspot.features.locking import replace_atomically
+from hotspot.features.panel import write_panel
 from hotspot.steps.common import (
     Prepared,
     log_feature_table,
     prepare,
     source_metrics,
 )
-from training import tracking
+from hotspot.training import tracking
 
 
 def refusal(exc: RejectedInput, out_dir: Path, summary_name: str, extra: dict | None = None) -> RejectedInput:
     """Write the quarantine and a summary of a refused run (nothing accepted, nothing stored); return the error
     to raise, its message pointing at both files."""
-    from features.ingest import ALL_REASONS
+    from hotspot.features.ingest import ALL_REASONS
 
     quarantine = exc.quarantine
     counts = quarantine["reason"].value_counts() if len(quarantine) else {}
@@ -80,7 +80,7 @@ def validate_step(cfg: StudyConfig, out_dir: Path) -> tuple[ValidatedIncidents, 
 def ingest_step(cfg: StudyConfig, out_dir: Path, append: Path | None = None, source: str | None = None):
     """Build the stored incident history from every source, or append one file to it (features.history); write
     the quarantine and an ingest.json summary and log counts per source to MLflow. Returns the IngestReport."""
-    from features import history
+    from hotspot.features import history
 
     start = time.perf_counter()
     try:

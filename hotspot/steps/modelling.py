@@ -10,18 +10,18 @@ import numpy as np
 import pandas as pd
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from features import safe_csv
-from features.config import StudyConfig
-from features.errors import HotspotError
-from features.locking import locked, savefig_atomically, write_text_atomically
+from hotspot.features import safe_csv
+from hotspot.features.config import StudyConfig
+from hotspot.features.errors import HotspotError
+from hotspot.features.locking import locked, savefig_atomically, write_text_atomically
 from hotspot.steps.common import (
     Prepared,
     console,
     log_feature_table,
     prepare,
 )
-from training import tracking
-from training.backtest import (
+from hotspot.training import tracking
+from hotspot.training.backtest import (
     BacktestResult,
     forecast_periods,
     make_models,
@@ -33,9 +33,9 @@ from training.backtest import (
 def model_from_params(cfg: StudyConfig, params: str = "auto"):
     """The forecaster `hotspot train` fits: the tuned study's best spec ('study', or 'auto' when a study exists),
     else the config's own parameters ('config'). Returns (forecaster, where its parameters came from)."""
-    from models import LightGBMForecaster
-    from training.backtest import lightgbm_from_config
-    from training.tuning import best_spec
+    from hotspot.models import LightGBMForecaster
+    from hotspot.training.backtest import lightgbm_from_config
+    from hotspot.training.tuning import best_spec
 
     if params not in ("auto", "study", "config"):
         raise ValueError(f"--params must be auto, study or config, not {params!r}")
@@ -54,7 +54,7 @@ def model_from_params(cfg: StudyConfig, params: str = "auto"):
 def train_step(cfg: StudyConfig, prepared: Prepared | None = None, params: str = "auto"):
     """Fit LightGBM on all observed periods (tuned parameters when a study exists), log it with its signature,
     spec and feature list, and register it."""
-    from training.registry import log_and_register
+    from hotspot.training.registry import log_and_register
 
     prepared = prepared or prepare(cfg)
     panel = prepared.panel
@@ -83,7 +83,7 @@ def tune_step(cfg: StudyConfig, trials: int | None = None, before: str | None = 
     """Run or resume the Optuna study; each trial a nested MLflow run; the best spec saved with the study."""
     import mlflow
 
-    from training.tuning import fold_blocks, study_name, tune
+    from hotspot.training.tuning import fold_blocks, study_name, tune
 
     prepared = prepared or prepare(cfg)
     panel = prepared.panel
@@ -159,7 +159,7 @@ def plot_study(study, metric: str, path: Path) -> Path:
 def promote_step(cfg: StudyConfig, version: str, weeks: int | None = None, end: str | None = None,
                  prepared: Prepared | None = None):
     """Judge a registered version against the champion on the same backtest weeks; move the alias if it wins."""
-    from training.promotion import promote
+    from hotspot.training.promotion import promote
 
     prepared = prepared or prepare(cfg)
     panel = prepared.panel
@@ -190,7 +190,7 @@ def promote_step(cfg: StudyConfig, version: str, weeks: int | None = None, end: 
 
 def rollback_step(cfg: StudyConfig, to: str | None = None, why: str = "") -> tuple[str, str]:
     """Move the champion alias back (to the previous champion, or to version `to`) and log why."""
-    from training.promotion import rollback
+    from hotspot.training.promotion import rollback
 
     before, after = rollback(cfg, to, why)
     with tracking.step_run(cfg, "rollback", "", run_name=f"rollback v{before} -> v{after}"):
@@ -206,7 +206,7 @@ def backtest_step(cfg: StudyConfig, model_names: list[str], weeks: int, end: str
                   ablation: bool = False) -> tuple[BacktestResult, dict]:
     """Rolling weekly backtest of the named models (or the family ablation); writes the contract files and logs
     them to MLflow."""
-    from training.ablation import reference_baselines, run_ablation, write_ablation
+    from hotspot.training.ablation import reference_baselines, run_ablation, write_ablation
 
     prepared = prepared or prepare(cfg)
     panel = prepared.panel
@@ -230,7 +230,7 @@ def backtest_step(cfg: StudyConfig, model_names: list[str], weeks: int, end: str
     # lock: a second backtest into the same folder waits, so what is logged is what this run wrote
     with locked(out_dir / "accuracy.json", what="writing the backtest"):
         paths = write_backtest(result, out_dir)
-        from training.report import accuracy_report, write_report
+        from hotspot.training.evaluation.report import accuracy_report, write_report
 
         report = accuracy_report(result.predictions, cfg.backtest.coverages, reference="lightgbm")
         targets_text = ", ".join(result.metrics["target_offenses"])
@@ -257,8 +257,8 @@ def backtest_step(cfg: StudyConfig, model_names: list[str], weeks: int, end: str
 
 def champion_forecast(cfg: StudyConfig, week: str, prepared: Prepared):
     """The champion's forecast of one period (cells with risk, rank, percentile, reasons) and its provenance."""
-    from training.forecast import forecast_cells
-    from training.registry import load_champion
+    from hotspot.training.forecast import forecast_cells
+    from hotspot.training.registry import load_champion
 
     panel = prepared.panel
     t = panel.period_index(week)
@@ -276,7 +276,7 @@ def champion_forecast(cfg: StudyConfig, week: str, prepared: Prepared):
 
 def forecast_step(cfg: StudyConfig, week: str, out: Path, prepared: Prepared | None = None):
     """Forecast one period with the champion model and write it as GeoJSON."""
-    from training.forecast import write_geojson
+    from hotspot.training.forecast import write_geojson
 
     prepared = prepared or prepare(cfg)
     cells, metadata, ref = champion_forecast(cfg, week, prepared)

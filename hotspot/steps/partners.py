@@ -7,23 +7,23 @@ from pathlib import Path
 
 import numpy as np
 
-from features.config import StudyConfig
-from features.errors import HotspotError
-from features.locking import locked, write_text_atomically
+from hotspot.features.config import StudyConfig
+from hotspot.features.errors import HotspotError
+from hotspot.features.locking import locked, write_text_atomically
 from hotspot.steps.modelling import champion_forecast
 from hotspot.steps.common import (
     Prepared,
     prepare,
 )
-from training import tracking
+from hotspot.training import tracking
 
 
 def trends_step(cfg: StudyConfig, out_dir: Path, public: bool | None = None, formats: list[str] | None = None,
                 prepared: Prepared | None = None):
-    """Counts, rates and seasonally adjusted change per offence group and area (training.trends); writes
+    """Counts, rates and seasonally adjusted change per offence group and area (analysis.trends); writes
     trends.json, PNG plots and the tables in `formats` (csv, gpkg, geojson); logs them to a `trends` run."""
-    from training.exports import export_trends
-    from training.trends import compute_trends, plot_trends
+    from hotspot.analysis.exports import export_trends
+    from hotspot.analysis.trends import compute_trends, plot_trends
 
     prepared = prepared or prepare(cfg)
     trends = compute_trends(cfg, prepared.panel, public=public)
@@ -49,9 +49,9 @@ def trends_step(cfg: StudyConfig, out_dir: Path, public: bool | None = None, for
 
 def intervention_step(cfg: StudyConfig, cells_file: Path, start: str, end: str | None, out_dir: Path,
                       prepared: Prepared | None = None, offences: list[str] | None = None):
-    """Difference-in-differences of an intervention in the cells of `cells_file` from `start` (training.intervention):
+    """Difference-in-differences of an intervention in the cells of `cells_file` from `start` (analysis.intervention):
     estimate with its interval, placebo and displacement; writes intervention.json and .png; an `intervention` run."""
-    from training.intervention import evaluate_intervention, read_cells_file, write_intervention
+    from hotspot.analysis.intervention import evaluate_intervention, read_cells_file, write_intervention
 
     prepared = prepared or prepare(cfg)
     panel = prepared.panel
@@ -84,7 +84,7 @@ def intervention_step(cfg: StudyConfig, cells_file: Path, start: str, end: str |
 def export_step(cfg: StudyConfig, week: str, fmt: str, out: Path, prepared: Prepared | None = None):
     """Forecast one period with the champion (as `hotspot forecast`) and write it as GeoJSON, GeoPackage or CSV for
     partners' GIS; an `export` run."""
-    from training.exports import export_forecast, parse_formats
+    from hotspot.analysis.exports import export_forecast, parse_formats
 
     fmt = parse_formats(fmt)[0]
     prepared = prepared or prepare(cfg)

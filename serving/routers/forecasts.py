@@ -8,13 +8,13 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Res
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from features.errors import HotspotError
-from serving.auth import ApiKey
-from serving.db import Publication, PublicationExists
-from serving.dependencies import ForecastQuery, State, forecast_query, require, validation_error
-from serving.rendering import GEOJSON
-from serving.responses import errors
-from serving.schemas import (
+from hotspot.features.errors import HotspotError
+from hotspot.serving.auth import ApiKey
+from hotspot.serving.db import Publication, PublicationExists
+from hotspot.serving.dependencies import ForecastQuery, State, forecast_query, require, validation_error
+from hotspot.serving.rendering import GEOJSON
+from hotspot.serving.responses import errors
+from hotspot.serving.schemas import (
     WEEK_PATTERN,
     ForecastCollection,
     PublicationList,

@@ -6,9 +6,9 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from serving.dependencies import State
-from serving.schemas import ChampionInfo, Health, PublishedWeek, Readiness
-from training.tracking import code_version
+from hotspot.serving.dependencies import State
+from hotspot.serving.schemas import ChampionInfo, Health, PublishedWeek, Readiness
+from hotspot.training.tracking import code_version
 
 router = APIRouter(tags=["health"])
 

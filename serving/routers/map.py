@@ -10,8 +10,8 @@ from pathlib import Path
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from serving.dependencies import State
-from serving.headers import map_policy, tile_source
+from hotspot.serving.dependencies import State
+from hotspot.serving.headers import map_policy, tile_source
 
 STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
 router = APIRouter(include_in_schema=False)

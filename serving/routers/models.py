@@ -6,10 +6,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException
 
-from serving.auth import ApiKey
-from serving.dependencies import State, require
-from serving.responses import errors
-from serving.schemas import ModelList
+from hotspot.serving.auth import ApiKey
+from hotspot.serving.dependencies import State, require
+from hotspot.serving.responses import errors
+from hotspot.serving.schemas import ModelList
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 

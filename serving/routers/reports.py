@@ -6,11 +6,11 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 
-from serving.artifacts import ReportsUnavailable, report_response
-from serving.auth import ApiKey
-from serving.dependencies import State, require
-from serving.responses import errors
-from serving.schemas import ReportEnvelope  # documents the JSON form; the bytes are rendered in artifacts.py
+from hotspot.serving.artifacts import ReportsUnavailable, report_response
+from hotspot.serving.auth import ApiKey
+from hotspot.serving.dependencies import State, require
+from hotspot.serving.responses import errors
+from hotspot.serving.schemas import ReportEnvelope  # documents the JSON form; the bytes are rendered in artifacts.py
 
 router = APIRouter(prefix="/v1/reports", tags=["reports"])
 

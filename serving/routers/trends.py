@@ -1,4 +1,4 @@
-"""Trends per offence group and area (training.trends): the full aggregated view for staff, the public view for the
+"""Trends per offence group and area (analysis.trends): the full aggregated view for staff, the public view for the
 `public` role.
 
 Trends are computed from the same panel the service forecasts from (built once, `HOTSPOT_WARM_PANEL`), and kept per
@@ -13,10 +13,10 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import JSONResponse
 
-from features.errors import HotspotError
-from serving.auth import ApiKey
-from serving.dependencies import State, current_key, validation_error
-from serving.responses import errors
+from hotspot.features.errors import HotspotError
+from hotspot.serving.auth import ApiKey
+from hotspot.serving.dependencies import State, current_key, validation_error
+from hotspot.serving.responses import errors
 
 router = APIRouter(prefix="/v1/trends", tags=["trends"])
 
@@ -27,9 +27,9 @@ AREA_HELP = ("whose weekly rows to include: the whole area or a unit of `[trends
 
 
 def area_names(cfg) -> list[str] | None:
-    """The values `?area=` takes: the whole area and each unit of `[trends] areas`, as training.trends names them
+    """The values `?area=` takes: the whole area and each unit of `[trends] areas`, as analysis.trends names them
     (None when the areas file cannot be read; the request then says so)."""
-    from training.trends import WHOLE_AREA
+    from hotspot.analysis.trends import WHOLE_AREA
 
     tc = cfg.trends
     if tc.areas is None:
@@ -60,7 +60,7 @@ async def trends_reader(key: Annotated[ApiKey, Depends(current_key)]) -> ApiKey:
 
 
 def _trends(state, public: bool):
-    from training.trends import compute_trends
+    from hotspot.analysis.trends import compute_trends
 
     prepared = state.forecaster.panel()
     panel = prepared.panel
@@ -90,7 +90,7 @@ def get_trends(
                                                                         "role)")] = None,
     area: Annotated[str | None, Query(max_length=200, description=AREA_HELP)] = None,
 ):
-    from training.trends import WHOLE_AREA
+    from hotspot.analysis.trends import WHOLE_AREA
 
     if state.cfg is None or state.forecaster is None:
         raise HTTPException(503, state.config_error or "no study area configured")

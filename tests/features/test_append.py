@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features import history
-from features.config import load_config
-from features.errors import HotspotError
-from features.ingest import validate
-from features.panel import build_panel
+from hotspot.features import history
+from hotspot.features.config import load_config
+from hotspot.features.errors import HotspotError
+from hotspot.features.ingest import validate
+from hotspot.features.panel import build_panel
 from tests.conftest import run_cli, synthetic_incidents, write_config
 
 WEEKS = 30

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from features.config import ConfigError, load_config
-from features.ingest import validate
+from hotspot.features.config import ConfigError, load_config
+from hotspot.features.ingest import validate
 from tests.conftest import (
     REPO_ROOT,
     SAMPLE_CONFIG,

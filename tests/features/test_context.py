@@ -13,11 +13,11 @@ import pytest
 import shapely
 from pyproj import CRS
 
-from features.area import StudyArea
-from features.config import ConfigError, ContextLayerConfig, FeaturesConfig, PeriodConfig, load_config
-from features.errors import InputError
-from features.grid import Grid
-from features.panel import build_panel
+from hotspot.features.area import StudyArea
+from hotspot.features.config import ConfigError, ContextLayerConfig, FeaturesConfig, PeriodConfig, load_config
+from hotspot.features.errors import InputError
+from hotspot.features.grid import Grid
+from hotspot.features.panel import build_panel
 from tests.conftest import synthetic_incidents, write_config
 
 UTM = CRS.from_epsg(32617)

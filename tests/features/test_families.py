@@ -15,11 +15,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pyproj import CRS
 
-from features.area import StudyArea
-from features.config import ConfigError, PeriodConfig, load_config
-from features.grid import Grid
-from features.panel import build_panel
-from features.families import FAMILIES, selected_families
+from hotspot.features.area import StudyArea
+from hotspot.features.config import ConfigError, PeriodConfig, load_config
+from hotspot.features.grid import Grid
+from hotspot.features.panel import build_panel
+from hotspot.features.families import FAMILIES, selected_families
 from tests.conftest import synthetic_incidents, write_config
 
 PROPS = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -304,7 +304,7 @@ def test_premises_and_hours_through_ingest(tmp_path):
     data["premises"] = np.random.default_rng(3).choice(["House", "Outside", ""], size=len(data))
     path = write_config(tmp_path / "ingest", data, extra_incidents='premises = "premises"')
     cfg = load_config(path)
-    from features.ingest import validate
+    from hotspot.features.ingest import validate
 
     result = validate(cfg)
     panel = build_panel(cfg, result.accepted, result.grid)

@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pyproj import CRS, Transformer
 
-from features.area import WGS84, StudyArea
-from features.errors import GridError
-from features.grid import Grid
+from hotspot.features.area import WGS84, StudyArea
+from hotspot.features.errors import GridError
+from hotspot.features.grid import Grid
 
 UTM17N = CRS.from_epsg(32617)  # Toronto's UTM zone, metres
 PROPS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -138,7 +138,7 @@ def test_a_real_city_read_as_given_is_not_called_swapped(tmp_path):
 
 
 def test_every_formula_start_is_neutralised_and_numbers_stay_numbers(tmp_path):
-    from features.safe_csv import write_csv
+    from hotspot.features.safe_csv import write_csv
 
     frame = pd.DataFrame({"text": ["=1+1", "+1", "-1+1", "@SUM(1)", "\t=1", "\r=2", "-79.38", "plain", None],
                           "number": [-1.5, 2.0, -3.0, 4.0, 5.0, 6.0, 7.0, 8.0, np.nan],

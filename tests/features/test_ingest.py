@@ -15,9 +15,9 @@ import pytest
 import shapely
 from pyproj import Transformer
 
-from features.config import load_config
-from features.errors import GridError, InputError
-from features.ingest import ACCEPTED_COLUMNS, REASONS, validate, write_quarantine
+from hotspot.features.config import load_config
+from hotspot.features.errors import GridError, InputError
+from hotspot.features.ingest import ACCEPTED_COLUMNS, REASONS, validate, write_quarantine
 from tests.conftest import ORIGIN_LAT, ORIGIN_LON, synthetic_incidents, write_config
 
 N = 300

@@ -18,10 +18,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from features import history
-from features.config import load_config
+from hotspot.features import history
+from hotspot.features.config import load_config
 from tests.conftest import REPO_ROOT, synthetic_incidents, write_config
-from training import tracking
+from hotspot.training import tracking
 
 pytestmark = pytest.mark.slow
 
@@ -61,7 +61,7 @@ HOLD_RAW = textwrap.dedent("""
 HOLD = textwrap.dedent("""
     import sys
     from pathlib import Path
-    from features.locking import locked
+    from hotspot.features.locking import locked
     with locked(Path(sys.argv[1])):
         print("held", flush=True)
         sys.stdin.read()
@@ -183,7 +183,7 @@ def test_a_lock_held_too_long_ends_in_a_clear_error_and_exit_code_2(study, tmp_p
 
 
 def test_the_timeout_message_names_the_holder(study, monkeypatch):
-    from features.locking import LockTimeout
+    from hotspot.features.locking import LockTimeout
 
     _, cfg, path, _, [(chunk, _), _] = study
     monkeypatch.setenv("HOTSPOT_LOCK_TIMEOUT_S", "0.5")
@@ -221,7 +221,7 @@ EXPORT = textwrap.dedent("""
     import os, sys, time
     from pathlib import Path
     import geopandas as gpd
-    from training.exports import export_forecast
+    from hotspot.analysis.exports import export_forecast
 
     writer, out = sys.argv[1], Path(sys.argv[2])
     if os.environ.get("TEST_SLEEP_S"):  # pause after the CSV is in place, before its .meta.json is written

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from features.locking import LockTimeout, savefig_atomically, temp_file, write_text_atomically
+from hotspot.features.locking import LockTimeout, savefig_atomically, temp_file, write_text_atomically
 from tests.conftest import REPO_ROOT, SAMPLE_CONFIG, run_cli
 
 
@@ -37,7 +37,7 @@ def dead_pid() -> int:
 
 
 def test_panel_and_schema_wait_for_their_lock(sample_prepared, tmp_path, monkeypatch):
-    from features.panel import write_panel
+    from hotspot.features.panel import write_panel
 
     _, _, panel = sample_prepared
     out = tmp_path / "features"
@@ -80,7 +80,7 @@ def test_figures_and_texts_are_replaced_whole(tmp_path):
 
 
 def replace_with_failure(path):
-    from features.locking import replace_atomically
+    from hotspot.features.locking import replace_atomically
 
     def write(tmp):
         tmp.write_text('{"a": ')
@@ -116,7 +116,7 @@ def test_backtest_waits_for_the_report_lock_and_leaves_the_old_report(tmp_path):
 HOLD = """
 import sys
 from pathlib import Path
-from features.locking import locked
+from hotspot.features.locking import locked
 with locked(Path(sys.argv[1])):
     print("held", flush=True)
     sys.stdin.read()

@@ -12,10 +12,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pyproj import CRS
 
-from features.area import StudyArea
-from features.config import FeaturesConfig, PeriodConfig, load_config
-from features.grid import Grid
-from features.panel import build_panel, period_starts_for
+from hotspot.features.area import StudyArea
+from hotspot.features.config import FeaturesConfig, PeriodConfig, load_config
+from hotspot.features.grid import Grid
+from hotspot.features.panel import build_panel, period_starts_for
 from tests.conftest import synthetic_incidents, write_config
 
 PROPS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

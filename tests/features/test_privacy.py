@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features import history
-from features.config import load_config
-from features.errors import InputError
-from features.ingest import validate, write_quarantine
+from hotspot.features import history
+from hotspot.features.config import load_config
+from hotspot.features.errors import InputError
+from hotspot.features.ingest import validate, write_quarantine
 from tests.conftest import run_cli, synthetic_incidents, write_config
 
 

@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 from pyproj import Transformer
 
-from features.config import ConfigError, load_config
-from features.errors import InputError
-from features.ingest import validate
-from features.panel import build_panel
+from hotspot.features.config import ConfigError, load_config
+from hotspot.features.errors import InputError
+from hotspot.features.ingest import validate
+from hotspot.features.panel import build_panel
 from tests.conftest import run_cli, synthetic_incidents, write_config
 
 LABELS_B = {"Assault": "ASLT", "Robbery": "ROB", "Break and Enter": "B&E"}

@@ -7,13 +7,13 @@ import pytest
 import shapely
 from pyproj import CRS
 
-from features.area import StudyArea
-from features.config import load_config
-from features.grid import Grid
-from features.ingest import validate
-from features.panel import build_panel
-from models import SEPP, KernelDensity, ProspectiveHotspots, RiskTerrain
-from models.sepp import fit_sepp, simulate_sepp
+from hotspot.features.area import StudyArea
+from hotspot.features.config import load_config
+from hotspot.features.grid import Grid
+from hotspot.features.ingest import validate
+from hotspot.features.panel import build_panel
+from hotspot.models import SEPP, KernelDensity, ProspectiveHotspots, RiskTerrain
+from hotspot.models.sepp import fit_sepp, simulate_sepp
 from tests.conftest import write_config
 
 
@@ -38,7 +38,7 @@ def test_kde_keeps_the_expected_count_away_from_edges():
                           250.0, 10_000)
     values = np.zeros(grid.n_cells)
     values[grid.locate(np.array([605_100.0]), np.array([4_805_100.0]))[0]] = 4.0
-    from features.spatial import gaussian_smooth
+    from hotspot.features.spatial import gaussian_smooth
 
     smooth = gaussian_smooth(grid, values, 500.0)
     assert smooth.sum() == pytest.approx(4.0, rel=1e-6)

@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 from pyproj import Transformer
 
-from features.area import WGS84
-from features.config import load_config
-from features.ingest import validate
-from features.panel import build_panel
-from models import EWMCounts, Forecaster, HistoryCounts, LightGBMForecaster, RecentCounts
+from hotspot.features.area import WGS84
+from hotspot.features.config import load_config
+from hotspot.features.ingest import validate
+from hotspot.features.panel import build_panel
+from hotspot.models import EWMCounts, Forecaster, HistoryCounts, LightGBMForecaster, RecentCounts
 from tests.conftest import ORIGIN_LAT, ORIGIN_LON, write_config
 
 LGB_PARAMS = {"min_data_in_leaf": 20, "num_threads": 1, "seed": 7}
@@ -228,7 +228,7 @@ def test_predict_is_for_the_panels_next_period(panel):
 @pytest.mark.parametrize("name", MODELS)
 def test_every_model_concentrates_risk_on_the_bundled_sample(sample_prepared, name):
     """Downtown Toronto crime is concentrated: ranked by any model, the top 5% of cells hold far more than 5%."""
-    from training.metrics import pai_at
+    from hotspot.training.evaluation.metrics import pai_at
 
     _, _, sample = sample_prepared
     make = {**MODELS, "lightgbm": lambda: LightGBMForecaster(params={**LGB_PARAMS, "min_data_in_leaf": 100},

@@ -82,7 +82,7 @@ def make_cells(n: int, seed: int = 0, week: str = "2021-07-19"):
     """`n` synthetic cell records in rank order (for store tests that need no model)."""
     import numpy as np
 
-    from serving.db import CellRecord
+    from hotspot.serving.db import CellRecord
 
     rng = np.random.default_rng(seed)
     risk = np.sort(rng.gamma(1.0, 1.0, n))[::-1]
@@ -124,9 +124,9 @@ def service(trained_area, tmp_path, monkeypatch):
     """The app in-process (lifespan run) on the trained synthetic area, an empty database, a key per role."""
     from fastapi.testclient import TestClient
 
-    from serving.app import create_app
-    from serving.auth import ROLES, create_key
-    from serving.settings import Settings
+    from hotspot.serving.app import create_app
+    from hotspot.serving.auth import ROLES, create_key
+    from hotspot.serving.settings import Settings
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", trained_area.tracking_uri)
     settings = Settings(config=trained_area.config, database_url=f"sqlite:///{tmp_path / 'hotspot.db'}",
@@ -202,8 +202,8 @@ def log_report_run(cfg_path: Path, step: str, folder: str, stem: str, report: di
     """Log a finished run as the backtest / audit steps do (tag step; JSON, HTML and a PNG under `folder/`)."""
     import mlflow
 
-    from features.config import load_config
-    from training import tracking
+    from hotspot.features.config import load_config
+    from hotspot.training import tracking
 
     out = out / folder
     out.mkdir(parents=True)

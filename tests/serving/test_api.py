@@ -11,8 +11,8 @@ import time
 import pytest
 from sqlalchemy import select
 
-from serving.auth import revoke_key
-from serving.db import AccessLogRow
+from hotspot.serving.auth import revoke_key
+from hotspot.serving.db import AccessLogRow
 from tests.serving.conftest import log_report_run
 
 READ_ENDPOINTS = ["/v1/forecasts", "/v1/forecasts/latest", "/v1/forecasts/2021-07-19", "/v1/reports/accuracy",
@@ -239,9 +239,9 @@ def test_repeated_reads_are_answered_alike_and_logged(trained_area, tmp_path, mo
     and headers as the handler's, still logged, and still refused once the key is revoked or the role is wrong."""
     from fastapi.testclient import TestClient
 
-    from serving.app import create_app
-    from serving.auth import create_key
-    from serving.settings import Settings
+    from hotspot.serving.app import create_app
+    from hotspot.serving.auth import create_key
+    from hotspot.serving.settings import Settings
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", trained_area.tracking_uri)
     settings = Settings(config=trained_area.config, database_url=f"sqlite:///{tmp_path / 'hotspot.db'}",
@@ -280,9 +280,9 @@ def test_repeated_reads_are_answered_alike_and_logged(trained_area, tmp_path, mo
 def test_not_ready_without_a_champion_or_a_config(tmp_path):
     from fastapi.testclient import TestClient
 
-    from serving.app import create_app
-    from serving.auth import create_key
-    from serving.settings import Settings
+    from hotspot.serving.app import create_app
+    from hotspot.serving.auth import create_key
+    from hotspot.serving.settings import Settings
     from tests.conftest import write_config
 
     untrained = write_config(tmp_path / "untrained", name="untrained")
@@ -302,9 +302,9 @@ def test_the_service_on_each_database(database_url, trained_area, monkeypatch):
     """Keys, publishing, reading and the access log through the app, on SQLite and on PostgreSQL."""
     from fastapi.testclient import TestClient
 
-    from serving.app import create_app
-    from serving.auth import create_key
-    from serving.settings import Settings
+    from hotspot.serving.app import create_app
+    from hotspot.serving.auth import create_key
+    from hotspot.serving.settings import Settings
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", trained_area.tracking_uri)
     app = create_app(Settings(config=trained_area.config, database_url=database_url, warm_panel=False,

@@ -21,8 +21,8 @@ def _log_styled_report(cfg_path, out) -> None:
     """A backtest run whose accuracy page looks like the real ones: an inline <style> and a figure."""
     import mlflow
 
-    from features.config import load_config
-    from training import tracking
+    from hotspot.features.config import load_config
+    from hotspot.training import tracking
 
     out.mkdir(parents=True)
     (out / "accuracy.json").write_text(json.dumps({"models": {}}))
@@ -67,7 +67,7 @@ def test_head_is_logged_as_head(service):
     service.state.access.flush()
     from sqlalchemy import select
 
-    from serving.db import AccessLogRow
+    from hotspot.serving.db import AccessLogRow
 
     with service.state.engine.connect() as conn:
         rows = conn.execute(select(AccessLogRow.__table__)).all()
@@ -174,9 +174,9 @@ def test_the_map_allows_its_own_inline_script_only(service):
 def test_the_map_may_load_the_configured_tiles(trained_area, tmp_path, monkeypatch):
     from fastapi.testclient import TestClient
 
-    from serving.app import create_app
-    from serving.headers import tile_source
-    from serving.settings import Settings
+    from hotspot.serving.app import create_app
+    from hotspot.serving.headers import tile_source
+    from hotspot.serving.settings import Settings
 
     assert tile_source("https://{s}.tile.openstreetmap.org/{z}/{x}/{y}.png") == "https://*.tile.openstreetmap.org"
     assert tile_source("https://tiles.example.org:8443/{z}/{x}/{y}.png") == "https://tiles.example.org:8443"
@@ -235,8 +235,8 @@ def test_area_names_come_from_the_configured_units(tmp_path):
     import geopandas as gpd
     from shapely.geometry import box
 
-    from features.config import load_config
-    from serving.routers.trends import area_names
+    from hotspot.features.config import load_config
+    from hotspot.serving.routers.trends import area_names
     from tests.conftest import write_config
 
     units = gpd.GeoDataFrame({"name": ["North", "South", "Empty"]},
@@ -251,8 +251,8 @@ def test_area_names_come_from_the_configured_units(tmp_path):
 @pytest.fixture
 def limited_app(trained_area, tmp_path, monkeypatch):
     """An app whose public role may make 3 requests a minute per key and 5 per address."""
-    from serving.app import create_app
-    from serving.settings import Settings
+    from hotspot.serving.app import create_app
+    from hotspot.serving.settings import Settings
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", trained_area.tracking_uri)
     monkeypatch.setenv("HOTSPOT_RATE_LIMIT_PUBLIC_KEY", "3/minute")
@@ -265,7 +265,7 @@ def limited_app(trained_area, tmp_path, monkeypatch):
 def test_public_keys_are_rate_limited_per_key_and_per_address(limited_app):
     from fastapi.testclient import TestClient
 
-    from serving.auth import create_key
+    from hotspot.serving.auth import create_key
 
     with TestClient(limited_app, client=("10.0.0.1", 4000)) as here, \
             TestClient(limited_app, client=("10.0.0.2", 4000)) as there:
@@ -298,8 +298,8 @@ def test_public_keys_are_rate_limited_per_key_and_per_address(limited_app):
 def test_rate_limit_settings():
     from pydantic import ValidationError
 
-    from serving.rate_limit import RateLimiter
-    from serving.settings import Settings
+    from hotspot.serving.rate_limit import RateLimiter
+    from hotspot.serving.settings import Settings
 
     assert Settings().rate_limit_public_key == Settings().rate_limit_public_address == "600/minute"
     with pytest.raises(ValidationError, match="rate_limit_public_key"):
@@ -327,8 +327,8 @@ def _chunked_post(port: int, path: str, body: bytes, key: str) -> tuple[int, dic
 def test_under_uvicorn(trained_area, tmp_path, monkeypatch):
     """`hotspot serve`: no server banner, HEAD without a body, a chunked body over the limit refused with 413, the
     public role limited per address; and the map and a report page render in Chromium without a CSP violation."""
-    from serving.auth import create_key
-    from serving.db import create_schema, make_engine
+    from hotspot.serving.auth import create_key
+    from hotspot.serving.db import create_schema, make_engine
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", trained_area.tracking_uri)
     database_url = f"sqlite:///{tmp_path / 'hotspot.db'}"

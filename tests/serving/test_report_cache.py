@@ -56,8 +56,8 @@ def _mlflow_unreachable(monkeypatch) -> list[str]:
 def _start(tmp_path, monkeypatch, log_first, cache_ttl_s: float = 0, reports_refresh_s: float = 5.0):
     from fastapi.testclient import TestClient
 
-    from serving.app import create_app
-    from serving.settings import Settings
+    from hotspot.serving.app import create_app
+    from hotspot.serving.settings import Settings
 
     monkeypatch.chdir(tmp_path)  # MLflow puts a new experiment's artifacts under the working directory
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -74,7 +74,7 @@ def _start(tmp_path, monkeypatch, log_first, cache_ttl_s: float = 0, reports_ref
 def reports(request, tmp_path, monkeypatch):
     """The app in-process with an accuracy and a fairness report logged before it started, and an auditor key;
     with key checks reused (cache_ttl_s > 0) repeated requests take hotpath.ReportFastPath, else the handler."""
-    from serving.auth import create_key
+    from hotspot.serving.auth import create_key
 
     def log_first(ctx):
         weeks = [f"2021-{m:02d}-{d:02d}" for m in range(1, 13) for d in (4, 11, 18, 25)]
@@ -144,7 +144,7 @@ def test_a_new_report_run_is_picked_up_by_the_refresh(reports, monkeypatch):
 
 
 def test_mlflow_down_at_start_up_gives_503_until_a_refresh_succeeds(tmp_path, monkeypatch):
-    from serving.auth import create_key
+    from hotspot.serving.auth import create_key
 
     def log_first(ctx):
         ctx.run = ctx.log("fairness", {"groups": ["a"]}, "au1")

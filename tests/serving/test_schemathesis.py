@@ -18,8 +18,8 @@ from pathlib import Path
 
 import httpx
 
-from serving.auth import create_key
-from serving.db import create_schema, make_engine
+from hotspot.serving.auth import create_key
+from hotspot.serving.db import create_schema, make_engine
 from tests.serving.conftest import Server, log_report_run
 
 SEED = "20251123"

@@ -179,8 +179,8 @@ def key_admin(url: str, database_url: str, until: float, seed: int) -> dict:
     """Create a key, use it, revoke it, and measure how long the revoked key still works (request start times)."""
     import httpx
 
-    from serving.auth import create_key, revoke_key
-    from serving.db import make_engine
+    from hotspot.serving.auth import create_key, revoke_key
+    from hotspot.serving.db import make_engine
 
     rng = random.Random(seed)
     stats = {**_stats(), "keys": 0, "latencies_s": [], "new_key_refused": 0}
@@ -235,8 +235,8 @@ def test_soak_mixed_readers_publishers_and_key_admins(trained_area, database_url
 
     import httpx
 
-    from serving.auth import create_key
-    from serving.db import PublicationStore, create_schema, make_engine
+    from hotspot.serving.auth import create_key
+    from hotspot.serving.db import PublicationStore, create_schema, make_engine
     from tests.serving.conftest import Server, log_report_run
 
     uri = _copy_tracking_store(trained_area.tracking_uri, tmp_path)

@@ -14,7 +14,7 @@ import time
 import pytest
 from sqlalchemy import func, select
 
-from serving.db import (
+from hotspot.serving.db import (
     PublicationCellRow,
     PublicationExists,
     PublicationRow,
@@ -97,7 +97,7 @@ def test_readers_never_see_part_of_a_publication(store):
 
 PUBLISHER = textwrap.dedent("""
     import sys, time
-    from serving.db import PublicationStore, make_engine
+    from hotspot.serving.db import PublicationStore, make_engine
     from tests.serving.conftest import forecast_metadata, make_cells
 
     store = PublicationStore(make_engine(sys.argv[1]))

@@ -8,12 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.config import load_config
-from features.ingest import validate
-from features.panel import build_panel
+from hotspot.features.config import load_config
+from hotspot.features.ingest import validate
+from hotspot.features.panel import build_panel
 from tests.conftest import run_cli, write_config
-from training.ablation import paired_difference, run_ablation, write_ablation
-from training.backtest import forecast_periods
+from hotspot.training.ablation import paired_difference, run_ablation, write_ablation
+from hotspot.training.backtest import forecast_periods
 
 
 @pytest.fixture(scope="module")

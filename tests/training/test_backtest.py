@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.config import load_config
-from features.ingest import validate
-from features.panel import build_panel
-from models import RecentCounts
-from training.backtest import PREDICTION_COLUMNS, make_models, run_backtest, forecast_periods, write_backtest
+from hotspot.features.config import load_config
+from hotspot.features.ingest import validate
+from hotspot.features.panel import build_panel
+from hotspot.models import RecentCounts
+from hotspot.training.backtest import PREDICTION_COLUMNS, make_models, run_backtest, forecast_periods, write_backtest
 from tests.conftest import write_config
 
 

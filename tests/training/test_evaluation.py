@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.evaluation import (
+from hotspot.training.evaluation.stats import (
     bootstrap_mean,
     calibration,
     hit_rate_curve,
@@ -16,7 +16,7 @@ from training.evaluation import (
     pei_star_at,
     rank_stability,
 )
-from training.report import accuracy_report, write_report
+from hotspot.training.evaluation.report import accuracy_report, write_report
 
 
 def weeks_from(risks, observed):

@@ -12,12 +12,12 @@ import pytest
 import shapely
 from pyproj import CRS
 
-from features.area import StudyArea
-from features.config import ConfigError, FairnessConfig, GroupDefinition, load_config
-from features.errors import HotspotError, InputError
-from features.grid import Grid
+from hotspot.features.area import StudyArea
+from hotspot.features.config import ConfigError, FairnessConfig, GroupDefinition, load_config
+from hotspot.features.errors import HotspotError, InputError
+from hotspot.features.grid import Grid
 from tests.conftest import write_config
-from training.fairness import cell_demography, polygon_labels, weighted_quantile_edges
+from hotspot.training.audit.fairness import cell_demography, polygon_labels, weighted_quantile_edges
 
 UTM = CRS.from_epsg(32617)
 X0, Y0 = 600_000.0, 4_800_000.0

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from features.config import FeedbackSimulationConfig
-from training.fairness import CellGroups
-from training.feedback import ARMS, simulate_feedback
+from hotspot.features.config import FeedbackSimulationConfig
+from hotspot.training.audit.fairness import CellGroups
+from hotspot.training.audit.feedback import ARMS, simulate_feedback
 
 C = 200  # cells 0-99 in group A, 100-199 in group B, with the same true rates
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from training.metrics import (
+from hotspot.training.evaluation.metrics import (
     best_hits_at,
     coverage_label,
     hit_rate_at,

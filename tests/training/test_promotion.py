@@ -7,12 +7,12 @@ import json
 import pytest
 from mlflow import MlflowClient
 
-from features.config import load_config
-from features.errors import HotspotError
+from hotspot.features.config import load_config
+from hotspot.features.errors import HotspotError
 from hotspot.steps import forecast_step, prepare, promote_step, rollback_step, train_step
 from tests.conftest import write_config
-from training.promotion import judge
-from training.registry import (
+from hotspot.training.promotion import judge
+from hotspot.training.registry import (
     champion_history,
     champion_version,
     list_versions,

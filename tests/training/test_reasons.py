@@ -7,13 +7,13 @@ import re
 import numpy as np
 import pytest
 
-from features.config import load_config
-from features.ingest import validate
-from features.panel import build_panel
-from models import EWMCounts, LightGBMForecaster
+from hotspot.features.config import load_config
+from hotspot.features.ingest import validate
+from hotspot.features.panel import build_panel
+from hotspot.models import EWMCounts, LightGBMForecaster
 from tests.conftest import write_config
-from training.forecast import forecast_cells
-from training.reasons import cell_reasons, concept, sentence
+from hotspot.training.forecast import forecast_cells
+from hotspot.training.reasons import cell_reasons, concept, sentence
 
 
 @pytest.fixture(scope="module")

@@ -22,8 +22,8 @@ FIRST_RUN = textwrap.dedent("""
     from pathlib import Path
     while not Path(sys.argv[1]).exists():
         time.sleep(0.01)
-    from features.config import load_config
-    from training import tracking
+    from hotspot.features.config import load_config
+    from hotspot.training import tracking
     import mlflow
     cfg = load_config(sys.argv[2])
     with tracking.step_run(cfg, "race", "fp-race", run_name="race " + sys.argv[3]):
@@ -36,8 +36,8 @@ MOVES = textwrap.dedent("""
     from pathlib import Path
     while not Path(sys.argv[1]).exists():
         time.sleep(0.01)
-    from features.config import load_config
-    from training.registry import set_champion
+    from hotspot.features.config import load_config
+    from hotspot.training.registry import set_champion
     cfg = load_config(sys.argv[2])
     for k in range(int(sys.argv[4])):
         set_champion(cfg, str(1 + k % 2), f"{sys.argv[3]}-{k}", rollback=k % 2 == 1)
@@ -76,8 +76,8 @@ def test_first_runs_at_once_on_a_fresh_store_all_succeed(tmp_path):
 def test_champion_moves_at_once_all_land_in_the_history(tmp_path, monkeypatch):
     from mlflow import MlflowClient
 
-    from features.config import load_config
-    from training.registry import champion_history, registered_name
+    from hotspot.features.config import load_config
+    from hotspot.training.registry import champion_history, registered_name
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)

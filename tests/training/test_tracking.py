@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from features.config import load_config
+from hotspot.features.config import load_config
 from hotspot.steps import backtest_step, forecast_step, prepare, train_step, validate_step
 from tests.conftest import write_config
-from training.registry import CHAMPION, load_champion, registered_name
-from training.tracking import DEFAULT_TRACKING_URI, tracking_uri
+from hotspot.training.registry import CHAMPION, load_champion, registered_name
+from hotspot.training.tracking import DEFAULT_TRACKING_URI, tracking_uri
 
 
 def _runs(cfg, step):
@@ -75,7 +75,7 @@ def test_second_version_does_not_take_the_champion_alias(tmp_path):
 
 
 def test_forecast_without_a_champion_says_what_to_do(tmp_path):
-    from features.errors import HotspotError
+    from hotspot.features.errors import HotspotError
 
     cfg = load_config(write_config(tmp_path / "area"))
     with pytest.raises(HotspotError, match="hotspot train"):

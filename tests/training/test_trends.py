@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 import shapely
 
-from features.config import load_config
+from hotspot.features.config import load_config
 from hotspot.steps import prepare
 from tests.conftest import ORIGIN_LAT, ORIGIN_LON, synthetic_incidents, write_config
-from training.trends import ALL_GROUPS, WHOLE_AREA, compute_trends, rate_ratio
+from hotspot.analysis.trends import ALL_GROUPS, WHOLE_AREA, compute_trends, rate_ratio
 
 
 def halves_file(folder) -> str:
@@ -157,7 +157,7 @@ def test_no_hidden_count_can_be_worked_out_from_a_total(area):
 
 
 def test_complementary_suppression_hides_the_smallest_partner():
-    from training.disclosure import Relations, complementary_suppression, single_hidden_relations
+    from hotspot.analysis.disclosure import Relations, complementary_suppression, single_hidden_relations
 
     # two rows of three groups with their totals: [a, b, c, total]
     values = np.array([2, 9, 30, 41, 7, 8, 20, 35])

@@ -14,13 +14,13 @@ import optuna
 import pandas as pd
 import pytest
 
-from features.config import load_config
-from features.errors import HotspotError
-from features.ingest import validate
-from features.panel import build_panel
-from models import LightGBMForecaster
+from hotspot.features.config import load_config
+from hotspot.features.errors import HotspotError
+from hotspot.features.ingest import validate
+from hotspot.features.panel import build_panel
+from hotspot.models import LightGBMForecaster
 from tests.conftest import synthetic_incidents, write_config
-from training.tuning import (_fail_stale_trials, _storage, _trials_with_heartbeat, best_spec, fold_blocks,
+from hotspot.training.tuning import (_fail_stale_trials, _storage, _trials_with_heartbeat, best_spec, fold_blocks,
                              study_name, tune)
 
 TUNE = """

@@ -11,8 +11,8 @@ from __future__ import annotations
 import lightgbm as lgb
 import numpy as np
 
-from features.panel import Panel
-from models.base import check_panel
+from hotspot.features.panel import Panel
+from hotspot.models.base import check_panel
 
 RANK_OBJECTIVES = ("lambdarank", "rank_xendcg")
 # relevance labels of the ranking objectives are counts capped here; gains are linear in the count because a

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from features.locking import locked, savefig_atomically, write_text_atomically
-from training.audit import BAND, NOTE
+from hotspot.features.locking import locked, savefig_atomically, write_text_atomically
+from hotspot.training.audit.run import BAND, NOTE
 
 STYLE = """body{font-family:sans-serif;max-width:1200px;margin:2em auto}table{border-collapse:collapse;margin:.5em 0}
 td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}td:first-child,th:first-child{text-align:left}

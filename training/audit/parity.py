@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.flags import Forecasts, top_k
-from training.fairness import CellGroups
+from hotspot.training.audit.flags import Forecasts, top_k
+from hotspot.training.audit.fairness import CellGroups
 
 
 def parity_allocation(counts: np.ndarray, n_cells: np.ndarray, k: int, strength: float) -> np.ndarray:

@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from features.config import FairnessConfig, GroupDefinition
-from features.errors import HotspotError, InputError
-from features.grid import Grid
+from hotspot.features.config import FairnessConfig, GroupDefinition
+from hotspot.features.errors import HotspotError, InputError
+from hotspot.features.grid import Grid
 
 METHOD = ("area-weighted interpolation: each polygon's residents are shared among the cells it overlaps in "
           "proportion to the overlapping area (geopandas overlay in the grid CRS); residents are assumed to be "

@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from features.locking import savefig_atomically  # noqa: E402
+from hotspot.features.locking import savefig_atomically  # noqa: E402
 
 
 def plot_backtest(metrics: dict, out_dir: Path) -> dict[str, Path]:

@@ -16,10 +16,10 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 
-from features.errors import HotspotError
-from features import safe_csv
-from features.locking import locked, replace_atomically
-from training.trends import Trends
+from hotspot.features.errors import HotspotError
+from hotspot.features import safe_csv
+from hotspot.features.locking import locked, replace_atomically
+from hotspot.analysis.trends import Trends
 
 FORMATS = ("geojson", "gpkg", "csv")
 SUFFIX = {"geojson": ".geojson", "gpkg": ".gpkg", "csv": ".csv"}

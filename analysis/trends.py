@@ -27,13 +27,13 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from features.area import WGS84
-from features.config import StudyConfig
-from features.errors import InputError
-from features.locking import savefig_atomically
-from features.grid import Grid
-from features.panel import Panel
-from training.disclosure import Relations, complementary_suppression
+from hotspot.features.area import WGS84
+from hotspot.features.config import StudyConfig
+from hotspot.features.errors import InputError
+from hotspot.features.locking import savefig_atomically
+from hotspot.features.grid import Grid
+from hotspot.features.panel import Panel
+from hotspot.analysis.disclosure import Relations, complementary_suppression
 
 ALL_GROUPS = "All offences"
 WHOLE_AREA = "Whole area"
@@ -331,7 +331,7 @@ def _suppress_frame(frame: pd.DataFrame, k: int, also: dict[str, np.ndarray] | N
 
 def suppress(trends: Trends, k: int) -> Trends:
     """The public view of already aggregated trends: small-count suppression on every published table, and
-    complementary suppression so that no hidden count can be recovered from the totals (training.disclosure)."""
+    complementary suppression so that no hidden count can be recovered from the totals (analysis.disclosure)."""
     also, extra_hidden = _complementary(trends, k)
     meta = {**trends.meta, "view": "public", "min_count_k": k,
             "suppression": (f"counts below {k} are shown as '< {k}', and so are as many others as needed so that "

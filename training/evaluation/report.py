@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.locking import locked, savefig_atomically, write_text_atomically
-from training.evaluation import (
+from hotspot.features.locking import locked, savefig_atomically, write_text_atomically
+from hotspot.training.evaluation.stats import (
     bootstrap_mean,
     calibration,
     hit_rate_curve,
@@ -22,7 +22,7 @@ from training.evaluation import (
     rank_stability,
     weeks_of,
 )
-from training.metrics import coverage_label, week_metrics
+from hotspot.training.evaluation.metrics import coverage_label, week_metrics
 
 NOTE = ("Recorded incidents are policing data, not ground truth: these figures measure how well each model "
         "anticipates where incidents will be recorded.")

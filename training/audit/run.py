@@ -21,10 +21,10 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from training.evaluation import bootstrap_mean, calibration
-from training.fairness import CellDemography, CellGroups
-from training.flags import Forecasts, flag_weights, forecasts_from_predictions, top_k
-from training.metrics import hit_rate_at, n_flagged, pai_at
+from hotspot.training.evaluation.stats import bootstrap_mean, calibration
+from hotspot.training.audit.fairness import CellDemography, CellGroups
+from hotspot.training.audit.flags import Forecasts, flag_weights, forecasts_from_predictions, top_k
+from hotspot.training.evaluation.metrics import hit_rate_at, n_flagged, pai_at
 
 BAND = (0.8, 1.25)
 NOTE = ("Recorded incidents are policing data, not ground truth: they depend on where residents report and where "
@@ -209,10 +209,10 @@ def build_audit(cfg, panel, predictions: pd.DataFrame, demography: CellDemograph
                 provenance: dict) -> dict:
     """The whole audit of a backtest (the first model in `predictions` is the audited one, the rest baselines):
     group figures, reporting-rate sensitivity, trade-off, feedback-loop simulation, inputs and model card."""
-    from training.feedback import simulate_feedback
-    from training.model_card import inputs_declaration, model_card
-    from training.parity import tradeoff_curve
-    from training.sensitivity import reporting_sensitivity
+    from hotspot.training.audit.feedback import simulate_feedback
+    from hotspot.training.audit.model_card import inputs_declaration, model_card
+    from hotspot.training.audit.parity import tradeoff_curve
+    from hotspot.training.audit.sensitivity import reporting_sensitivity
 
     fc = cfg.fairness
     forecasts = forecasts_from_predictions(predictions, panel.grid.cell_id)

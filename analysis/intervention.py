@@ -29,9 +29,9 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from features.errors import HotspotError, InputError
-from features.grid import Grid
-from features.locking import locked, savefig_atomically, write_text_atomically
+from hotspot.features.errors import HotspotError, InputError
+from hotspot.features.grid import Grid
+from hotspot.features.locking import locked, savefig_atomically, write_text_atomically
 
 MIN_PRE_WEEKS = 8
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from training.metrics import best_hits_at, hits_at, n_flagged
+from hotspot.training.evaluation.metrics import best_hits_at, hits_at, n_flagged
 
 CURVE_COVERAGES = np.round(np.concatenate([np.arange(0.001, 0.01, 0.001), np.arange(0.01, 0.2001, 0.005)]), 4)
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from features.config import StudyConfig
-from features.panel import Panel
+from hotspot.features.config import StudyConfig
+from hotspot.features.panel import Panel
 
 
 def inputs_declaration(cfg: StudyConfig, panel: Panel, features: list[str] | None) -> dict:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.flags import Forecasts, flag_weights
-from training.fairness import CellGroups
+from hotspot.training.audit.flags import Forecasts, flag_weights
+from hotspot.training.audit.fairness import CellGroups
 
 
 def cell_rates(groups: CellGroups, rates: dict[str, float]) -> np.ndarray:

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from features.config import FeedbackSimulationConfig
-from training.flags import top_k
-from training.fairness import CellGroups
+from hotspot.features.config import FeedbackSimulationConfig
+from hotspot.training.audit.flags import top_k
+from hotspot.training.audit.fairness import CellGroups
 
 ARMS = ("no mitigation", "reported only", "down-weight discovered", "decay")
 

@@ -1,0 +1,1 @@
+"""Partner analytics that train no model: trends, small-count disclosure control, intervention studies, exports."""

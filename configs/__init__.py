@@ -1,0 +1,1 @@
+"""Bundled study configs, installed as package data (hotspot.configs): the sample demo and full Toronto."""

@@ -1,0 +1,1 @@
+"""Evaluating forecasts: ranking metrics, paired comparisons and intervals, the backtest report and its plots."""
