@@ -94,6 +94,7 @@ class Report:
 
 def render_report(kind: str, run_id: str, created_at: str | None, tags: dict[str, str], data: dict,
                   html: str) -> Report:
+    """A report as the API serves it: the JSON envelope (run, provenance tags, data) and its HTML, encoded once."""
     envelope = {"kind": kind, "run_id": run_id, "created_at": created_at,
                 "data_fingerprint": tags.get("data_fingerprint"), "code_version": tags.get("code_version"),
                 "tags": tags, "report": data}

@@ -42,6 +42,7 @@ _K = ApiKeyRow.__table__
 
 
 def hash_key(key: str) -> str:
+    """The SHA-256 hex digest under which a key is stored (the key itself never is)."""
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
@@ -87,6 +88,7 @@ def revoke_key(engine: Engine, key_or_id: str) -> ApiKey:
 
 
 def list_keys(engine: Engine) -> list[ApiKey]:
+    """Every key record, oldest first."""
     with engine.connect() as conn:
         return [_from_row(r) for r in conn.execute(select(_K).order_by(_K.c.created_at, _K.c.key_id)).all()]
 

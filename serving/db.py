@@ -105,6 +105,7 @@ def utc(dt: datetime | None) -> datetime | None:
 
 
 def now_utc() -> datetime:
+    """The current UTC time to the second (how the store records times)."""
     return datetime.now(timezone.utc).replace(microsecond=0)
 
 
@@ -135,6 +136,7 @@ def make_engine(url: str) -> Engine:
 
 
 def create_schema(engine: Engine) -> None:
+    """Create the store's tables where they do not exist yet."""
     Base.metadata.create_all(engine)
 
 

@@ -21,6 +21,7 @@ api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="A
 
 
 async def get_state(request: Request) -> ServiceState:
+    """The service state of the app serving the request."""
     # async on purpose, here and below: FastAPI runs plain `def` dependencies in a worker thread, which costs more
     # than the work itself on the hot path
     return request.app.state.hotspot
@@ -75,10 +76,12 @@ def require(permission: str):
 
 
 def validation_error(where: str, field: str, message: str, value) -> RequestValidationError:
+    """A 422 error naming where (query, path, body), the field, what was wrong and the value given."""
     return RequestValidationError([{"loc": (where, field), "msg": message, "type": "value_error", "input": value}])
 
 
 def parse_bbox(text: str | None) -> tuple[float, float, float, float] | None:
+    """`?bbox=` as (min_lon, min_lat, max_lon, max_lat), or None when absent; a 422 names what is wrong."""
     if text is None:
         return None
     try:
@@ -117,6 +120,7 @@ async def forecast_query(
     format: Annotated[Literal["geojson", "csv"] | None, Query(description="response format; default from the Accept "
                                                                           "header (text/csv), else GeoJSON")] = None,
 ) -> ForecastQuery:
+    """The query parameters every forecast route takes, checked together."""
     fmt = format
     if fmt is None:
         accept = request.headers.get("accept", "")

@@ -72,4 +72,5 @@ def map_policy(inline_script: str, tiles: str | None) -> str:
 
 
 def policy_for(path: str) -> bytes:
+    """The Content-Security-Policy header value for a path (the API docs need a looser one)."""
     return (DOCS_POLICY if path.startswith(DOCS_PATHS) else DEFAULT_POLICY).encode()

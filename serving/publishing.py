@@ -28,6 +28,7 @@ def _json_default(value):
 
 
 def dumps(value) -> str:
+    """Compact JSON of a publication's parts (numpy values converted, NaN refused)."""
     return json.dumps(value, separators=(",", ":"), default=_json_default, allow_nan=False)
 
 

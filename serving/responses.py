@@ -17,5 +17,6 @@ _DESCRIPTIONS = {
 
 
 def errors(*codes: int) -> dict[int, dict]:
+    """The OpenAPI `responses=` entries for these error status codes."""
     return {code: {"model": ValidationProblem if code == 422 else Problem, "description": _DESCRIPTIONS[code]}
             for code in codes}

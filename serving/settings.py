@@ -56,4 +56,5 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
+    """The service settings, read from the environment."""
     return Settings()

@@ -15,6 +15,7 @@ from hotspot.cli import service  # noqa: E402,F401,I001
 
 
 def main() -> None:  # pragma: no cover - console-script entry
+    """Run the `hotspot` command line (the console-script entry point)."""
     app(prog_name="hotspot")
 
 

@@ -34,6 +34,7 @@ ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="study-area T
 
 
 def fail(message: str) -> None:
+    """Print an error message (first line in red, the rest as given) and exit with code 2."""
     first, *rest = message.strip().splitlines() or ["unknown error"]
     err.print(f"[bold red]error:[/] {first}", highlight=False, soft_wrap=True)
     for line in rest:
@@ -59,8 +60,10 @@ def handles_errors(func):
 
 
 def load(config: Path) -> StudyConfig:
+    """Load and validate a study config (errors are turned into messages by `handles_errors`)."""
     return load_config(config)
 
 
 def default_out(cfg: StudyConfig, step: str) -> Path:
+    """The default output folder of a step: outputs/AREA/STEP under the working directory."""
     return Path("outputs") / cfg.area.name / step

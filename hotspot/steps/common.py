@@ -55,6 +55,7 @@ def log_feature_table(panel: Panel) -> None:
 
 
 def reason_table(result: ValidatedIncidents) -> list[tuple[str, int, str]]:
+    """Each quarantine reason with its count and its description, in the order reasons are checked."""
     from hotspot.features.ingest import ALL_REASONS  # REASONS plus the multi-source reasons
 
     return [(reason, count, REASONS.get(reason) or ALL_REASONS[reason])
