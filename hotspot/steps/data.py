@@ -110,7 +110,7 @@ def ingest_step(cfg: StudyConfig, out_dir: Path, append: Path | None = None, sou
 
 def features_step(cfg: StudyConfig, out_dir: Path,
                   incidents: ValidatedIncidents | None = None) -> tuple[Prepared, Path, Path]:
-    """Build the panel and its features, write the panel and its schema, log both to MLflow; return them and the paths."""
+    """Build the panel and its features, write the panel and its schema, log them to MLflow; return them and paths."""
     prepared = prepare(cfg, incidents=incidents)
     start = time.perf_counter()
     panel_path, schema_path = write_panel(prepared.panel, out_dir)
