@@ -128,7 +128,8 @@ class LightGBMForecaster(Forecaster):
         self.booster_ = lgb.train(self._lgb_params(), data, num_boost_round=self.num_boost_round)
         self.feature_names_ = tuple(names)
         self.train_periods_ = (panel.period_starts[start], panel.period_starts[end - 1])
-        self.calibration_ = self._calibrate(self.booster_.predict(X), y, weight) if self.is_ranker else None
+        # Booster.predict is typed to return a list or sparse matrix too; for dense input it is an ndarray
+        self.calibration_ = self._calibrate(np.asarray(self.booster_.predict(X)), y, weight) if self.is_ranker else None
         return self
 
     @staticmethod
@@ -149,7 +150,7 @@ class LightGBMForecaster(Forecaster):
         model = cls.from_spec(spec) if spec else cls(features=booster.feature_name())
         model.booster_ = booster
         model.feature_names_ = tuple(booster.feature_name())
-        model.calibration_ = tuple(calibration) if calibration else None
+        model.calibration_ = (float(calibration[0]), float(calibration[1])) if calibration else None
         return model
 
     def _inputs(self, panel: Panel) -> np.ndarray:
@@ -160,9 +161,10 @@ class LightGBMForecaster(Forecaster):
 
     def predict(self, panel: Panel) -> np.ndarray:
         inputs = self._inputs(panel)  # checks that the model is fitted
-        raw = self.booster_.predict(inputs).astype(np.float64)
-        if getattr(self, "calibration_", None):
-            a, b = self.calibration_
+        raw = np.asarray(self.booster_.predict(inputs), dtype=np.float64)
+        calibration = getattr(self, "calibration_", None)
+        if calibration:
+            a, b = calibration
             return np.exp(a + b * raw)
         return raw
 
@@ -170,9 +172,10 @@ class LightGBMForecaster(Forecaster):
         """Per-cell contribution of each feature to the log of the forecast risk, (C, F): LightGBM's own
         TreeSHAP values (pred_contrib), scaled by the calibration slope for ranking objectives."""
         inputs = self._inputs(panel)
-        contrib = self.booster_.predict(inputs, pred_contrib=True)[:, :-1]
-        if getattr(self, "calibration_", None):
-            contrib = contrib * self.calibration_[1]
+        contrib = np.asarray(self.booster_.predict(inputs, pred_contrib=True))[:, :-1]
+        calibration = getattr(self, "calibration_", None)
+        if calibration:
+            contrib = contrib * calibration[1]
         return contrib
 
     def gain_importance(self) -> dict[str, float]:

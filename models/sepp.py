@@ -118,6 +118,6 @@ def simulate_sepp(mu: np.ndarray, theta: float, omega: float, horizon_days: floa
             parents = np.repeat(generation, n_children)
             children = parents + rng.exponential(1.0 / omega, len(parents))
             generation = children[children < horizon_days]
-    t, c = np.concatenate(times), np.concatenate(cells)
+    t, cell = np.concatenate(times), np.concatenate(cells)
     order = np.argsort(t)
-    return t[order], c[order].astype(np.int32)
+    return t[order], cell[order].astype(np.int32)
