@@ -12,7 +12,7 @@ import lightgbm as lgb
 import numpy as np
 
 from hotspot.features.panel import Panel
-from hotspot.models.base import check_panel
+from hotspot.models.base import Forecaster, check_panel
 
 RANK_OBJECTIVES = ("lambdarank", "rank_xendcg")
 # relevance labels of the ranking objectives are counts capped here; gains are linear in the count because a
@@ -20,7 +20,7 @@ RANK_OBJECTIVES = ("lambdarank", "rank_xendcg")
 RANK_MAX_LABEL = 30
 
 
-class LightGBMForecaster:
+class LightGBMForecaster(Forecaster):
     """Fits on the feature rows of the most recent `train_periods` observed periods with full look-back.
 
     `features` restricts the model to a subset of the panel's features (by name), e.g. for ablation studies.
@@ -30,30 +30,38 @@ class LightGBMForecaster:
     def __init__(self, params: dict | None = None, num_boost_round: int = 300, train_periods: int | None = 156,
                  features: list[str] | None = None, name: str = "lightgbm", zero_row_fraction: float = 1.0,
                  seed: int = 42):
-        self.params = dict(params or {})
-        self.zero_row_fraction = zero_row_fraction
-        self.seed = seed
+        # stored as given (no copies, no defaults filled in): scikit-learn's clone and get_params rely on it
+        self.params = params
         self.num_boost_round = num_boost_round
         self.train_periods = train_periods
-        self.features = list(features) if features is not None else None
+        self.features = features
         self.name = name
+        self.zero_row_fraction = zero_row_fraction
+        self.seed = seed
+
+    def _default_name(self) -> str:
+        return "lightgbm"
 
     @property
     def objective(self) -> str:
-        return str(self.params.get("objective", "poisson"))
+        """The LightGBM objective (Poisson unless the params say otherwise)."""
+        return str((self.params or {}).get("objective", "poisson"))
 
     @property
     def is_ranker(self) -> bool:
+        """Whether the objective is a ranking one (scores are then calibrated to counts)."""
         return self.objective in RANK_OBJECTIVES
 
     def spec(self) -> dict:
         """Everything needed to rebuild this forecaster unfitted (logged with each registered model)."""
-        return {"params": self.params, "num_boost_round": self.num_boost_round, "train_periods": self.train_periods,
+        return {"params": dict(self.params or {}), "num_boost_round": self.num_boost_round,
+                "train_periods": self.train_periods,
                 "features": list(getattr(self, "feature_names_", None) or self.features or []) or None,
                 "zero_row_fraction": self.zero_row_fraction, "seed": self.seed}
 
     @classmethod
     def from_spec(cls, spec: dict, name: str = "lightgbm") -> "LightGBMForecaster":
+        """An unfitted forecaster from a spec (see `spec`), values coerced to the types the constructor documents."""
         return cls(params=spec.get("params"), num_boost_round=int(spec.get("num_boost_round", 300)),
                    train_periods=spec.get("train_periods"), features=spec.get("features"), name=name,
                    zero_row_fraction=float(spec.get("zero_row_fraction", 1.0)), seed=int(spec.get("seed", 42)))
@@ -72,7 +80,7 @@ class LightGBMForecaster:
 
     def _lgb_params(self) -> dict:
         params = {"objective": "poisson", "verbosity": -1, "deterministic": True, "force_row_wise": True}
-        params.update(self.params)
+        params.update(self.params or {})
         if params["objective"] not in ("tweedie",):
             params.pop("tweedie_variance_power", None)
         if params["objective"] != "lambdarank":
@@ -120,7 +128,8 @@ class LightGBMForecaster:
         self.booster_ = lgb.train(self._lgb_params(), data, num_boost_round=self.num_boost_round)
         self.feature_names_ = tuple(names)
         self.train_periods_ = (panel.period_starts[start], panel.period_starts[end - 1])
-        self.calibration_ = self._calibrate(self.booster_.predict(X), y, weight) if self.is_ranker else None
+        # Booster.predict is typed to return a list or sparse matrix too; for dense input it is an ndarray
+        self.calibration_ = self._calibrate(np.asarray(self.booster_.predict(X)), y, weight) if self.is_ranker else None
         return self
 
     @staticmethod
@@ -141,7 +150,7 @@ class LightGBMForecaster:
         model = cls.from_spec(spec) if spec else cls(features=booster.feature_name())
         model.booster_ = booster
         model.feature_names_ = tuple(booster.feature_name())
-        model.calibration_ = tuple(calibration) if calibration else None
+        model.calibration_ = (float(calibration[0]), float(calibration[1])) if calibration else None
         return model
 
     def _inputs(self, panel: Panel) -> np.ndarray:
@@ -152,9 +161,10 @@ class LightGBMForecaster:
 
     def predict(self, panel: Panel) -> np.ndarray:
         inputs = self._inputs(panel)  # checks that the model is fitted
-        raw = self.booster_.predict(inputs).astype(np.float64)
-        if getattr(self, "calibration_", None):
-            a, b = self.calibration_
+        raw = np.asarray(self.booster_.predict(inputs), dtype=np.float64)
+        calibration = getattr(self, "calibration_", None)
+        if calibration:
+            a, b = calibration
             return np.exp(a + b * raw)
         return raw
 
@@ -162,9 +172,10 @@ class LightGBMForecaster:
         """Per-cell contribution of each feature to the log of the forecast risk, (C, F): LightGBM's own
         TreeSHAP values (pred_contrib), scaled by the calibration slope for ranking objectives."""
         inputs = self._inputs(panel)
-        contrib = self.booster_.predict(inputs, pred_contrib=True)[:, :-1]
-        if getattr(self, "calibration_", None):
-            contrib = contrib * self.calibration_[1]
+        contrib = np.asarray(self.booster_.predict(inputs, pred_contrib=True))[:, :-1]
+        calibration = getattr(self, "calibration_", None)
+        if calibration:
+            contrib = contrib * calibration[1]
         return contrib
 
     def gain_importance(self) -> dict[str, float]:

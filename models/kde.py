@@ -10,16 +10,18 @@ import numpy as np
 
 from hotspot.features.panel import Panel
 from hotspot.features.spatial import gaussian_smooth
-from hotspot.models.base import check_panel
+from hotspot.models.base import Forecaster, check_panel
 
 
-class KernelDensity:
+class KernelDensity(Forecaster):
     """Gaussian kernel density of the last `weeks` periods' incidents (fixed bandwidth, metres), per period."""
 
     def __init__(self, bandwidth_m: float = 250.0, weeks: int = 52):
         self.bandwidth_m = bandwidth_m
         self.weeks = weeks
-        self.name = f"kde_{bandwidth_m:g}m"
+
+    def _default_name(self) -> str:
+        return f"kde_{self.bandwidth_m:g}m"
 
     def fit(self, panel: Panel) -> "KernelDensity":
         check_panel(panel)
@@ -32,7 +34,7 @@ class KernelDensity:
         return gaussian_smooth(panel.grid, recent, self.bandwidth_m)
 
 
-class ProspectiveHotspots:
+class ProspectiveHotspots(Forecaster):
     """Prospective hotspotting (Bowers, Johnson & Pease 2004) on the grid.
 
     Each past incident adds 1 / (1 + d) x 1 / (1 + w) to the cells within `bandwidth_cells` (d = distance in cells,
@@ -43,7 +45,9 @@ class ProspectiveHotspots:
     def __init__(self, bandwidth_cells: int = 2, weeks: int = 8):
         self.bandwidth_cells = bandwidth_cells
         self.weeks = weeks
-        self.name = f"prospective_{bandwidth_cells}c{weeks}w"
+
+    def _default_name(self) -> str:
+        return f"prospective_{self.bandwidth_cells}c{self.weeks}w"
 
     def fit(self, panel: Panel) -> "ProspectiveHotspots":
         check_panel(panel)

@@ -5,15 +5,17 @@ from __future__ import annotations
 import numpy as np
 
 from hotspot.features.panel import Panel
-from hotspot.models.base import check_panel
+from hotspot.models.base import Forecaster, check_panel
 
 
-class RecentCounts:
+class RecentCounts(Forecaster):
     """Mean count per period over the last `weeks` periods (the classic 'hot in the last N weeks' map)."""
 
     def __init__(self, weeks: int = 52):
         self.weeks = weeks
-        self.name = f"naive_{weeks}w"
+
+    def _default_name(self) -> str:
+        return f"naive_{self.weeks}w"
 
     def fit(self, panel: Panel) -> "RecentCounts":
         check_panel(panel)
@@ -24,10 +26,11 @@ class RecentCounts:
         return panel.target[-self.weeks:].mean(axis=0, dtype=np.float64)
 
 
-class HistoryCounts:
+class HistoryCounts(Forecaster):
     """Mean count per period over all observed history."""
 
-    name = "history"
+    def _default_name(self) -> str:
+        return "history"
 
     def fit(self, panel: Panel) -> "HistoryCounts":
         check_panel(panel)
@@ -38,12 +41,14 @@ class HistoryCounts:
         return panel.target.mean(axis=0, dtype=np.float64)
 
 
-class EWMCounts:
+class EWMCounts(Forecaster):
     """Exponentially weighted mean count per period; weights halve every `halflife` periods."""
 
     def __init__(self, halflife: float = 26.0):
         self.halflife = halflife
-        self.name = f"ewm_hl{halflife:g}"
+
+    def _default_name(self) -> str:
+        return f"ewm_hl{self.halflife:g}"
 
     def fit(self, panel: Panel) -> "EWMCounts":
         check_panel(panel)

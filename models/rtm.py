@@ -12,14 +12,18 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
 from hotspot.features.panel import Panel
-from hotspot.models.base import check_panel
+from hotspot.models.base import Forecaster, check_panel
 
 
-class RiskTerrain:
+class RiskTerrain(Forecaster):
+    """Poisson regression of each cell's mean count over the last `weeks` periods on its context layers (L2 `alpha`)."""
+
     def __init__(self, weeks: int = 52, alpha: float = 1e-3):
         self.weeks = weeks
         self.alpha = alpha
-        self.name = "rtm"
+
+    def _default_name(self) -> str:
+        return "rtm"
 
     @staticmethod
     def context_columns(panel: Panel) -> np.ndarray:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from hotspot.features.panel import Panel
-from hotspot.models.base import check_panel
+from hotspot.models.base import Forecaster, check_panel
 
 
 def _pairs(times: np.ndarray, cells: np.ndarray, max_lag_days: float, max_pairs_per_event: int):
@@ -66,7 +66,7 @@ def fit_sepp(times: np.ndarray, cells: np.ndarray, n_cells: int, horizon_days: f
     return mu, float(theta), float(omega), it
 
 
-class SEPP:
+class SEPP(Forecaster):
     """Grid ETAS forecaster: fits by EM on the last `train_days` of incident times; risk = expected count in the
     forecast period."""
 
@@ -74,7 +74,9 @@ class SEPP:
         self.train_days = train_days
         self.iterations = iterations
         self.max_lag_days = max_lag_days
-        self.name = "sepp"
+
+    def _default_name(self) -> str:
+        return "sepp"
 
     def _window(self, panel: Panel) -> tuple[np.ndarray, np.ndarray, float, float]:
         if panel.event_days is None:
@@ -116,6 +118,6 @@ def simulate_sepp(mu: np.ndarray, theta: float, omega: float, horizon_days: floa
             parents = np.repeat(generation, n_children)
             children = parents + rng.exponential(1.0 / omega, len(parents))
             generation = children[children < horizon_days]
-    t, c = np.concatenate(times), np.concatenate(cells)
+    t, cell = np.concatenate(times), np.concatenate(cells)
     order = np.argsort(t)
-    return t[order], c[order].astype(np.int32)
+    return t[order], cell[order].astype(np.int32)

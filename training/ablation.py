@@ -14,6 +14,7 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
+from sklearn.base import clone
 
 from hotspot.features import safe_csv
 from hotspot.features.config import StudyConfig
@@ -36,9 +37,7 @@ def ablation_models(cfg: StudyConfig, panel: Panel) -> list[LightGBMForecaster]:
     variants = [full]
     for fam in families:
         keep = [n for n in panel.feature_names if panel.feature_families[n] != fam]
-        model = lightgbm_from_config(cfg)
-        model.features, model.name = keep, f"lightgbm-no_{fam}"
-        variants.append(model)
+        variants.append(clone(full).set_params(features=keep, name=f"lightgbm-no_{fam}"))
     return variants
 
 

@@ -197,6 +197,8 @@ def _storage(cfg: StudyConfig):
     queued again with the same parameters when the study resumes (safe with several workers on one storage)."""
     import optuna
 
+    from hotspot.training.optuna_compat import ResilientRDBStorage
+
     url = cfg.tune.storage
     if not url.startswith(("sqlite:", "postgresql", "mysql")):
         return url
@@ -204,90 +206,27 @@ def _storage(cfg: StudyConfig):
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite:") else None
     with warnings.catch_warnings():  # heartbeats are marked experimental; the interface is pinned in constraints
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return _resilient_storage_class()(
+        # Optuna 4.9 renamed failed_trial_callback / RetryFailedTrialCallback to these (the old names warn)
+        return ResilientRDBStorage(
             url, engine_kwargs=engine_kwargs, heartbeat_interval=cfg.tune.heartbeat_s,
             grace_period=2 * cfg.tune.heartbeat_s,
             heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
 
 
-def _resilient_storage_class():
-    """An RDBStorage whose heartbeat survives a busy database.
-
-    Optuna records heartbeats from a background thread, and an exception there ends the thread for good: the trial
-    then has no heartbeat, is never found stale, and stays RUNNING forever if its process is killed. On SQLite that
-    exception is common: the heartbeat's read-then-write transaction collides with the main thread's writes and
-    SQLite answers "database is locked" at once (it does not wait when two readers both try to write). So a beat
-    that fails is retried with back-off, and a beat that still fails is skipped; the next one tries again."""
-    import logging
-
-    import optuna
-
-    log = logging.getLogger("hotspot.tuning")
-
-    class ResilientRDBStorage(optuna.storages.RDBStorage):
-        def record_heartbeat(self, trial_id: int) -> None:
-            for attempt in range(8):
-                try:
-                    return super().record_heartbeat(trial_id)
-                except optuna.exceptions.StorageInternalError as exc:
-                    error = exc
-                    time.sleep(min(0.05 * 2**attempt, 2.0))
-            log.warning("heartbeat of trial %s skipped: %s", trial_id, error.__cause__ or error)
-
-    return ResilientRDBStorage
-
-
 def _fail_stale_trials(study) -> list[int]:
     """Fail the trials a killed process left RUNNING, and queue their parameters again.
 
-    Optuna's own check (`fail_stale_trials`) covers trials whose heartbeat stopped. A process killed in the moment
-    between starting a trial and its first heartbeat leaves a trial with no heartbeat at all, which Optuna never
-    calls stale; such a trial is failed here once it is older than the grace period plus a minute (a live trial has
-    recorded its first heartbeat long before that)."""
-    import datetime as dt
-
+    Optuna's own `fail_stale_trials` covers trials whose heartbeat stopped; a process killed between starting a trial
+    and its first heartbeat leaves one Optuna never calls stale, failed here once it is clearly dead. Returns the ids
+    of those (Optuna's check does not say which it failed)."""
     import optuna
 
-    storage = study._storage
+    from hotspot.training.optuna_compat import fail_trials_without_heartbeat
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
-        if not optuna.storages._heartbeat.is_heartbeat_enabled(storage):
-            return []
-        interval = storage.get_heartbeat_interval()
-        rdb = getattr(storage, "_backend", storage)  # Optuna wraps an RDBStorage in a cache
-        grace = getattr(rdb, "grace_period", None) or 2 * interval
-        try:  # Optuna's RDB internals (pinned in constraints.txt); without them only Optuna's own check runs
-            beating = set(_trials_with_heartbeat(rdb, study._study_id))
-        except (ImportError, AttributeError):
-            return []
-        cutoff = dt.datetime.now() - dt.timedelta(seconds=grace + 60)
-        orphans = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-                   if t._trial_id not in beating and t.datetime_start is not None and t.datetime_start < cutoff]
-        failed = []
-        for trial in orphans:
-            try:
-                if storage.set_trial_state_values(trial._trial_id, state=optuna.trial.TrialState.FAIL):
-                    failed.append(trial._trial_id)
-            except optuna.exceptions.UpdateFinishedTrialError:
-                pass  # another worker failed it first
-        callback = storage.get_heartbeat_stale_trial_callback()
-        for trial_id in failed:
-            if callback is not None:
-                callback(study, storage.get_trial(trial_id))
-    return failed
-
-
-def _trials_with_heartbeat(storage, study_id: int) -> list[int]:
-    from optuna.storages._rdb import models
-    from optuna.storages._rdb.storage import _create_scoped_session
-
-    storage = getattr(storage, "_backend", storage)
-    with _create_scoped_session(storage.scoped_session) as session:
-        rows = (session.query(models.TrialHeartbeatModel.trial_id)
-                .join(models.TrialModel, models.TrialModel.trial_id == models.TrialHeartbeatModel.trial_id)
-                .filter(models.TrialModel.study_id == study_id).all())
-    return [r[0] for r in rows]
+    return fail_trials_without_heartbeat(study)
 
 
 def _check_study(study, cfg: StudyConfig, blocks: list[np.ndarray], panel: Panel) -> None:

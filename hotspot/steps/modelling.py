@@ -70,7 +70,7 @@ def train_step(cfg: StudyConfig, prepared: Prepared | None = None, params: str =
         start_t, end_t = model.training_window(panel)
         mlflow.log_params({"train_first_period": str(first.date()), "train_last_period": str(last.date()),
                            "params_source": source, **{f"model_spec.{k}": v for k, v in tracking.flatten(
-                               "", {"params": model.params, "num_boost_round": model.num_boost_round,
+                               "", {"params": model.params or {}, "num_boost_round": model.num_boost_round,
                                     "train_periods": model.train_periods}).items()}})
         mlflow.log_metrics({"fit_s": fit_s, "train_rows": (end_t - start_t) * panel.grid.n_cells})
         log_feature_table(panel)

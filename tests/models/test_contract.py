@@ -13,7 +13,19 @@ from hotspot.features.area import WGS84
 from hotspot.features.config import load_config
 from hotspot.features.ingest import validate
 from hotspot.features.panel import build_panel
-from hotspot.models import EWMCounts, Forecaster, HistoryCounts, LightGBMForecaster, RecentCounts
+from sklearn.base import clone
+
+from hotspot.models import (
+    SEPP,
+    EWMCounts,
+    Forecaster,
+    HistoryCounts,
+    KernelDensity,
+    LightGBMForecaster,
+    ProspectiveHotspots,
+    RecentCounts,
+    RiskTerrain,
+)
 from tests.conftest import ORIGIN_LAT, ORIGIN_LON, write_config
 
 LGB_PARAMS = {"min_data_in_leaf": 20, "num_threads": 1, "seed": 7}
@@ -28,14 +40,46 @@ MODELS = {
     "history": HistoryCounts,
     "ewm": lambda: EWMCounts(halflife=8),
     "lightgbm": lightgbm,
+    "kde": lambda: KernelDensity(bandwidth_m=500, weeks=26),
+    "prospective": lambda: ProspectiveHotspots(bandwidth_cells=1, weeks=8),
+    "sepp": lambda: SEPP(train_days=300),
+    "rtm": RiskTerrain,
 }
+NEEDS_CONTEXT = {"rtm"}  # the panel must have context-layer features
+
+
+def test_every_forecaster_is_covered():
+    import hotspot.models
+
+    exported = {getattr(hotspot.models, n) for n in hotspot.models.__all__} - {Forecaster}
+    assert exported == {type(make()) for make in MODELS.values()}
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
+def plain(tmp_path_factory):
     cfg = load_config(write_config(tmp_path_factory.mktemp("contract")))
     result = validate(cfg)
     return cfg, result, build_panel(cfg, result.accepted, result.grid)
+
+
+@pytest.fixture(scope="module")
+def with_context(tmp_path_factory):
+    """The same incidents with one point context layer ("bars", clustered at the planted hotspot)."""
+    import geopandas as gpd
+
+    rng = np.random.default_rng(0)
+    lon = np.concatenate([rng.normal(ORIGIN_LON + 0.03, 0.001, 30), rng.uniform(ORIGIN_LON, ORIGIN_LON + 0.06, 10)])
+    lat = np.concatenate([rng.normal(ORIGIN_LAT + 0.0225, 0.0008, 30), rng.uniform(ORIGIN_LAT, ORIGIN_LAT + 0.045, 10)])
+    folder = tmp_path_factory.mktemp("contract_context")
+    gpd.GeoDataFrame(geometry=gpd.points_from_xy(lon, lat), crs=4326).to_file(folder / "bars.geojson")
+    cfg = load_config(write_config(folder, extra='[[context]]\nname = "bars"\npath = "bars.geojson"\n'))
+    result = validate(cfg)
+    return cfg, result, build_panel(cfg, result.accepted, result.grid)
+
+
+@pytest.fixture(scope="module")
+def prepared(plain):
+    return plain
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +87,12 @@ def panel(prepared):
     return prepared[2]
 
 
-@pytest.fixture(scope="module")
-def hot_cell(panel):
+def prepared_for(request, name: str):
+    """(config, validation result, panel) a forecaster can be fitted on: with context layers where it needs them."""
+    return request.getfixturevalue("with_context" if name in NEEDS_CONTEXT else "plain")
+
+
+def planted_cell(panel) -> int:
     """Compact index of the cell holding the planted hotspot's centre (synthetic_incidents plants it there)."""
     x, y = Transformer.from_crs(WGS84, panel.grid.crs, always_xy=True).transform(ORIGIN_LON + 0.03, ORIGIN_LAT + 0.0225)
     cell = int(panel.grid.locate(np.array([x]), np.array([y]))[0])
@@ -52,9 +100,15 @@ def hot_cell(panel):
     return cell
 
 
+@pytest.fixture(scope="module")
+def hot_cell(panel):
+    return planted_cell(panel)
+
+
 @pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("t", [40, 60])
-def test_fit_on_the_past_predicts_a_finite_non_negative_risk_per_cell(panel, name, t):
+def test_fit_on_the_past_predicts_a_finite_non_negative_risk_per_cell(request, name, t):
+    panel = prepared_for(request, name)[2]
     past = panel.until(t)
     model = MODELS[name]()
     assert isinstance(model, Forecaster) and isinstance(model.name, str) and model.name
@@ -66,7 +120,9 @@ def test_fit_on_the_past_predicts_a_finite_non_negative_risk_per_cell(panel, nam
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_planted_hotspot_ranks_first(panel, hot_cell, name):
+def test_planted_hotspot_ranks_first(request, name):
+    panel = prepared_for(request, name)[2]
+    hot_cell = planted_cell(panel)
     past = panel.until(60)
     risk = MODELS[name]().fit(past).predict(past)
     assert int(np.argmax(risk)) == hot_cell
@@ -74,22 +130,64 @@ def test_planted_hotspot_ranks_first(panel, hot_cell, name):
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_predictions_for_period_t_ignore_data_from_period_t_on(prepared, name):
-    """Move every incident of period t and later into another cell: forecasts made before t do not change."""
-    cfg, result, panel = prepared
+def test_predictions_for_period_t_ignore_data_from_period_t_on(request, name):
+    """Change every incident of period t and later (half dropped, the rest moved into another cell): forecasts made
+    before t do not change, while a forecast made one period later does."""
+    cfg, result, panel = prepared_for(request, name)
     t = 50
     accepted = result.accepted.copy()
-    later = accepted["occurred_at"] >= panel.period_starts[t]
-    accepted.loc[later, "cell"] = 0
+    later = (accepted["occurred_at"] >= panel.period_starts[t]).to_numpy()
+    drop = later & (np.arange(len(accepted)) % 2 == 1)
+    drop[accepted["occurred_at"].to_numpy().argmax()] = False  # the last incident sets the panel's end
+    accepted = accepted[~drop].copy()
+    accepted.loc[accepted["occurred_at"] >= panel.period_starts[t], "cell"] = 0
     changed = build_panel(cfg, accepted, result.grid)
-    assert changed.n_periods == panel.n_periods and not np.array_equal(changed.target, panel.target)
+    assert changed.n_periods == panel.n_periods and not np.array_equal(changed.target[t:], panel.target[t:])
+    np.testing.assert_array_equal(changed.target[:t], panel.target[:t])
     a = MODELS[name]().fit(panel.until(t)).predict(panel.until(t))
     b = MODELS[name]().fit(changed.until(t)).predict(changed.until(t))
     np.testing.assert_array_equal(a, b)
+    # a model fitted on the unchanged past also forecasts week t the same from the changed panel
+    np.testing.assert_array_equal(MODELS[name]().fit(panel.until(t)).predict(changed.until(t)), a)
     # while a forecast made one period later does see period t
     c = MODELS[name]().fit(panel.until(t + 1)).predict(panel.until(t + 1))
     d = MODELS[name]().fit(changed.until(t + 1)).predict(changed.until(t + 1))
     assert not np.array_equal(c, d)
+
+
+# --- scikit-learn estimator conventions -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_clone_gives_an_unfitted_copy_with_equal_params(request, name):
+    past = prepared_for(request, name)[2].until(50)
+    model = MODELS[name]()
+    before = set(vars(model))
+    model.fit(past)
+    learned = set(vars(model)) - before
+    assert all(a.endswith("_") for a in learned), f"fitted state outside trailing-underscore attributes: {learned}"
+    copy = clone(model)  # raises if __init__ altered an argument
+    assert type(copy) is type(model) and copy is not model
+    assert copy.get_params() == model.get_params() and copy.name == model.name
+    assert not set(vars(copy)) & learned  # nothing learned is copied
+    np.testing.assert_array_equal(copy.fit(past).predict(past), model.predict(past))
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_get_params_round_trips_through_set_params(name):
+    model = MODELS[name]()
+    params = model.get_params()
+    assert set(params) == set(type(model)._get_param_names())
+    rebuilt = type(model)().set_params(**params)
+    assert rebuilt.get_params() == params and rebuilt.name == model.name
+    assert type(model)(**params).get_params() == params
+
+
+def test_derived_names_follow_set_params():
+    assert RecentCounts(weeks=4).set_params(weeks=13).name == "naive_13w"
+    assert KernelDensity().set_params(bandwidth_m=400).name == "kde_400m"
+    assert lightgbm().set_params(name="lightgbm-no_context").name == "lightgbm-no_context"
+    assert clone(lightgbm().set_params(name="renamed")).name == "renamed"
 
 
 # --- baselines: exact values on a hand-made label ---------------------------------------------------------------------
@@ -225,7 +323,7 @@ def test_predict_is_for_the_panels_next_period(panel):
 # --- the bundled sample -----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", ["recent", "history", "ewm", "lightgbm"])
 def test_every_model_concentrates_risk_on_the_bundled_sample(sample_prepared, name):
     """Downtown Toronto crime is concentrated: ranked by any model, the top 5% of cells hold far more than 5%."""
     from hotspot.training.evaluation.metrics import pai_at

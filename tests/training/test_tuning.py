@@ -20,8 +20,8 @@ from hotspot.features.ingest import validate
 from hotspot.features.panel import build_panel
 from hotspot.models import LightGBMForecaster
 from tests.conftest import synthetic_incidents, write_config
-from hotspot.training.tuning import (_fail_stale_trials, _storage, _trials_with_heartbeat, best_spec, fold_blocks,
-                             study_name, tune)
+from hotspot.training.optuna_compat import trials_with_heartbeat as _trials_with_heartbeat
+from hotspot.training.tuning import _fail_stale_trials, _storage, best_spec, fold_blocks, study_name, tune
 
 TUNE = """
 [tune]
