@@ -4,34 +4,29 @@ and reads forecasts from /v1/forecasts with it, so the data stays behind the vie
 from __future__ import annotations
 
 import json
-from functools import lru_cache
 from pathlib import Path
 
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, RedirectResponse
+from markupsafe import Markup
 
 from hotspot.serving.dependencies import State
 from hotspot.serving.headers import map_policy, tile_source
+from hotspot.training.pages import render
 
-STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
+STATIC_DIR = Path(__file__).resolve().parents[1] / "static"  # the page's script, styles and bundled Leaflet
+TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 router = APIRouter(include_in_schema=False)
-CONFIG_SLOT = "__HOTSPOT_MAP_CONFIG__"
-INLINE_SCRIPT = f"window.HOTSPOT_MAP = {CONFIG_SLOT};"  # the page's one inline script, allowed by its hash
-
-
-@lru_cache(maxsize=1)
-def _template() -> str:
-    page = (STATIC_DIR / "map.html").read_text(encoding="utf-8")
-    if f"<script>{INLINE_SCRIPT}</script>" not in page:  # its hash would allow nothing and the map would not start
-        raise RuntimeError(f"serving/static/map.html must hold <script>{INLINE_SCRIPT}</script>")
-    return page
 
 
 @router.get("/map", response_class=HTMLResponse)
 def map_page(state: State) -> HTMLResponse:
     config = {"area": state.area, "tiles": state.settings.map_tile_url}
-    script = INLINE_SCRIPT.replace(CONFIG_SLOT, json.dumps(config).replace("<", "\\u003c"))
-    page = _template().replace(INLINE_SCRIPT, script)
+    config_json = json.dumps(config).replace("<", "\\u003c")  # no "</script>" can end the script early
+    script = f"window.HOTSPOT_MAP = {config_json};"  # the page's one inline script, allowed by its hash
+    # Markup: the script is already safe (JSON with "<" escaped) and must reach the page byte for byte, since the
+    # Content-Security-Policy allows it by its hash
+    page = render("map.html.j2", folder=TEMPLATES, inline_script=Markup(script))
     policy = map_policy(script, tile_source(state.settings.map_tile_url))
     return HTMLResponse(page, headers={"Cache-Control": "no-store", "Content-Security-Policy": policy})
 

@@ -6,7 +6,6 @@ disparate-impact figure carries a `status` saying why.
 
 from __future__ import annotations
 
-import html
 import json
 import math
 from pathlib import Path
@@ -15,10 +14,8 @@ import numpy as np
 
 from hotspot.features.locking import locked, savefig_atomically, write_text_atomically
 from hotspot.training.audit.run import BAND, NOTE
+from hotspot.training.pages import render
 
-STYLE = """body{font-family:sans-serif;max-width:1200px;margin:2em auto}table{border-collapse:collapse;margin:.5em 0}
-td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}td:first-child,th:first-child{text-align:left}
-.warn{color:#a60}.out{background:#fde2d8}figure{display:inline-block;margin:.5em}img{max-width:560px}"""
 
 
 def clean(value):
@@ -164,26 +161,11 @@ def _fmt(fig: dict, pct: bool = False) -> str:
     return f"{f(v)} [{f(lo)}, {f(hi)}]"
 
 
-def _table(head: list[str], rows: list[list[str]], classes: list[str] | None = None) -> str:
-    h = "".join(f"<th>{html.escape(c)}</th>" for c in head)
-    body = "".join(f"<tr class='{c}'>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>"
-                   for row, c in zip(rows, classes or [""] * len(rows)))
-    return f"<table><tr>{h}</tr>{body}</table>"
-
-
 def render_html(audit: dict, plots: dict[str, Path]) -> str:
-    parts = [f"<h1>{html.escape(audit['title'])}</h1>", f"<p><b>{html.escape(NOTE)}</b></p>",
-             f"<p>{len(audit['weeks'])} backtest weeks {audit['weeks'][0]} to {audit['weeks'][-1]}; flagged = top "
-             f"{audit['coverage']:.1%} of {audit['n_cells']:,} cells ({audit['flagged_cells_per_week']} a week); "
-             "95% bootstrap intervals over weeks. Model and baselines on the same weeks and cells.</p>",
-             "<h2>Inputs</h2>", f"<p>{html.escape(audit['inputs']['statement'])}</p>"]
-    parts += [f"<p class=warn>{html.escape(w)}</p>" for w in audit.get("warnings", [])]
-    parts.append("<h2>Accuracy</h2>" + _table(["model", "PAI", "hit rate"], [
-        [m, _fmt(a["pai"]), _fmt(a["hit_rate"], True)] for m, a in audit["accuracy"].items()]))
+    """The audit as one HTML page (template training/templates/audit.html.j2)."""
+    definitions = []
     for name, d in audit["definitions"].items():
-        parts.append(f"<h2>Groups: {html.escape(name)} ({d['kind']}, reference {html.escape(d['reference'])})</h2>")
-        parts.append(_table(["group", "definition", "cells", "residents"], [
-            [g, i["describe"], i["cells"], f"{i['population_share']:.1%}"] for g, i in d["groups"].items()]))
+        models = []
         for m, figs in d["models"].items():
             rows, classes = [], []
             for g, r in figs["groups"].items():
@@ -194,46 +176,40 @@ def render_html(audit: dict, plots: dict[str, Path]) -> str:
                              f"{r['persistence']['cells_ever_flagged']} / "
                              f"{r['persistence']['mean_weeks_flagged']:.1f}"])
                 classes.append("" if r["disparate_impact"]["status"] in ("reference", "within band") else "out")
-            parts.append(f"<h3>{html.escape(m)}: largest flag-rate ratio {figs['largest_flag_rate_ratio']:.2f}</h3>")
-            parts.append(_table(["group", "incident share", "flag share", "flagged residents", "flag rate",
-                                 "ratio to ref.", "status", "hit rate", "PAI", "recorded/forecast",
-                                 "cells ever flagged / mean weeks"], rows, classes))
-    if audit.get("residents"):
-        rows = [[m, col, f"{r['population_share']:.1%}", _fmt(r["flagged_population_share"], True),
-                 f"{r['representation_ratio']:.2f}"] for m, cols in audit["residents"].items()
-                for col, r in cols.items()]
-        parts.append("<h2>Residents of flagged cells</h2>" + _table(
-            ["model", "group", "share of residents", "share of residents of flagged cells", "ratio"], rows))
+            models.append({"name": m, "largest": f"{figs['largest_flag_rate_ratio']:.2f}", "rows": rows,
+                           "classes": classes})
+        definitions.append({"name": name, "kind": d["kind"], "reference": d["reference"], "models": models,
+                            "group_rows": [[g, i["describe"], i["cells"], f"{i['population_share']:.1%}"]
+                                           for g, i in d["groups"].items()]})
+    residents_rows = [[m, col, f"{r['population_share']:.1%}", _fmt(r["flagged_population_share"], True),
+                       f"{r['representation_ratio']:.2f}"] for m, cols in (audit.get("residents") or {}).items()
+                      for col, r in cols.items()]
+    sensitivity = feedback = tradeoff = None
     if "sensitivity" in audit:
         s = audit["sensitivity"]
-        rows = [[name, m, f"{r['cells_moved_per_week']:.1f}", f"{r['share_of_flagged_moved']:.1%}",
-                 ", ".join(f"{g} {v:+.1f}" for g, v in r["net_cells_per_week"].items())]
-                for name, sc in s["scenarios"].items() for m, r in sc["models"].items()]
-        parts.append(f"<h2>Reporting-rate sensitivity ({html.escape(s['definition'])})</h2>"
-                     f"<p>{html.escape(s['method'])}</p>" + _table(
-                         ["scenario", "model", "cells moved a week", "of flagged", "net cells a week by group"], rows))
+        sensitivity = {"definition": s["definition"], "method": s["method"], "rows": [
+            [name, m, f"{r['cells_moved_per_week']:.1f}", f"{r['share_of_flagged_moved']:.1%}",
+             ", ".join(f"{g} {v:+.1f}" for g, v in r["net_cells_per_week"].items())]
+            for name, sc in s["scenarios"].items() for m, r in sc["models"].items()]}
     if "feedback" in audit:
         fb = audit["feedback"]
-        rows = [[arm, f"{a['distance_start']:.3f}", f"{a['distance_end']:.3f}", f"{a['overlap_with_true_top_end']:.1%}",
-                 ", ".join(f"{g} {v:+.1%}" for g, v in a["drift_end"].items())] for arm, a in fb["arms"].items()]
-        parts.append(f"<h2>Feedback-loop simulation ({html.escape(fb['definition'])})</h2>"
-                     f"<p>{html.escape(fb['method'])}</p><p>Model in the loop: {html.escape(fb['model'])}.</p>"
-                     + _table(["arm", "distance at start", "distance at end", "flagged cells truly top",
-                               "drift of flag share from the true allocation, at the end"], rows))
+        feedback = {"definition": fb["definition"], "method": fb["method"], "model": fb["model"], "rows": [
+            [arm, f"{a['distance_start']:.3f}", f"{a['distance_end']:.3f}", f"{a['overlap_with_true_top_end']:.1%}",
+             ", ".join(f"{g} {v:+.1%}" for g, v in a["drift_end"].items())] for arm, a in fb["arms"].items()]}
     if "tradeoff" in audit:
         t = audit["tradeoff"]
-        rows = [[m, f"{p['strength']:.2f}", f"{p['pai']:.2f}", f"{p['largest_flag_rate_ratio']:.2f}"]
-                for m, pts in t["models"].items() for p in pts]
-        parts.append(f"<h2>Fairness-accuracy trade-off ({html.escape(t['definition'])})</h2>"
-                     f"<p>{html.escape(t['method'])}</p>"
-                     + _table(["model", "parity strength", "PAI", "largest flag-rate ratio"], rows))
-    card = audit["model_card"]
-    parts.append("<h2>Model card</h2><dl>" + "".join(
-        f"<dt><b>{html.escape(k)}</b></dt><dd>{html.escape(json.dumps(clean(v)) if not isinstance(v, str) else v)}"
-        "</dd>" for k, v in card.items()) + "</dl>")
-    parts += [f'<figure><img src="{p.name}" alt="{k}"></figure>' for k, p in plots.items()]
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(audit['title'])}</title>"
-            f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>")
+        tradeoff = {"definition": t["definition"], "method": t["method"], "rows": [
+            [m, f"{p['strength']:.2f}", f"{p['pai']:.2f}", f"{p['largest_flag_rate_ratio']:.2f}"]
+            for m, pts in t["models"].items() for p in pts]}
+    card = [(k, v if isinstance(v, str) else json.dumps(clean(v))) for k, v in audit["model_card"].items()]
+    return render("audit.html.j2", title=audit["title"], note=NOTE, n_weeks=len(audit["weeks"]),
+                  first_week=audit["weeks"][0], last_week=audit["weeks"][-1], coverage=f"{audit['coverage']:.1%}",
+                  n_cells=f"{audit['n_cells']:,}", flagged_per_week=audit["flagged_cells_per_week"],
+                  inputs=audit["inputs"]["statement"], warnings=audit.get("warnings", []),
+                  accuracy_rows=[[m, _fmt(a["pai"]), _fmt(a["hit_rate"], True)] for m, a in audit["accuracy"].items()],
+                  definitions=definitions, residents_rows=residents_rows, sensitivity=sensitivity,
+                  feedback=feedback, tradeoff=tradeoff, model_card=card,
+                  plots={k: p.name for k, p in plots.items()})
 
 
 def write_audit(audit: dict, out_dir: Path) -> dict[str, Path]:

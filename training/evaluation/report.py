@@ -5,7 +5,6 @@ Recomputed from the predictions table alone (see training/evaluation.py for the 
 
 from __future__ import annotations
 
-import html
 import json
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from hotspot.training.evaluation.stats import (
     weeks_of,
 )
 from hotspot.training.evaluation.metrics import coverage_label, week_metrics
+from hotspot.training.pages import render
 
 NOTE = ("Recorded incidents are policing data, not ground truth: these figures measure how well each model "
         "anticipates where incidents will be recorded.")
@@ -180,32 +180,18 @@ def summary_rows(report: dict) -> pd.DataFrame:
 
 
 def render_html(report: dict, plots: dict[str, Path], title: str) -> str:
+    """The accuracy report as one HTML page (template training/templates/accuracy.html.j2)."""
     table = summary_rows(report)
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in ["model", *table.columns])
-    body = "".join(
-        "<tr><td>" + html.escape(name) + "</td>" + "".join(f"<td>{v:.3f}</td>" for v in row) + "</tr>"
-        for name, row in table.iterrows())
-    paired = ""
+    paired_rows = None
     if "paired" in report:
-        ref = html.escape(report["reference"])
-        rows = "".join(
-            f"<tr><td>{html.escape(other)}</td><td>{p['pai@1%']['difference']:+.2f} "
-            f"[{p['pai@1%']['ci95'][0]:+.2f}, {p['pai@1%']['ci95'][1]:+.2f}]</td>"
-            f"<td>{p['pai@1%']['weeks_better']}/{p['pai@1%']['weeks']}</td>"
-            f"<td>{p['poisson_deviance']['difference']:+.4f}</td></tr>"
-            for other, p in report["paired"].items())
-        paired = (f"<h2>{ref} against each model, same weeks</h2><table><tr><th>other model</th>"
-                  f"<th>PAI@1% difference [95%]</th><th>weeks {ref} better</th><th>deviance difference</th></tr>"
-                  f"{rows}</table>")
-    warnings = "".join(f"<p class=warn>{html.escape(w)}</p>" for w in report.get("warnings", []))
-    images = "".join(f'<figure><img src="{p.name}" alt="{k}"></figure>' for k, p in plots.items())
+        paired_rows = [[other, f"{p['pai@1%']['difference']:+.2f} "
+                               f"[{p['pai@1%']['ci95'][0]:+.2f}, {p['pai@1%']['ci95'][1]:+.2f}]",
+                        f"{p['pai@1%']['weeks_better']}/{p['pai@1%']['weeks']}",
+                        f"{p['poisson_deviance']['difference']:+.4f}"] for other, p in report["paired"].items()]
     weeks = report.get("weeks", [])
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}td:first-child{{text-align:left}}
-.warn{{color:#a60}}figure{{display:inline-block;margin:0.5em}}img{{max-width:520px}}</style></head><body>
-<h1>{html.escape(title)}</h1>
-<p>{len(weeks)} forecast weeks, {html.escape(weeks[0] if weeks else '')} to {html.escape(weeks[-1] if weeks else '')};
-every model scored on the same weeks and cells; intervals are 95% bootstrap intervals over weeks.</p>
-<p><b>{html.escape(NOTE)}</b></p>{warnings}
-<table><tr>{head}</tr>{body}</table>{paired}{images}</body></html>"""
+    return render("accuracy.html.j2", title=title, note=NOTE, n_weeks=len(weeks),
+                  first_week=weeks[0] if weeks else "", last_week=weeks[-1] if weeks else "",
+                  warnings=report.get("warnings", []), summary_head=["model", *table.columns],
+                  summary_rows=[[name, *(f"{v:.3f}" for v in row)] for name, row in table.iterrows()],
+                  reference=report.get("reference", ""), paired_rows=paired_rows,
+                  plots={k: p.name for k, p in plots.items()})
