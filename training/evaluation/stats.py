@@ -8,7 +8,7 @@ tool can recompute it. Definitions (one each, used by every report):
 - calibration: mean forecast and mean observed count per risk decile, pooled over weeks;
 - rank stability: Jaccard overlap of the flagged top-c cells between consecutive weeks;
 - intervals: percentile bootstrap over weeks (scipy.stats.bootstrap, seeded); paired comparison = bootstrap of the
-  mean weekly difference. Every bootstrap interval of the project (reports, promotion, audit) is made here.
+  mean weekly difference. Every bootstrap interval of the project (reports, promotion, ablation, audit) is made here.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from hotspot.training.evaluation.metrics import best_hits_at, hits_at, n_flagged
 # One interval method everywhere: the percentile bootstrap. BCa would correct skew, but it needs a jackknife that is
 # erratic on the 8-26 weeks a backtest or a promotion has, gives NaN on a degenerate distribution, and cannot run on the
 # audit's ratios, which are undefined (0/0) in some resamples; the percentile interval handles all three the same way.
+# Seeded with rng=default_rng(seed), scipy draws the same resampled weeks the hand-written resampling before it did.
 BOOTSTRAP_METHOD = "percentile"
 CURVE_COVERAGES = np.round(np.concatenate([np.arange(0.001, 0.01, 0.001), np.arange(0.01, 0.2001, 0.005)]), 4)
 
