@@ -7,12 +7,17 @@ Method (on weekly cell counts of the panel):
   (pre-period mean, pre-period trend), with replacement, on the even weeks of the pre-period, while the baseline
   levels come from its odd weeks (cross-fitting: a control chosen for a lucky high count would otherwise fall back
   afterwards, regression to the mean, and fake an effect);
-- estimate: mean over treated cells of (post-period mean - counterfactual), in incidents per cell-week, and as a
-  percentage of the mean counterfactual; a cell's counterfactual is its pre-period mean moved as its controls moved,
-  proportionally (post/pre of the controls), because seasons and trends in crime are multiplicative: a busy cell
-  gains more incidents in summer than a quiet one, which an additive difference would misread as an effect;
-- 95% interval: cluster bootstrap, seeded: treated cells resampled with replacement and the control cells
-  reweighted (Poisson(1) weights), as a control's noise is shared by every treated cell it serves;
+- estimate: a Poisson regression (statsmodels GLM) of the cell-week counts of the treated cells and their matched
+  controls (a control matched to several treated cells counts once for each) on treated, post and treated x post:
+  exp(treated x post) is the rate ratio of the treated cells against the counterfactual of their pre-period level
+  moved as their controls moved, proportionally, because seasons and trends in crime are multiplicative (a busy
+  cell gains more incidents in summer than a quiet one, which an additive difference would misread as an effect);
+  shown as a percentage change, and in incidents per cell-week as the treated post-period mean less that
+  counterfactual. Where a group has no incident in a period the ratio is not defined, and the same regression is
+  fitted by least squares (an additive difference);
+- 95% interval: cluster-robust by cell (every week of a cell shares its level, and a control's noise is shared by
+  every treated cell it serves), with t quantiles on clusters - 1 degrees of freedom; with fewer than 10 treated
+  cells the result warns that the interval leans on few clusters;
 - placebo: the same on the pre-period alone, pretending the start was halfway through it; its interval should hold 0;
 - displacement: the same for the ring cells (rings 1..buffer_rings around the treated cells, excluding them) against
   their own matched controls: a rise there suggests crime moved next door.
@@ -27,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import statsmodels.api as sm
 from scipy import ndimage
 
 from hotspot.features.errors import HotspotError, InputError
@@ -34,6 +40,9 @@ from hotspot.features.grid import Grid
 from hotspot.features.locking import locked, savefig_atomically, write_text_atomically
 
 MIN_PRE_WEEKS = 8
+FEW_CELLS = 10  # below this many treated cells a cluster-robust interval rests on too few clusters to trust
+INTERVAL = ("cluster-robust by cell (statsmodels Poisson GLM; least squares where a group has no incident), t quantiles on "
+            "clusters - 1 degrees of freedom")
 
 
 @dataclass(frozen=True)
@@ -128,8 +137,8 @@ def match_controls(pre: np.ndarray, units: np.ndarray, pool: np.ndarray, k: int)
     return pool[nearest]
 
 
-def did(y: np.ndarray, units: np.ndarray, pool: np.ndarray, pre: slice, post: slice, k: int = 5,
-        reps: int = 2000, seed: int = 0) -> tuple[DidEstimate, np.ndarray]:
+def did(y: np.ndarray, units: np.ndarray, pool: np.ndarray, pre: slice, post: slice,
+        k: int = 5) -> tuple[DidEstimate, np.ndarray]:
     """Difference-in-differences of `units` against their matched controls from `pool` on (T, C) counts.
 
     Returns the estimate and the matched controls (len(units), k)."""
@@ -142,45 +151,38 @@ def did(y: np.ndarray, units: np.ndarray, pool: np.ndarray, pre: slice, post: sl
     unit_pre, unit_post = y_pre[:, units].mean(axis=0), y_post[:, units].mean(axis=0)
     ctrl_pre = y_pre[:, controls].mean(axis=(0, 2))
     ctrl_post = y_post[:, controls].mean(axis=(0, 2))
-    # counterfactual: the unit's own pre level moved as its controls moved, proportionally (seasons and trends in
-    # crime are multiplicative: a busy cell gains more incidents in summer than a quiet one); additively where the
-    # controls had no incident before
-    growth = np.where(ctrl_pre > 0, ctrl_post / np.where(ctrl_pre > 0, ctrl_pre, 1), np.nan)
-    counterfactual = np.where(np.isfinite(growth), unit_pre * growth, unit_pre + ctrl_post - ctrl_pre)
-    diff = unit_post - counterfactual
 
-    def pct(d: np.ndarray, cf: np.ndarray) -> np.ndarray:
-        return np.where(cf > 0, 100.0 * d / np.where(cf > 0, cf, 1), np.nan)
-
-    # cluster bootstrap: treated cells resampled with replacement, and every control cell reweighted (Poisson(1)
-    # weights), since the controls' own noise is shared by the treated cells they serve
-    rng = np.random.default_rng(seed)
-    cells, cell_pos = np.unique(controls, return_inverse=True)
-    cell_pos = cell_pos.reshape(controls.shape)
-    c_pre, c_post = y_pre[:, cells].mean(axis=0), y_post[:, cells].mean(axis=0)
-    boot, boot_pct = np.empty(reps), np.empty(reps)
-    for start in range(0, reps, 200):
-        n = min(200, reps - start)
-        draws = rng.integers(0, len(units), size=(n, len(units)))
-        w = rng.poisson(1.0, size=(n, len(cells))).astype(float)[:, cell_pos]  # (n, units, k)
-        wsum = w.sum(axis=2)
-        safe = np.where(wsum > 0, wsum, 1)
-        b_pre = np.where(wsum > 0, (w * c_pre[cell_pos]).sum(axis=2) / safe, ctrl_pre)
-        b_post = np.where(wsum > 0, (w * c_post[cell_pos]).sum(axis=2) / safe, ctrl_post)
-        b_growth = np.where(b_pre > 0, b_post / np.where(b_pre > 0, b_pre, 1), np.nan)
-        b_cf = np.where(np.isfinite(b_growth), unit_pre * b_growth, unit_pre + b_post - b_pre)
-        b_diff = unit_post - b_cf
-        rows = np.arange(n)[:, None]
-        d, cf = b_diff[rows, draws].mean(axis=1), b_cf[rows, draws].mean(axis=1)
-        boot[start:start + n], boot_pct[start:start + n] = d, pct(d, cf)
-    lo, hi = np.percentile(boot, [2.5, 97.5])
-    plo, phi = (np.nanpercentile(boot_pct, [2.5, 97.5]) if np.isfinite(boot_pct).any() else (np.nan, np.nan))
-    effect_pct = float(pct(np.array(diff.mean()), np.array(counterfactual.mean())))
+    # one row per cell-week: the treated cells, then each one's k controls (stacked, so a control matched twice
+    # counts twice, as in the matching); clusters are cells, a control keeping one cluster however often it serves
+    cells = np.concatenate([units, controls.ravel()])
+    treated = np.repeat([1.0, 0.0], [len(units), controls.size])
+    counts = np.concatenate([y_pre[:, cells], y_post[:, cells]]).ravel()  # (weeks, cells) row-major
+    is_post = np.repeat([0.0, 1.0], [y_pre.shape[0], y_post.shape[0]])
+    rows_post = np.repeat(is_post, len(cells))
+    rows_treated = np.tile(treated, len(is_post))
+    X = np.column_stack([np.ones_like(rows_post), rows_treated, rows_post, rows_treated * rows_post])
+    groups = np.tile(cells, len(is_post))
+    means = (unit_pre.mean(), unit_post.mean(), ctrl_pre.mean(), ctrl_post.mean())
+    post_mean = means[1]
+    robust = {"cov_type": "cluster", "cov_kwds": {"groups": groups}, "use_t": True}
+    if min(means) > 0:  # every group has incidents in both periods: the ratio is defined
+        fit = sm.GLM(counts, X, family=sm.families.Poisson()).fit(**robust)
+        ratio, (ratio_lo, ratio_hi) = np.exp(fit.params[3]), np.exp(fit.conf_int()[3])
+        # the counterfactual is the treated post-period mean / ratio, so the effect per cell-week is monotone in it
+        effect, lo, hi = (post_mean * (1 - 1 / r) for r in (ratio, ratio_lo, ratio_hi))
+        effect_pct, pct_lo, pct_hi = (100.0 * (r - 1) for r in (ratio, ratio_lo, ratio_hi))
+    else:  # a group without incidents: no ratio (the log-linear fit would diverge), the additive difference
+        fit = sm.OLS(counts, X).fit(**robust)
+        effect, (lo, hi) = fit.params[3], fit.conf_int()[3]
+        counterfactual = post_mean - effect
+        # in percent of the (fixed) counterfactual; the symmetric interval can pass below -100%, which no count can
+        effect_pct, pct_lo, pct_hi = ((max(100.0 * v / counterfactual, -100.0) if counterfactual > 0 else np.nan)
+                                      for v in (effect, lo, hi))
     est = DidEstimate(
-        effect_per_cell_week=float(diff.mean()), ci95=(float(lo), float(hi)), effect_pct=effect_pct,
-        pct_ci95=(float(plo), float(phi)), cells=int(len(units)), controls=int(len(np.unique(controls))),
+        effect_per_cell_week=float(effect), ci95=(float(lo), float(hi)), effect_pct=float(effect_pct),
+        pct_ci95=(float(pct_lo), float(pct_hi)), cells=int(len(units)), controls=int(len(np.unique(controls))),
         pre_weeks=int(weeks_pre), post_weeks=int(y_post.shape[0]),
-        treated_pre_mean=float(unit_pre.mean()), treated_post_mean=float(unit_post.mean()),
+        treated_pre_mean=float(unit_pre.mean()), treated_post_mean=float(post_mean),
         control_pre_mean=float(ctrl_pre.mean()), control_post_mean=float(ctrl_post.mean()))
     return est, controls
 
@@ -218,7 +220,7 @@ class InterventionResult:
 
 def evaluate_intervention(y: np.ndarray, period_starts: pd.DatetimeIndex, grid: Grid, treated: np.ndarray,
                           start: str, end: str | None = None, pre_weeks: int = 52, k: int = 5,
-                          buffer_rings: int = 2, reps: int = 2000, seed: int = 0) -> InterventionResult:
+                          buffer_rings: int = 2) -> InterventionResult:
     """DiD estimate, placebo and displacement check for an intervention in `treated` cells from `start`.
 
     y: (T, C) weekly counts; period_starts: at least T starts (the panel's)."""
@@ -243,10 +245,10 @@ def evaluate_intervention(y: np.ndarray, period_starts: pd.DatetimeIndex, grid: 
     excluded[treated] = True
     excluded[ring] = True
     pool = np.flatnonzero(~excluded)
-    estimate, controls = did(y, treated, pool, slice(pre0, s), slice(s, e), k, reps, seed)
+    estimate, controls = did(y, treated, pool, slice(pre0, s), slice(s, e), k)
     mid = pre0 + (s - pre0) // 2
-    placebo, _ = did(y, treated, pool, slice(pre0, mid), slice(mid, s), k, reps, seed + 1)
-    displacement = did(y, ring, pool, slice(pre0, s), slice(s, e), k, reps, seed + 2)[0] if len(ring) else None
+    placebo, _ = did(y, treated, pool, slice(pre0, mid), slice(mid, s), k)
+    displacement = did(y, ring, pool, slice(pre0, s), slice(s, e), k)[0] if len(ring) else None
     window = slice(pre0, e)
     ctrl = y[window][:, controls].astype(float).mean(axis=(1, 2))
     series = pd.DataFrame({"period_start": starts[window], "treated": y[window][:, treated].mean(axis=1),
@@ -256,6 +258,9 @@ def evaluate_intervention(y: np.ndarray, period_starts: pd.DatetimeIndex, grid: 
     if len(pool) < 10 * k:
         warnings.append(f"only {len(pool)} candidate control cells outside the treated cells and their "
                         f"{buffer_rings} ring(s): the controls may not be comparable")
+    if len(treated) < FEW_CELLS:
+        warnings.append(f"only {len(treated)} treated cell(s): the interval leans on few clusters and is likely too "
+                        "narrow; read it as a rough guide")
     lvl_t, lvl_c = estimate.treated_pre_mean, estimate.control_pre_mean
     if lvl_t > 0 and not 0.5 <= lvl_c / lvl_t <= 2.0:
         warnings.append(f"the matched controls' pre-period level ({lvl_c:.2f} per cell-week) is far from the "
@@ -268,8 +273,8 @@ def evaluate_intervention(y: np.ndarray, period_starts: pd.DatetimeIndex, grid: 
         start=str(starts[s].date()), end=str(starts[e - 1].date()), estimate=estimate, placebo=placebo,
         displacement=displacement, treated_cells=[int(c) for c in grid.cell_id[treated]],
         ring_cells=[int(c) for c in grid.cell_id[ring]], series=series,
-        settings={"pre_weeks": pre_weeks, "k_controls": k, "buffer_rings": buffer_rings, "bootstrap_reps": reps,
-                  "seed": seed, "placebo_start": str(starts[mid].date())})
+        settings={"pre_weeks": pre_weeks, "k_controls": k, "buffer_rings": buffer_rings, "interval": INTERVAL,
+                  "placebo_start": str(starts[mid].date())})
 
 
 def write_intervention(result: InterventionResult, out_dir: Path) -> dict[str, Path]:

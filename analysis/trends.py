@@ -6,8 +6,8 @@ and for each area unit of `[trends] areas` (a cell belongs to the unit containin
 
 Seasonally adjusted change, kept simple on purpose (no STL): the last 52 weeks against the 52 before them (a year
 against a year, so the seasons cancel), and the last `recent_weeks` weeks against the same weeks a year earlier.
-Each is a ratio of two Poisson counts a/b; its 95% interval is exp(log(a/b) +- 1.96 sqrt(1/a + 1/b)), shown as a
-percentage change.
+Each is a ratio of two Poisson counts a/b; its 95% interval is exp(log(a/b) +- 1.96 sqrt(1/a + 1/b)) (statsmodels'
+`confint_poisson_2indep`, method "wald-log"), shown as a percentage change.
 
 Public view (`--public`, `[privacy] public = true`, the API's `public` role): no grid cell, only area units and
 blocks of `[privacy] public_cell_size_m` (whole grid cells merged), and every published count below
@@ -26,6 +26,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import shapely
+from statsmodels.stats.rates import confint_poisson_2indep
 
 from hotspot.features.area import WGS84
 from hotspot.features.config import StudyConfig
@@ -37,7 +38,6 @@ from hotspot.analysis.disclosure import Relations, complementary_suppression
 
 ALL_GROUPS = "All offences"
 WHOLE_AREA = "Whole area"
-Z95 = 1.959963984540054
 METHOD = ("Seasonally adjusted change: the last 52 weeks against the 52 weeks before them (year over year, so the "
           "seasons cancel), and the last N weeks against the same N weeks a year earlier; 95% intervals of the "
           "Poisson rate ratio exp(log(a/b) +- 1.96 sqrt(1/a + 1/b)). Recorded incidents are policing data, not "
@@ -156,10 +156,12 @@ def _with_all(counts: np.ndarray) -> np.ndarray:
 
 def rate_ratio(a: float, b: float) -> tuple[float, float, float]:
     """Percentage change a/b - 1 with its 95% Poisson interval (NaN when either count is 0)."""
-    if a <= 0 or b <= 0:
+    if a <= 0 or b <= 0:  # the log-scale interval needs both counts: a fall to 0 is -100% without an interval
         return (math.nan if b <= 0 else -100.0), math.nan, math.nan
-    ratio, se = a / b, math.sqrt(1 / a + 1 / b)
-    return (100 * (ratio - 1), 100 * (ratio * math.exp(-Z95 * se) - 1), 100 * (ratio * math.exp(Z95 * se) - 1))
+    # "wald-log" is the interval METHOD publishes, exp(log(a/b) +- z sqrt(1/a + 1/b)); the windows compared are of
+    # equal length, so the exposures are 1
+    lo, hi = confint_poisson_2indep(a, 1, b, 1, method="wald-log", compare="ratio", alpha=0.05)
+    return 100 * (a / b - 1), 100 * (float(lo) - 1), 100 * (float(hi) - 1)
 
 
 def _change_rows(series: np.ndarray, recent: int) -> dict:

@@ -2,7 +2,7 @@
 
 Removing a family's columns (not rebuilding the panel) keeps every variant on identical rows and weeks, so the
 differences are paired: each week's PAI@1% and deviance difference against the full model is averaged with a 95%
-interval over weeks. Gain importance per family comes from the full model's last fit.
+percentile-bootstrap interval over weeks (the paired comparison of training/evaluation/stats.py). Gain importance per family comes from the full model's last fit.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from hotspot.features.locking import locked, savefig_atomically, write_text_atom
 from hotspot.features.panel import Panel
 from hotspot.models import LightGBMForecaster
 from hotspot.training.backtest import BacktestResult, lightgbm_from_config, make_models, run_backtest
+from hotspot.training.evaluation.stats import paired_comparison
 
 
 @dataclass
@@ -47,14 +48,13 @@ def reference_baselines(cfg: StudyConfig) -> list[str]:
 
 
 def paired_difference(weekly_a: list[dict], weekly_b: list[dict], key: str) -> tuple[float, float, float]:
-    """Mean of (a - b) over weeks with a normal-approximation 95% interval."""
+    """Mean of (a - b) over weeks with its 95% bootstrap interval (NaN with fewer than two weeks)."""
     a = np.array([w[key] for w in weekly_a], dtype=float)
     b = np.array([w[key] for w in weekly_b], dtype=float)
-    d = (a - b)[np.isfinite(a - b)]
-    if len(d) == 0:
-        return float("nan"), float("nan"), float("nan")
-    half = 1.96 * d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan")
-    return float(d.mean()), float(d.mean() - half), float(d.mean() + half)
+    paired = paired_comparison(a, b)
+    if paired["weeks"] < 2:  # one week has no spread to go on: no interval, as the ablation table always showed
+        return paired["difference"], float("nan"), float("nan")
+    return paired["difference"], *paired["ci95"]
 
 
 def run_ablation(cfg: StudyConfig, panel: Panel, periods: np.ndarray, refit_every: int,

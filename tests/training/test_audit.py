@@ -154,3 +154,14 @@ def test_predictions_table_round_trip_and_json(tmp_path):
     text = json.dumps(clean(audit), allow_nan=False)
     di = json.loads(text)["definitions"]["ab"]["models"]["only_a"]["groups"]["A"]["disparate_impact"]
     assert di["value"] is None and di["status"] == "reference group never flagged"
+
+
+def test_one_week_audit_has_degenerate_intervals():
+    # scipy's bootstrap needs two weeks; one week resamples only to itself: zero-width intervals, NaN where undefined
+    f = only_a_forecasts()
+    one = Forecasts(f.models, f.weeks[:1], f.risk[:, :1], f.observed[:1])
+    audit = audit_forecasts(one, demography(), coverage=0.1, reps=100)
+    figs = audit["definitions"]["ab"]["models"]["only_a"]["groups"]
+    assert figs["A"]["flag_rate"] == {"value": 0.2, "ci95": [0.2, 0.2]}
+    assert np.isinf(figs["A"]["disparate_impact"]["value"]) and np.isnan(figs["A"]["disparate_impact"]["ci95"]).all()
+    assert audit["accuracy"]["only_a"]["pai"] == {"value": 5.0, "ci95": [5.0, 5.0]}

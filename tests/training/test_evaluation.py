@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from hotspot.training.evaluation.stats import (
+    bootstrap_interval,
     bootstrap_mean,
     calibration,
     hit_rate_curve,
@@ -64,6 +65,30 @@ def test_bootstrap_and_paired_comparison():
     assert bootstrap_mean([2, 2, 2])[1:] == (2.0, 2.0)
     cmp = paired_comparison([3, 4, 5, 6], [1, 1, 1, 1])
     assert cmp["difference"] == 3.5 and cmp["weeks_better"] == 4 and cmp["ci95"][0] > 0
+
+
+def test_bootstrap_degenerate_cases():
+    # equal values: the zero-width interval exactly (scipy's resampled means would differ in the last bits)
+    mean, lo, hi = bootstrap_mean([0.1, 0.1, 0.1])
+    assert lo == hi == mean == pytest.approx(0.1)
+    # one value (scipy refuses fewer than two): the degenerate interval, as the resampling always gave
+    assert bootstrap_mean([7.0, float("nan")]) == (7.0, 7.0, 7.0)
+    assert all(np.isnan(bootstrap_mean([float("nan"), float("inf")])))
+    assert all(np.isnan(bootstrap_mean([])))
+    one = paired_comparison([2.0], [1.0])
+    assert one["ci95"] == [1.0, 1.0] and one["weeks"] == 1
+
+
+def test_bootstrap_matches_resampling_weeks_and_skips_undefined_resamples():
+    values = np.array([0.5, 1.0, 3.0, 2.0, 0.0, 4.5, 1.5, 2.5])
+    # the percentile interval of seeded resamples of weeks, the same resamples as drawing the indices by hand
+    idx = np.random.default_rng(3).integers(0, len(values), size=(999, len(values)))
+    assert bootstrap_mean(values, reps=999, seed=3)[1:] == pytest.approx(
+        tuple(np.percentile(values[idx].mean(axis=1), [2.5, 97.5])), abs=1e-12)
+    # a ratio of sums that some resamples leave undefined (0/0): its interval is that of the defined resamples
+    hits, incidents = np.array([1.0, 0, 0, 2]), np.array([2.0, 0, 0, 4])
+    lo, hi = bootstrap_interval((hits, incidents), lambda h, n, axis: h.sum(axis) / n.sum(axis), reps=500)
+    assert lo == hi == 0.5
 
 
 def test_report_from_a_predictions_table(tmp_path):

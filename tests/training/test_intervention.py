@@ -79,6 +79,30 @@ def test_displacement_into_the_ring_is_detected():
     assert not set(result.ring_cells) & set(result.treated_cells)
 
 
+def test_zero_counts_fall_back_to_the_additive_difference():
+    grid = square_grid()
+    # no incident at all in the treated cells after the start: no rate ratio, the least-squares difference instead
+    y = synthetic_counts(grid, effect=-1.0, seed=3)
+    e = evaluate_intervention(y, STARTS, grid, treated_block(grid), str(STARTS[START].date())).estimate
+    assert e.treated_post_mean == 0 and e.effect_pct == -100.0
+    assert e.effect_per_cell_week == pytest.approx(-e.treated_pre_mean * e.control_post_mean / e.control_pre_mean,
+                                                   rel=0.1)
+    assert -100.0 <= e.pct_ci95[0] <= e.pct_ci95[1] < 0 and e.ci95[1] < 0
+    # nothing recorded anywhere: a zero effect with a zero-width interval, and no percentage of nothing
+    result = evaluate_intervention(np.zeros_like(y), STARTS, grid, treated_block(grid), str(STARTS[START].date()))
+    e = result.estimate
+    assert e.effect_per_cell_week == 0 and e.ci95 == (0.0, 0.0) and np.isnan(e.effect_pct)
+    assert result.to_dict()["estimate"]["pct_ci95"] == [None, None]
+
+
+def test_few_treated_cells_are_flagged():
+    grid = square_grid()
+    y = synthetic_counts(grid, effect=-0.30)
+    result = evaluate_intervention(y, STARTS, grid, treated_block(grid)[:3], str(STARTS[START].date()))
+    assert any("only 3 treated cell(s)" in w for w in result.warnings)
+    assert np.all(np.isfinite(result.estimate.pct_ci95))
+
+
 def test_bad_inputs_are_refused(tmp_path):
     grid = square_grid()
     y = synthetic_counts(grid)

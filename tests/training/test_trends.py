@@ -75,6 +75,14 @@ def test_year_over_year_change_and_interval():
     pct, lo, hi = rate_ratio(2000, 1000)
     assert lo > 80 and hi < 120
     assert np.isnan(rate_ratio(5, 0)[0])
+    # zero counts: a fall to nothing is -100% without an interval; nothing before, no figure at all
+    fall = rate_ratio(0, 5)
+    assert fall[0] == -100.0 and np.isnan(fall[1]) and np.isnan(fall[2])
+    assert all(np.isnan(rate_ratio(0, 0)))
+    # the published formula, exp(log(a/b) +- 1.96 sqrt(1/a + 1/b))
+    pct, lo, hi = rate_ratio(3, 7)
+    half = 1.959963984540054 * np.sqrt(1 / 3 + 1 / 7)
+    assert (lo, hi) == pytest.approx((100 * (3 / 7 * np.exp(-half) - 1), 100 * (3 / 7 * np.exp(half) - 1)))
 
 
 def test_planted_rise_is_detected(tmp_path):

@@ -9,8 +9,8 @@ Definitions (one each, used by the report and the CLI):
   share of its residents living in flagged cells; disparate impact = flag rate / the reference group's, with the
   0.8-1.25 band; hit rate = share of its recorded incidents in flagged cells; PAI = hit rate / flag rate;
   calibration = recorded / forecast incidents in its cells;
-- pooled over weeks (ratios of sums); 95% intervals by percentile bootstrap over weeks, the same resampled weeks
-  for every figure of a model;
+- pooled over weeks (ratios of sums); 95% intervals by percentile bootstrap over weeks (scipy, via
+  training/evaluation/stats.py), the same resampled weeks for every figure of a model;
 - persistence: how many backtest weeks each cell is among the flagged (ties broken by cell order).
 """
 
@@ -21,7 +21,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from hotspot.training.evaluation.stats import bootstrap_mean, calibration
+from hotspot.training.evaluation.stats import bootstrap_interval, bootstrap_mean, calibration
 from hotspot.training.audit.fairness import CellDemography, CellGroups
 from hotspot.training.audit.flags import Forecasts, flag_weights, forecasts_from_predictions, top_k
 from hotspot.training.evaluation.metrics import hit_rate_at, n_flagged, pai_at
@@ -33,13 +33,25 @@ NOTE = ("Recorded incidents are policing data, not ground truth: they depend on 
         "reporting-rate sensitivity below measure what that can do.")
 
 
-def _interval(fn, point: dict, boot: dict) -> list[dict]:
+def _intervals(fns: dict, weekly: dict[str, np.ndarray], reps: int, seed: int) -> dict[str, list[dict]]:
+    """Each figure of `fns` (a function of the weekly arrays summed over weeks, groups last) with its 95% interval;
+    every figure on the same resampled weeks (one bootstrap, one seed)."""
+    keys = list(weekly)
+
+    def statistic(*arrays, axis=-1):  # scipy hands each array (groups, resamples, weeks) and wants resamples last
+        sums = {k: np.moveaxis(a.sum(axis=axis), 0, -1) for k, a in zip(keys, arrays)}
+        return np.stack([np.moveaxis(np.asarray(fn(sums), dtype=float), 0, -1) for fn in fns.values()])
+
     with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        value = np.asarray(fn(point), dtype=float)
-        draws = np.asarray(fn(boot), dtype=float)
-        lo, hi = np.nanpercentile(np.where(np.isinf(draws), np.nan, draws), [2.5, 97.5], axis=0)
-    return [{"value": float(v), "ci95": [float(a), float(b)]} for v, a, b in zip(value, lo, hi)]
+        values = {name: np.asarray(fn({k: v.sum(0) for k, v in weekly.items()}), dtype=float)
+                  for name, fn in fns.items()}
+        if len(next(iter(weekly.values()))) < 2:  # scipy needs two weeks; one week resamples to itself
+            lo = hi = np.stack([np.where(np.isfinite(v), v, np.nan) for v in values.values()])
+        else:
+            lo, hi = bootstrap_interval(tuple(weekly.values()), statistic, reps, seed)
+    return {name: [{"value": float(v), "ci95": [float(a), float(b)]} for v, a, b in zip(value, lo[i], hi[i])]
+            for i, (name, value) in enumerate(values.items())}
 
 
 def _status(ratio: float, is_reference: bool, cells: int) -> str:
@@ -70,7 +82,7 @@ def weekly_by_group(f: np.ndarray, observed: np.ndarray, groups: CellGroups) -> 
 
 
 def group_figures(f: np.ndarray, top: np.ndarray, risk: np.ndarray, observed: np.ndarray, groups: CellGroups,
-                  idx: np.ndarray) -> dict:
+                  reps: int, seed: int = 0) -> dict:
     """Every per-group figure of one model under one group definition (see the module docstring)."""
     L = groups.onehot()
     W = f.shape[0]
@@ -79,22 +91,20 @@ def group_figures(f: np.ndarray, top: np.ndarray, risk: np.ndarray, observed: np
     weekly = {"flagged": f @ L, "flagged_pop": f @ groups.population, "incidents": observed @ L,
               "hits": (f * observed) @ L, "expected": risk @ L}
     weekly.update({f"{k}_all": v.sum(1, keepdims=True) for k, v in list(weekly.items())})
-    point = {k: v.sum(0) for k, v in weekly.items()}
-    boot = {k: v[idx].sum(1) for k, v in weekly.items()}
     rate = lambda s: s["flagged"] / (W * n_cells)  # noqa: E731
     pop_rate = lambda s: s["flagged_pop"] / (W * pop)  # noqa: E731
-    figures = {
-        "flag_share": _interval(lambda s: s["flagged"] / s["flagged_all"], point, boot),
-        "flagged_population_share": _interval(lambda s: s["flagged_pop"] / s["flagged_pop_all"], point, boot),
-        "incident_share": _interval(lambda s: s["incidents"] / s["incidents_all"], point, boot),
-        "flag_rate": _interval(rate, point, boot),
-        "population_flag_rate": _interval(pop_rate, point, boot),
-        "disparate_impact": _interval(lambda s: rate(s) / rate(s)[..., ref:ref + 1], point, boot),
-        "population_disparate_impact": _interval(lambda s: pop_rate(s) / pop_rate(s)[..., ref:ref + 1], point, boot),
-        "hit_rate": _interval(lambda s: s["hits"] / s["incidents"], point, boot),
-        "pai": _interval(lambda s: (s["hits"] / s["incidents"]) / rate(s), point, boot),
-        "calibration": _interval(lambda s: s["incidents"] / s["expected"], point, boot),
-    }
+    figures = _intervals({
+        "flag_share": lambda s: s["flagged"] / s["flagged_all"],
+        "flagged_population_share": lambda s: s["flagged_pop"] / s["flagged_pop_all"],
+        "incident_share": lambda s: s["incidents"] / s["incidents_all"],
+        "flag_rate": rate,
+        "population_flag_rate": pop_rate,
+        "disparate_impact": lambda s: rate(s) / rate(s)[..., ref:ref + 1],
+        "population_disparate_impact": lambda s: pop_rate(s) / pop_rate(s)[..., ref:ref + 1],
+        "hit_rate": lambda s: s["hits"] / s["incidents"],
+        "pai": lambda s: (s["hits"] / s["incidents"]) / rate(s),
+        "calibration": lambda s: s["incidents"] / s["expected"],
+    }, weekly, reps, seed)
     weeks_flagged = top.sum(0)
     by_week = weekly_by_group(f, observed, groups)
     out = {}
@@ -153,15 +163,13 @@ def definition_summary(groups: CellGroups, k: int, small_cells: int, small_share
     return {"kind": groups.kind, "reference": groups.reference, "groups": info, "unassigned_cells": unassigned}, warns
 
 
-def residents_figures(f: np.ndarray, demography: CellDemography, idx: np.ndarray) -> dict:
+def residents_figures(f: np.ndarray, demography: CellDemography, reps: int, seed: int = 0) -> dict:
     """For each share column: its residents' share of the population of flagged cells against their city share."""
     out = {}
     for column, res in demography.residents.items():
         weekly = {"flagged_res": (f @ res)[:, None], "flagged_pop": (f @ demography.population)[:, None]}
-        point = {k: v.sum(0) for k, v in weekly.items()}
-        boot = {k: v[idx].sum(1) for k, v in weekly.items()}
         share = float(res.sum() / demography.population.sum())
-        flagged = _interval(lambda s: s["flagged_res"] / s["flagged_pop"], point, boot)[0]
+        flagged = _intervals({"share": lambda s: s["flagged_res"] / s["flagged_pop"]}, weekly, reps, seed)["share"][0]
         out[column] = {"population_share": share, "flagged_population_share": flagged,
                        "representation_ratio": flagged["value"] / share if share else float("nan")}
     return out
@@ -179,7 +187,6 @@ def audit_forecasts(forecasts: Forecasts, demography: CellDemography, coverage: 
     """Every per-group figure, for every model and group definition, with its bootstrap interval."""
     M, W, C = forecasts.risk.shape
     k = n_flagged(C, coverage)
-    idx = np.random.default_rng(seed).integers(0, W, size=(reps, W))
     result = {"coverage": coverage, "flagged_cells_per_week": k, "n_cells": C, "weeks": forecasts.weeks,
               "models": forecasts.models, "band": list(BAND), "definitions": {}, "residents": {}, "accuracy": {},
               "warnings": []}
@@ -193,9 +200,9 @@ def audit_forecasts(forecasts: Forecasts, demography: CellDemography, coverage: 
         risk = forecasts.risk[m]
         f, top = flag_weights(risk, k), top_k(risk, k)
         result["accuracy"][model] = accuracy_figures(risk, forecasts.observed, coverage, reps)
-        result["residents"][model] = residents_figures(f, demography, idx)
+        result["residents"][model] = residents_figures(f, demography, reps, seed)
         for groups in demography.groups:
-            figs = group_figures(f, top, risk, forecasts.observed, groups, idx)
+            figs = group_figures(f, top, risk, forecasts.observed, groups, reps, seed)
             result["definitions"][groups.name]["models"][model] = figs
             if figs["groups"][groups.reference]["flag_rate"]["value"] == 0:
                 result["warnings"].append(f"{groups.name}: {model} never flags the reference group "
