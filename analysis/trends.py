@@ -88,6 +88,7 @@ def _geo(gdf: gpd.GeoDataFrame) -> dict:
 
 
 def slug(text: str) -> str:
+    """A name reduced to lower-case letters, digits and underscores (for file and column names)."""
     return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").lower()
 
 

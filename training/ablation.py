@@ -33,6 +33,7 @@ class AblationResult:
 
 
 def ablation_models(cfg: StudyConfig, panel: Panel) -> list[LightGBMForecaster]:
+    """The config's LightGBM and one variant without each feature family of the panel."""
     full = lightgbm_from_config(cfg)
     families = sorted(set(panel.feature_families.values()))
     variants = [full]
@@ -60,6 +61,7 @@ def paired_difference(weekly_a: list[dict], weekly_b: list[dict], key: str) -> t
 def run_ablation(cfg: StudyConfig, panel: Panel, periods: np.ndarray, refit_every: int,
                  baselines: list[str] | None = None,
                  on_step: Callable[[str, int], None] | None = None) -> AblationResult:
+    """Backtest every leave-one-family-out variant beside the full model and the reference baselines."""
     variants = ablation_models(cfg, panel)
     reference = make_models(cfg, baselines if baselines is not None else reference_baselines(cfg))
     result = run_backtest(panel, variants + reference, periods, refit_every, cfg.backtest.coverages, on_step)

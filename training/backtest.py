@@ -30,6 +30,7 @@ PREDICTION_COLUMNS = ["period_start", "cell_id", "x", "y", "lon", "lat", "risk",
 
 
 def lightgbm_from_config(cfg: StudyConfig) -> LightGBMForecaster:
+    """The LightGBM forecaster the config's [model.lightgbm] parameters describe."""
     lc = cfg.model.lightgbm
     params = lc.model_dump(exclude={"num_boost_round", "zero_row_fraction"})
     return LightGBMForecaster(params=params, num_boost_round=lc.num_boost_round, train_periods=cfg.model.train_periods,
@@ -59,6 +60,7 @@ def available_models(cfg: StudyConfig) -> dict[str, Callable[[], Forecaster]]:
 
 
 def make_models(cfg: StudyConfig, names: list[str]) -> list[Forecaster]:
+    """The named forecasters (or every available one for ["all"]); an unknown name is a ValueError."""
     factories = available_models(cfg)
     if names == ["all"]:
         names = list(factories)
@@ -125,6 +127,7 @@ def run_backtest(panel: Panel, models: list[Forecaster], periods: np.ndarray, re
 
 def summarise(weekly: dict[str, list[dict]], coverages: list[float], panel: Panel, periods: np.ndarray,
               refit_every: int) -> dict:
+    """The backtest's metrics: each model's weekly rows and their means, with the weeks, grid and refit setting."""
     models = {}
     for name, rows in weekly.items():
         frame = pd.DataFrame(rows).set_index("period_start")

@@ -24,6 +24,7 @@ HISTORY_KEEP = 40  # entries kept in the tag (MLflow tag values are bounded)
 
 
 def registered_name(cfg: StudyConfig) -> str:
+    """The MLflow registered-model name of the study area's LightGBM."""
     return f"{cfg.area.name}-lightgbm"
 
 
@@ -40,6 +41,7 @@ class ModelRef:
 
 
 def registry_client():
+    """An MLflow client on the project's tracking store (created and migrated when needed)."""
     import mlflow
     from mlflow import MlflowClient
 

@@ -22,6 +22,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def tracking_uri() -> str:
+    """The MLflow tracking URI: MLFLOW_TRACKING_URI, else the local SQLite default."""
     return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
@@ -81,6 +82,7 @@ def code_version() -> str:
 
 
 def flatten(prefix: str, value) -> dict[str, str]:
+    """A nested dict as dotted keys with string values (cut to 500 characters), for MLflow params and tags."""
     if isinstance(value, dict):
         out: dict[str, str] = {}
         for k, v in value.items():

@@ -32,6 +32,7 @@ HIGHER_IS_BETTER = {"poisson_deviance": False}
 
 
 def study_name(cfg: StudyConfig) -> str:
+    """The Optuna study's name: the config's, else one from the area and the target offences."""
     if cfg.tune.study_name:
         return cfg.tune.study_name
     targets = cfg.model.target_offenses
@@ -40,6 +41,7 @@ def study_name(cfg: StudyConfig) -> str:
 
 
 def direction(metric: str) -> str:
+    """"maximize" or "minimize", as the metric is better high or low."""
     return "maximize" if HIGHER_IS_BETTER.get(metric, True) else "minimize"
 
 

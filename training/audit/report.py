@@ -43,6 +43,7 @@ def _save(fig, path: Path) -> Path:
 
 
 def plot_audit(audit: dict, out_dir: Path) -> dict[str, Path]:
+    """Draw the audit's figures (flag shares, disparate impact, hit rate, weekly, persistence, ...) as PNGs."""
     import matplotlib
 
     matplotlib.use("Agg")

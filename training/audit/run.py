@@ -176,6 +176,7 @@ def residents_figures(f: np.ndarray, demography: CellDemography, reps: int, seed
 
 
 def accuracy_figures(risk: np.ndarray, observed: np.ndarray, coverage: float, reps: int) -> dict:
+    """PAI and hit rate at the coverage, each a mean over weeks with its bootstrap interval."""
     pai = [pai_at(r, o, coverage) for r, o in zip(risk, observed)]
     hit = [hit_rate_at(r, o, coverage) for r, o in zip(risk, observed)]
     (pm, plo, phi), (hm, hlo, hhi) = bootstrap_mean(pai, reps), bootstrap_mean(hit, reps)

@@ -14,6 +14,7 @@ from hotspot.features.locking import savefig_atomically  # noqa: E402
 
 
 def plot_backtest(metrics: dict, out_dir: Path) -> dict[str, Path]:
+    """Draw the backtest's hit-rate curve and PAI by week per model as PNGs; return their paths."""
     coverages = metrics["coverages"]
     values = [float(c.rstrip("%")) for c in coverages]
     paths = {}

@@ -30,6 +30,7 @@ NOTE = ("Recorded incidents are policing data, not ground truth: these figures m
 
 def accuracy_report(predictions: pd.DataFrame, coverages: list[float], reference: str = "lightgbm",
                     reps: int = 2000) -> dict:
+    """Every model's weekly metrics, intervals, hit-rate curve, calibration and paired comparisons."""
     models = [str(m) for m in pd.unique(predictions["model"].astype(str))]
     report: dict = {"coverages": [coverage_label(c) for c in coverages], "models": {}, "note": NOTE}
     weekly_by_model = {}
@@ -71,6 +72,7 @@ def accuracy_report(predictions: pd.DataFrame, coverages: list[float], reference
 
 
 def plot_report(report: dict, predictions: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
+    """Draw the accuracy report's figures (curve, PAI intervals, calibration, top-cells map) as PNGs."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -169,6 +171,7 @@ def write_report(report: dict, predictions: pd.DataFrame, out_dir: Path, title: 
 
 
 def summary_rows(report: dict) -> pd.DataFrame:
+    """One row per model of the report's headline figures, best PAI@1% first."""
     rows = {}
     for name, m in report["models"].items():
         s = m["summary"]

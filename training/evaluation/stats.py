@@ -30,6 +30,7 @@ CURVE_COVERAGES = np.round(np.concatenate([np.arange(0.001, 0.01, 0.001), np.ara
 
 
 def pei_star_at(risk: np.ndarray, observed: np.ndarray, coverage: float) -> float:
+    """PEI*: the hits of the flagged cells over the most any k cells could have had that week."""
     n = len(risk)
     k = n_flagged(n, coverage)
     total = float(np.sum(observed))
@@ -50,6 +51,7 @@ def weeks_of(predictions: pd.DataFrame, model: str) -> list[tuple[str, np.ndarra
 
 
 def hit_rate_curve(weeks, coverages=CURVE_COVERAGES) -> pd.DataFrame:
+    """The mean share of incidents in the flagged cells at each coverage, over the weeks."""
     rows = []
     for c in coverages:
         rates = []
@@ -61,6 +63,7 @@ def hit_rate_curve(weeks, coverages=CURVE_COVERAGES) -> pd.DataFrame:
 
 
 def calibration(weeks, bins: int = 10) -> pd.DataFrame:
+    """Mean forecast and mean recorded count per decile of forecast risk."""
     risk = np.concatenate([w[2] for w in weeks])
     obs = np.concatenate([w[3] for w in weeks])
     order = pd.Series(risk).rank(method="first").to_numpy() - 1  # 0 .. n-1, ties in order of appearance
