@@ -13,6 +13,7 @@ import pandas as pd
 
 from hotspot.features.config import IncidentsConfig, StudyConfig
 from hotspot.features.errors import RejectedInput
+from hotspot.features.quarantine import combine_quarantine, quarantine_frame
 from hotspot.features.sources import CANDIDATE_COLUMNS, check_source, drop_cross_source_duplicates, points_reference
 
 
@@ -56,23 +57,17 @@ def read_sources(cfg: StudyConfig, today: date | None = None,
         repeats, match = drop_cross_source_duplicates(cfg, pool, rows)
         if repeats.any():
             first = pool.iloc[match[repeats]]
-            q = part.raw.loc[rows.loc[repeats, "source_row"].to_numpy()].reset_index(drop=True)
-            q.insert(0, "detail", ("repeats " + first["source"].astype(str) + " row "
-                                   + first["source_row"].astype(str)).to_numpy(dtype=object))
-            q.insert(0, "reason", "duplicate_across_sources")
-            q.insert(0, "source_row", rows.loc[repeats, "source_row"].to_numpy())
-            q.insert(0, "source", src.name)
-            quarantined.append(q)
+            source_rows = rows.loc[repeats, "source_row"].to_numpy()
+            detail = "repeats " + first["source"].astype(str) + " row " + first["source_row"].astype(str)
+            quarantined.append(quarantine_frame(src.name, source_rows, "duplicate_across_sources",
+                                                detail.to_numpy(dtype=object), part.raw.loc[source_rows]))
             rows = rows.loc[~repeats]
         kept.append(rows)
         pool = pd.concat([pool, rows], ignore_index=True) if len(pool) else rows.reset_index(drop=True)
     frame = pd.concat(kept, ignore_index=True)
     fingerprint = (digests[0].split(":", 1)[1] if len(digests) == 1 else
                    hashlib.sha256("\n".join(digests).encode()).hexdigest())[:16]
-    quarantine = pd.concat(quarantined, ignore_index=True)
-    order = {s.name: k for k, s in enumerate(sources)}
-    quarantine = quarantine.sort_values(["source", "source_row"], key=lambda c: c.map(order) if c.name == "source"
-                                        else c, kind="stable").reset_index(drop=True)
+    quarantine = combine_quarantine(quarantined, [s.name for s in sources])
     if problems:
         raise RejectedInput("\n".join(problems), quarantine, read)
     return Candidates(frame, quarantine, raw, read, fingerprint, list(sources))

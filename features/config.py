@@ -567,8 +567,8 @@ class StudyConfig(_Section):
     @model_validator(mode="after")
     def _targets_in_offenses(self) -> "StudyConfig":
         targets = self.model.target_offenses
-        listed = [s.offenses for s in self.sources]
-        if targets and all(listed):
+        listed = [s.offenses for s in self.sources if s.offenses]
+        if targets and len(listed) == len(self.sources):  # every source lists its offences
             unknown = sorted(set(targets) - {o for offenses in listed for o in offenses})
             if unknown:
                 raise ValueError(f"model.target_offenses {unknown} are not in incidents.offenses")

@@ -20,6 +20,7 @@ from hotspot.features import history, safe_csv
 from hotspot.features.area import WGS84, StudyArea, derive_boundary, read_boundary
 from hotspot.features.config import StudyConfig
 from hotspot.features.grid import Grid
+from hotspot.features.quarantine import combine_quarantine, no_quarantine, quarantine_frame
 from hotspot.features.candidates import Candidates, nothing_passed, read_sources
 
 # reason -> what a reader of the quarantine file is told
@@ -110,9 +111,8 @@ def validate(cfg: StudyConfig, today: date | None = None) -> ValidatedIncidents:
     stored = history.stored_file(cfg)
     if stored is not None:
         rows, fingerprint = history.load(cfg)
-        empty = pd.DataFrame(columns=["source", "source_row", "reason", "detail"])
         read = rows["source"].value_counts().to_dict()
-        return place(cfg, Candidates(rows, empty, {}, {k: int(v) for k, v in read.items()}, fingerprint),
+        return place(cfg, Candidates(rows, no_quarantine(), {}, {k: int(v) for k, v in read.items()}, fingerprint),
                      history_file=stored)
     return place(cfg, read_sources(cfg, today))
 
@@ -161,16 +161,9 @@ def place(cfg: StudyConfig, found: Candidates, history_file: Path | None = None)
         idx = np.asarray(idx)
         raw = found.raw.get(name)
         source_rows = rows.loc[idx, "source_row"].to_numpy()
-        q = (raw.loc[source_rows].reset_index(drop=True) if raw is not None else
-             rows.loc[idx, ["occurred_at", "offense"]].reset_index(drop=True))
-        q.insert(0, "detail", coord_text[idx])
-        q.insert(0, "reason", reason[idx])
-        q.insert(0, "source_row", source_rows)
-        q.insert(0, "source", name)
-        spatial.append(q)
-    quarantine = pd.concat([found.quarantine, *spatial], ignore_index=True) if spatial else found.quarantine
-    quarantine = quarantine.sort_values(["source", "source_row"], key=lambda c: c.map(order) if c.name == "source"
-                                        else c, kind="stable").reset_index(drop=True)
+        shown = raw.loc[source_rows] if raw is not None else rows.loc[idx, ["occurred_at", "offense"]]
+        spatial.append(quarantine_frame(name, source_rows, reason[idx], coord_text[idx], shown))
+    quarantine = combine_quarantine([found.quarantine, *spatial], [s.name for s in cfg.sources])
     return ValidatedIncidents(
         accepted=accepted.reset_index(drop=True),
         quarantine=quarantine,

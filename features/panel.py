@@ -60,17 +60,17 @@ class Panel:
         """The panel known when period t starts: periods [0, t) observed, features up to period t."""
         if not 0 <= t <= self.n_periods:
             raise IndexError(f"period index {t} outside 0..{self.n_periods}")
-        cut = None
-        if self.event_days is not None:
+        event_days = event_cell = None
+        if self.event_days is not None and self.event_cell is not None:  # set together (from_incidents)
             cut = int(np.searchsorted(self.event_days, self.days_since_start(self.period_starts[t]), side="left"))
+            event_days, event_cell = self.event_days[:cut], self.event_cell[:cut]
         return Panel(
             grid=self.grid, period_starts=self.period_starts[: t + 1], groups=self.groups,
             counts=self.counts[:t], target=self.target[:t], X=self.X[: t + 1],
             feature_names=self.feature_names, feature_descriptions=self.feature_descriptions,
             feature_units=self.feature_units, feature_families=self.feature_families,
             feature_reasons=self.feature_reasons, skipped_families=self.skipped_families, min_history=self.min_history,
-            event_days=None if cut is None else self.event_days[:cut],
-            event_cell=None if cut is None else self.event_cell[:cut],
+            event_days=event_days, event_cell=event_cell,
         )
 
     def days_since_start(self, when: pd.Timestamp) -> float:

@@ -21,6 +21,7 @@ from hotspot.features.area import WGS84
 from hotspot.features.config import IncidentsConfig, StudyConfig
 from hotspot.features.errors import InputError
 from hotspot.features.privacy import screen
+from hotspot.features.quarantine import quarantine_frame
 
 # the columns of a candidate row: what the history stores and the spatial checks need
 CANDIDATE_COLUMNS = ["occurred_at", "offense", "lon", "lat", "source", "source_row", "premises", "record_key"]
@@ -245,12 +246,8 @@ def check_source(cfg: StudyConfig, src: IncidentsConfig, today: date | None = No
     shown = [c for c in df.columns if not c.startswith("__") and personal.get(c) != "personal"]
     raw = df[shown]
     bad = ~ok
-    quarantine = raw.loc[bad].copy()
-    quarantine.insert(0, "detail", detail[bad])
-    quarantine.insert(0, "reason", reason[bad])
-    quarantine.insert(0, "source_row", np.flatnonzero(bad))
-    quarantine.insert(0, "source", src.name)
-    return SourceRows(src, candidates, quarantine.reset_index(drop=True), raw, n, problem)
+    quarantine = quarantine_frame(src.name, np.flatnonzero(bad), reason[bad], detail[bad], raw.loc[bad])
+    return SourceRows(src, candidates, quarantine, raw, n, problem)
 
 
 # ------------------------------------------------------------------ whole-source sanity checks
@@ -409,7 +406,7 @@ def drop_cross_source_duplicates(cfg: StudyConfig, pool: pd.DataFrame, new: pd.D
     lat0 = float(np.nanmean(pool["lat"]))
     lon0 = float(np.nanmean(pool["lon"]))
 
-    def scaled(frame: pd.DataFrame) -> np.ndarray:
+    def scaled(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         x = (frame["lon"].to_numpy() - lon0) * 111_320.0 * np.cos(np.radians(lat0))
         y = (frame["lat"].to_numpy() - lat0) * 110_540.0
         t = (frame["occurred_at"].to_numpy().astype("datetime64[s]").astype(np.int64)).astype(float)

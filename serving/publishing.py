@@ -15,8 +15,6 @@ from hotspot.serving.db import CellRecord
 
 log = logging.getLogger("hotspot.serving")
 
-NOTE = ("Risk is the expected count of recorded incidents in the period; recorded incidents are policing data, "
-        "not ground truth.")
 
 
 def _json_default(value):
@@ -131,8 +129,7 @@ class Forecaster:
 
         ValueError (or HotspotError) when the week is not a period of the panel.
         """
-        from hotspot.training import tracking
-        from hotspot.training.forecast import forecast_cells
+        from hotspot.training.forecast import forecast_cells, forecast_provenance
 
         with self._lock:
             model, ref = self.load_champion()
@@ -140,15 +137,11 @@ class Forecaster:
             panel = prepared.panel
             t = panel.period_index(week or str(panel.next_period_start.date()))
             cells = forecast_cells(panel, model, t)
-            period_start = str(panel.period_starts[t].date())
-            metadata = {"period_start": period_start, "model": ref.name, "model_version": ref.version,
-                        "model_run_id": ref.run_id, "data_fingerprint": prepared.incidents.fingerprint,
-                        "model_data_fingerprint": ref.data_fingerprint, "code_version": tracking.code_version(),
-                        "area": self.cfg.area.name, "cell_size_m": panel.grid.cell_size_m,
-                        "retrospective": bool(t < panel.n_periods), "note": NOTE,
+            metadata = {**forecast_provenance(self.cfg, panel, t, ref, prepared.incidents.fingerprint,
+                                              with_model_fingerprint=True),
                         "crs": "urn:ogc:def:crs:OGC:1.3:CRS84", "cells": int(len(cells)),
                         "expected_incidents": round(float(cells["risk"].sum()), 4)}
-            return ForecastRows(period_start, metadata, cell_records(cells))
+            return ForecastRows(metadata["period_start"], metadata, cell_records(cells))
 
     def log_publication(self, rows: ForecastRows, publication_id: int, version: int) -> None:
         """Record the publication as an MLflow run tagged step=forecast (the database stays the source of truth)."""

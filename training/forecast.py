@@ -11,9 +11,15 @@ import numpy as np
 import shapely
 
 from hotspot.features.area import WGS84
+from hotspot.features.config import StudyConfig
 from hotspot.features.locking import write_text_atomically
 from hotspot.features.panel import Panel
 from hotspot.models import Forecaster
+from hotspot.training import tracking
+from hotspot.training.registry import ModelRef
+
+NOTE = ("Risk is the expected count of recorded incidents in the period; recorded incidents are policing data, "
+        "not ground truth.")
 
 
 def forecast_cells(panel: Panel, model: Forecaster, t: int, reasons: int = 3) -> gpd.GeoDataFrame:
@@ -40,6 +46,24 @@ def forecast_cells(panel: Panel, model: Forecaster, t: int, reasons: int = 3) ->
     if reasons > 0 and hasattr(model, "contributions"):
         cells["reasons"], cells["reason_details"] = cell_reasons(model, known, top=reasons)
     return cells.drop(columns=["x", "y"]).sort_values("rank").reset_index(drop=True)
+
+
+def forecast_provenance(cfg: StudyConfig, panel: Panel, t: int, ref: ModelRef, data_fingerprint: str | None,
+                        with_model_fingerprint: bool = False) -> dict:
+    """What made the forecast of period t: period, model version, data fingerprint, code version, area and the note.
+
+    The one definition for the command line's forecast file and the API's publications; a publication also names
+    the data fingerprint the model was trained on (`with_model_fingerprint`), in that place, so that its stored
+    JSON keeps its key order.
+    """
+    provenance = {"period_start": str(panel.period_starts[t].date()), "model": ref.name,
+                  "model_version": ref.version, "model_run_id": ref.run_id, "data_fingerprint": data_fingerprint}
+    if with_model_fingerprint:
+        provenance["model_data_fingerprint"] = ref.data_fingerprint
+    provenance.update({"code_version": tracking.code_version(), "area": cfg.area.name,
+                       "cell_size_m": panel.grid.cell_size_m, "retrospective": bool(t < panel.n_periods),
+                       "note": NOTE})
+    return provenance
 
 
 def write_geojson(cells: gpd.GeoDataFrame, path: Path, metadata: dict) -> Path:

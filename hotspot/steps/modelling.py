@@ -257,21 +257,14 @@ def backtest_step(cfg: StudyConfig, model_names: list[str], weeks: int, end: str
 
 def champion_forecast(cfg: StudyConfig, week: str, prepared: Prepared):
     """The champion's forecast of one period (cells with risk, rank, percentile, reasons) and its provenance."""
-    from hotspot.training.forecast import forecast_cells
+    from hotspot.training.forecast import forecast_cells, forecast_provenance
     from hotspot.training.registry import load_champion
 
     panel = prepared.panel
     t = panel.period_index(week)
     model, ref = load_champion(cfg)
     cells = forecast_cells(panel, model, t)
-    metadata = {"period_start": str(panel.period_starts[t].date()), "model": ref.name,
-                "model_version": ref.version, "model_run_id": ref.run_id,
-                "data_fingerprint": prepared.incidents.fingerprint, "code_version": tracking.code_version(),
-                "area": cfg.area.name, "cell_size_m": panel.grid.cell_size_m,
-                "retrospective": bool(t < panel.n_periods),
-                "note": "Risk is the expected count of recorded incidents in the period; recorded incidents are "
-                        "policing data, not ground truth."}
-    return cells, metadata, ref
+    return cells, forecast_provenance(cfg, panel, t, ref, prepared.incidents.fingerprint), ref
 
 
 def forecast_step(cfg: StudyConfig, week: str, out: Path, prepared: Prepared | None = None):

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 
 from hotspot.training.audit.run import audit_forecasts
-from hotspot.training.audit.flags import Forecasts, flag_weights, forecasts_from_predictions, top_k
+from hotspot.training.audit.flags import Forecasts, forecasts_from_predictions, top_k
 from hotspot.training.audit.report import clean
 from hotspot.training.audit.fairness import CellDemography, CellGroups
-from hotspot.training.evaluation.metrics import hits_at
+from hotspot.training.evaluation.metrics import flag_weights, hits_at
 from hotspot.training.audit.parity import parity_allocation, parity_rerank, tradeoff_curve
 from hotspot.training.audit.sensitivity import reporting_sensitivity
 

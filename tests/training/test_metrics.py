@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from hotspot.training.evaluation.metrics import (
     best_hits_at,
     coverage_label,
+    flag_weights,
     hit_rate_at,
     hits_at,
     n_flagged,
@@ -122,6 +123,21 @@ def test_ties_are_resolved_by_their_expectation_under_a_random_order(cells, data
     observed = np.array([o for _, o in cells], dtype=float)
     k = data.draw(st.integers(1, len(cells)), label="k")
     assert hits_at(risk, observed, k) == pytest.approx(expected_hits_by_brute_force(risk, observed, k), rel=1e-9)
+
+
+@PROPS
+@given(st.integers(1, 40).flatmap(lambda c: st.tuples(
+    st.lists(st.lists(st.integers(0, 3), min_size=c, max_size=c), min_size=1, max_size=4),  # few levels: many ties
+    st.lists(st.integers(0, 6), min_size=c, max_size=c), st.integers(1, c + 1))))
+def test_flag_weights_and_hits_at_are_two_views_of_one_rule(case):
+    levels, counts_, k = case
+    risk, observed = np.array(levels, dtype=float) / 2, np.array(counts_, dtype=float)
+    f = flag_weights(risk, k)
+    assert f.shape == risk.shape and ((f >= 0) & (f <= 1)).all()
+    np.testing.assert_allclose(f.sum(-1), min(k, risk.shape[-1]), rtol=1e-12)
+    for r, w in zip(risk, f):
+        np.testing.assert_array_equal(w, flag_weights(r, k))  # a row of a batch is the row alone
+        assert hits_at(r, observed, k) == pytest.approx(float(w @ observed), rel=1e-12, abs=1e-12)
 
 
 @PROPS

@@ -1,6 +1,7 @@
-"""Which cells a forecast flags each week: the forecasts of every model for the audited weeks, the top-k cells and
-the expected-value weights that share the last slots among tied cells. Used by the audit and by the feedback-loop,
-parity and sensitivity analyses that the audit runs."""
+"""Which cells a forecast flags each week: the forecasts of every model for the audited weeks and the top-k cells.
+Used by the audit and by the feedback-loop, parity and sensitivity analyses that the audit runs. The expected-value
+weights that share the last slots among tied cells are `flag_weights` of training.evaluation.metrics, the rule the
+accuracy metrics use."""
 
 from __future__ import annotations
 
@@ -38,19 +39,12 @@ def forecasts_from_predictions(predictions: pd.DataFrame, cell_id: np.ndarray) -
     return Forecasts(models, weeks, risk, observed)
 
 
-def flag_weights(risk: np.ndarray, k: int) -> np.ndarray:
-    """Share of each cell that is flagged, (..., C): 1 above the k-th largest risk, tied cells share the rest."""
-    C = risk.shape[-1]
-    if k >= C:
-        return np.ones_like(risk, dtype=float)
-    threshold = np.partition(risk, C - k, axis=-1)[..., C - k: C - k + 1]
-    above, tied = risk > threshold, risk == threshold
-    slots = k - above.sum(-1, keepdims=True)
-    return above + tied * (slots / tied.sum(-1, keepdims=True))
-
-
 def top_k(risk: np.ndarray, k: int) -> np.ndarray:
-    """Boolean mask of the k highest-risk cells of each row, ties broken by cell order."""
+    """Boolean mask of the k highest-risk cells of each row, ties broken by cell order.
+
+    A hard choice of k cells (for rankings that need one, e.g. parity re-ranking); shares of tied cells are
+    metrics.flag_weights.
+    """
     order = np.argsort(-risk, axis=-1, kind="stable")[..., :k]
     mask = np.zeros(risk.shape, dtype=bool)
     np.put_along_axis(mask, order, True, axis=-1)

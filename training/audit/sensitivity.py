@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from hotspot.training.audit.flags import Forecasts, flag_weights
+from hotspot.training.audit.flags import Forecasts
+from hotspot.training.evaluation.metrics import flag_weights
 from hotspot.training.audit.fairness import CellGroups
 
 

@@ -15,17 +15,33 @@ def n_flagged(n_cells: int, coverage: float) -> int:
     return max(1, int(round(coverage * n_cells)))
 
 
+def _tie_split(risk: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Along the last axis (k < cells): cells above the k-th largest risk, cells tied with it, and the slots left
+    for the tied ones (keepdims). The one place the top-k boundary and its ties are decided."""
+    C = risk.shape[-1]
+    threshold = np.partition(risk, C - k, axis=-1)[..., C - k: C - k + 1]  # k-th largest, kept as an axis
+    above, tied = risk > threshold, risk == threshold
+    return above, tied, k - above.sum(-1, keepdims=True)
+
+
+def flag_weights(risk: np.ndarray, k: int) -> np.ndarray:
+    """Share of each cell that is flagged, (..., C): 1 above the k-th largest risk, tied cells share the rest."""
+    if k >= risk.shape[-1]:
+        return np.ones_like(risk, dtype=float)
+    above, tied, slots = _tie_split(risk, k)
+    return above + tied * (slots / tied.sum(-1, keepdims=True))
+
+
 def hits_at(risk: np.ndarray, observed: np.ndarray, k: int) -> float:
-    """Expected incidents caught by the k highest-risk cells, ties shared out evenly."""
+    """Expected incidents caught by the k highest-risk cells, ties shared out evenly (= flag_weights . observed)."""
     risk = np.asarray(risk, dtype=np.float64)
     observed = np.asarray(observed, dtype=np.float64)
     if k >= len(risk):
         return float(observed.sum())
-    threshold = np.partition(risk, len(risk) - k)[len(risk) - k]  # k-th largest
-    above = risk > threshold
-    tied = risk == threshold
-    slots = k - int(above.sum())
-    return float(observed[above].sum() + observed[tied].sum() * slots / int(tied.sum()))
+    above, tied, slots = _tie_split(risk, k)
+    # summed per group rather than as a dot product with flag_weights: the same value, in the order the published
+    # figures were computed, so they stay identical to the last bit
+    return float(observed[above].sum() + observed[tied].sum() * int(slots[0]) / int(tied.sum()))
 
 
 def best_hits_at(observed: np.ndarray, k: int) -> float:
