@@ -32,6 +32,8 @@ class StudyArea:
 def read_boundary(cfg: AreaConfig) -> StudyArea:
     """Read the configured boundary file, union its polygons and project it to the area CRS."""
     path = cfg.boundary
+    if path is None:
+        raise InputError("the config names no boundary file ([area] boundary)")
     try:
         gdf = gpd.read_file(path)
     except Exception as exc:  # pyogrio raises several types; the message is what matters

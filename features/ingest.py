@@ -95,7 +95,7 @@ class ValidatedIncidents:
 
 def offense_groups(cfg: StudyConfig, offenses: pd.Series) -> list[str]:
     """The area's offence groups: the sources' offenses lists when every source has one, else those seen."""
-    listed = [s.offenses for s in cfg.sources]
+    listed = [s.offenses or [] for s in cfg.sources]
     if all(listed):
         return list(dict.fromkeys(o for offenses_ in listed for o in offenses_))
     return sorted(offenses.unique())

@@ -34,7 +34,9 @@ class RiskTerrain(Forecaster):
 
     def _design(self, panel: Panel) -> np.ndarray:
         X = panel.X_next[:, self.columns_].astype(np.float64)
-        return np.nan_to_num(X, nan=np.nanmedian(X, axis=0) if np.isfinite(X).any() else 0.0)
+        fill = np.nanmedian(X, axis=0) if np.isfinite(X).any() else 0.0
+        # a per-column fill: numpy broadcasts an array `nan=`, though its stubs allow only a float
+        return np.nan_to_num(X, nan=fill)  # type: ignore[arg-type]
 
     def fit(self, panel: Panel) -> "RiskTerrain":
         check_panel(panel)

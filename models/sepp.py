@@ -79,8 +79,8 @@ class SEPP(Forecaster):
         return "sepp"
 
     def _window(self, panel: Panel) -> tuple[np.ndarray, np.ndarray, float, float]:
-        if panel.event_days is None:
-            raise ValueError("the SEPP model needs the panel's incident times (panel.event_days)")
+        if panel.event_days is None or panel.event_cell is None:
+            raise ValueError("the SEPP model needs the panel's incident times (panel.event_days, panel.event_cell)")
         end = panel.days_since_start(panel.next_period_start)
         start = max(0.0, end - self.train_days)
         keep = panel.event_days >= start
