@@ -19,11 +19,16 @@ TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 router = APIRouter(include_in_schema=False)
 
 
+def config_script(config: dict) -> str:
+    """The page's one inline script (allowed by its hash): the map's config as JSON, "<" escaped so that no
+    "</script>" in a value can end the script early."""
+    config_json = json.dumps(config).replace("<", "\\u003c")
+    return f"window.HOTSPOT_MAP = {config_json};"
+
+
 @router.get("/map", response_class=HTMLResponse)
 def map_page(state: State) -> HTMLResponse:
-    config = {"area": state.area, "tiles": state.settings.map_tile_url}
-    config_json = json.dumps(config).replace("<", "\\u003c")  # no "</script>" can end the script early
-    script = f"window.HOTSPOT_MAP = {config_json};"  # the page's one inline script, allowed by its hash
+    script = config_script({"area": state.area, "tiles": state.settings.map_tile_url})
     # Markup: the script is already safe (JSON with "<" escaped) and must reach the page byte for byte, since the
     # Content-Security-Policy allows it by its hash
     page = render("map.html.j2", folder=TEMPLATES, inline_script=Markup(script))

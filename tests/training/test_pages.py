@@ -49,3 +49,40 @@ def test_names_and_warnings_are_escaped_in_the_accuracy_report(tmp_path):
     assert "<b>wide</b>" not in page and "only 3 weeks &amp; &lt;b&gt;wide&lt;/b&gt; intervals" in page
     assert "<title>Area &lt;x&gt; &amp; co</title>" in page and '<img src="report_curve.png" alt="curve">' in page
     assert page.startswith("<!doctype html>") and page.rstrip().endswith("</html>")
+
+
+HOSTILE = "<script>alert('x')</script>"
+ESCAPED = "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;"
+
+
+def test_group_model_and_card_values_are_escaped_in_the_audit_report():
+    from hotspot.training.audit.fairness import CellDemography, CellGroups
+    from hotspot.training.audit.flags import Forecasts
+    from hotspot.training.audit.report import render_html as render_audit
+    from hotspot.training.audit.run import audit_forecasts
+
+    label = np.repeat([0, 1], 50).astype(np.int32)
+    population = np.zeros((100, 2))
+    population[np.arange(100), label] = 10.0
+    groups = CellGroups("ab", "majority", (HOSTILE, "B"), "B", population, label, {HOSTILE: "group A", "B": "B"})
+    demography = CellDemography(population.sum(1), [groups], {}, source=None, population_column="pop",
+                                areas_population=1000.0, covered=np.ones(100))
+    rng = np.random.default_rng(0)
+    forecasts = Forecasts([HOSTILE, "flat"], ["2020-01-06", "2020-01-13"], rng.random((2, 2, 100)),
+                          rng.poisson(0.5, (2, 100)).astype(float))
+    audit = audit_forecasts(forecasts, demography, coverage=0.1, reps=50)
+    audit.update(title=HOSTILE, inputs={"statement": HOSTILE}, model_card={HOSTILE: {"model": HOSTILE}, "use": HOSTILE})
+    page = render_audit(audit, {})
+    assert "<script" not in page and ESCAPED in page
+    assert f"<h3>{ESCAPED}: largest flag-rate ratio" in page and f"<td>{ESCAPED}</td><td>group A</td>" in page
+    assert f"<dd>{ESCAPED}</dd>" in page  # a text value of the model card too (it was written unescaped before)
+
+
+def test_the_map_config_cannot_close_its_script():
+    import json
+
+    from hotspot.serving.routers.map import config_script
+
+    script = config_script({"area": "</script><script>alert(1)//", "tiles": None})
+    assert "</script" not in script and "<" not in script and script.startswith("window.HOTSPOT_MAP = {")
+    assert json.loads(script.removeprefix("window.HOTSPOT_MAP = ").removesuffix(";"))["area"].startswith("</script>")
