@@ -16,10 +16,10 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 
-from hotspot.features.errors import HotspotError
-from hotspot.features import safe_csv
-from hotspot.features.locking import locked, replace_atomically
 from hotspot.analysis.trends import Trends
+from hotspot.features import safe_csv
+from hotspot.features.errors import HotspotError
+from hotspot.features.locking import locked, replace_atomically
 
 FORMATS = ("geojson", "gpkg", "csv")
 SUFFIX = {"geojson": ".geojson", "gpkg": ".gpkg", "csv": ".csv"}
@@ -129,7 +129,7 @@ def export_trends(trends: Trends, out_dir: Path, formats: list[str]) -> dict[str
     per table. Returns {name: path}."""
     paths: dict[str, Path] = {}
     layers = trends_layers(trends)
-    meta = {k: v for k, v in trends.meta.items()}
+    meta = dict(trends.meta)
     with locked(out_dir / "trends", what="exporting the trend tables"):
         _write_trends(layers, meta, out_dir, formats, paths)
     return paths

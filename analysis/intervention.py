@@ -41,8 +41,8 @@ from hotspot.features.locking import locked, savefig_atomically, write_text_atom
 
 MIN_PRE_WEEKS = 8
 FEW_CELLS = 10  # below this many treated cells a cluster-robust interval rests on too few clusters to trust
-INTERVAL = ("cluster-robust by cell (statsmodels Poisson GLM; least squares where a group has no incident), t quantiles on "
-            "clusters - 1 degrees of freedom")
+INTERVAL = ("cluster-robust by cell (statsmodels Poisson GLM; least squares where a group has no incident), "
+            "t quantiles on clusters - 1 degrees of freedom")
 
 
 @dataclass(frozen=True)

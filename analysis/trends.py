@@ -28,13 +28,13 @@ import pandas as pd
 import shapely
 from statsmodels.stats.rates import confint_poisson_2indep
 
+from hotspot.analysis.disclosure import Relations, complementary_suppression
 from hotspot.features.area import WGS84
 from hotspot.features.config import StudyConfig
 from hotspot.features.errors import InputError
-from hotspot.features.locking import savefig_atomically
 from hotspot.features.grid import Grid
+from hotspot.features.locking import savefig_atomically
 from hotspot.features.panel import Panel
-from hotspot.analysis.disclosure import Relations, complementary_suppression
 
 ALL_GROUPS = "All offences"
 WHOLE_AREA = "Whole area"

@@ -53,7 +53,8 @@ def run(args: list[str], env: dict, cwd: Path) -> str:
 
 
 def has_champion(config: Path, env: dict) -> bool:
-    code = ("import sys; from hotspot.features.config import load_config; from hotspot.serving.publishing import Forecaster; "
+    code = ("import sys; from hotspot.features.config import load_config; "
+            "from hotspot.serving.publishing import Forecaster; "
             "sys.exit(0 if Forecaster(load_config(sys.argv[1])).champion_version() else 1)")
     return subprocess.run([sys.executable, "-c", code, str(config)], env=env, cwd=REPO_ROOT,
                           capture_output=True).returncode == 0
@@ -61,7 +62,8 @@ def has_champion(config: Path, env: dict) -> bool:
 
 def has_report_runs(config: Path, env: dict) -> dict[str, bool]:
     """Whether the area's experiment holds a finished run with each report (what the service would serve)."""
-    code = ("import sys; from hotspot.features.config import load_config; from hotspot.serving.artifacts import ReportSource; "
+    code = ("import sys; from hotspot.features.config import load_config; "
+            "from hotspot.serving.artifacts import ReportSource; "
             "s = ReportSource(load_config(sys.argv[1])); s.refresh(); "
             "print(' '.join(k for k in ('accuracy', 'fairness') if s.latest(k)))")
     proc = subprocess.run([sys.executable, "-c", code, str(config)], env=env, cwd=REPO_ROOT, capture_output=True,
@@ -98,8 +100,8 @@ def pinned(cpus: set[int] | None):
 
 def with_wrk(url: str, key: str, connections: int, duration_s: int, threads: int, encoding: str,
              cpus: set[int] | None = None) -> dict:
-    out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration_s}s", "--latency", "--timeout", "10s",
-                          "-H", f"X-API-Key: {key}", "-H", f"Accept-Encoding: {encoding}", url],
+    out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration_s}s", "--latency",
+                          "--timeout", "10s", "-H", f"X-API-Key: {key}", "-H", f"Accept-Encoding: {encoding}", url],
                          capture_output=True, text=True, check=True, preexec_fn=pinned(cpus)).stdout
 
     def ms(text: str) -> float:
@@ -167,7 +169,8 @@ def main() -> None:
 
     work = args.workdir.resolve()
     work.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "MLFLOW_TRACKING_URI": os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{work / 'mlflow.db'}"),
+    env = {**os.environ,
+           "MLFLOW_TRACKING_URI": os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{work / 'mlflow.db'}"),
            "HOTSPOT_DATABASE_URL": f"sqlite:///{work / 'hotspot.db'}", "PYTHONPATH": str(REPO_ROOT)}
     if not has_champion(args.config, env):
         print(f"training the champion on {args.config.name} (about a minute) ...", flush=True)

@@ -82,8 +82,8 @@ def main() -> None:
 
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{tempfile.mkdtemp()}/bench.db")
     from hotspot.features.config import TuneConfig, load_config
-    from hotspot.steps import prepare, with_overrides
     from hotspot.models import LightGBMForecaster
+    from hotspot.steps import prepare, with_overrides
     from hotspot.training.backtest import forecast_periods, make_models, run_backtest
     from hotspot.training.tuning import tune
 

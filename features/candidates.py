@@ -18,6 +18,7 @@ from hotspot.features.sources import CANDIDATE_COLUMNS, check_source, drop_cross
 
 
 def file_sha256(path: Path) -> str:
+    """The SHA-256 hex digest of a file's bytes, read in chunks."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -44,7 +45,7 @@ def read_sources(cfg: StudyConfig, today: date | None = None,
     reference = None
     kept, quarantined, raw, read, digests, problems = [], [], {}, {}, [], []
     pool = pool if pool is not None else pd.DataFrame(columns=CANDIDATE_COLUMNS)
-    for i, src in enumerate(sources):
+    for src in sources:
         part = check_source(cfg, src, today, reference)
         if reference is None and cfg.area.boundary is None and cfg.area.crs is None:
             reference = points_reference(part.candidates, src.name)

@@ -92,7 +92,8 @@ class IncidentsConfig(_Section):
     offenses: list[str] | None = Field(None, description="accepted offences; others are quarantined")
     earliest_date: date | None = Field(None, description="occurrences before this are quarantined")
     latest_date: date | None = Field(None, description="occurrences after this are quarantined; absent = today")
-    duplicate_columns: list[str] | None = Field(None, description="columns that define an exact duplicate; absent = all")
+    duplicate_columns: list[str] | None = Field(None, description="columns that define an exact duplicate; "
+                                                                  "absent = all")
     premises: str | None = Field(None, description="optional column with the premises type (feeds the premises mix)")
     hour_known: bool = Field(True, description="timestamps carry a real time of day (feeds the time-of-day mix)")
     offense_map: dict[str, str] | None = Field(
@@ -115,7 +116,7 @@ class IncidentsConfig(_Section):
         return None if v is None else json.dumps(v, sort_keys=True, ensure_ascii=False)
 
     @model_validator(mode="after")
-    def _coordinates(self) -> "IncidentsConfig":
+    def _coordinates(self) -> IncidentsConfig:
         has_lonlat = self.lon is not None and self.lat is not None
         has_xy = self.x is not None and self.y is not None
         if has_lonlat == has_xy:
@@ -222,7 +223,7 @@ class FeaturesConfig(_Section):
     )
 
     @model_validator(mode="after")
-    def _known_families(self) -> "FeaturesConfig":
+    def _known_families(self) -> FeaturesConfig:
         if not (self.families or self.exclude):
             return self
         unknown = [f for f in sorted(set(self.families or []) | set(self.exclude)) if f not in FAMILY_NAMES]
@@ -329,7 +330,7 @@ class GroupDefinition(_Section):
                                                     "quantile/bins: the first group]")
 
     @model_validator(mode="after")
-    def _consistent(self) -> "GroupDefinition":
+    def _consistent(self) -> GroupDefinition:
         if self.kind == "majority":
             if not self.columns or len(self.columns) < 2 or self.column:
                 raise ValueError(f"group definition '{self.name}': kind 'majority' needs `columns` (two or more share "
@@ -434,7 +435,7 @@ class FairnessConfig(_Section):
         return v
 
     @model_validator(mode="after")
-    def _primary_labels(self) -> "FairnessConfig":
+    def _primary_labels(self) -> FairnessConfig:
         names = [d.name for d in self.groups]
         if self.primary is not None and self.primary not in names:
             raise ValueError(f"primary {self.primary!r} is not a group definition; choose from {names}")
@@ -465,7 +466,7 @@ class ContextLayerConfig(_Section):
                                                 "bus stops' [default: the name with spaces]")
 
     @model_validator(mode="after")
-    def _lonlat_pair(self) -> "ContextLayerConfig":
+    def _lonlat_pair(self) -> ContextLayerConfig:
         if (self.lon is None) != (self.lat is None):
             raise ValueError("give both lon and lat, or neither")
         if self.lon and self.attributes:
@@ -536,7 +537,7 @@ class StudyConfig(_Section):
         return data
 
     @model_validator(mode="after")
-    def _source_names_unique(self) -> "StudyConfig":
+    def _source_names_unique(self) -> StudyConfig:
         names = [s.name for s in self.sources]
         if len(set(names)) != len(names):
             raise ValueError(f"incidents: every source needs its own name; got {names}")
@@ -554,7 +555,7 @@ class StudyConfig(_Section):
         return None if self.source_path is None else self.source_path.parent / "history" / self.area.name
 
     @model_validator(mode="after")
-    def _demographics_not_features(self) -> "StudyConfig":
+    def _demographics_not_features(self) -> StudyConfig:
         if self.fairness and not self.features.demographics_as_features:
             for layer in self.context:
                 if layer.path == self.fairness.areas:
@@ -565,7 +566,7 @@ class StudyConfig(_Section):
         return self
 
     @model_validator(mode="after")
-    def _targets_in_offenses(self) -> "StudyConfig":
+    def _targets_in_offenses(self) -> StudyConfig:
         targets = self.model.target_offenses
         listed = [s.offenses for s in self.sources if s.offenses]
         if targets and len(listed) == len(self.sources):  # every source lists its offences

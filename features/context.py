@@ -29,7 +29,8 @@ def _points_from_columns(layer: ContextLayerConfig, table) -> gpd.GeoDataFrame:
     bad = ~(lon.between(-180, 180) & lat.between(-90, 90)) | ((lon == 0) & (lat == 0))
     if bad.any():
         warnings.warn(f"{layer.path}: {int(bad.sum())} row(s) of '{layer.name}' have no valid {layer.lon}/{layer.lat}"
-                      " and are skipped")
+                      " and are skipped",
+                      stacklevel=2)
     return gpd.GeoDataFrame(geometry=gpd.points_from_xy(lon[~bad], lat[~bad]), crs="EPSG:4326")
 
 
@@ -55,7 +56,8 @@ def read_layer(layer: ContextLayerConfig, grid: Grid) -> gpd.GeoDataFrame:
     if empty.all():
         raise InputError(f"{path}: context layer '{layer.name}' has no geometries")
     if empty.any():
-        warnings.warn(f"{path}: {int(empty.sum())} feature(s) of '{layer.name}' have no geometry and are skipped")
+        warnings.warn(f"{path}: {int(empty.sum())} feature(s) of '{layer.name}' have no geometry and are skipped",
+                      stacklevel=2)
         gdf = gdf[~empty]
     kinds = set(gdf.geom_type)
     wanted = {"Polygon", "MultiPolygon"} if layer.attributes else {"Point", "MultiPoint"}
@@ -76,7 +78,8 @@ def point_features(name: str, points: np.ndarray, grid: Grid, bandwidths_m: list
     cell = grid.locate(points[:, 0], points[:, 1])
     count = np.bincount(cell[cell >= 0], minlength=grid.n_cells).astype(np.float32)
     if not (cell >= 0).any():
-        warnings.warn(f"{path}: no feature of context layer '{name}' lies in the study area; its counts are zero")
+        warnings.warn(f"{path}: no feature of context layer '{name}' lies in the study area; its counts are zero",
+                      stacklevel=2)
     centres = np.column_stack([grid.x, grid.y])
     tree = cKDTree(points)
     distance, _ = tree.query(centres, k=1)
@@ -102,7 +105,8 @@ def polygon_features(name: str, polygons: gpd.GeoDataFrame, attributes: list[str
     cells = grid.polygons()[["cell_id", "geometry"]].reset_index(names="cell")
     pieces = gpd.overlay(cells, polygons[attributes + ["geometry"]], how="intersection", keep_geom_type=True)
     if pieces.empty:
-        warnings.warn(f"no polygon of context layer '{name}' overlaps the study area; its features are missing")
+        warnings.warn(f"no polygon of context layer '{name}' overlaps the study area; its features are missing",
+                      stacklevel=2)
     weight = pieces.geometry.area.to_numpy()
     out = []
     for attr in attributes:

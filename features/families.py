@@ -8,13 +8,13 @@ config may use; a test checks that the two agree).
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
 
-from hotspot.features.lags import ewm_rate, history_rate, history_sums, periods_since_last, window_counts
 from hotspot.features.config import FAMILY_NAMES, StudyConfig
+from hotspot.features.lags import ewm_rate, history_rate, history_sums, periods_since_last, window_counts
 from hotspot.features.registry import BuildContext, Family, Feature, family
 from hotspot.features.spatial import distance_weighted_sums, gaussian_smooth, neighbour_sums
 
@@ -22,6 +22,7 @@ HOUR_BINS = {"night": (0, 6), "morning": (6, 12), "afternoon": (12, 18), "evenin
 
 
 def slug(text: str) -> str:
+    """A name reduced to lower-case letters, digits and underscores (for feature names)."""
     return "".join(ch if ch.isalnum() else "_" for ch in str(text).strip().lower()).strip("_")
 
 

@@ -20,7 +20,6 @@ from pyproj import CRS, Transformer
 from hotspot.features.area import WGS84, StudyArea
 from hotspot.features.errors import GridError
 
-
 ID_STRIDE = 1_000_000  # cell_id = row_abs * ID_STRIDE + col_abs; below 2**53, so exact in JSON and JavaScript
 
 
@@ -46,7 +45,7 @@ class Grid:
         return len(self.cell_id)
 
     @classmethod
-    def from_area(cls, area: StudyArea, cell_size_m: float, max_cells: int) -> "Grid":
+    def from_area(cls, area: StudyArea, cell_size_m: float, max_cells: int) -> Grid:
         s = float(cell_size_m)
         minx, miny, maxx, maxy = area.boundary.bounds
         x0, y0 = math.floor(minx / s) * s, math.floor(miny / s) * s
@@ -58,7 +57,8 @@ class Grid:
                 f"{max_cells:,}; check for stray incident coordinates or the boundary, or raise cell_size_m"
             )
         col0, row0 = round(x0 / s), round(y0 / s)
-        if max(abs(col0), abs(col0 + n_cols)) >= ID_STRIDE // 2 or max(abs(row0), abs(row0 + n_rows)) >= 2**52 // ID_STRIDE:
+        if (max(abs(col0), abs(col0 + n_cols)) >= ID_STRIDE // 2
+                or max(abs(row0), abs(row0 + n_rows)) >= 2**52 // ID_STRIDE):
             raise GridError(f"cells of {s:g} m at x={x0:,.0f}, y={y0:,.0f} are too far from the CRS origin for stable "
                             f"cell ids; use a local projected CRS (area.crs) or larger cells")
         rows, cols = np.divmod(np.arange(n_rows * n_cols, dtype=np.int64), n_cols)

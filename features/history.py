@@ -55,6 +55,7 @@ class IngestReport:
 
 
 def history_file(cfg: StudyConfig) -> Path:
+    """The stored history's file for this config: [history] path, else beside the config's files."""
     folder = cfg.history_dir
     if folder is None:
         raise HotspotError("the config has no file location, so the history needs [history] path")

@@ -18,10 +18,10 @@ from pyproj import Transformer
 
 from hotspot.features import history, safe_csv
 from hotspot.features.area import WGS84, StudyArea, derive_boundary, read_boundary
+from hotspot.features.candidates import Candidates, nothing_passed, read_sources
 from hotspot.features.config import StudyConfig
 from hotspot.features.grid import Grid
 from hotspot.features.quarantine import combine_quarantine, no_quarantine, quarantine_frame
-from hotspot.features.candidates import Candidates, nothing_passed, read_sources
 
 # reason -> what a reader of the quarantine file is told
 REASONS: dict[str, str] = {

@@ -30,6 +30,7 @@ class LockTimeout(HotspotError):
 
 
 def lock_file(path: Path) -> Path:
+    """The lock file beside `path` (its name plus ".lock")."""
     return path.with_name(path.name + ".lock")
 
 

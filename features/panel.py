@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 
 from hotspot.features.config import StudyConfig
-from hotspot.features.locking import locked, replace_atomically, write_text_atomically
-from hotspot.features.grid import Grid
 from hotspot.features.families import FAMILIES, selected_families
+from hotspot.features.grid import Grid
+from hotspot.features.locking import locked, replace_atomically, write_text_atomically
 from hotspot.features.registry import BuildContext
 
 
@@ -56,7 +56,7 @@ class Panel:
         """Features of the period after the observed ones, (C, F)."""
         return self.X[-1]
 
-    def until(self, t: int) -> "Panel":
+    def until(self, t: int) -> Panel:
         """The panel known when period t starts: periods [0, t) observed, features up to period t."""
         if not 0 <= t <= self.n_periods:
             raise IndexError(f"period index {t} outside 0..{self.n_periods}")
@@ -132,7 +132,8 @@ def build_panel(cfg: StudyConfig, incidents: pd.DataFrame, grid: Grid) -> Panel:
     in_range = (period >= 0) & (period < T)
     groups = tuple(str(g) for g in incidents["offense"].cat.categories)
     G, C = len(groups), grid.n_cells
-    flat = (period[in_range] * C + incidents["cell"].to_numpy()[in_range]) * G + incidents["offense"].cat.codes.to_numpy()[in_range]
+    cell, offense = incidents["cell"].to_numpy()[in_range], incidents["offense"].cat.codes.to_numpy()[in_range]
+    flat = (period[in_range] * C + cell) * G + offense
     counts = np.bincount(flat, minlength=T * C * G).astype(np.int32).reshape(T, C, G)
 
     targets = cfg.model.target_offenses or list(groups)

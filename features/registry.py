@@ -7,9 +7,10 @@ selects families (`[features] families`, `exclude`); `hotspot features --list` p
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -32,8 +33,8 @@ class Feature:
 
 @dataclass
 class BuildContext:
-    cfg: "StudyConfig"
-    grid: "Grid"
+    cfg: StudyConfig
+    grid: Grid
     period_starts: pd.DatetimeIndex  # T + 1
     groups: tuple[str, ...]
     counts: np.ndarray  # (T, C, G)
@@ -79,16 +80,16 @@ class Family:
     name: str
     description: str
     inputs: str
-    lookback: Callable[["StudyConfig", int], int]  # (config, periods per year) -> periods of history needed
+    lookback: Callable[[StudyConfig, int], int]  # (config, periods per year) -> periods of history needed
     build: Callable[[BuildContext], Iterator[Feature]]
     unavailable: Callable[[BuildContext], str | None] = lambda ctx: None
 
-    def lookback_text(self, cfg: "StudyConfig", periods_per_year: int = 52) -> str:
+    def lookback_text(self, cfg: StudyConfig, periods_per_year: int = 52) -> str:
         n = self.lookback(cfg, periods_per_year)
         return "none (static)" if n == 0 else f"{n} periods"
 
 
-def family(name: str, description: str, inputs: str, lookback: Callable[["StudyConfig", int], int],
+def family(name: str, description: str, inputs: str, lookback: Callable[[StudyConfig, int], int],
            unavailable: Callable[[BuildContext], str | None] | None = None):
     """Make a builder into a `Family` named `name` (features.families lists them all in one table)."""
 

@@ -60,7 +60,7 @@ class LightGBMForecaster(Forecaster):
                 "zero_row_fraction": self.zero_row_fraction, "seed": self.seed}
 
     @classmethod
-    def from_spec(cls, spec: dict, name: str = "lightgbm") -> "LightGBMForecaster":
+    def from_spec(cls, spec: dict, name: str = "lightgbm") -> LightGBMForecaster:
         """An unfitted forecaster from a spec (see `spec`), values coerced to the types the constructor documents."""
         return cls(params=spec.get("params"), num_boost_round=int(spec.get("num_boost_round", 300)),
                    train_periods=spec.get("train_periods"), features=spec.get("features"), name=name,
@@ -97,7 +97,7 @@ class LightGBMForecaster(Forecaster):
             start = max(start, end - self.train_periods)
         return start, end
 
-    def fit(self, panel: Panel) -> "LightGBMForecaster":
+    def fit(self, panel: Panel) -> LightGBMForecaster:
         start, end = self.training_window(panel)
         check_panel(panel, min_periods=panel.min_history + 1)
         cols = self._columns(panel, self.features)
@@ -145,7 +145,7 @@ class LightGBMForecaster(Forecaster):
 
     @classmethod
     def from_booster(cls, booster: lgb.Booster, spec: dict | None = None,
-                     calibration: tuple[float, float] | None = None) -> "LightGBMForecaster":
+                     calibration: tuple[float, float] | None = None) -> LightGBMForecaster:
         """Wrap a booster loaded from the model registry (with its spec and ranking calibration when known)."""
         model = cls.from_spec(spec) if spec else cls(features=booster.feature_name())
         model.booster_ = booster

@@ -23,7 +23,7 @@ class KernelDensity(Forecaster):
     def _default_name(self) -> str:
         return f"kde_{self.bandwidth_m:g}m"
 
-    def fit(self, panel: Panel) -> "KernelDensity":
+    def fit(self, panel: Panel) -> KernelDensity:
         check_panel(panel)
         return self
 
@@ -49,7 +49,7 @@ class ProspectiveHotspots(Forecaster):
     def _default_name(self) -> str:
         return f"prospective_{self.bandwidth_cells}c{self.weeks}w"
 
-    def fit(self, panel: Panel) -> "ProspectiveHotspots":
+    def fit(self, panel: Panel) -> ProspectiveHotspots:
         check_panel(panel)
         return self
 

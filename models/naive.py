@@ -17,7 +17,7 @@ class RecentCounts(Forecaster):
     def _default_name(self) -> str:
         return f"naive_{self.weeks}w"
 
-    def fit(self, panel: Panel) -> "RecentCounts":
+    def fit(self, panel: Panel) -> RecentCounts:
         check_panel(panel)
         return self
 
@@ -32,7 +32,7 @@ class HistoryCounts(Forecaster):
     def _default_name(self) -> str:
         return "history"
 
-    def fit(self, panel: Panel) -> "HistoryCounts":
+    def fit(self, panel: Panel) -> HistoryCounts:
         check_panel(panel)
         return self
 
@@ -50,7 +50,7 @@ class EWMCounts(Forecaster):
     def _default_name(self) -> str:
         return f"ewm_hl{self.halflife:g}"
 
-    def fit(self, panel: Panel) -> "EWMCounts":
+    def fit(self, panel: Panel) -> EWMCounts:
         check_panel(panel)
         return self
 

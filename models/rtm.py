@@ -38,7 +38,7 @@ class RiskTerrain(Forecaster):
         # a per-column fill: numpy broadcasts an array `nan=`, though its stubs allow only a float
         return np.nan_to_num(X, nan=fill)  # type: ignore[arg-type]
 
-    def fit(self, panel: Panel) -> "RiskTerrain":
+    def fit(self, panel: Panel) -> RiskTerrain:
         check_panel(panel)
         self.columns_ = self.context_columns(panel)
         y = panel.target[-self.weeks:].mean(axis=0, dtype=np.float64)

@@ -49,7 +49,7 @@ def fit_sepp(times: np.ndarray, cells: np.ndarray, n_cells: int, horizon_days: f
     lag = max_lag_days if max_lag_days is not None else min(horizon_days, 365.0)
     child, parent, dt = _pairs(times, cells, lag, max_pairs_per_event)
     it = 0
-    for it in range(1, iterations + 1):
+    for it in range(1, iterations + 1):  # noqa: B007 (the count is returned: iterations run)
         trig = theta * omega * np.exp(-omega * dt)  # (pairs,)
         lam = mu[cells] + np.bincount(child, weights=trig, minlength=n)  # intensity at each incident
         p_trig = trig / lam[child]
@@ -86,7 +86,7 @@ class SEPP(Forecaster):
         keep = panel.event_days >= start
         return panel.event_days[keep] - start, panel.event_cell[keep], end - start, start
 
-    def fit(self, panel: Panel) -> "SEPP":
+    def fit(self, panel: Panel) -> SEPP:
         check_panel(panel)
         times, cells, horizon, _ = self._window(panel)
         self.mu_, self.theta_, self.omega_, self.iterations_ = fit_sepp(

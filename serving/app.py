@@ -10,8 +10,8 @@ import contextlib
 import gc
 import logging
 import threading
-from importlib.metadata import version
 from contextlib import asynccontextmanager
+from importlib.metadata import version
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -22,7 +22,8 @@ from starlette.concurrency import run_in_threadpool
 from hotspot.serving.hotpath import LatestForecastFastPath, ReportFastPath
 from hotspot.serving.middleware import ServiceMiddleware, methods_by_path
 from hotspot.serving.rate_limit import RateLimiter, document_429
-from hotspot.serving.routers import forecasts, health, map as map_router, models, reports
+from hotspot.serving.routers import forecasts, health, models, reports
+from hotspot.serving.routers import map as map_router
 from hotspot.serving.routers import trends as trends_router
 from hotspot.serving.routers.map import STATIC_DIR
 from hotspot.serving.settings import Settings

@@ -74,7 +74,7 @@ class Body:
     gzipped: bytes | None
 
     @classmethod
-    def of(cls, data: bytes) -> "Body":
+    def of(cls, data: bytes) -> Body:
         packed = gzip.compress(data, compresslevel=6, mtime=0)
         return cls(data, packed if len(packed) < len(data) else None)
 
@@ -267,6 +267,6 @@ class ModelSource:
                 "created_at": _ms_to_iso(mv.creation_timestamp), "description": mv.description or None,
                 "data_fingerprint": tags.get("data_fingerprint"), "code_version": tags.get("code_version"),
                 "metrics": finite(dict(run.data.metrics)) if run else {},
-                "tags": {k: v for k, v in (mv.tags or {}).items()},
+                "tags": dict(mv.tags or {}),
             })
         return {"name": name, "champion": champion, "versions": versions}

@@ -14,7 +14,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Engine
@@ -174,7 +174,7 @@ class AccessLog:
 
     def record(self, *, key: ApiKey | None, method: str, path: str, status: int, duration_ms: float,
                refused_key_id: str | None = None) -> None:
-        at = datetime.now(timezone.utc)
+        at = datetime.now(UTC)
         entry = {"at": at, "key_id": key.key_id if key else refused_key_id, "role": key.role if key else None,
                  "method": method, "path": path[:500], "status": status, "duration_ms": round(duration_ms, 3)}
         with self._lock:

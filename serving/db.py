@@ -8,9 +8,10 @@ the uncommitted rows). Publications are never updated or deleted; publishing a w
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -101,12 +102,12 @@ def utc(dt: datetime | None) -> datetime | None:
     """SQLite hands back naive datetimes; everything stored is UTC."""
     if dt is None:
         return None
-    return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
 
 
 def now_utc() -> datetime:
     """The current UTC time to the second (how the store records times)."""
-    return datetime.now(timezone.utc).replace(microsecond=0)
+    return datetime.now(UTC).replace(microsecond=0)
 
 
 def make_engine(url: str) -> Engine:
@@ -167,7 +168,7 @@ class Publication:
     metadata: dict[str, Any] = field(hash=False, compare=False)
 
     @classmethod
-    def from_row(cls, row) -> "Publication":
+    def from_row(cls, row) -> Publication:
         return cls(id=row.id, area=row.area, week=row.week, version=row.version, model_name=row.model_name,
                    model_version=row.model_version, model_run_id=row.model_run_id,
                    data_fingerprint=row.data_fingerprint, code_version=row.code_version,
@@ -213,7 +214,8 @@ class PublicationStore:
                   "created_at": created, "published_by": published_by, "n_cells": len(cells)}
         try:
             with self.engine.connect().execution_options(write=True) as conn, conn.begin():
-                current = conn.execute(select(func.max(_P.c.version)).where(_P.c.area == area, _P.c.week == week)).scalar()
+                current = conn.execute(select(func.max(_P.c.version))
+                                       .where(_P.c.area == area, _P.c.week == week)).scalar()
                 if current is not None and not new_version:
                     raise PublicationExists(area, week, int(current))
                 version = int(current or 0) + 1
@@ -281,7 +283,7 @@ def write_access_log(engine: Engine, entries: Iterable[dict]) -> int:
         if engine.dialect.name == "sqlite":
             # thousands of rows a second under load: the driver's executemany holds the GIL far less than
             # SQLAlchemy's per-row parameter processing, which would stall the event loop in the meantime
-            rows = [(e["at"].astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f"),
+            rows = [(e["at"].astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f"),
                      *(e[c] for c in _ACCESS_COLUMNS[1:])) for e in entries]
             conn.exec_driver_sql(f"INSERT INTO access_log ({', '.join(_ACCESS_COLUMNS)}) VALUES "
                                  f"({', '.join('?' * len(_ACCESS_COLUMNS))})", rows)

@@ -115,7 +115,8 @@ class ForecastQuery:
 
 async def forecast_query(
     request: Request,
-    top: Annotated[int | None, Query(ge=1, le=MAX_TOP, description="only the N highest-risk cells (after bbox)")] = None,
+    top: Annotated[int | None, Query(ge=1, le=MAX_TOP,
+                                     description="only the N highest-risk cells (after bbox)")] = None,
     bbox: Annotated[str | None, Query(pattern=BBOX_PATTERN, max_length=200, description=BBOX_HELP)] = None,
     format: Annotated[Literal["geojson", "csv"] | None, Query(description="response format; default from the Accept "
                                                                           "header (text/csv), else GeoJSON")] = None,

@@ -11,8 +11,8 @@ import io
 import json
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Callable, Hashable
 
 import numpy as np
 
@@ -52,7 +52,7 @@ class RenderedPublication:
                          for c in cells]
         self.bounds = np.array([_bounds(c.geometry_json) for c in cells], dtype=np.float64).reshape(-1, 4)
         self.csv_lines = [self._csv_line(c) for c in cells]
-        self._meta = {k: v for k, v in pub.metadata.items()}
+        self._meta = dict(pub.metadata)
         self._meta.update({"publication_id": pub.id, "publication_version": pub.version})
 
     @staticmethod

@@ -40,7 +40,7 @@ class ServiceState:
     _weeks: dict = field(default_factory=dict)
 
     @classmethod
-    def open(cls, settings: Settings) -> "ServiceState":
+    def open(cls, settings: Settings) -> ServiceState:
         """Connect to the database (creating the tables) and read the study-area config when one is set."""
         engine = make_engine(settings.database_url)
         create_schema(engine)

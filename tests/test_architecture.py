@@ -7,9 +7,8 @@ namespace (pyproject.toml, package-dir), and nothing imports a folder by its bar
 from __future__ import annotations
 
 import ast
-from pathlib import Path
-
 import tomllib
+from pathlib import Path
 
 from tests.conftest import REPO_ROOT
 

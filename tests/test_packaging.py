@@ -57,7 +57,8 @@ def test_every_data_file_the_packages_ship_is_in_the_wheel(wheel):
             path = Path(f)
             if path.suffix in DATA_SUFFIXES and path.parts[0] == folder and (REPO_ROOT / folder).is_dir():
                 expected.append("/".join([*package.split("."), *path.parts[1:]]))
-    assert "hotspot/configs/toronto-sample.toml" in expected and "hotspot/data/toronto_sample/incidents.parquet" in expected
+    assert "hotspot/configs/toronto-sample.toml" in expected
+    assert "hotspot/data/toronto_sample/incidents.parquet" in expected
     assert sorted(set(expected) - names) == []
 
 

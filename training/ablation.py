@@ -2,15 +2,16 @@
 
 Removing a family's columns (not rebuilding the panel) keeps every variant on identical rows and weeks, so the
 differences are paired: each week's PAI@1% and deviance difference against the full model is averaged with a 95%
-percentile-bootstrap interval over weeks (the paired comparison of training/evaluation/stats.py). Gain importance per family comes from the full model's last fit.
+percentile-bootstrap interval over weeks (the paired comparison of training/evaluation/stats.py). Gain importance
+per family comes from the full model's last fit.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import geopandas as gpd
@@ -69,7 +69,7 @@ def forecast_provenance(cfg: StudyConfig, panel: Panel, t: int, ref: ModelRef, d
 def write_geojson(cells: gpd.GeoDataFrame, path: Path, metadata: dict) -> Path:
     """Write an RFC 7946 FeatureCollection (WGS84, lon/lat order) with provenance as foreign members, atomically."""
     collection = cells.to_geo_dict(drop_id=True)
-    collection.update({"metadata": {**metadata, "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    collection.update({"metadata": {**metadata, "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
                                     "crs": "urn:ogc:def:crs:OGC:1.3:CRS84", "cells": int(len(cells))}})
     path.parent.mkdir(parents=True, exist_ok=True)
     return write_text_atomically(path, json.dumps(collection, separators=(",", ":")))

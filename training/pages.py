@@ -5,7 +5,7 @@ variable is an error, not an empty string (StrictUndefined)."""
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import jinja2
@@ -13,7 +13,7 @@ import jinja2
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 
-@lru_cache(maxsize=None)
+@cache
 def environment(folder: Path = TEMPLATES) -> jinja2.Environment:
     """The template environment of one templates folder: autoescaped, strict about undefined names."""
     return jinja2.Environment(loader=jinja2.FileSystemLoader(folder), autoescape=True,

@@ -10,8 +10,8 @@ interval and the data fingerprint, so a later comparison on the same weeks does 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -21,10 +21,10 @@ from hotspot.features.panel import Panel
 from hotspot.training.backtest import run_backtest
 from hotspot.training.evaluation.stats import paired_comparison
 from hotspot.training.registry import (
-    registry_client,
     champion_history,
     champion_version,
     registered_name,
+    registry_client,
     set_champion,
     version_forecaster,
 )

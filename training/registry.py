@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from hotspot.features.config import StudyConfig
 from hotspot.features.errors import HotspotError
@@ -116,7 +116,7 @@ def set_champion(cfg: StudyConfig, version: str, reason: str, rollback: bool = F
         previous = champion_version(cfg)
         client.set_registered_model_alias(name, CHAMPION, str(version))
         entry = {"version": str(version), "previous": previous, "reason": reason, "rollback": rollback,
-                 "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+                 "at": datetime.now(UTC).isoformat(timespec="seconds")}
         history = (champion_history(cfg) + [entry])[-HISTORY_KEEP:]
         client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
         client.set_model_version_tag(name, str(version), "champion_reason", reason[:4000])

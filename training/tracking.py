@@ -9,10 +9,10 @@ import os
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no download bars in the CLI output
 import subprocess
+from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterator
 
 from hotspot.features.config import StudyConfig
 from hotspot.features.locking import locked

@@ -15,9 +15,9 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from pathlib import Path
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -73,7 +73,7 @@ def base_spec(cfg: StudyConfig) -> dict:
 def suggest_spec(trial, cfg: StudyConfig) -> dict:
     """Sample a model spec: LightGBM's main parameters and the objective itself."""
     tc, lc = cfg.tune, cfg.model.lightgbm
-    params = {k: v for k, v in base_spec(cfg)["params"].items()}
+    params = dict(base_spec(cfg)["params"])
     objective = trial.suggest_categorical("objective", tc.objectives)
     params["objective"] = objective
     if objective == "tweedie":
@@ -115,8 +115,8 @@ class TuneResult:
 
 
 def tune(cfg: StudyConfig, panel: Panel, n_trials: int | None = None, before: str | None = None,
-         on_trial: Callable[[object], None] | None = None, log_trial: Callable[[object, dict, list], None] | None = None,
-         ) -> TuneResult:
+         on_trial: Callable[[object], None] | None = None,
+         log_trial: Callable[[object, dict, list], None] | None = None) -> TuneResult:
     """Run (or resume) the study until it has `n_trials` finished trials; return the best spec."""
     import optuna
 

@@ -7,11 +7,13 @@ keys). They are imported here, once, so `hotspot.cli:app` has every command.
 
 from hotspot.cli.common import SAMPLE_CONFIG, app
 
-# each module adds its commands to `app`; imported in the order `hotspot --help` lists them
-from hotspot.cli import pipeline  # noqa: E402,F401,I001
-from hotspot.cli import audit  # noqa: E402,F401,I001
-from hotspot.cli import partners  # noqa: E402,F401,I001
-from hotspot.cli import service  # noqa: E402,F401,I001
+# each module adds its commands to `app`; imported in the order `hotspot --help` lists them (not sorted)
+# isort: off
+from hotspot.cli import pipeline  # noqa: F401
+from hotspot.cli import audit  # noqa: F401
+from hotspot.cli import partners  # noqa: F401
+from hotspot.cli import service  # noqa: F401
+# isort: on
 
 
 def main() -> None:  # pragma: no cover - console-script entry

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -15,17 +15,17 @@ from hotspot.cli.common import ConfigOption, app, handles_errors, load, out
 @handles_errors
 def audit_cmd(
     config: ConfigOption,
-    model_version: Annotated[Optional[str], typer.Option("--model-version", help="registered version to audit "
+    model_version: Annotated[str | None, typer.Option("--model-version", help="registered version to audit "
                                                                                   "[default: the champion]")] = None,
-    weeks: Annotated[Optional[int], typer.Option(help="backtest weeks audited [default: backtest.weeks]",
+    weeks: Annotated[int | None, typer.Option(help="backtest weeks audited [default: backtest.weeks]",
                                                  min=1)] = None,
-    end: Annotated[Optional[str], typer.Option(help="YYYY-MM-DD: audit the weeks starting before this date "
+    end: Annotated[str | None, typer.Option(help="YYYY-MM-DD: audit the weeks starting before this date "
                                                     "[default: end of the data]")] = None,
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="folder for audit.json, audit.html and PNGs "
+    out_dir: Annotated[Path | None, typer.Option("--out", help="folder for audit.json, audit.html and PNGs "
                                                                   "[default: outputs/AREA/audit]")] = None,
-    baselines: Annotated[Optional[str], typer.Option(help="comma-separated baselines beside the model, or 'none' "
+    baselines: Annotated[str | None, typer.Option(help="comma-separated baselines beside the model, or 'none' "
                                                           "[default: the naive and EWM count baselines]")] = None,
-    refit_every: Annotated[Optional[int], typer.Option(help="refit every K weeks [default: backtest.refit_every]",
+    refit_every: Annotated[int | None, typer.Option(help="refit every K weeks [default: backtest.refit_every]",
                                                        min=1)] = None,
 ):
     """Fairness audit of a registered model beside the baselines: flag shares and rates by demographic group,

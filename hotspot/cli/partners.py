@@ -4,7 +4,7 @@ shared app)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -16,9 +16,9 @@ from hotspot.cli.common import ConfigOption, app, default_out, handles_errors, l
 @handles_errors
 def trends_cmd(
     config: ConfigOption,
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="folder for trends.json, PNGs and tables "
+    out_dir: Annotated[Path | None, typer.Option("--out", help="folder for trends.json, PNGs and tables "
                                                                   "[default: outputs/AREA/trends]")] = None,
-    public: Annotated[Optional[bool], typer.Option("--public/--full", help="public view: area units and blocks of "
+    public: Annotated[bool | None, typer.Option("--public/--full", help="public view: area units and blocks of "
                                                    "privacy.public_cell_size_m, counts below privacy.min_count_k "
                                                    "shown as '< k' [default: privacy.public]")] = None,
     formats: Annotated[str, typer.Option("--format", help="table formats, comma-separated: csv, gpkg, geojson")
@@ -28,9 +28,9 @@ def trends_cmd(
     weeks vs the 52 before; recent weeks vs the same weeks a year earlier) and 95% intervals."""
     import pandas as pd
 
-    from hotspot.steps import trends_step
     from hotspot.analysis.exports import parse_formats
     from hotspot.analysis.trends import ALL_GROUPS
+    from hotspot.steps import trends_step
 
     cfg = load(config)
     chosen = parse_formats(formats)
@@ -68,8 +68,8 @@ def evaluate_intervention_cmd(
     cells: Annotated[Path, typer.Option("--cells", help="the treated cells: CSV with a cell_id column, or GeoJSON/"
                                                         "GPKG polygons (cells whose centre is inside) or points")],
     start: Annotated[str, typer.Option(help="YYYY-MM-DD: first day of the intervention")],
-    end: Annotated[Optional[str], typer.Option(help="YYYY-MM-DD: last day [default: the end of the data]")] = None,
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="folder for intervention.json and .png "
+    end: Annotated[str | None, typer.Option(help="YYYY-MM-DD: last day [default: the end of the data]")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="folder for intervention.json and .png "
                                                                   "[default: outputs/AREA/intervention]")] = None,
     offence: Annotated[list[str], typer.Option("--offence", help="offence to count (repeatable) [default: all]")
                        ] = [],

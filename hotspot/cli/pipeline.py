@@ -5,21 +5,20 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
+from hotspot.cli.common import SAMPLE_CONFIG, ConfigOption, app, default_out, fail, handles_errors, load, out
 from hotspot.features.config import StudyConfig
-from hotspot.cli.common import (SAMPLE_CONFIG, ConfigOption, app, default_out, fail, handles_errors, load,
-                                 out)
 
 
 @app.command("validate")
 @handles_errors
 def validate_cmd(
     config: ConfigOption,
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="folder for quarantine.csv and validation.json "
+    out_dir: Annotated[Path | None, typer.Option("--out", help="folder for quarantine.csv and validation.json "
                                                                   "[default: outputs/AREA/validate]")] = None,
 ):
     """Read and validate the incidents: counts of accepted and quarantined rows by reason, quarantine file."""
@@ -58,12 +57,12 @@ def _print_sources(by_source: dict, title: str = "") -> None:
 @handles_errors
 def ingest_cmd(
     config: ConfigOption,
-    append: Annotated[Optional[Path], typer.Option("--append", help="a new file of incidents to add to the stored "
+    append: Annotated[Path | None, typer.Option("--append", help="a new file of incidents to add to the stored "
                                                                     "history (default: build it from every source)",
                                                    exists=True, dir_okay=False)] = None,
-    source: Annotated[Optional[str], typer.Option("--source", help="the source whose mapping --append's file uses "
+    source: Annotated[str | None, typer.Option("--source", help="the source whose mapping --append's file uses "
                                                                    "[default: the first]")] = None,
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="folder for quarantine.csv and ingest.json "
+    out_dir: Annotated[Path | None, typer.Option("--out", help="folder for quarantine.csv and ingest.json "
                                                                   "[default: outputs/AREA/ingest]")] = None,
 ):
     """Store the validated incidents as a history, or append a new file to it (idempotent; late rows flagged).
@@ -93,8 +92,8 @@ def ingest_cmd(
 @app.command("features")
 @handles_errors
 def features_cmd(
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="study-area TOML file")] = None,
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="folder for panel.parquet and panel_schema.json "
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="study-area TOML file")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="folder for panel.parquet and panel_schema.json "
                                                                   "[default: outputs/AREA/features]")] = None,
     list_families: Annotated[bool, typer.Option("--list", help="print the feature families and exit")] = False,
 ):
@@ -156,13 +155,13 @@ def train_cmd(
 @handles_errors
 def tune_cmd(
     config: ConfigOption,
-    trials: Annotated[Optional[int], typer.Option(help="finished trials the study should have in all (a resumed "
+    trials: Annotated[int | None, typer.Option(help="finished trials the study should have in all (a resumed "
                                                        "study runs only the rest) [default: tune.trials]", min=1)
                       ] = None,
-    before: Annotated[Optional[str], typer.Option(help="YYYY-MM-DD: the folds end before this week, e.g. the first "
+    before: Annotated[str | None, typer.Option(help="YYYY-MM-DD: the folds end before this week, e.g. the first "
                                                        "week of the backtest you will judge the model on [default: "
                                                        "the start of the last backtest.weeks of the data]")] = None,
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="folder for trials.csv, best_spec.json and the "
+    out_dir: Annotated[Path | None, typer.Option("--out", help="folder for trials.csv, best_spec.json and the "
                                                                   "plot [default: outputs/AREA/tune]")] = None,
 ):
     """Tune LightGBM with Optuna over rolling-origin folds (never a random split); the study is stored (tune.storage)
@@ -191,9 +190,9 @@ def tune_cmd(
 def promote_cmd(
     config: ConfigOption,
     version: Annotated[str, typer.Option(help="registered version to promote")],
-    weeks: Annotated[Optional[int], typer.Option(help="backtest weeks to judge on [default: promotion.weeks or "
+    weeks: Annotated[int | None, typer.Option(help="backtest weeks to judge on [default: promotion.weeks or "
                                                       "backtest.weeks]", min=1)] = None,
-    end: Annotated[Optional[str], typer.Option(help="YYYY-MM-DD: judge on the weeks before this date [default: end "
+    end: Annotated[str | None, typer.Option(help="YYYY-MM-DD: judge on the weeks before this date [default: end "
                                                     "of the data]")] = None,
 ):
     """Make a registered version the champion only if its backtest beats the champion's on the same weeks
@@ -213,7 +212,7 @@ def promote_cmd(
 @handles_errors
 def rollback_cmd(
     config: ConfigOption,
-    to: Annotated[Optional[str], typer.Option(help="version to make champion [default: the previous champion]")] = None,
+    to: Annotated[str | None, typer.Option(help="version to make champion [default: the previous champion]")] = None,
     why: Annotated[str, typer.Option(help="reason, recorded with the move")] = "",
 ):
     """Move the champion alias back to the previous champion (or to --to); recorded in the champion history."""
@@ -228,20 +227,21 @@ def rollback_cmd(
 @handles_errors
 def backtest_cmd(
     config: ConfigOption,
-    weeks: Annotated[Optional[int], typer.Option(help="number of forecast weeks [default: backtest.weeks]")] = None,
-    end: Annotated[Optional[str], typer.Option(help="YYYY-MM-DD: backtest the weeks starting before this date "
+    weeks: Annotated[int | None, typer.Option(help="number of forecast weeks [default: backtest.weeks]")] = None,
+    end: Annotated[str | None, typer.Option(help="YYYY-MM-DD: backtest the weeks starting before this date "
                                                     "[default: end of the data]")] = None,
     model: Annotated[list[str], typer.Option("--model", "-m", help="model name, repeatable or comma-separated; "
                                                                    "'all' for every model")] = ["all"],
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="folder for predictions.parquet, metrics.json "
+    out_dir: Annotated[Path | None, typer.Option("--out", help="folder for predictions.parquet, metrics.json "
                                                                   "and plots [default: outputs/AREA/backtest]")] = None,
-    refit_every: Annotated[Optional[int], typer.Option(help="refit every K weeks [default: backtest.refit_every]",
+    refit_every: Annotated[int | None, typer.Option(help="refit every K weeks [default: backtest.refit_every]",
                                                        min=1)] = None,
     without: Annotated[list[str], typer.Option("--without", help="feature family to switch off (repeatable)")] = [],
     target: Annotated[list[str], typer.Option("--target", help="offence the label counts (repeatable) "
                                                                 "[default: model.target_offenses]")] = [],
     ablation: Annotated[bool, typer.Option("--ablation", help="LightGBM with all families and with each family "
-                                                              "removed, beside the baselines; writes ablation.csv/.png")] = False,
+                                                              "removed, beside the baselines; writes "
+                                                              "ablation.csv/.png")] = False,
 ):
     """Rolling weekly backtest: each week forecast by models fitted only on the weeks before it."""
     from hotspot.steps import backtest_step, with_overrides
@@ -287,7 +287,7 @@ def _print_ablation(csv_path: Path) -> None:
     for col in ("variant", "features", "PAI@1%", "d PAI@1%", "deviance", "d deviance", "gain share"):
         table.add_column(col, justify="right" if col != "variant" else "left")
     for name, row in table_df.iterrows():
-        fmt = lambda k, p=3: "" if pd.isna(row[k]) else f"{row[k]:.{p}f}"  # noqa: E731
+        fmt = lambda k, p=3: "" if pd.isna(row[k]) else f"{row[k]:.{p}f}"  # noqa: E731,B023 (used in this iteration)
         table.add_row(name, "" if pd.isna(row["features"]) else str(int(row["features"])), fmt("pai@1%", 2),
                       "" if name == "lightgbm" or pd.isna(row["d_pai@1%"]) else
                       f"{row['d_pai@1%']:+.2f} [{row['d_pai@1%_lo']:+.2f}, {row['d_pai@1%_hi']:+.2f}]",
@@ -319,7 +319,7 @@ def forecast_cmd(
 def demo_cmd(
     config: ConfigOption = SAMPLE_CONFIG,
     out_dir: Annotated[Path, typer.Option("--out", help="folder for every output")] = Path("outputs/demo"),
-    weeks: Annotated[Optional[int], typer.Option(help="backtest weeks [default: backtest.weeks]")] = None,
+    weeks: Annotated[int | None, typer.Option(help="backtest weeks [default: backtest.weeks]")] = None,
     trials: Annotated[int, typer.Option(help="tuning trials (the study resumes across runs)", min=1)] = 8,
 ):
     """The whole flow on the bundled sample: validate, features, train, tune, train the tuned model and promote it

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from hotspot.cli.common import app, err, fail, handles_errors, load, out
-
 
 DatabaseOption = Annotated[str, typer.Option("--database-url", envvar="HOTSPOT_DATABASE_URL",
                                              help="publications and keys database (SQLite file or PostgreSQL URL)")]
@@ -19,7 +18,7 @@ DatabaseOption = Annotated[str, typer.Option("--database-url", envvar="HOTSPOT_D
 @app.command("serve")
 @handles_errors
 def serve_cmd(
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", envvar="HOTSPOT_CONFIG",
+    config: Annotated[Path | None, typer.Option("--config", "-c", envvar="HOTSPOT_CONFIG",
                                                    help="study-area TOML file")] = None,
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on", min=0, max=65535)] = 8000,
@@ -59,7 +58,7 @@ def _keys_engine(database_url: str):
 def keys_create_cmd(
     role: Annotated[str, typer.Option(help="public (aggregated public trends only), viewer (forecasts, map), "
                                            "auditor (+ reports, models) or analyst (+ publish)")],
-    name: Annotated[Optional[str], typer.Option(help="who or what the key is for")] = None,
+    name: Annotated[str | None, typer.Option(help="who or what the key is for")] = None,
     database_url: DatabaseOption = "sqlite:///hotspot.db",
 ):
     """Create an API key; the key is printed once (only its hash is stored)."""

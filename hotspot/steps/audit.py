@@ -8,8 +8,8 @@ from pathlib import Path
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from hotspot.features.config import StudyConfig
-from hotspot.features.locking import locked
 from hotspot.features.errors import HotspotError
+from hotspot.features.locking import locked
 from hotspot.steps.common import (
     Prepared,
     console,
@@ -28,9 +28,9 @@ def audit_step(cfg: StudyConfig, model_version: str | None = None, weeks: int | 
                prepared: Prepared | None = None) -> tuple[dict, dict[str, Path]]:
     """Fairness audit of a registered version (the champion when None) beside the count baselines on the same
     backtest weeks; writes audit.json, audit.html and PNGs and logs them to the version's run and an audit run."""
-    from hotspot.training.audit.run import build_audit
-    from hotspot.training.audit.report import clean, write_audit
     from hotspot.training.audit.fairness import cell_demography, read_areas
+    from hotspot.training.audit.report import clean, write_audit
+    from hotspot.training.audit.run import build_audit
     from hotspot.training.registry import registry_client, version_forecaster, version_spec
 
     if cfg.fairness is None:

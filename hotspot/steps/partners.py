@@ -10,11 +10,11 @@ import numpy as np
 from hotspot.features.config import StudyConfig
 from hotspot.features.errors import HotspotError
 from hotspot.features.locking import locked, write_text_atomically
-from hotspot.steps.modelling import champion_forecast
 from hotspot.steps.common import (
     Prepared,
     prepare,
 )
+from hotspot.steps.modelling import champion_forecast
 from hotspot.training import tracking
 
 

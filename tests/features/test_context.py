@@ -302,7 +302,7 @@ def test_polygons_outside_the_area_warn_and_give_missing_values(base_cfg, tmp_pa
     assert np.isnan(feats["ctx_away_value"]).all()
 
 
-# --- config: demographics are not features unless asked for ------------------------------------------------------------
+# --- config: demographics are not features unless asked for -----------------------------------------------------
 
 
 def fairness_study(folder: Path, *, layer_path: str, allow: bool | None = None) -> Path:

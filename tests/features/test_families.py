@@ -17,9 +17,9 @@ from pyproj import CRS
 
 from hotspot.features.area import StudyArea
 from hotspot.features.config import ConfigError, PeriodConfig, load_config
+from hotspot.features.families import FAMILIES, selected_families
 from hotspot.features.grid import Grid
 from hotspot.features.panel import build_panel
-from hotspot.features.families import FAMILIES, selected_families
 from tests.conftest import synthetic_incidents, write_config
 
 PROPS = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -126,7 +126,7 @@ def test_planted_fault_is_quarantined_with_its_reason_and_value(tmp_path, reason
     mutate, extra_incidents, details = CASES[reason]
     result = _validate(tmp_path / "in", mutate(_incidents()), extra_incidents=extra_incidents)
 
-    q = _assert_quarantined_exactly(result, {row: reason for row in details})
+    q = _assert_quarantined_exactly(result, dict.fromkeys(details, reason))
     for row, expected in details.items():
         assert expected in q.loc[row, "detail"], (row, q.loc[row, "detail"])
         assert q.loc[row, "source"] == "incidents"

@@ -20,8 +20,8 @@ import pytest
 
 from hotspot.features import history
 from hotspot.features.config import load_config
-from tests.conftest import REPO_ROOT, synthetic_incidents, write_config
 from hotspot.training import tracking
+from tests.conftest import REPO_ROOT, synthetic_incidents, write_config
 
 pytestmark = pytest.mark.slow
 

@@ -8,13 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from pyproj import Transformer
+from sklearn.base import clone
 
 from hotspot.features.area import WGS84
 from hotspot.features.config import load_config
 from hotspot.features.ingest import validate
 from hotspot.features.panel import build_panel
-from sklearn.base import clone
-
 from hotspot.models import (
     SEPP,
     EWMCounts,

@@ -92,8 +92,8 @@ def make_cells(n: int, seed: int = 0, week: str = "2021-07-19"):
         ring = [[lon - 0.0015, lat - 0.001], [lon + 0.0015, lat - 0.001], [lon + 0.0015, lat + 0.001],
                 [lon - 0.0015, lat + 0.001], [lon - 0.0015, lat - 0.001]]
         cell_id = 9_600_000_000 + i  # real grid ids pass 2**31
-        props = {"cell_id": cell_id, "lon": lon, "lat": lat, "period_start": week, "risk": float(risk[i]), "rank": i + 1,
-                 "percentile": round(100 * (n - i - 1) / n, 2), "reasons": [f"reason {i}"]}
+        props = {"cell_id": cell_id, "lon": lon, "lat": lat, "period_start": week, "risk": float(risk[i]),
+                 "rank": i + 1, "percentile": round(100 * (n - i - 1) / n, 2), "reasons": [f"reason {i}"]}
         records.append(CellRecord(i + 1, cell_id, lon, lat, float(risk[i]), props["percentile"],
                                   json.dumps({"type": "Polygon", "coordinates": [ring]}), json.dumps(props)))
     return records

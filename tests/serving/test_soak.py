@@ -286,10 +286,11 @@ def test_soak_mixed_readers_publishers_and_key_admins(trained_area, database_url
     print(f"\nsoak on {engine.dialect.name}, {SOAK_S:.0f} s, {READERS} readers, 1 publisher, {KEY_ADMINS} key admins:")
     for role, group in results.items():
         for i, s in enumerate(group):
-            extra = {"reader": lambda: f"forecasts checked {s['forecasts_checked']}",
-                     "publisher": lambda: f"published {len(s['published'])}, refused 409 {s['refused_409']}",
-                     "key admin": lambda: f"keys {s['keys']}, max revocation "
-                                          f"{max(s['latencies_s'], default=0):.3f} s"}[role]()
+            # one of the three is called at once, in this iteration: the loop variable is the current one
+            extra = {"reader": lambda: f"forecasts checked {s['forecasts_checked']}",  # noqa: B023
+                     "publisher": lambda: f"published {len(s['published'])}, refused 409 {s['refused_409']}",  # noqa: B023
+                     "key admin": lambda: f"keys {s['keys']}, max revocation "  # noqa: B023
+                                          f"{max(s['latencies_s'], default=0):.3f} s"}[role]()  # noqa: B023
             print(f"  {role} {i}: {s['requests']} requests {s['by_status']}; connection errors "
                   f"{len(s['connection_errors'])}; broken {len(s['broken'])}; {extra}")
     print(f"  total requests {sum(s['requests'] for s in everything)}, server errors "

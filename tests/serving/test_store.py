@@ -145,7 +145,8 @@ def test_concurrent_publishers_of_one_week_get_one_version_each_or_a_conflict(st
 
     def publish():
         try:
-            outcomes.append(store.publish("area", WEEK, forecast_metadata(), make_cells(2000), new_version=True).version)
+            published = store.publish("area", WEEK, forecast_metadata(), make_cells(2000), new_version=True)
+            outcomes.append(published.version)
         except PublicationExists as exc:
             outcomes.append(exc)
 

@@ -11,9 +11,9 @@ import pytest
 from hotspot.features.config import load_config
 from hotspot.features.ingest import validate
 from hotspot.features.panel import build_panel
-from tests.conftest import run_cli, write_config
 from hotspot.training.ablation import paired_difference, run_ablation, write_ablation
 from hotspot.training.backtest import forecast_periods
+from tests.conftest import run_cli, write_config
 
 
 @pytest.fixture(scope="module")

@@ -8,13 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hotspot.training.audit.run import audit_forecasts
-from hotspot.training.audit.flags import Forecasts, forecasts_from_predictions, top_k
-from hotspot.training.audit.report import clean
 from hotspot.training.audit.fairness import CellDemography, CellGroups
-from hotspot.training.evaluation.metrics import flag_weights, hits_at
+from hotspot.training.audit.flags import Forecasts, forecasts_from_predictions, top_k
 from hotspot.training.audit.parity import parity_allocation, parity_rerank, tradeoff_curve
+from hotspot.training.audit.report import clean
+from hotspot.training.audit.run import audit_forecasts
 from hotspot.training.audit.sensitivity import reporting_sensitivity
+from hotspot.training.evaluation.metrics import flag_weights, hits_at
 
 C, W = 100, 8  # cells 0-49 in group A, 50-99 in group B, 10 residents each
 LABEL = np.repeat([0, 1], 50).astype(np.int32)

@@ -12,7 +12,7 @@ from hotspot.features.config import load_config
 from hotspot.features.ingest import validate
 from hotspot.features.panel import build_panel
 from hotspot.models import RecentCounts
-from hotspot.training.backtest import PREDICTION_COLUMNS, make_models, run_backtest, forecast_periods, write_backtest
+from hotspot.training.backtest import PREDICTION_COLUMNS, forecast_periods, make_models, run_backtest, write_backtest
 from tests.conftest import write_config
 
 
@@ -73,7 +73,7 @@ def test_predictions_follow_the_contract(synthetic_panel, tmp_path):
 
     metrics = json.loads(paths["metrics"].read_text())
     assert metrics["weeks"] == [str(panel.period_starts[t].date()) for t in periods]
-    for name, m in metrics["models"].items():
+    for m in metrics["models"].values():
         assert len(m["weekly"]) == len(periods)
         for key in ("hit_rate", "pai", "pei"):
             for cov in ("0.5%", "1%", "2%", "5%", "10%"):

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from hotspot.training.evaluation.report import accuracy_report, write_report
 from hotspot.training.evaluation.stats import (
     bootstrap_interval,
     bootstrap_mean,
@@ -17,7 +18,6 @@ from hotspot.training.evaluation.stats import (
     pei_star_at,
     rank_stability,
 )
-from hotspot.training.evaluation.report import accuracy_report, write_report
 
 
 def weeks_from(risks, observed):

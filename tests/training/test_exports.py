@@ -9,14 +9,14 @@ import pandas as pd
 import pyogrio
 import pytest
 
+from hotspot.analysis.exports import export_forecast, export_trends, parse_formats
+from hotspot.analysis.trends import compute_trends
 from hotspot.features.config import load_config
 from hotspot.features.errors import HotspotError
 from hotspot.steps import prepare
-from tests.conftest import write_config
 from hotspot.training.backtest import make_models
-from hotspot.analysis.exports import export_forecast, export_trends, parse_formats
 from hotspot.training.forecast import forecast_cells
-from hotspot.analysis.trends import compute_trends
+from tests.conftest import write_config
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,8 @@ from hotspot.features.area import StudyArea
 from hotspot.features.config import ConfigError, FairnessConfig, GroupDefinition, load_config
 from hotspot.features.errors import HotspotError, InputError
 from hotspot.features.grid import Grid
-from tests.conftest import write_config
 from hotspot.training.audit.fairness import cell_demography, polygon_labels, weighted_quantile_edges
+from tests.conftest import write_config
 
 UTM = CRS.from_epsg(32617)
 X0, Y0 = 600_000.0, 4_800_000.0

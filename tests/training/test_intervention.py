@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 from pyproj import CRS
 
+from hotspot.analysis.intervention import evaluate_intervention, read_cells_file, ring_cells
 from hotspot.features.errors import HotspotError
 from hotspot.features.grid import Grid
-from hotspot.analysis.intervention import evaluate_intervention, read_cells_file, ring_cells
 
 N = 30  # 30 x 30 raster of 250 m cells
 T, START = 104, 78

@@ -10,7 +10,6 @@ from mlflow import MlflowClient
 from hotspot.features.config import load_config
 from hotspot.features.errors import HotspotError
 from hotspot.steps import forecast_step, prepare, promote_step, rollback_step, train_step
-from tests.conftest import write_config
 from hotspot.training.promotion import judge
 from hotspot.training.registry import (
     champion_history,
@@ -20,6 +19,7 @@ from hotspot.training.registry import (
     registered_name,
     version_forecaster,
 )
+from tests.conftest import write_config
 
 # a model that has learned next to nothing (1 tiny step from the mean) and one that has
 WEAK = "[model.lightgbm]\nnum_boost_round = 1\nlearning_rate = 0.001\nmin_data_in_leaf = 20\n"

@@ -11,9 +11,9 @@ from hotspot.features.config import load_config
 from hotspot.features.ingest import validate
 from hotspot.features.panel import build_panel
 from hotspot.models import EWMCounts, LightGBMForecaster
-from tests.conftest import write_config
 from hotspot.training.forecast import forecast_cells
 from hotspot.training.reasons import cell_reasons, concept, sentence
+from tests.conftest import write_config
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +93,8 @@ def test_break_and_enter_target_is_named_in_the_reasons(tmp_path):
     panel = build_panel(cfg, result.accepted, result.grid)
     assert sentence(panel, "count_w4", 2.0) == "2 Break and Enter incidents in this cell in the last 4 weeks"
     assert sentence(panel, "count_w4_assault", 5.0) == "5 Assault incidents in this cell in the last 4 weeks"
-    assert sentence(panel, "ring1_count_w1", 3.0) == "3 Break and Enter incidents within 500 m of this cell in the last week"
+    assert sentence(panel, "ring1_count_w1", 3.0) == ("3 Break and Enter incidents within 500 m of this cell in the "
+                                                       "last week")
 
 
 def test_forecast_cells_carry_reasons_for_lightgbm_and_none_for_count_baselines(fitted):

@@ -9,9 +9,9 @@ from mlflow import MlflowClient
 
 from hotspot.features.config import load_config
 from hotspot.steps import backtest_step, forecast_step, prepare, train_step, validate_step
-from tests.conftest import write_config
 from hotspot.training.registry import CHAMPION, load_champion, registered_name
 from hotspot.training.tracking import DEFAULT_TRACKING_URI, tracking_uri
+from tests.conftest import write_config
 
 
 def _runs(cfg, step):

@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 import shapely
 
+from hotspot.analysis.trends import ALL_GROUPS, WHOLE_AREA, compute_trends, rate_ratio
 from hotspot.features.config import load_config
 from hotspot.steps import prepare
 from tests.conftest import ORIGIN_LAT, ORIGIN_LON, synthetic_incidents, write_config
-from hotspot.analysis.trends import ALL_GROUPS, WHOLE_AREA, compute_trends, rate_ratio
 
 
 def halves_file(folder) -> str:

@@ -19,9 +19,9 @@ from hotspot.features.errors import HotspotError
 from hotspot.features.ingest import validate
 from hotspot.features.panel import build_panel
 from hotspot.models import LightGBMForecaster
-from tests.conftest import synthetic_incidents, write_config
 from hotspot.training.optuna_compat import trials_with_heartbeat as _trials_with_heartbeat
 from hotspot.training.tuning import _fail_stale_trials, _storage, best_spec, fold_blocks, study_name, tune
+from tests.conftest import synthetic_incidents, write_config
 
 TUNE = """
 [tune]
@@ -166,7 +166,7 @@ def test_an_interrupted_study_resumes_where_it_stopped(tmp_path):
         return [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING and t._trial_id in beating]
 
     # the kill can land between two trials (the one seen just finished); then there is nothing to resume: again
-    for attempt in range(1, 5):
+    for attempt in range(1, 5):  # noqa: B007 (reported after the loop)
         killed = kill_mid_trial()
         if killed:
             break

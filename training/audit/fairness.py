@@ -169,7 +169,7 @@ def cell_demography(fairness: FairnessConfig, grid: Grid) -> CellDemography:
     population = areas[fairness.population].fillna(0).clip(lower=0).to_numpy(dtype=float)
     if areas[fairness.population].isna().any():
         warnings.warn(f"{path}: {int(areas[fairness.population].isna().sum())} polygon(s) have no "
-                      f"'{fairness.population}'; counted as 0 residents")
+                      f"'{fairness.population}'; counted as 0 residents", stacklevel=2)
     polygon = pieces["polygon"].to_numpy()
     cell = pieces["cell"].to_numpy()
     piece_area = pieces.geometry.area.to_numpy()

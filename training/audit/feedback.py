@@ -22,8 +22,8 @@ from __future__ import annotations
 import numpy as np
 
 from hotspot.features.config import FeedbackSimulationConfig
-from hotspot.training.audit.flags import top_k
 from hotspot.training.audit.fairness import CellGroups
+from hotspot.training.audit.flags import top_k
 
 ARMS = ("no mitigation", "reported only", "down-weight discovered", "decay")
 

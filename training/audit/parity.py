@@ -2,16 +2,16 @@
 
 At strength s each group's number of flagged cells moves a share s of the way from the model's own allocation to
 an allocation proportional to the group's cells (s = 1: equal flag rates, demographic parity); within each group the
-highest-risk cells are kept (ties broken by cell order). Cells in no group keep their own flags. The curve pairs PAI at the audit's coverage with
-the largest ratio between two groups' flag rates, as the constraint tightens.
+highest-risk cells are kept (ties broken by cell order). Cells in no group keep their own flags. The curve pairs PAI
+at the audit's coverage with the largest ratio between two groups' flag rates, as the constraint tightens.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from hotspot.training.audit.flags import Forecasts, top_k
 from hotspot.training.audit.fairness import CellGroups
+from hotspot.training.audit.flags import Forecasts, top_k
 
 
 def parity_allocation(counts: np.ndarray, n_cells: np.ndarray, k: int, strength: float) -> np.ndarray:

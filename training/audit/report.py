@@ -17,7 +17,6 @@ from hotspot.training.audit.run import BAND, NOTE
 from hotspot.training.pages import render
 
 
-
 def clean(value):
     """JSON-safe copy: numpy scalars to Python, non-finite floats to None."""
     if isinstance(value, dict):
@@ -158,7 +157,9 @@ def plot_audit(audit: dict, out_dir: Path) -> dict[str, Path]:
 
 def _fmt(fig: dict, pct: bool = False) -> str:
     v, (lo, hi) = fig["value"], fig["ci95"]
-    f = (lambda z: "-" if z is None or not math.isfinite(z) else (f"{z * 100:.1f}%" if pct else f"{z:.2f}"))
+    def f(z) -> str:
+        return "-" if z is None or not math.isfinite(z) else (f"{z * 100:.1f}%" if pct else f"{z:.2f}")
+
     return f"{f(v)} [{f(lo)}, {f(hi)}]"
 
 

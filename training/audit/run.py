@@ -21,10 +21,10 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from hotspot.training.evaluation.stats import bootstrap_interval, bootstrap_mean, calibration
 from hotspot.training.audit.fairness import CellDemography, CellGroups
 from hotspot.training.audit.flags import Forecasts, forecasts_from_predictions, top_k
 from hotspot.training.evaluation.metrics import flag_weights, hit_rate_at, n_flagged, pai_at
+from hotspot.training.evaluation.stats import bootstrap_interval, bootstrap_mean, calibration
 
 BAND = (0.8, 1.25)
 NOTE = ("Recorded incidents are policing data, not ground truth: they depend on where residents report and where "

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from hotspot.training.audit.fairness import CellGroups
 from hotspot.training.audit.flags import Forecasts
 from hotspot.training.evaluation.metrics import flag_weights
-from hotspot.training.audit.fairness import CellGroups
 
 
 def cell_rates(groups: CellGroups, rates: dict[str, float]) -> np.ndarray:
@@ -27,7 +27,7 @@ def reporting_sensitivity(forecasts: Forecasts, groups: CellGroups, k: int, rate
     After Akpinar et al. (2021): if group g's incidents are recorded at rate r_g, a forecast of recorded incidents
     divided by r_g is a first-order forecast of all incidents. Only ratios between the rates matter.
     """
-    scenarios = {"equal rates": {label: 1.0 for label in groups.labels}}
+    scenarios = {"equal rates": dict.fromkeys(groups.labels, 1.0)}
     if rates:
         scenarios["configured rates"] = {label: rates.get(label, 1.0) for label in groups.labels}
     for label in groups.labels:
@@ -44,7 +44,8 @@ def reporting_sensitivity(forecasts: Forecasts, groups: CellGroups, k: int, rate
         for i, m in enumerate(forecasts.models):
             after = flag_weights(forecasts.risk[i] / rate_c, k)
             moved = np.maximum(after - before[m], 0).sum(1)
-            share = lambda f: dict(zip(groups.labels, ((f @ L).sum(0) / (moved.size * k)).tolist()))  # noqa: E731
+            # used within this iteration only, so the loop variable it reads is the current one
+            share = lambda f: dict(zip(groups.labels, ((f @ L).sum(0) / (moved.size * k)).tolist()))  # noqa: E731,B023
             models[m] = {"cells_moved_per_week": float(moved.mean()), "share_of_flagged_moved": float(moved.mean() / k),
                          "net_cells_per_week": dict(zip(groups.labels, ((after - before[m]) @ L).mean(0).tolist())),
                          "flag_share_before": share(before[m]), "flag_share_after": share(after)}

@@ -52,6 +52,7 @@ def best_hits_at(observed: np.ndarray, k: int) -> float:
 
 
 def hit_rate_at(risk: np.ndarray, observed: np.ndarray, coverage: float) -> float:
+    """Share of the week's recorded incidents that fall in the flagged cells (ties shared)."""
     total = float(np.sum(observed))
     if total == 0:
         return float("nan")
@@ -81,6 +82,7 @@ def poisson_deviance(risk: np.ndarray, observed: np.ndarray, floor: float = 1e-9
 
 
 def coverage_label(coverage: float) -> str:
+    """A coverage as the label results use, e.g. 0.01 -> "1%"."""
     return f"{coverage * 100:g}%"
 
 

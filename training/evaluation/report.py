@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from hotspot.features.locking import locked, savefig_atomically, write_text_atomically
+from hotspot.training.evaluation.metrics import coverage_label, week_metrics
 from hotspot.training.evaluation.stats import (
     bootstrap_mean,
     calibration,
@@ -21,7 +22,6 @@ from hotspot.training.evaluation.stats import (
     rank_stability,
     weeks_of,
 )
-from hotspot.training.evaluation.metrics import coverage_label, week_metrics
 from hotspot.training.pages import render
 
 NOTE = ("Recorded incidents are policing data, not ground truth: these figures measure how well each model "
