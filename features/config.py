@@ -95,6 +95,9 @@ class IncidentsConfig(_Section):
     duplicate_columns: list[str] | None = Field(None, description="columns that define an exact duplicate; "
                                                                   "absent = all")
     premises: str | None = Field(None, description="optional column with the premises type (feeds the premises mix)")
+    place: str | None = Field(
+        None, description="optional column naming the area each incident is in (neighbourhood, beat): names the "
+                          "cells on the map and in the briefing when [places] gives no polygons")
     hour_known: bool = Field(True, description="timestamps carry a real time of day (feeds the time-of-day mix)")
     offense_map: dict[str, str] | None = Field(
         None, description="source offence label -> the area's offence group; absent = labels are the groups. "
@@ -495,6 +498,20 @@ class TrendsConfig(_Section):
         return _resolve(v, info)
 
 
+class PlacesConfig(_Section):
+    """Place names for cells (map labels, the top list, the briefing): polygons with a name column, or, where none
+    are given, the incidents' own area column (`incidents.place`)."""
+
+    areas: Path | None = Field(None, description="polygons naming parts of the area (neighbourhoods, beats); each "
+                                                 "cell takes the name of the polygon holding its centre")
+    name_column: str = Field("name", description="column of the areas file naming each polygon")
+
+    @field_validator("areas", mode="before")
+    @classmethod
+    def _areas_exists(cls, v, info: ValidationInfo):
+        return _resolve(v, info)
+
+
 class PrivacyConfig(_Section):
     """Public views: aggregated to coarse cells or area units, small counts suppressed."""
 
@@ -517,6 +534,7 @@ class StudyConfig(_Section):
     tune: TuneConfig = TuneConfig()
     promotion: PromotionConfig = PromotionConfig()
     trends: TrendsConfig = TrendsConfig()
+    places: PlacesConfig = PlacesConfig()
     privacy: PrivacyConfig = PrivacyConfig()
     backtest: BacktestConfig = BacktestConfig()
     fairness: FairnessConfig | None = None

@@ -71,7 +71,9 @@ def stored_file(cfg: StudyConfig) -> Path | None:
 
 def mapping_signature(cfg: StudyConfig) -> str:
     """What the stored rows depend on: every source's mapping and checks (not its file path)."""
-    tables = [s.model_dump(mode="json", exclude={"path"}) for s in cfg.sources]
+    # a source without a place column dumps as before, so histories stored before `place` existed still match
+    tables = [s.model_dump(mode="json", exclude={"path"} | ({"place"} if s.place is None else set()))
+              for s in cfg.sources]
     return hashlib.sha256(json.dumps(tables, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -92,6 +94,8 @@ def load(cfg: StudyConfig) -> tuple[pd.DataFrame, str]:
         raise HotspotError(f"{path}: the history was built with another [incidents] mapping than "
                            f"{cfg.source_path}; rebuild it with `hotspot ingest --config {cfg.source_path}`")
     rows = table.to_pandas()
+    if "place" not in rows.columns:  # stored before incidents.place existed (and with no place configured)
+        rows["place"] = pd.Series(pd.NA, index=rows.index, dtype="string")
     return rows, content_fingerprint(rows)
 
 
@@ -113,6 +117,7 @@ def _stamp(rows: pd.DataFrame, late: np.ndarray | bool = False) -> pd.DataFrame:
     rows["ingested_at"] = pd.Timestamp.now(tz="UTC").tz_localize(None).floor("s")
     rows["late"] = late
     rows["premises"] = rows["premises"].astype("string")
+    rows["place"] = rows["place"].astype("string")
     rows["offense"] = rows["offense"].astype(str)
     return rows
 

@@ -60,7 +60,8 @@ for _name, _text in REASONS.items():
         ALL_REASONS["duplicate_across_sources"] = SOURCE_REASONS["duplicate_across_sources"]
 
 ACCEPTED_COLUMNS = ["occurred_at", "offense", "lon", "lat", "x", "y", "cell", "source", "source_row", "hour"]
-# plus "premises" (categorical) when a source configures incidents.premises
+# plus "premises" (categorical) when a source configures incidents.premises, and "place" (the area label the source
+# gives, None where it has none) when one configures incidents.place
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,8 @@ def place(cfg: StudyConfig, found: Candidates, history_file: Path | None = None)
     if any(s.premises for s in cfg.sources):
         premises = acc["premises"].astype("string").fillna("unknown").to_numpy(dtype=object)
         accepted["premises"] = pd.Categorical(premises)
+    if any(s.place for s in cfg.sources):
+        accepted["place"] = acc["place"].astype("string").to_numpy(dtype=object, na_value=None)
     order = {s.name: k for k, s in enumerate(cfg.sources)}
     accepted = accepted.sort_values(["source", "source_row"], key=lambda c: c.map(order) if c.name == "source"
                                     else c, kind="stable")

@@ -45,7 +45,8 @@ def _normalise(column: str) -> str:
 
 def mapped_columns(src: IncidentsConfig) -> set[str]:
     """Columns the config maps (time, place, offence, premises, key): read by design, never refused."""
-    return {c for c in (src.timestamp, src.lon, src.lat, src.x, src.y, src.offense, src.premises, src.key) if c}
+    mapped = (src.timestamp, src.lon, src.lat, src.x, src.y, src.offense, src.premises, src.place, src.key)
+    return {c for c in mapped if c}
 
 
 def classify(df: pd.DataFrame, src: IncidentsConfig, privacy: PersonalDataConfig) -> dict[str, tuple[str, str]]:

@@ -24,7 +24,7 @@ from hotspot.features.privacy import screen
 from hotspot.features.quarantine import quarantine_frame
 
 # the columns of a candidate row: what the history stores and the spatial checks need
-CANDIDATE_COLUMNS = ["occurred_at", "offense", "lon", "lat", "source", "source_row", "premises", "record_key"]
+CANDIDATE_COLUMNS = ["occurred_at", "offense", "lon", "lat", "source", "source_row", "premises", "place", "record_key"]
 
 
 @dataclass
@@ -235,13 +235,18 @@ def check_source(cfg: StudyConfig, src: IncidentsConfig, today: date | None = No
         "lon": lon[ok], "lat": lat[ok],
         "source": src.name,
         "source_row": np.flatnonzero(ok).astype(np.int64),
-        "premises": None, "record_key": keys[ok],
+        "premises": None, "place": None, "record_key": keys[ok],
     })
     if src.premises:
         if src.premises not in df.columns:
             raise InputError(f"{src.path}: premises column '{src.premises}' not found (incidents.premises)")
         premises = df.loc[ok, src.premises].astype("string").str.strip().fillna("unknown").replace("", "unknown")
         candidates["premises"] = premises.to_numpy(dtype=object)
+    if src.place:
+        if src.place not in df.columns:
+            raise InputError(f"{src.path}: place column '{src.place}' not found (incidents.place)")
+        place = df.loc[ok, src.place].astype("string").str.strip().replace("", pd.NA)
+        candidates["place"] = place.to_numpy(dtype=object, na_value=None)
     # what the quarantine file may show: the row as read, without personal fields (case numbers stay, to trace it)
     shown = [c for c in df.columns if not c.startswith("__") and personal.get(c) != "personal"]
     raw = df[shown]
