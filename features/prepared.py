@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from hotspot.features.config import StudyConfig
 from hotspot.features.ingest import ValidatedIncidents, validate
 from hotspot.features.panel import Panel, build_panel
+from hotspot.features.places import Places, build_places
 
 
 @dataclass
@@ -18,6 +19,7 @@ class Prepared:
     incidents: ValidatedIncidents
     panel: Panel
     seconds: dict[str, float]
+    places: Places | None = None  # cell place names (features.places), None when the config gives none
 
 
 def prepare(cfg: StudyConfig, incidents: ValidatedIncidents | None = None,
@@ -35,4 +37,5 @@ def prepare(cfg: StudyConfig, incidents: ValidatedIncidents | None = None,
         start = time.perf_counter()
         panel = build_panel(cfg, incidents.accepted, incidents.grid)
         timings["panel_s"] = time.perf_counter() - start
-    return Prepared(incidents, panel, timings)
+    places = build_places(cfg, incidents.accepted, incidents.grid, incidents.area)
+    return Prepared(incidents, panel, timings, places)

@@ -136,7 +136,7 @@ class Forecaster:
             prepared = self.panel()
             panel = prepared.panel
             t = panel.period_index(week or str(panel.next_period_start.date()))
-            cells = forecast_cells(panel, model, t)
+            cells = forecast_cells(panel, model, t, places=prepared.places)
             metadata = {**forecast_provenance(self.cfg, panel, t, ref, prepared.incidents.fingerprint,
                                               with_model_fingerprint=True),
                         "crs": "urn:ogc:def:crs:OGC:1.3:CRS84", "cells": int(len(cells)),

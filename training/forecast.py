@@ -14,6 +14,7 @@ from hotspot.features.area import WGS84
 from hotspot.features.config import StudyConfig
 from hotspot.features.locking import write_text_atomically
 from hotspot.features.panel import Panel
+from hotspot.features.places import Places, position_name
 from hotspot.models import Forecaster
 from hotspot.training import tracking
 from hotspot.training.registry import ModelRef
@@ -22,8 +23,10 @@ NOTE = ("Risk is the expected count of recorded incidents in the period; recorde
         "not ground truth.")
 
 
-def forecast_cells(panel: Panel, model: Forecaster, t: int, reasons: int = 3) -> gpd.GeoDataFrame:
-    """Risk, rank (1 = highest) and percentile of every cell for period t, with cell squares in WGS84.
+def forecast_cells(panel: Panel, model: Forecaster, t: int, reasons: int = 3,
+                   places: Places | None = None) -> gpd.GeoDataFrame:
+    """Risk, rank (1 = highest) and percentile of every cell for period t, with cell squares in WGS84, and each
+    cell's `place` name (features.places; the cell centre in degrees where the config names no places).
 
     Models that expose per-prediction contributions (LightGBM) add `reasons`: up to `reasons` sentences per cell
     on what raises its risk most, and `reason_details` with the features, values and contributions behind them.
@@ -38,6 +41,8 @@ def forecast_cells(panel: Panel, model: Forecaster, t: int, reasons: int = 3) ->
     cells = panel.grid.polygons().to_crs(WGS84)
     cells.geometry = shapely.transform(cells.geometry.values, lambda c: np.round(c, 6))
     cells["lon"], cells["lat"] = np.round(panel.grid.lon, 6), np.round(panel.grid.lat, 6)
+    cells["place"] = (places.cell_place if places is not None
+                      else [position_name(lon, lat) for lon, lat in zip(panel.grid.lon, panel.grid.lat)])
     cells["period_start"] = str(panel.period_starts[t].date())
     cells["risk"] = np.round(risk, 6)
     cells["rank"] = rank

@@ -263,7 +263,7 @@ def champion_forecast(cfg: StudyConfig, week: str, prepared: Prepared):
     panel = prepared.panel
     t = panel.period_index(week)
     model, ref = load_champion(cfg)
-    cells = forecast_cells(panel, model, t)
+    cells = forecast_cells(panel, model, t, places=prepared.places)
     return cells, forecast_provenance(cfg, panel, t, ref, prepared.incidents.fingerprint), ref
 
 
