@@ -40,6 +40,7 @@ class Panel:
     feature_reasons: dict[str, str] = field(default_factory=dict)  # feature name -> reason sentence template
     skipped_families: dict[str, str] = field(default_factory=dict)  # family -> why it was not built
     min_history: int = 0  # periods of look-back the longest feature needs
+    target_noun: str = "incidents"  # what the label counts, in sentences ('incidents', 'Robbery incidents')
     event_days: np.ndarray | None = None  # target incidents' times, days since period_starts[0], sorted
     event_cell: np.ndarray | None = None  # their cells (compact index)
 
@@ -70,7 +71,7 @@ class Panel:
             feature_names=self.feature_names, feature_descriptions=self.feature_descriptions,
             feature_units=self.feature_units, feature_families=self.feature_families,
             feature_reasons=self.feature_reasons, skipped_families=self.skipped_families, min_history=self.min_history,
-            event_days=event_days, event_cell=event_cell,
+            target_noun=self.target_noun, event_days=event_days, event_cell=event_cell,
         )
 
     def days_since_start(self, when: pd.Timestamp) -> float:
@@ -182,7 +183,8 @@ def build_panel(cfg: StudyConfig, incidents: pd.DataFrame, grid: Grid) -> Panel:
         grid=grid, period_starts=starts, groups=groups, counts=counts, target=target, X=X,
         feature_names=tuple(names), feature_descriptions=descriptions, feature_units=units,
         feature_families=families, feature_reasons=reasons, skipped_families=dict(skipped), min_history=lookback,
-        event_days=event_days[order], event_cell=known["cell"].to_numpy()[is_target][order].astype(np.int32),
+        target_noun=ctx.target_noun, event_days=event_days[order],
+        event_cell=known["cell"].to_numpy()[is_target][order].astype(np.int32),
     )
 
 
