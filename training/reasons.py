@@ -158,7 +158,8 @@ def tell_offence_mix(ev: Evidence) -> Told | None:
             text = (f"the one incident here in {facts.last(w)} was {group}" if total == 1
                     else f"all {total:,.0f} incidents here in {facts.last(w)} were {group}")
         else:
-            text = f"{group}: {value:,.0f} of the {total:,.0f} incidents here in {facts.last(w)}"
+            text = (f"{value:,.0f} of the {total:,.0f} incidents here in {facts.last(w)} "
+                    f"{'was' if value == 1 else 'were'} {group}")
         return text, {name: value}
     return None
 
