@@ -173,8 +173,9 @@
     if (!layer) { return; }
     var box = el("legend");
     var left = box.offsetParent !== null ? box.offsetWidth + 10 : 10;  // offsetParent: null when hidden
-    map.fitBounds(layer.getBounds(), { paddingTopLeft: [left, 10], paddingBottomRight: [10, 10] });
+    map.fitBounds(layer.getBounds(), { paddingTopLeft: [left, 10], paddingBottomRight: [10, 10], animate: false });
     state.fitted = layer === state.areaLayer && el("legend").childNodes.length > 0;
+    document.body.dataset.fitted = String(state.fitted);  // for tests: the first view is final
   }
 
   // Area names where they fit: areas holding the highest-ranked cells first, then the larger ones; below
@@ -234,7 +235,7 @@
     box.appendChild(h);
     var facts = document.createElement("div");
     facts.className = "facts";
-    facts.textContent = expected(p.risk) + " expected recorded incidents next week · " + CLASSES[className].label +
+    facts.textContent = expected(p.risk) + " expected recorded incidents in the week · " + CLASSES[className].label +
       " of cells";
     box.appendChild(facts);
     if (isNew) {
@@ -265,7 +266,7 @@
   function showLegend(collection, ends) {
     var box = document.createElement("div");
     var title = document.createElement("h3");
-    title.textContent = "Risk: expected recorded incidents next week";
+    title.textContent = "Risk: expected recorded incidents in the week of " + collection.metadata.period_start;
     box.appendChild(title);
     var shown = collection.features.length;
     var table = document.createElement("table");
