@@ -19,10 +19,11 @@
     { upTo: 1.00, label: "below the top 10%", colour: "#fee8c8" }
   ];
   var LABEL_ZOOM_ALL = 14;  // from this zoom on, every area's name is shown where it fits
+  var SMALL_CELL_ZOOM = 13;  // below this zoom cells get a wide stroke so that they stay visible
 
   var map = L.map("map", { zoomControl: true, zoomSnap: 0.25 }).setView([0, 0], 2);
   map.createPane("areas").style.zIndex = 350;      // under the cells (overlayPane, 400)
-  map.createPane("labels").style.zIndex = 450;     // area names over the cells, never catching clicks
+  map.createPane("labels");                        // area names, never catching clicks (depth: labelDepth)
   map.getPane("labels").style.pointerEvents = "none";
   L.control.scale({ imperial: false }).addTo(map);
   map.attributionControl.setPrefix(false);  // no link out of the page
@@ -35,16 +36,6 @@
   }
 
   var state = { weeks: [], areas: null, areaLayer: null, labels: [], cells: null, byRank: {}, fitted: false };
-  var legend = L.control({ position: "bottomleft" });
-  legend.onAdd = function () {
-    var box = L.DomUtil.create("div", "legend");
-    box.id = "legend";
-    L.DomEvent.disableClickPropagation(box);
-    L.DomEvent.disableScrollPropagation(box);
-    return box;
-  };
-  legend.addTo(map);
-
   if (config.area) { el("area").textContent = "· " + config.area; }
 
   function setStatus(text, isError) {
@@ -146,7 +137,7 @@
         return f.properties.kind === "outline"
           ? { className: "study-outline", color: "#1d2a3a", weight: 2.5, fill: !config.tiles, fillColor: "#ffffff",
               fillOpacity: 1 }
-          : { className: "named-area", color: "#7d8896", weight: 1, dashArray: "4 3", fill: false };
+          : { className: "named-area", color: "#98a2ae", weight: 1, fill: false };
       }
     }).addTo(map);
     collection.features.forEach(function (f) {
@@ -166,15 +157,13 @@
     declutter();
   }
 
-  // Fit the study area (or, until it has loaded, the cells), leaving room for the legend where it sits on the map.
+  // Fit the study area (or, until it has loaded, the cells); not animated, so the first view is final at once.
   function fitArea() {
     var layer = state.areaLayer && state.areaLayer.getLayers().length ? state.areaLayer
       : state.cells && state.cells.getLayers().length ? state.cells : null;
     if (!layer) { return; }
-    var box = el("legend");
-    var left = box.offsetParent !== null ? box.offsetWidth + 10 : 10;  // offsetParent: null when hidden
-    map.fitBounds(layer.getBounds(), { paddingTopLeft: [left, 10], paddingBottomRight: [10, 10], animate: false });
-    state.fitted = layer === state.areaLayer && el("legend").childNodes.length > 0;
+    map.fitBounds(layer.getBounds(), { padding: [10, 10], animate: false });
+    state.fitted = layer === state.areaLayer && state.cells !== null;
     document.body.dataset.fitted = String(state.fitted);  // for tests: the first view is final
   }
 
@@ -194,7 +183,7 @@
       var ra = best[a.name] || Infinity, rb = best[b.name] || Infinity;
       return ra !== rb ? ra - rb : b.nCells - a.nCells;
     });
-    // the legend and the zoom buttons take their place first, so no name hides under them
+    // the zoom buttons and the scale take their place first, so no name hides under them
     var placed = Array.prototype.map.call(document.querySelectorAll("#map .leaflet-control"), function (c) {
       return c.getBoundingClientRect();
     });
@@ -209,7 +198,7 @@
       var inside = box.left >= frame.left && box.right <= frame.right && box.top >= frame.top &&
         box.bottom <= frame.bottom;
       var clash = !inside || placed.some(function (p) {
-        return box.left < p.right + 4 && box.right + 4 > p.left && box.top < p.bottom + 2 && box.bottom + 2 > p.top;
+        return box.left < p.right + 10 && box.right + 10 > p.left && box.top < p.bottom + 3 && box.bottom + 3 > p.top;
       });
       if (clash) { node.classList.add("hidden"); return; }
       placed.push(box);
@@ -219,6 +208,15 @@
   }
 
   map.on("zoomend moveend", declutter);
+  // Zoomed out, cells are specks a name would hide: names go under them; zoomed in, over them (a cell is large).
+  function labelDepth() {
+    map.getPane("labels").style.zIndex = map.getZoom() < SMALL_CELL_ZOOM ? 390 : 450;
+  }
+  labelDepth();
+  map.on("zoomend", function () {
+    labelDepth();
+    if (state.cells) { state.cells.setStyle(state.cellStyle); }
+  });
   map.on("moveend", function () {
     var c = map.getCenter();
     document.body.dataset.zoom = String(map.getZoom());
@@ -300,9 +298,7 @@
     note.textContent = "Cells of " + (collection.metadata.cell_size_m || "?") + " m. Recorded incidents are policing " +
       "data: they show where crime was reported and recorded, not all crime.";
     box.appendChild(note);
-    var copy = box.cloneNode(true);
     el("legend").replaceChildren.apply(el("legend"), Array.prototype.slice.call(box.childNodes));
-    el("legend-aside").replaceChildren.apply(el("legend-aside"), Array.prototype.slice.call(copy.childNodes));
   }
 
   function showProvenance(meta) {
@@ -356,6 +352,7 @@
         var nth = document.createElement("span");
         nth.className = "nth";
         nth.textContent = " cell " + seen[p.place] + " of " + perPlace[p.place];
+        nth.title = "listed cell " + seen[p.place] + " of the " + perPlace[p.place] + " listed in " + p.place;
         name.append(nth);
       }
       line.append(rank, name);
@@ -402,14 +399,18 @@
     if (state.cells) { map.removeLayer(state.cells); }
     state.byRank = {};
     var ends = classEnds(collection.metadata.cells || collection.features.length);
+    state.cellStyle = function (f) {
+      var p = f.properties;
+      var isNew = fresh && fresh[p.cell_id];
+      var colour = CLASSES[classOf(p.rank, ends)].colour;
+      // zoomed out, a 250 m cell is a few pixels: a stroke of its own colour keeps it visible
+      var small = map.getZoom() < SMALL_CELL_ZOOM;
+      return { color: isNew ? "#08306b" : small ? colour : "#3b3b3b", weight: isNew ? 2.5 : small ? 3 : 0.6,
+               fillOpacity: 0.85, fillColor: colour,
+               className: "hotspot-cell rank-" + p.rank + (isNew ? " new-cell" : "") };
+    };
     state.cells = L.geoJSON(collection, {
-      style: function (f) {
-        var p = f.properties;
-        var isNew = fresh && fresh[p.cell_id];
-        return { color: isNew ? "#08306b" : "#3b3b3b", weight: isNew ? 2.5 : 0.6, fillOpacity: 0.85,
-                 fillColor: CLASSES[classOf(p.rank, ends)].colour,
-                 className: "hotspot-cell rank-" + p.rank + (isNew ? " new-cell" : "") };
-      },
+      style: state.cellStyle,
       onEachFeature: function (f, cellLayer) {
         var p = f.properties;
         state.byRank[p.rank] = cellLayer;
@@ -482,7 +483,8 @@
         var before = previousWeek(collection.metadata.period_start);
         if (!before) { return render(collection, null, null); }
         return getJSON("/v1/forecasts/" + encodeURIComponent(before) + "?top=" + encodeURIComponent(top))
-          .then(function (previous) { render(collection, previous, before); });
+          .then(function (previous) { render(collection, previous, before); },
+                function () { render(collection, null, null); });  // the comparison is extra: show the week anyway
       })
       .catch(showProblem);
   }
