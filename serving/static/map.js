@@ -88,9 +88,9 @@
     if (err.status === 401) {
       sessionStorage.removeItem(KEY_STORE);
       showMessage("API key refused",
-                  "The server does not accept this key: it is unknown or has been revoked (" + err.message + "). " +
-                  "Enter a valid key with the viewer role or above; an administrator makes one with the command " +
-                  "below.", "hotspot keys create --role viewer --name \"your name\"", true);
+                  "The server does not accept this key: it is unknown or has been revoked. Enter a valid key " +
+                  "with the viewer role or above; an administrator makes one with the command below.",
+                  "hotspot keys create --role viewer --name \"your name\"", true);
     } else if (err.status === 403) {
       showMessage("This key may not read forecasts",
                   "The key was accepted, but its role may not read the forecast map (" + err.message + "). " +
@@ -98,7 +98,7 @@
                   "hotspot keys create --role viewer --name \"your name\"", true);
     } else if (err.status === 404) {
       showMessage("No forecast published yet",
-                  (err.message || "Nothing is published for this area.") + ". The map shows a forecast once an " +
+                  sentence(err.message || "nothing is published for this area") + " The map shows a forecast once an " +
                   "analyst has published one: with an analyst key, run the command below (it forecasts the first " +
                   "week after the data with the champion model; add \"week\": \"YYYY-MM-DD\" for another week).",
                   "curl -X POST " + location.origin + "/v1/forecasts -H \"X-API-Key: $ANALYST_KEY\" " +
@@ -106,6 +106,10 @@
     } else {
       showMessage("The forecast could not be loaded", err.message || String(err), null, false);
     }
+  }
+
+  function sentence(text) {
+    return text.charAt(0).toUpperCase() + text.slice(1) + (/[.!?]$/.test(text) ? "" : ".");
   }
 
   function expected(risk) {
@@ -246,7 +250,11 @@
     if (reasons.length) {
       var list = document.createElement("ul");
       list.className = "reasons";
-      reasons.forEach(function (r) { var li = document.createElement("li"); li.textContent = r; list.appendChild(li); });
+      reasons.forEach(function (r) {
+        var li = document.createElement("li");
+        li.textContent = r;
+        list.appendChild(li);
+      });
       box.appendChild(list);
     } else {
       var none = document.createElement("p");
@@ -303,7 +311,8 @@
 
   function showProvenance(meta) {
     var dl = document.createElement("dl");
-    [["Week", meta.period_start], ["Version", meta.publication_version], ["Model", meta.model + " v" + meta.model_version],
+    [["Week", meta.period_start], ["Version", meta.publication_version],
+     ["Model", meta.model + " v" + meta.model_version],
      ["Data", (meta.data_fingerprint || "").slice(0, 16)], ["Made", meta.created_at],
      ["Cells shown", meta.returned_cells + " of " + meta.cells],
      ["Expected in all cells", meta.expected_incidents !== undefined ? expected(meta.expected_incidents) : "?"]]
