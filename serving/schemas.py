@@ -128,6 +128,9 @@ class CellProperties(BaseModel):
     lat: float
     period_start: str
     reasons: list[str] = Field(description="up to three plain-English reasons for the cell's risk")
+    place: str | None = Field(None, description="the named area the cell lies in (see /v1/areas), or its centre in "
+                                                "degrees where the config names no places; absent in forecasts "
+                                                "published before cells had place names")
 
 
 class CellFeature(BaseModel):
@@ -161,6 +164,33 @@ class ForecastCollection(BaseModel):
     type: Literal["FeatureCollection"]
     metadata: ForecastMetadata
     features: list[CellFeature]
+
+
+# --- areas ---------------------------------------------------------------------------------------------------------
+
+class AreaProperties(BaseModel):
+    kind: Literal["outline", "area"] = Field(description="outline: the study area's edge; area: a named area")
+    name: str = Field(description="the area's name ('study area' for the outline)")
+    n_cells: int | None = Field(None, ge=0, description="grid cells named after this area (areas only)")
+    label: list[float] | None = Field(None, min_length=2, max_length=2,
+                                      description="[lon, lat] of a point inside the area where its name goes "
+                                                  "(areas only)")
+
+
+class AreaFeature(BaseModel):
+    type: Literal["Feature"]
+    geometry: dict[str, Any] = Field(description="GeoJSON Polygon or MultiPolygon, lon/lat (WGS84), simplified by "
+                                                 "about 10 m")
+    properties: AreaProperties
+
+
+class AreaCollection(BaseModel):
+    """RFC 7946 FeatureCollection (WGS84) of the study-area outline, then the named areas cells are called after."""
+
+    type: Literal["FeatureCollection"]
+    origin: str = Field(description="where the area names came from (a polygon file and its name column, or the "
+                                    "incidents' own area labels); 'none' when the config names no places")
+    features: list[AreaFeature]
 
 
 # --- reports and models ---------------------------------------------------------------------------------------------

@@ -35,6 +35,9 @@ class Settings(BaseSettings):
                                                "first publication does not wait for it")
     map_tile_url: str | None = Field(None, description="optional XYZ tile URL template for the map background "
                                                        "(none by default: the map works offline)")
+    map_tile_attribution: str | None = Field(None, description="the tile server's attribution, shown on the map "
+                                                               "beside its tiles (plain text, e.g. '© OpenStreetMap "
+                                                               "contributors'); used with map_tile_url")
     rate_limit_public_key: str = Field("600/minute", description="requests each public-role key may make, e.g. "
                                                                  "'600/minute' or '600/minute;20000/day'; "
                                                                  "empty or 0: no limit (counted per process)")

@@ -28,11 +28,13 @@ def config_script(config: dict) -> str:
 
 @router.get("/map", response_class=HTMLResponse)
 def map_page(state: State) -> HTMLResponse:
-    script = config_script({"area": state.area, "tiles": state.settings.map_tile_url})
+    settings = state.settings
+    script = config_script({"area": state.area, "tiles": settings.map_tile_url,
+                            "tileAttribution": settings.map_tile_attribution if settings.map_tile_url else None})
     # Markup: the script is already safe (JSON with "<" escaped) and must reach the page byte for byte, since the
     # Content-Security-Policy allows it by its hash
     page = render("map.html.j2", folder=TEMPLATES, inline_script=Markup(script))
-    policy = map_policy(script, tile_source(state.settings.map_tile_url))
+    policy = map_policy(script, tile_source(settings.map_tile_url))
     return HTMLResponse(page, headers={"Cache-Control": "no-store", "Content-Security-Policy": policy})
 
 

@@ -136,7 +136,7 @@ def _check_map_in_chromium(url: str, viewer_key: str, http: httpx.Client, header
             popup.wait_for(timeout=10_000)
             text = popup.inner_text()
             top = expected[0]["properties"]
-            assert f"Rank 1 · cell {top['cell_id']}" in text
+            assert text.startswith(f"#1 · {top['place']}") and f"cell {top['cell_id']}" in text
             shown = page.locator(".leaflet-popup-content .reasons li").all_inner_texts()
             assert shown == top["reasons"] and shown
         finally:
