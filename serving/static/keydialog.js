@@ -15,7 +15,10 @@ window.HotspotKey = (function () {
   function set(key) { sessionStorage.setItem(STORE, key); }
   function clear() { sessionStorage.removeItem(STORE); }
 
-  // Open the dialog; `then` runs once a key has been entered.
+  // What to do whenever a key has been entered (e.g. load the page's data again).
+  function onEntered(then) { onKey = then; }
+
+  // Open the dialog; `then` (default: the onEntered function) runs once a key has been entered.
   function ask(then) {
     onKey = then || onKey;
     var dialog = el("key-dialog");
@@ -83,10 +86,11 @@ window.HotspotKey = (function () {
   }
 
   if (document.readyState === "loading") { document.addEventListener("DOMContentLoaded", wire); } else { wire(); }
-  return { get: get, set: set, clear: clear, ask: ask, request: request, refused: refused,
+  return { get: get, set: set, clear: clear, ask: ask, onEntered: onEntered, request: request, refused: refused,
            refusalText: refusalText, showRefusal: showRefusal, hideRefusal: hideRefusal };
 })();
 // For map.js (not changed here): load this script before it and replace its apiKey()/askKey()/key-form handler with
-// HotspotKey.get(), HotspotKey.ask(start) and HotspotKey.request(url, {headers: {Accept: ...}}); on a 401/403 call
+// HotspotKey.get(), HotspotKey.onEntered(start), HotspotKey.ask() and HotspotKey.request(url, {headers: {Accept:
+// ...}}); on a 401/403 call
 // HotspotKey.refused(response, "the forecast map", "viewer, auditor or analyst") with a #refused box in the page
 // (the markup above, styled by .hs-refused in reports.css) for the full-width message.

@@ -32,7 +32,7 @@
 
   // Fetch with the key; resolves to the response when it is usable, to null after showing why it is not.
   function get(url, accept, what) {
-    if (!HotspotKey.get()) { HotspotKey.ask(start); return Promise.resolve(null); }
+    if (!HotspotKey.get()) { HotspotKey.ask(); return Promise.resolve(null); }
     setStatus("loading…");
     showProblem("");
     return HotspotKey.request(url, { headers: { "Accept": accept } }).then(function (response) {
@@ -156,5 +156,6 @@
   }
 
   function start() { if (body.dataset.page === "index") { loadIndex(); } else { showReport(); } }
+  HotspotKey.onEntered(start);  // a key entered later (after a refusal, or by "API key") loads the page again
   start();
 })();
