@@ -469,8 +469,9 @@ def _complementary(trends: Trends, k: int) -> tuple[dict[str, dict[str, np.ndarr
 
 # --- plots ----------------------------------------------------------------------------------------------------------
 
-def plot_trends(trends: Trends, out_dir: Path) -> dict[str, Path]:
-    """Weekly counts of the whole area per group (13-week mean) and each group's year-over-year change."""
+def plot_trends(trends: Trends, out_dir: Path, area: str = WHOLE_AREA) -> dict[str, Path]:
+    """Weekly counts of one area (default the whole area) per group (13-week mean) and each group's year-over-year
+    change."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -478,20 +479,21 @@ def plot_trends(trends: Trends, out_dir: Path) -> dict[str, Path]:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {}
-    whole = trends.weekly[trends.weekly["area"] == WHOLE_AREA]
+    whole = trends.weekly[trends.weekly["area"] == area]
     fig, ax = plt.subplots(figsize=(9, 4))
     for group, rows in whole.groupby("group", sort=False):
         values = pd.to_numeric(rows["count"], errors="coerce")
         ax.plot(rows["period_start"], values.rolling(13, min_periods=1).mean(), label=group)
     ax.set_ylabel("incidents per week (13-week mean)")
-    ax.set_title(f"{trends.meta['area']}: recorded incidents per week ({trends.meta['view']} view)")
+    where = trends.meta["area"] if area == WHOLE_AREA else f"{area} ({trends.meta['area']})"
+    ax.set_title(f"{where}: recorded incidents per week ({trends.meta['view']} view)")
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     paths["weekly_png"] = out_dir / "trends_weekly.png"
     savefig_atomically(fig, paths["weekly_png"], dpi=110)
     plt.close(fig)
 
-    change = trends.change[trends.change["area"] == WHOLE_AREA]
+    change = trends.change[trends.change["area"] == area]
     pct = pd.to_numeric(change["change_pct"], errors="coerce")
     fig, ax = plt.subplots(figsize=(7, 3.5))
     if pct.notna().any():
@@ -508,3 +510,61 @@ def plot_trends(trends: Trends, out_dir: Path) -> dict[str, Path]:
     savefig_atomically(fig, paths["change_png"], dpi=110)
     plt.close(fig)
     return paths
+
+
+# --- the HTML page (the API's /v1/trends?format=html) ---------------------------------------------------------------
+
+def _pct(value) -> str:
+    number = pd.to_numeric(value, errors="coerce")
+    return "" if pd.isna(number) else f"{number:+.1f}%"
+
+
+def _interval(lo, hi) -> str:
+    lo, hi = pd.to_numeric(lo, errors="coerce"), pd.to_numeric(hi, errors="coerce")
+    return "" if pd.isna(lo) or pd.isna(hi) else f"[{lo:+.1f}%, {hi:+.1f}%]"
+
+
+def _count(value) -> str:
+    if isinstance(value, str):  # the public view's "< k"
+        return value
+    number = pd.to_numeric(value, errors="coerce")
+    return "" if pd.isna(number) else f"{int(number):,}"
+
+
+def trends_page(trends: Trends, area: str = WHOLE_AREA) -> str:
+    """The trends as one HTML page (figures inlined as data: PNGs): the change per offence group in `area`, the
+    change of every area unit (all offences) and the yearly counts of `area`."""
+    import base64
+    import tempfile
+
+    from hotspot.training.pages import render
+
+    recent = trends.meta["recent_weeks"]
+    with tempfile.TemporaryDirectory(prefix="hotspot-trends-") as folder:
+        paths = plot_trends(trends, Path(folder), area)
+        figures = {key.removesuffix("_png"): "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+                   for key, path in paths.items()}
+
+    def change_row(row, first: str) -> list[str]:
+        return [first, _count(row["last_52w"]), _count(row["previous_52w"]), _pct(row["change_pct"]),
+                _interval(row["change_ci95_lo"], row["change_ci95_hi"]), _count(row[f"last_{recent}w"]),
+                _count(row[f"same_{recent}w_year_before"]), _pct(row["recent_change_pct"]),
+                _interval(row["recent_change_ci95_lo"], row["recent_change_ci95_hi"])]
+
+    change = trends.change
+    by_group = [change_row(r, r["group"]) for _, r in change[change["area"] == area].iterrows()]
+    units = change[(change["group"] == ALL_GROUPS) & (change["area"] != WHOLE_AREA)]
+    by_area = [change_row(r, r["area"]) for _, r in units.iterrows()]
+    yearly = trends.yearly[trends.yearly["area"] == area]
+    years = sorted(set(yearly["year"]))
+    counts = {(r["group"], r["year"]): r["count"] for _, r in yearly.iterrows()}
+    weeks = {r["year"]: r["weeks"] for _, r in yearly.iterrows()}
+    yearly_rows = [[g, *(_count(counts.get((g, y))) for y in years)] for g in trends.meta["groups"]]
+    head = ["", "last 52 weeks", "52 weeks before", "change", "95% interval", f"last {recent} weeks",
+            "same weeks a year before", "change", "95% interval"]
+    has_change = pd.to_numeric(change.loc[change["area"] == area, "change_pct"], errors="coerce").notna().any()
+    title = f"Trends: {trends.meta['area']}" + ("" if area == WHOLE_AREA else f", {area}")
+    return render("trends.html.j2", has_change=bool(has_change), title=title,
+                  meta=trends.meta, area=area, whole_area=area == WHOLE_AREA, figures=figures,
+                  change_head=head, by_group=by_group, by_area=by_area,
+                  yearly_head=["offence group", *(f"{y} ({weeks[y]} wk)" for y in years)], yearly_rows=yearly_rows)

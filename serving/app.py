@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from hotspot.serving.hotpath import LatestForecastFastPath, ReportFastPath
 from hotspot.serving.middleware import ServiceMiddleware, methods_by_path
 from hotspot.serving.rate_limit import RateLimiter, document_429
-from hotspot.serving.routers import areas, forecasts, health, models, reports
+from hotspot.serving.routers import areas, forecasts, health, models, pages, reports
 from hotspot.serving.routers import map as map_router
 from hotspot.serving.routers import trends as trends_router
 from hotspot.serving.routers.map import STATIC_DIR
@@ -36,7 +36,8 @@ DESCRIPTION = """Weekly crime-hotspot forecasts and the reports that judge them.
 Every `/v1` endpoint needs an API key (`X-API-Key` header) whose role allows it: **viewer** reads forecasts,
 **auditor** also reads reports and models, **analyst** also publishes. Published forecasts are immutable; each
 names the model version, data fingerprint and time that made it. Recorded incidents are policing data, not ground
-truth. The map for command staff is at [/map](/map).
+truth. The map for command staff is at [/map](/map); the reports, per model version, at [/reports](/reports) (both
+ask for the key in the page and send it as a header).
 """
 
 # Pattern mismatches say what was expected instead of quoting the regular expression.
@@ -172,16 +173,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     await task
             await run_in_threadpool(state.close)
 
-    app = FastAPI(title="hotspot", version=version("hotspot"), description=DESCRIPTION, lifespan=lifespan)
+    # /docs and /redoc are pages.py's, with their scripts from this server rather than FastAPI's default CDN
+    app = FastAPI(title="hotspot", version=version("hotspot"), description=DESCRIPTION, lifespan=lifespan,
+                  docs_url=None, redoc_url=None)
     app.state.rate_limiter = RateLimiter(settings.rate_limit_public_key, settings.rate_limit_public_address)
     app.add_middleware(LatestForecastFastPath)  # inside ServiceMiddleware: fast answers are logged too
     app.add_middleware(ReportFastPath)
     app.add_middleware(ServiceMiddleware, max_body_bytes=settings.max_body_bytes, allowed_methods=methods_by_path(app))
     app.add_exception_handler(RequestValidationError, _validation_problem)
     for router in (health.router, forecasts.router, areas.router, reports.router, models.router, map_router.router,
-                   trends_router.router):
+                   trends_router.router, pages.router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.mount(pages.DOCS_ASSETS, StaticFiles(directory=pages.docs_assets()), name="docs-assets")
     _errors_as_json(app)
     return app
 

@@ -32,6 +32,7 @@ REPORTS = {
     "fairness": {"step": "audit", "folder": "audit", "json": "audit.json", "html": "audit.html",
                  "missing": "no fairness audit yet: run `hotspot audit --config {config}`"},
 }
+RUNS_KEPT = 20  # the latest runs of each report step looked at (and their reports kept) per refresh
 _IMG = re.compile(r'src="([A-Za-z0-9_.\-]+\.png)"')
 _NO_REPORT = object()  # a finished run of the step that logged no report file (remembered like a report)
 
@@ -145,6 +146,7 @@ class ReportSource:
         self.refreshed_at: float | None = None  # time.monotonic() of the last successful refresh
         self.error: str | None = None  # why the last refresh failed (None after a success)
         self._current: dict[str, Report | None] | None = None
+        self._all: dict[str, list[Report]] = {kind: [] for kind in REPORTS}  # every report run kept, newest first
         self._by_run: dict[tuple[str, str], Report | object] = {}
         self._lock = threading.Lock()
 
@@ -160,6 +162,16 @@ class ReportSource:
             raise ReportsUnavailable(f"reports not loaded from MLflow yet: {self.error or 'starting'}")
         return current[kind]
 
+    def all(self, kind: str) -> list[Report]:
+        """Every kept report of `kind` (the finished runs among the latest RUNS_KEPT of its step), newest first;
+        ReportsUnavailable before a first refresh."""
+        self.latest(kind)
+        return self._all[kind]
+
+    def for_version(self, kind: str, version: dict) -> Report | None:
+        """The newest kept report of `kind` that belongs to a registered model version (see `belongs_to`)."""
+        return next((r for r in self.all(kind) if belongs_to(r, version)), None)
+
     def due(self) -> bool:
         return self.refreshed_at is None or time.monotonic() - self.refreshed_at >= self.ttl_s
 
@@ -170,18 +182,24 @@ class ReportSource:
             try:
                 client = _client()
                 experiment = client.get_experiment_by_name(self.cfg.area.name)
-                current = {kind: self._find(client, experiment.experiment_id, kind) if experiment else None
-                           for kind in REPORTS}
+                found = {kind: self._find(client, experiment.experiment_id, kind) if experiment else []
+                         for kind in REPORTS}
             except Exception as exc:
                 self.error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 raise
-            self._current, self.refreshed_at, self.error = current, time.monotonic(), None
+            # runs no longer among the latest RUNS_KEPT are forgotten, so memory stays bounded
+            seen = {(kind, r.run_id) for kind, reports in found.items() for r in reports}
+            self._by_run = {k: v for k, v in self._by_run.items() if v is _NO_REPORT or k in seen}
+            self._all = found
+            self._current = {kind: (reports[0] if reports else None) for kind, reports in found.items()}
+            self.refreshed_at, self.error = time.monotonic(), None
 
-    def _find(self, client, experiment_id: str, kind: str) -> Report | None:
+    def _find(self, client, experiment_id: str, kind: str) -> list[Report]:
         spec = REPORTS[kind]
         runs = client.search_runs([experiment_id], filter_string=f"tags.step = '{spec['step']}' and "
                                   "attributes.status = 'FINISHED'", order_by=["attributes.start_time DESC"],
-                                  max_results=20)
+                                  max_results=RUNS_KEPT)
+        found = []
         for run in runs:
             key = (kind, run.info.run_id)
             known = self._by_run.get(key)
@@ -189,9 +207,9 @@ class ReportSource:
                 names = {Path(f.path).name for f in client.list_artifacts(run.info.run_id, spec["folder"])}
                 known = self._download(kind, run, names) if spec["json"] in names else _NO_REPORT
                 self._by_run[key] = known
-            if known is not _NO_REPORT:
-                return known
-        return None
+            if isinstance(known, Report):
+                found.append(known)
+        return found
 
     def _download(self, kind: str, run, names: set[str]) -> Report:
         import mlflow
@@ -207,6 +225,21 @@ class ReportSource:
             html = inline_images(html, local)
         tags = {k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.")}
         return render_report(kind, run.info.run_id, _ms_to_iso(run.info.start_time), tags, data, html)
+
+
+def belongs_to(report: Report, version: dict) -> bool:
+    """Whether a report judges a registered model version (a `ModelSource.listing()` entry): a fairness audit names
+    the version it audited (tag model_version); a backtest refits the model configuration week by week, so its
+    accuracy report belongs to every version trained on the same data with the same config (data fingerprint and
+    config hash equal)."""
+    tags = report.tags
+    if report.kind == "fairness":
+        return tags.get("model_version") == version["version"]
+    fingerprint = version.get("data_fingerprint")
+    if not fingerprint or tags.get("data_fingerprint") != fingerprint:
+        return False
+    config, report_config = version.get("config_sha256"), tags.get("config_sha256")
+    return not (config and report_config and config != report_config)
 
 
 def inline_images(html: str, folder: Path) -> str:
@@ -266,6 +299,7 @@ class ModelSource:
                 "champion": str(mv.version) == champion, "status": mv.status, "run_id": mv.run_id,
                 "created_at": _ms_to_iso(mv.creation_timestamp), "description": mv.description or None,
                 "data_fingerprint": tags.get("data_fingerprint"), "code_version": tags.get("code_version"),
+                "config_sha256": tags.get("config_sha256"),  # for belongs_to; not in the /v1/models schema
                 "metrics": finite(dict(run.data.metrics)) if run else {},
                 "tags": dict(mv.tags or {}),
             })

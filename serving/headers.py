@@ -18,16 +18,15 @@ _BASE = {
     "form-action": ("'self'",),
     "frame-ancestors": ("'none'",),
 }
-# FastAPI's /docs (Swagger UI) and /redoc load their scripts, styles and fonts from public CDNs and start with an
-# inline script; they hold no data, so they alone may do that.
-_CDN = "https://cdn.jsdelivr.net"
+# /docs (Swagger UI) and /redoc load their scripts and styles from this server (the fastapi-offline package's
+# copies, routers/pages.py); Swagger UI starts with one inline script (allowed by its hash, set by the route) and
+# both set inline styles; ReDoc runs its search in a blob: worker. Nothing external.
 _DOCS = {
     **_BASE,
-    "script-src": ("'self'", "'unsafe-inline'", _CDN),
-    "style-src": ("'self'", "'unsafe-inline'", _CDN, "https://fonts.googleapis.com"),
-    "font-src": ("'self'", "https://fonts.gstatic.com"),
-    "img-src": ("'self'", "data:", "https://fastapi.tiangolo.com", "https://cdn.redoc.ly"),
+    "script-src": ("'self'",),
+    "style-src": ("'self'", "'unsafe-inline'"),
     "worker-src": ("'self'", "blob:"),
+    "connect-src": ("'self'",),
 }
 DOCS_PATHS = ("/docs", "/redoc")
 
@@ -69,6 +68,18 @@ def map_policy(inline_script: str, tiles: str | None) -> str:
     images = ("'self'", "data:", *((tiles,) if tiles else ()))
     return _policy({**_BASE, "script-src": ("'self'", script_hash(inline_script)), "style-src": ("'self'",),
                     "img-src": images, "connect-src": ("'self'",)})
+
+
+def docs_policy(inline_scripts: list[str]) -> str:
+    """/docs and /redoc: their bundled scripts and their own inline scripts (by hash), nothing external."""
+    return _policy({**_DOCS, "script-src": ("'self'", *(script_hash(s) for s in inline_scripts))})
+
+
+def report_page_policy() -> str:
+    """The report pages of routers/pages.py: their own script (no inline one), styles and API calls; the report
+    they fetch is shown in a sandboxed srcdoc frame, which inherits this policy, so its inline <style> and data:
+    figures are allowed here and nothing else is."""
+    return _policy({**_BASE, "script-src": ("'self'",), "connect-src": ("'self'",), "frame-src": ("'self'",)})
 
 
 def policy_for(path: str) -> bytes:

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from hotspot.serving.auth import KEY_SCOPE, REFUSED_KEY_SCOPE
 from hotspot.serving.headers import SECURITY_HEADERS, policy_for
 
-UNLOGGED = ("/health", "/ready", "/static/", "/docs", "/openapi.json", "/redoc", "/favicon.ico")
+UNLOGGED = ("/health", "/ready", "/static/", "/static-docs/", "/docs", "/openapi.json", "/redoc", "/favicon.ico")
 _CSP = b"content-security-policy"
 
 

@@ -223,3 +223,43 @@ class ModelList(BaseModel):
     name: str
     champion: str | None
     versions: list[ModelVersion]
+
+
+class ReportLink(BaseModel):
+    run_id: str = Field(description="the MLflow run that logged the report")
+    created_at: str | None = Field(description="when that run started (UTC)")
+    data_fingerprint: str | None
+    code_version: str | None
+    json_url: str = Field(alias="json", description="the report's JSON envelope (API, auditor key)")
+    html: str = Field(description="the report's HTML page (API, auditor key)")
+    page: str = Field(description="the browser page that asks for the key and shows the report")
+
+
+class VersionReports(BaseModel):
+    version: str
+    champion: bool
+    aliases: list[str]
+    status: str
+    created_at: str | None
+    run_id: str | None
+    data_fingerprint: str | None
+    reports: dict[Literal["accuracy", "fairness"], ReportLink | None] = Field(
+        description="accuracy: the newest backtest on this version's data and config (a backtest refits the model "
+                    "configuration week by week); fairness: the newest audit of this version; null where none")
+
+
+class TrendsLink(BaseModel):
+    areas: list[str] = Field(description="the values of `?area=` of /v1/trends")
+    json_url: str = Field(alias="json")
+    page: str
+    made: str
+
+
+class ReportIndex(BaseModel):
+    area: str | None
+    model: str | None = Field(description="the registered model's name (null before the first `hotspot train`)")
+    champion: str | None
+    versions: list[VersionReports] = Field(description="newest first")
+    latest: dict[Literal["accuracy", "fairness"], ReportLink | None]
+    trends: TrendsLink
+    note: str | None

@@ -1,34 +1,53 @@
-"""Accuracy and fairness reports (auditors and analysts), as JSON or as the HTML page, rendered from MLflow runs."""
+"""Accuracy and fairness reports (auditors and analysts), as JSON or as the HTML page, rendered from MLflow runs; the
+latest of each kind, or the one of a registered model version (`?version=`), and an index of them per version."""
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
 
-from hotspot.serving.artifacts import ReportsUnavailable, report_response
+from hotspot.serving.artifacts import REPORTS, Report, ReportsUnavailable, report_response
 from hotspot.serving.auth import ApiKey
 from hotspot.serving.dependencies import State, require
 from hotspot.serving.responses import errors
-from hotspot.serving.schemas import ReportEnvelope  # documents the JSON form; the bytes are rendered in artifacts.py
+from hotspot.serving.schemas import ReportEnvelope, ReportIndex  # the bytes are rendered in artifacts.py
 
 router = APIRouter(prefix="/v1/reports", tags=["reports"])
 
 Auditor = Annotated[ApiKey, Depends(require("reports:read"))]
 Format = Annotated[Literal["json", "html"] | None, Query(description="json (default) or html; `Accept: text/html` "
                                                                      "also gives the page")]
+Version = Annotated[str | None, Query(pattern=r"^[0-9]{1,9}$", description="a registered model version (see "
+                                      "`/v1/reports`): its report instead of the latest [default: the latest]")]
 REPORT_RESPONSES = {200: {"model": ReportEnvelope, "content": {"text/html": {"schema": {"type": "string"}}},
-                          "description": "the latest report with the MLflow run that logged it, or its HTML page"},
+                          "description": "the latest report (or the one of `?version=`) with the MLflow run that "
+                                         "logged it, or its HTML page"},
                     **errors(401, 403, 404, 422, 503)}
+PAGES = "/reports"  # the browser pages (routers/pages.py) that ask for the key and show these reports
 
 
-async def _serve(state: State, kind: str, request: Request, format: str | None) -> Response:
-    # async and MLflow-free: the report is the bytes rendered when the background refresh first saw its run;
-    # hotpath.ReportFastPath answers most requests before they get here, with the same report_response
+def _listing(state) -> dict | None:
+    if state.models is None:
+        raise HTTPException(503, state.config_error or "no study area configured")
+    try:
+        return state.models.listing()
+    except Exception as exc:  # noqa: BLE001 - the registry is MLflow: unreachable is a 503, not a 500
+        raise HTTPException(503, f"model registry not readable: {str(exc).splitlines()[0] if str(exc) else exc}") \
+            from None
+
+
+async def _serve(state: State, kind: str, request: Request, format: str | None, version: str | None) -> Response:
+    # MLflow-free for the latest report: the bytes rendered when the background refresh first saw its run;
+    # hotpath.ReportFastPath answers most such requests before they get here, with the same report_response. A
+    # version's report is one of the kept runs too; only the version list comes from the (cached) registry.
     if state.reports is None:
         raise HTTPException(503, state.config_error or "no study area configured")
     try:
         report = state.reports.latest(kind)
+        if version is not None:
+            report = await run_in_threadpool(_version_report, state, kind, version)
     except ReportsUnavailable as exc:
         raise HTTPException(503, str(exc)) from None
     if report is None:
@@ -40,13 +59,72 @@ async def _serve(state: State, kind: str, request: Request, format: str | None) 
     return response
 
 
+def _version_report(state, kind: str, version: str) -> Report:
+    listing = _listing(state)
+    if listing is None:
+        raise HTTPException(404, f"no model registered for {state.area} yet, so no version {version}")
+    entry = next((v for v in listing["versions"] if v["version"] == version), None)
+    if entry is None:
+        known = ", ".join(v["version"] for v in listing["versions"])
+        raise HTTPException(404, f"no version {version} of model {listing['name']}; versions: {known}")
+    report = state.reports.for_version(kind, entry)
+    if report is None:
+        raise HTTPException(404, f"no {kind} report for version {version} of model {listing['name']}: "
+                                 + state.reports.missing_message(kind).split(": ", 1)[-1])
+    return report
+
+
+def _link(kind: str, report: Report | None, version: str | None = None) -> dict | None:
+    if report is None:
+        return None
+    query = f"?version={version}" if version is not None else ""
+    return {"run_id": report.run_id, "created_at": report.created_at,
+            "data_fingerprint": report.tags.get("data_fingerprint"), "code_version": report.tags.get("code_version"),
+            "json": f"{router.prefix}/{kind}{query}",
+            "html": f"{router.prefix}/{kind}{query}{'&' if query else '?'}format=html",
+            "page": f"{PAGES}/{kind}{query}"}
+
+
+def _index(state) -> dict:
+    from hotspot.serving.routers.trends import area_names
+
+    if state.reports is None:
+        raise HTTPException(503, state.config_error or "no study area configured")
+    try:
+        latest = {kind: _link(kind, state.reports.latest(kind)) for kind in REPORTS}
+        listing = _listing(state)
+        versions = []
+        for v in (listing or {}).get("versions", []):
+            versions.append({
+                "version": v["version"], "champion": v["champion"], "aliases": v["aliases"], "status": v["status"],
+                "created_at": v["created_at"], "run_id": v["run_id"], "data_fingerprint": v["data_fingerprint"],
+                "reports": {kind: _link(kind, state.reports.for_version(kind, v), v["version"]) for kind in REPORTS}})
+    except ReportsUnavailable as exc:
+        raise HTTPException(503, str(exc)) from None
+    areas = area_names(state.cfg) or []
+    return {"area": state.area, "model": listing["name"] if listing else None,
+            "champion": listing["champion"] if listing else None, "versions": versions, "latest": latest,
+            "trends": {"areas": areas, "json": "/v1/trends", "page": f"{PAGES}/trends",
+                       "made": "on request, from the data the published forecasts are made from"},
+            "note": None if listing else f"no model registered for {state.area} yet: run `hotspot train --config "
+                                         f"{state.cfg.source_path}`"}
+
+
+@router.get("", response_model=ReportIndex, responses=errors(401, 403, 422, 503),
+            summary="Every registered model version with the reports that judge it, the latest reports and the trends")
+async def report_index(state: State, _: Auditor):
+    return await run_in_threadpool(_index, state)
+
+
 @router.get("/accuracy", response_model=None, responses=REPORT_RESPONSES,
             summary="The latest accuracy report (backtest: every model beside the baselines on the same weeks)")
-async def accuracy_report(state: State, request: Request, _: Auditor, format: Format = None) -> Response:
-    return await _serve(state, "accuracy", request, format)
+async def accuracy_report(state: State, request: Request, _: Auditor, format: Format = None,
+                          version: Version = None) -> Response:
+    return await _serve(state, "accuracy", request, format, version)
 
 
 @router.get("/fairness", response_model=None, responses=REPORT_RESPONSES,
             summary="The latest fairness audit")
-async def fairness_report(state: State, request: Request, _: Auditor, format: Format = None) -> Response:
-    return await _serve(state, "fairness", request, format)
+async def fairness_report(state: State, request: Request, _: Auditor, format: Format = None,
+                          version: Version = None) -> Response:
+    return await _serve(state, "fairness", request, format, version)

@@ -11,7 +11,7 @@ import threading
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 
 from hotspot.features.errors import HotspotError
 from hotspot.serving.auth import ApiKey
@@ -21,6 +21,7 @@ from hotspot.serving.responses import errors
 router = APIRouter(prefix="/v1/trends", tags=["trends"])
 
 _cache: dict[tuple[int, str], tuple[object, object]] = {}  # (id(panel), view) -> (panel, Trends)
+_pages: dict[tuple[int, str, str], tuple[object, str]] = {}  # (id(panel), view, area) -> (panel, HTML page)
 _lock = threading.Lock()
 AREA_HELP = ("whose weekly rows to include: the whole area or a unit of `[trends] areas` (the listed values; any "
              "other gets 422) [default: the whole area]")
@@ -77,9 +78,30 @@ def _trends(state, public: bool):
         return trends
 
 
+def _page(state, trends, public: bool, area: str) -> str:
+    """The trends' HTML page for one area, rendered once per panel, view and area (its figures take a while)."""
+    from hotspot.analysis.trends import trends_page
+
+    panel = state.forecaster.panel().panel
+    key = (id(panel), "public" if public else "full", area)
+    hit = _pages.get(key)
+    if hit is not None and hit[0] is panel:
+        return hit[1]
+    page = trends_page(trends, area)
+    with _lock:
+        for stale in [k for k, (p, _) in _pages.items() if p is not panel]:
+            del _pages[stale]
+        if len(_pages) > 64:
+            _pages.clear()
+        _pages[key] = (panel, page)
+    return page
+
+
 @router.get("", response_model=None, responses={200: {"description": "trend tables (JSON): weekly rows of one area, "
                                                                      "yearly and change rows of every area, cells or "
-                                                                     "public blocks and area units as GeoJSON"},
+                                                                     "public blocks and area units as GeoJSON; or "
+                                                                     "the HTML page with `?format=html`",
+                                                      "content": {"text/html": {"schema": {"type": "string"}}}},
                                                 **errors(401, 403, 422, 503)},
             summary="Counts, rates and seasonally adjusted change per offence group and area")
 def get_trends(
@@ -89,6 +111,9 @@ def get_trends(
                                                                         "suppressed (the only view of the public "
                                                                         "role)")] = None,
     area: Annotated[str | None, Query(max_length=200, description=AREA_HELP)] = None,
+    format: Annotated[Literal["json", "html"] | None, Query(description="json (default) or html: the page with "
+                                                                        "the figures and change tables of `area`")]
+    = None,
 ):
     from hotspot.analysis.trends import WHOLE_AREA
 
@@ -102,4 +127,6 @@ def get_trends(
     area = area or WHOLE_AREA
     if area not in trends.meta["areas"]:
         raise validation_error("query", "area", f"unknown area {area!r}; areas: {trends.meta['areas'][:20]}", area)
+    if format == "html":
+        return HTMLResponse(_page(state, trends, public, area))
     return JSONResponse(trends.to_dict(weekly_area=area))
