@@ -264,18 +264,18 @@ def map_figure(b: Briefing, width_in: float, height_in: float):
     _scale_bar(ax, view)
     _place_labels(ax, fig, b, holding)
     _inset(fig, b, view)
-    cax = fig.add_axes((MAP_SHARE + 0.03, 0.31, 0.025, 0.34))
+    cax = fig.add_axes((MAP_SHARE + 0.03, 0.04, 0.025, 0.3))
     bar = fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), cax=cax)
-    bar.set_label("expected incidents\nthis week", fontsize=8)
+    cax.set_title("expected\nincidents", fontsize=7.5, loc="left", pad=4)
     bar.ax.tick_params(labelsize=7.5)
-    handles = [Patch(facecolor="#fd8d3c", edgecolor="black", label="top cell\n(rank)")]
+    handles = [Patch(facecolor="#fd8d3c", edgecolor="black", label="top cell")]
     if any(c.new for c in b.top):
-        handles.append(Patch(facecolor="none", edgecolor=NEW_COLOUR, linewidth=2.2, label="new this\nweek"))
+        handles.append(Patch(facecolor="none", edgecolor=NEW_COLOUR, linewidth=2.2, label="new this week"))
     if b.left:
         handles.append(Patch(facecolor="none", edgecolor="#555555", linestyle=(0, (2, 1.5)), linewidth=1.2,
-                             label="left the\ntop list"))
-    fig.legend(handles=handles, loc="lower left", bbox_to_anchor=(MAP_SHARE + 0.005, 0.0), frameon=False,
-               fontsize=7.5, labelspacing=1.0, handletextpad=0.5, borderaxespad=0.2)
+                             label="left the list"))
+    fig.legend(handles=handles, loc="upper left", bbox_to_anchor=(MAP_SHARE + 0.005, 0.68), frameon=False,
+               fontsize=7, labelspacing=0.6, handlelength=1.4, handletextpad=0.4, borderaxespad=0.2)
     return fig
 
 
@@ -299,6 +299,7 @@ def _place_labels(ax, fig, b: Briefing, holding: set[str]) -> None:
     if b.areas is None:
         return
     import matplotlib.patheffects as pe
+    import shapely
 
     fig.canvas.draw()
     renderer, taken = _free_boxes(ax, fig, b)
@@ -315,6 +316,8 @@ def _place_labels(ax, fig, b: Briefing, holding: set[str]) -> None:
                        path_effects=[pe.withStroke(linewidth=3 if main else 2, foreground="#fbfaf6")])
         placed = False
         for dx, dy in offsets if main else offsets[:1]:
+            if main and not shapely.contains_xy(row.geometry, row.label_x + dx, row.label_y + dy):
+                continue  # a label stays over its own area, so it never seems to name a neighbour's cells
             text.set_position((row.label_x + dx, row.label_y + dy))
             box = text.get_window_extent(renderer)
             inside = frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1)
@@ -380,7 +383,7 @@ def map_png(b: Briefing, width_in: float, height_in: float, dpi: int = 220) -> b
 
 def map_height_mm(paper: str) -> float:
     """The map's height on the page: what leaves room on page 1 for the changes, the score and the caveat."""
-    return paper_size(paper)[1] - 202.0  # 95 mm on A4, 77 mm on Letter
+    return paper_size(paper)[1] - 202.0 - (8.0 if paper.lower() == "letter" else 0.0)  # 95 mm A4, 69 mm Letter
 
 
 # ------------------------------------------------------------------------------------------------------------- HTML
