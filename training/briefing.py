@@ -189,19 +189,23 @@ def score_week(cfg: StudyConfig, panel: Panel, model: Forecaster, ref: ModelRef,
                     flagged, how, tuple(ranked))
 
 
-def scored_week(panel: Panel, t: int) -> tuple[int | None, str, str]:
-    """The week whose forecast the briefing of period t scores: the week before, or the latest fully recorded week
-    when the week before is not (yet) fully recorded. Returns (index or None, note, why none)."""
+def scored_week(panel: Panel, t: int, last_recorded: pd.Timestamp, freq: str) -> tuple[int | None, str, str]:
+    """The week whose forecast the briefing of period t scores: the week before, or, when the records stop before
+    that week ends (`last_recorded`, the latest incident's time), the latest week they cover to its end. Returns
+    (index or None, note saying so, why none)."""
     e = min(t - 1, panel.n_periods - 1)
-    if e < 0:
-        return None, "", "there is no recorded week before this one"
-    if e < panel.min_history + 1:
-        return None, "", (f"the week before ({panel.period_starts[e].date()}) is within the features' look-back at "
-                          f"the start of the data, so no forecast of it can be scored honestly")
+    while e >= 0 and week_end(panel, e, freq).normalize() > pd.Timestamp(last_recorded).normalize():
+        e -= 1
     note = ""
-    if e != t - 1:
-        note = (f"The week before ({panel.period_starts[t - 1].date()}) is not fully recorded yet; scored instead: "
-                f"the latest fully recorded week, {panel.period_starts[e].date()}.")
+    if 0 <= e < t - 1:
+        note = (f"The week before ({panel.period_starts[t - 1].date()}) is not fully recorded: the records end on "
+                f"{pd.Timestamp(last_recorded).date()}. Scored instead: the latest fully recorded week, "
+                f"{panel.period_starts[e].date()}.")
+    if e < 0:
+        return None, "", "no week before this one is fully recorded"
+    if e < panel.min_history + 1:
+        return None, "", (f"the week of {panel.period_starts[e].date()} is within the features' look-back at the "
+                          f"start of the data, so no forecast of it can be scored honestly")
     return e, note, ""
 
 
@@ -226,12 +230,12 @@ def build_briefing(cfg: StudyConfig, prepared: Prepared, model: Forecaster, ref:
         rank_now = dict(zip(cells["cell_id"].astype(int), cells["rank"].astype(int)))
         left = [replace(c, last_rank=c.rank, rank=rank_now[c.cell_id]) for c in left]
         previous = str(panel.period_starts[t - 1].date())
-    e, note, missing = scored_week(panel, t)
+    accepted = prepared.incidents.accepted
+    e, note, missing = scored_week(panel, t, accepted["occurred_at"].max(), cfg.period.freq)
     last_week = None
     if e is not None:
         last = score_week(cfg, panel, model, ref, e, n)
         last_week = replace(last, note=note)
-    accepted = prepared.incidents.accepted
     data_end = (pd.Timestamp(cfg.period.data_end) if cfg.period.data_end else accepted["occurred_at"].max())
     places = prepared.places
     area = prepared.incidents.area
