@@ -35,9 +35,9 @@ def briefing_step(cfg: StudyConfig, out: Path, week: str | None = None, top: int
     from hotspot.training.briefing_render import briefing_format, paper_size, write_briefing
     from hotspot.training.registry import load_champion
 
+    check_writable(Path(out))
     kind = briefing_format(Path(out), fmt)
     paper_size(paper)
-    check_writable(Path(out))
     prepared = prepared or prepare(cfg)
     week = week or str(prepared.panel.next_period_start.date())
     try:  # before loading the model: a wrong week is the likelier mistake
