@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from hotspot.serving.hotpath import LatestForecastFastPath, ReportFastPath
 from hotspot.serving.middleware import ServiceMiddleware, methods_by_path
 from hotspot.serving.rate_limit import RateLimiter, document_429
-from hotspot.serving.routers import areas, forecasts, health, models, pages, reports
+from hotspot.serving.routers import areas, briefing, forecasts, health, models, pages, reports
 from hotspot.serving.routers import map as map_router
 from hotspot.serving.routers import trends as trends_router
 from hotspot.serving.routers.map import STATIC_DIR
@@ -181,8 +181,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(ReportFastPath)
     app.add_middleware(ServiceMiddleware, max_body_bytes=settings.max_body_bytes, allowed_methods=methods_by_path(app))
     app.add_exception_handler(RequestValidationError, _validation_problem)
-    for router in (health.router, forecasts.router, areas.router, reports.router, models.router, map_router.router,
-                   trends_router.router, pages.router):
+    for router in (health.router, forecasts.router, areas.router, briefing.router, reports.router, models.router,
+                   map_router.router, trends_router.router, pages.router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.mount(pages.DOCS_ASSETS, StaticFiles(directory=pages.docs_assets()), name="docs-assets")

@@ -67,6 +67,7 @@ class Forecaster:
         self.error: str | None = None
         self._lock = threading.RLock()
         self._checked_at = 0.0
+        self._briefings: dict[tuple, tuple[bytes, str]] = {}  # rendered briefings, oldest first
 
     def champion_version(self) -> str | None:
         """The version the registry's champion alias points at now (None when there is none)."""
@@ -142,6 +143,30 @@ class Forecaster:
                         "crs": "urn:ogc:def:crs:OGC:1.3:CRS84", "cells": int(len(cells)),
                         "expected_incidents": round(float(cells["risk"].sum()), 4)}
             return ForecastRows(metadata["period_start"], metadata, cell_records(cells))
+
+    def briefing_page(self, week: str | None, top: int, fmt: str, paper: str) -> tuple[bytes, str]:
+        """The weekly briefing of `week` (default: the first unrecorded week) with the current champion, rendered as
+        'pdf' or 'html'; returns (body, week start). Kept for the champion version and data it was made from, since
+        scoring last week refits the champion's settings (seconds to minutes).
+
+        ValueError (or HotspotError) when the week is not a period of the panel.
+        """
+        from hotspot.training.briefing import build_briefing
+        from hotspot.training.briefing_render import render_html, render_pdf
+
+        with self._lock:
+            model, ref = self.load_champion()
+            prepared = self.panel()
+            week = week or str(prepared.panel.next_period_start.date())
+            key = (ref.version, prepared.incidents.fingerprint, week, top, fmt, paper)
+            cache = self._briefings
+            if key not in cache:
+                briefing = build_briefing(self.cfg, prepared, model, ref, week, top)
+                body = render_pdf(briefing, paper) if fmt == "pdf" else render_html(briefing, paper).encode("utf-8")
+                while len(cache) >= 8:  # a handful of weeks and formats; the oldest goes first
+                    cache.pop(next(iter(cache)))
+                cache[key] = (body, briefing.week_start)
+            return cache[key]
 
     def log_publication(self, rows: ForecastRows, publication_id: int, version: int) -> None:
         """Record the publication as an MLflow run tagged step=forecast (the database stays the source of truth)."""

@@ -9,8 +9,8 @@ import pytest
 
 from tests.conftest import SAMPLE_CONFIG, run_cli, write_config
 
-COMMANDS = ["validate", "features", "train", "tune", "promote", "rollback", "backtest", "audit", "forecast", "serve",
-            "demo"]
+COMMANDS = ["validate", "features", "train", "tune", "promote", "rollback", "backtest", "audit", "forecast", "briefing",
+            "serve", "demo"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

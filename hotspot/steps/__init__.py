@@ -2,11 +2,12 @@
 
 The CLI, the demo, MLproject and the notebook all call these, so every way in does the same thing. One module per
 group of steps, in the order data flows: `data` (validate, ingest, features), `modelling` (train, tune, promote,
-rollback, backtest, forecast), `audit`, and `partners` (trends, intervention evaluation, exports); `common` holds
-what they share.
+rollback, backtest, forecast), `audit`, `briefing` (the weekly briefing for command staff), and `partners` (trends,
+intervention evaluation, exports); `common` holds what they share.
 """
 
 from hotspot.steps.audit import audit_metrics, audit_step
+from hotspot.steps.briefing import briefing_step
 from hotspot.steps.common import (
     Prepared,
     feature_table,
@@ -31,7 +32,7 @@ from hotspot.steps.modelling import (
 from hotspot.steps.partners import export_step, intervention_step, trends_step
 
 __all__ = [
-    "Prepared", "audit_metrics", "audit_step", "backtest_step", "champion_forecast", "feature_table",
+    "Prepared", "audit_metrics", "audit_step", "backtest_step", "briefing_step", "champion_forecast", "feature_table",
     "features_step", "forecast_step", "ingest_step", "intervention_step", "export_step", "log_feature_table",
     "model_from_params", "plot_study", "prepare", "promote_step", "reason_table", "rollback_step",
     "source_metrics", "train_step", "trends_step", "tune_step", "validate_step", "with_overrides",

@@ -1,0 +1,254 @@
+"""The weekly briefing for command staff: what the champion expects this week, where, why, what moved since last
+week, and how last week's forecast did against what was recorded, beside the best baseline on the same week.
+
+`build_briefing` computes the content (a plain data structure); `training/briefing_render.py` turns it into a
+printable PDF or HTML page. Scoring last week reuses the rolling-origin backtest (`run_backtest`): every model is
+fitted only on the weeks before the scored week and judged by the one definition of hits (`hits_at`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+
+from hotspot.features.config import StudyConfig
+from hotspot.features.errors import HotspotError
+from hotspot.features.panel import Panel
+from hotspot.features.prepared import Prepared
+from hotspot.models import Forecaster
+from hotspot.training import tracking
+from hotspot.training.backtest import available_models, run_backtest
+from hotspot.training.evaluation.metrics import hits_at
+from hotspot.training.forecast import NOTE, forecast_cells
+from hotspot.training.registry import ModelRef, version_forecaster, version_spec
+
+# the models a forecast is never compared with as a "baseline": the LightGBM variants themselves
+NOT_BASELINES = ("lightgbm", "lightgbm_tuned")
+
+
+@dataclass(frozen=True)
+class TopCell:
+    rank: int
+    cell: int  # compact index into the grid
+    cell_id: int
+    place: str
+    expected: float  # expected recorded incidents this week
+    reasons: tuple[str, ...]
+    x: float  # cell centre, area CRS (metres)
+    y: float
+    new: bool = False  # not in last week's top N
+    last_rank: int | None = None  # its rank last week (1 = highest)
+
+
+@dataclass(frozen=True)
+class ModelScore:
+    model: str
+    hits: float  # recorded incidents that fell in the model's top N cells (ties shared, as in every report)
+    hit_rate: float  # hits / all recorded incidents of the week (NaN when none were recorded)
+
+
+@dataclass(frozen=True)
+class LastWeek:
+    week_start: str
+    week_end: str
+    recorded: int  # incidents recorded in the study area that week (the model's target offences)
+    n_cells: int
+    forecast: ModelScore  # the champion's settings, as they would have forecast that week
+    forecast_cells: tuple[int, ...]  # the compact cells it flagged
+    how: str  # how that forecast was made (the champion itself, or refitted on the weeks before)
+    baselines: tuple[ModelScore, ...]  # best first
+    note: str = ""  # said when the scored week is not the week before the briefing's
+
+    @property
+    def best_baseline(self) -> ModelScore:
+        """The baseline that caught the most that week (chosen after the fact, which favours the baselines)."""
+        return self.baselines[0]
+
+
+@dataclass(frozen=True)
+class Briefing:
+    area: str
+    week_start: str
+    week_end: str
+    model: str
+    model_version: str
+    created_at: str
+    data_fingerprint: str
+    model_data_fingerprint: str | None
+    code_version: str
+    data_end: str
+    n_cells: int
+    cell_size_m: float
+    expected_total: float  # expected recorded incidents in the whole area this week
+    top: tuple[TopCell, ...]
+    left: tuple[TopCell, ...]  # last week's top N cells no longer in it (rank = their rank this week)
+    previous_week: str | None  # start of the week the changes are measured against
+    last_week: LastWeek | None
+    last_week_missing: str  # why there is no score of last week ("" when there is one)
+    places_origin: str
+    note: str = NOTE
+    # what the map draws, in the area CRS: the study-area outline and the named areas (name, geometry, label_x/y)
+    crs: str = ""
+    outline: shapely.Geometry | None = field(default=None, repr=False)
+    areas: gpd.GeoDataFrame | None = field(default=None, repr=False)
+
+    @property
+    def title(self) -> str:
+        """The page title: area and week."""
+        return f"Weekly briefing: {self.area}, week of {self.week_start} to {self.week_end}"
+
+    def to_dict(self) -> dict:
+        """Everything but the map geometry, as plain JSON values."""
+        import dataclasses
+
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name not in ("outline", "areas")}
+        data["top"] = [dataclasses.asdict(c) for c in self.top]
+        data["left"] = [dataclasses.asdict(c) for c in self.left]
+        data["last_week"] = dataclasses.asdict(self.last_week) if self.last_week else None
+        data["title"] = self.title
+        return data
+
+
+def week_end(panel: Panel, t: int, freq: str) -> pd.Timestamp:
+    """The last day of period t (Sunday for weeks starting Monday)."""
+    start = panel.period_starts[t]
+    following = panel.period_starts[t + 1] if t + 1 < len(panel.period_starts) else start + pd.tseries.frequencies \
+        .to_offset(freq)
+    return following - pd.Timedelta(days=1)
+
+
+def _reasons(row) -> tuple[str, ...]:
+    reasons = getattr(row, "reasons", None)
+    if reasons is None or (isinstance(reasons, float) and np.isnan(reasons)):
+        return ()
+    return tuple(str(r) for r in reasons)
+
+
+def _top_cells(cells: gpd.GeoDataFrame, panel: Panel, n: int) -> list[TopCell]:
+    index = pd.Series(np.arange(panel.grid.n_cells), index=panel.grid.cell_id)
+    top = []
+    for row in cells.head(n).itertuples():
+        c = int(index[row.cell_id])
+        top.append(TopCell(rank=int(row.rank), cell=c, cell_id=int(row.cell_id), place=str(row.place),
+                           expected=float(row.risk), reasons=_reasons(row), x=float(panel.grid.x[c]),
+                           y=float(panel.grid.y[c])))
+    return top
+
+
+def _changes(now: list[TopCell], before: gpd.GeoDataFrame, panel: Panel, n: int) -> tuple[list[TopCell],
+                                                                                      list[TopCell]]:
+    """This week's top cells marked new or with last week's rank, and last week's top cells that left."""
+    last_rank = dict(zip(before["cell_id"].astype(int), before["rank"].astype(int)))
+    marked = [replace(c, new=last_rank[c.cell_id] > n, last_rank=last_rank[c.cell_id]) for c in now]
+    kept = {c.cell_id for c in now}
+    left = [c for c in _top_cells(before, panel, n) if c.cell_id not in kept]
+    return marked, left
+
+
+def score_week(cfg: StudyConfig, panel: Panel, model: Forecaster, ref: ModelRef, e: int, n: int) -> LastWeek:
+    """How the champion's forecast of period e did, beside every baseline, each fitted only on the weeks before e.
+
+    When the champion was trained on weeks before e it is scored as it is; otherwise (it saw week e's incidents)
+    its settings are refitted on the weeks before e, as the backtest does, so the score is out of sample."""
+    spec, _ = version_spec(cfg, ref.version)
+    last_trained = spec.get("train_last_period")
+    seen = last_trained is None or pd.Timestamp(last_trained) >= panel.period_starts[e]
+    baselines = [factory() for name, factory in available_models(cfg).items() if name not in NOT_BASELINES]
+    if seen:
+        refit, _ = version_forecaster(cfg, ref.version)
+        models = [refit, *baselines]
+        how = (f"the champion's settings ({ref.label}) refitted on the weeks before {panel.period_starts[e].date()}, "
+               f"as in the backtest, because the champion itself was trained on that week's incidents")
+    else:
+        models = baselines
+        how = f"the champion ({ref.label}) as registered, trained on data up to {last_trained}, before that week"
+    result = run_backtest(panel, models, np.array([e]), refit_every=1, coverages=[n / panel.grid.n_cells])
+    observed = panel.target[e].astype(np.float64)
+    recorded = float(observed.sum())
+    scores, risks = {}, {}
+    for name, frame in result.predictions.groupby("model", observed=True, sort=False):
+        risks[name] = frame["risk"].to_numpy(dtype=np.float64)
+    if not seen:
+        risks[ref.label] = np.asarray(model.predict(panel.until(e)), dtype=np.float64)
+    for name, risk in risks.items():
+        hits = hits_at(risk, observed, n)
+        scores[name] = ModelScore(str(name), hits, hits / recorded if recorded else float("nan"))
+    champion_name = models[0].name if seen else ref.label
+    champion_risk = risks[champion_name]
+    flagged = tuple(int(c) for c in np.argsort(-champion_risk, kind="stable")[:n])
+    ranked = sorted((s for name, s in scores.items() if name != champion_name), key=lambda s: -s.hits)
+    return LastWeek(str(panel.period_starts[e].date()), str(week_end(panel, e, cfg.period.freq).date()),
+                    int(recorded), n, ModelScore(ref.label, scores[champion_name].hits,
+                                                 scores[champion_name].hit_rate),
+                    flagged, how, tuple(ranked))
+
+
+def scored_week(panel: Panel, t: int, last_recorded: pd.Timestamp, freq: str) -> tuple[int | None, str, str]:
+    """The week whose forecast the briefing of period t scores: the week before, or, when the records stop before
+    that week ends (`last_recorded`, the latest incident's time), the latest week they cover to its end. Returns
+    (index or None, note saying so, why none)."""
+    e = min(t - 1, panel.n_periods - 1)
+    while e >= 0 and week_end(panel, e, freq).normalize() > pd.Timestamp(last_recorded).normalize():
+        e -= 1
+    note = ""
+    if 0 <= e < t - 1:
+        note = (f"The week before ({panel.period_starts[t - 1].date()}) is not fully recorded: the records end on "
+                f"{pd.Timestamp(last_recorded).date()}. Scored instead: the latest fully recorded week, "
+                f"{panel.period_starts[e].date()}.")
+    if e < 0:
+        return None, "", "no week before this one is fully recorded"
+    if e < panel.min_history + 1:
+        return None, "", (f"the week of {panel.period_starts[e].date()} is within the features' look-back at the "
+                          f"start of the data, so no forecast of it can be scored honestly")
+    return e, note, ""
+
+
+def build_briefing(cfg: StudyConfig, prepared: Prepared, model: Forecaster, ref: ModelRef, week: str,
+                   top: int = 10) -> Briefing:
+    """The briefing of `week` (a period start of the panel, up to the first unrecorded week) with the champion."""
+    panel = prepared.panel
+    if top < 1:
+        raise ValueError(f"--top must be at least 1, not {top}")
+    try:
+        t = panel.period_index(week)
+    except ValueError as exc:
+        raise HotspotError(f"week {week}: {str(exc).splitlines()[0]}") from None
+    n = min(top, panel.grid.n_cells)
+    cells = forecast_cells(panel, model, t, places=prepared.places)
+    now = _top_cells(cells, panel, n)
+    left: list[TopCell] = []
+    previous = None
+    if t >= 1:
+        before = forecast_cells(panel, model, t - 1, reasons=0, places=prepared.places)
+        now, left = _changes(now, before, panel, n)
+        rank_now = dict(zip(cells["cell_id"].astype(int), cells["rank"].astype(int)))
+        left = [replace(c, last_rank=c.rank, rank=rank_now[c.cell_id]) for c in left]
+        previous = str(panel.period_starts[t - 1].date())
+    accepted = prepared.incidents.accepted
+    e, note, missing = scored_week(panel, t, accepted["occurred_at"].max(), cfg.period.freq)
+    last_week = None
+    if e is not None:
+        last = score_week(cfg, panel, model, ref, e, n)
+        last_week = replace(last, note=note)
+    data_end = (pd.Timestamp(cfg.period.data_end) if cfg.period.data_end else accepted["occurred_at"].max())
+    places = prepared.places
+    area = prepared.incidents.area
+    return Briefing(
+        area=cfg.area.name, week_start=str(panel.period_starts[t].date()),
+        week_end=str(week_end(panel, t, cfg.period.freq).date()), model=ref.name, model_version=ref.version,
+        created_at=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        data_fingerprint=prepared.incidents.fingerprint, model_data_fingerprint=ref.data_fingerprint,
+        code_version=tracking.code_version(), data_end=str(pd.Timestamp(data_end).date()),
+        n_cells=panel.grid.n_cells, cell_size_m=float(panel.grid.cell_size_m),
+        expected_total=float(cells["risk"].sum()), top=tuple(now), left=tuple(left), previous_week=previous,
+        last_week=last_week, last_week_missing=missing,
+        places_origin=places.origin if places is not None else "no place names configured (cell centres in degrees)",
+        crs=str(area.crs), outline=area.boundary,
+        areas=places.areas[["name", "geometry", "label_x", "label_y"]] if places is not None else None,
+    )
