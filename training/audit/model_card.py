@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from hotspot.features.config import StudyConfig
 from hotspot.features.panel import Panel
+from hotspot.training.audit.flags import NO_REFERENCE_FLAGS
 
 
 def inputs_declaration(cfg: StudyConfig, panel: Panel, features: list[str] | None) -> dict:
@@ -37,8 +38,12 @@ def model_card(cfg: StudyConfig, ref, spec: dict, inputs: dict, audit: dict, pro
     accuracy = {m: a["pai"] for m, a in audit["accuracy"].items()}
     primary = audit["primary"]
     figures = audit["definitions"][primary]["models"][audited]
-    outside = [f"{label} ({g['disparate_impact']['value']:.2f})" for label, g in figures["groups"].items()
-               if g["disparate_impact"]["status"] not in ("reference", "within band")]
+    groups = sorted(figures["groups"].items(), key=lambda lg: -(lg[1]["disparate_impact"]["value"] or 0))
+    above = [f"{label} ({g['disparate_impact']['value']:.2f})" for label, g in groups
+             if g["disparate_impact"]["status"] in ("above band", NO_REFERENCE_FLAGS)]
+    below = [f"{label} ({g['disparate_impact']['value']:.2f})" for label, g in groups
+             if g["disparate_impact"]["status"] == "below band"]
+    never = [label for label, g in groups if g["disparate_impact"]["status"] == "never flagged (below band)"]
     feedback = audit.get("feedback", {}).get("arms", {})
     return {
         "model": {"name": ref.name, "version": ref.version, "run_id": ref.run_id, "objective": spec.get("objective"),
@@ -57,7 +62,8 @@ def model_card(cfg: StudyConfig, ref, spec: dict, inputs: dict, audit: dict, pro
         "fairness": {"definition": primary, "reference": audit["definitions"][primary]["reference"],
                      "largest_flag_rate_ratio": figures["largest_flag_rate_ratio"],
                      "largest_flag_rate_ratio_floored": figures["largest_flag_rate_ratio_floored"],
-                     "groups_outside_0.8-1.25": outside,
+                     "groups_above_0.8-1.25": above, "groups_below_0.8-1.25": below,
+                     "groups_never_flagged": f"{len(never)} of {len(groups)}",
                      "feedback_distance_end": {arm: a["distance_end"] for arm, a in feedback.items()}},
         "caveats": [
             "Recorded incidents are policing data, not ground truth: where residents report and where police look "

@@ -239,19 +239,25 @@ def card_sections(card: dict) -> list[dict]:
     return ([{"title": "use", "rows": plain, "bullets": []}] if plain else []) + sections
 
 
-def _group_rows(figs: dict, has_population: bool) -> tuple[list, list]:
-    rows, classes = [], []
+def _group_rows(figs: dict, has_population: bool, collapse: bool) -> tuple[list, list, list]:
+    """Table rows of one model (most flagged first) and their classes; with `collapse`, groups never flagged go to
+    a short table of their own (the third list) instead of rows of zeros."""
+    rows, classes, never = [], [], [[]] if collapse else []
     by_flags = sorted(figs["groups"].items(), key=lambda gr: -(gr[1]["flag_share"]["value"] or 0))
     for g, r in by_flags:  # most flagged first
         p = r["persistence"]
         mean = p["mean_weeks_flagged"]
+        if never and r["disparate_impact"]["status"] == "never flagged (below band)":
+            never.append([g, _fmt(r["incident_share"], True), _fmt(r["calibration"]),
+                          f"{r['persistence']['cells_ever_flagged']}"])
+            continue
         rows.append([g, _fmt(r["incident_share"], True), _fmt(r["flag_share"], True),
                      *([_fmt(r["flagged_population_share"], True)] if has_population else []),
                      _fmt(r["flag_rate"], True), _ratio_cell(r["disparate_impact"]), r["disparate_impact"]["status"],
                      _fmt(r["hit_rate"], True), _fmt(r["pai"]), _fmt(r["calibration"]),
                      f"{p['cells_ever_flagged']} / {_num(mean, digits=1)}"])
         classes.append("" if r["disparate_impact"]["status"] in ("reference", "within band") else "out")
-    return rows, classes
+    return rows, classes, never[1:]
 
 
 def render_html(audit: dict, plots: dict[str, Path]) -> str:
@@ -261,8 +267,8 @@ def render_html(audit: dict, plots: dict[str, Path]) -> str:
         has_pop = d.get("has_population", True)
         models = []
         for m, figs in d["models"].items():
-            rows, classes = _group_rows(figs, has_pop)
-            models.append({"name": m, "largest": _largest(figs), "rows": rows, "classes": classes,
+            rows, classes, never = _group_rows(figs, has_pop, collapse=len(figs["groups"]) > MAX_PLOTTED)
+            models.append({"name": m, "largest": _largest(figs), "rows": rows, "classes": classes, "never": never,
                            "audited": m == audit["audited_model"]})
         head = ["group", "share of recorded incidents", "share of flags",
                 *(["share of residents of flagged cells"] if has_pop else []), "flag rate",
