@@ -39,6 +39,10 @@ def audit_step(cfg: StudyConfig, model_version: str | None = None, weeks: int | 
     fairness = cfg.fairness or FairnessConfig()  # no [fairness]: groups from the cells' place names
     if fairness.groups_from == "areas":
         read_areas(fairness)  # fail on a missing file or column before the long work
+    elif cfg.places.areas is None and not any(s.place for s in cfg.sources):
+        raise HotspotError(f"{cfg.source_path}: the fairness audit has no groups: the config has no demographic "
+                           "areas ([fairness] areas, population, groups) and no place names ([places] areas or "
+                           "incidents.place) to group the cells by")
     if simulation or bootstrap_reps:
         fairness = FairnessConfig.model_validate(
             {**fairness.model_dump(), "simulation": {**fairness.simulation.model_dump(), **(simulation or {})},
@@ -95,6 +99,16 @@ def audit_step(cfg: StudyConfig, model_version: str | None = None, weeks: int | 
             for path in paths.values():
                 mlflow.log_artifact(str(path), "audit")
     return audit, paths
+
+
+DEMO_AUDIT = {"weeks": 8, "simulation": {"rounds": 12, "replications": 2}, "bootstrap_reps": 200}
+
+
+def demo_audit_step(cfg: StudyConfig, prepared: Prepared, out_dir: Path) -> tuple[dict, dict[str, Path]]:
+    """The audit as the demo runs it: the champion on the last DEMO_AUDIT["weeks"] weeks with a short feedback-loop
+    simulation and a smaller bootstrap (settings stated in the report), the rest from the config."""
+    return audit_step(cfg, weeks=DEMO_AUDIT["weeks"], out_dir=out_dir, prepared=prepared,
+                      simulation=DEMO_AUDIT["simulation"], bootstrap_reps=DEMO_AUDIT["bootstrap_reps"])
 
 
 def audit_metrics(audit: dict) -> dict[str, float]:

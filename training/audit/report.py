@@ -202,9 +202,9 @@ def _largest(figs: dict) -> str:
         return f"highest flag-rate ratio to all cells {_fmt(groups[top]['disparate_impact'])} ({top})"
     value = _num(figs["largest_flag_rate_ratio"])
     if figs.get("largest_flag_rate_ratio_floored"):
-        return (f"at least {value} (some group is never flagged; its flag rate is taken as half a flagged "
-                "cell-week)")
-    return value
+        return (f"largest ratio between two groups' flag rates at least {value} (some group is never flagged; its "
+                "flag rate is taken as half a flagged cell-week)")
+    return f"largest ratio between two groups' flag rates {value}"
 
 
 def _rounded(value) -> str:
@@ -269,7 +269,7 @@ def render_html(audit: dict, plots: dict[str, Path]) -> str:
         for m, figs in d["models"].items():
             rows, classes, never = _group_rows(figs, has_pop, collapse=len(figs["groups"]) > MAX_PLOTTED)
             models.append({"name": m, "largest": _largest(figs), "rows": rows, "classes": classes, "never": never,
-                           "audited": m == audit["audited_model"]})
+                           "audited": m == audit.get("audited_model", audit["models"][0])})
         head = ["group", "share of recorded incidents", "share of flags",
                 *(["share of residents of flagged cells"] if has_pop else []), "flag rate",
                 f"flag-rate ratio to {d['reference']}", "status", "hit rate", "PAI", "recorded / forecast",
@@ -283,7 +283,7 @@ def render_html(audit: dict, plots: dict[str, Path]) -> str:
     residents_rows = [[m, col, f"{r['population_share']:.1%}", _fmt(r["flagged_population_share"], True),
                        _num(r["representation_ratio"])] for m, cols in (audit.get("residents") or {}).items()
                       for col, r in cols.items()]
-    audited = audit["audited_model"]
+    audited = audit.get("audited_model", audit["models"][0])
     sensitivity = feedback = tradeoff = None
     if "sensitivity" in audit:
         s = audit["sensitivity"]
@@ -312,7 +312,7 @@ def render_html(audit: dict, plots: dict[str, Path]) -> str:
                   first_week=audit["weeks"][0], last_week=audit["weeks"][-1], coverage=f"{audit['coverage']:.1%}",
                   n_cells=f"{audit['n_cells']:,}", flagged_per_week=audit["flagged_cells_per_week"],
                   inputs=audit["inputs"]["statement"], warnings=audit.get("warnings", []),
-                  summary=audit.get("summary"),
+                  summary=audit.get("summary"), settings=audit.get("settings"),
                   accuracy_rows=[[m, _fmt(a["pai"]), _fmt(a["hit_rate"], True)] for m, a in audit["accuracy"].items()],
                   definitions=definitions, residents_rows=residents_rows, sensitivity=sensitivity,
                   feedback=feedback, tradeoff=tradeoff, model_card=card_sections(audit["model_card"]),

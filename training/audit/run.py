@@ -315,5 +315,7 @@ def build_audit(cfg, panel, predictions: pd.DataFrame, demography: CellDemograph
                                           fc.reporting_rates)
     audit["inputs"] = inputs_declaration(cfg, panel, spec.get("features"))
     audit["model_card"] = model_card(cfg, ref, spec, audit["inputs"], audit, provenance)
+    audit["settings"] = {"bootstrap_reps": fc.bootstrap_reps, "simulation_rounds": sim.rounds,
+                         "simulation_replications": sim.replications, "groups_from": fc.groups_from}
     audit["summary"] = audit_summary(audit)
     return audit
