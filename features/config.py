@@ -393,13 +393,26 @@ class FeedbackSimulationConfig(_Section):
     seed: int = 0
 
 
-class FairnessConfig(_Section):
-    """The fairness audit: demographic areas apportioned onto cells, and how the audit groups and measures them."""
+PLACES_DEFINITION = "place"  # the name of the group definition made of the cells' place names
 
-    areas: Path
-    population: str = Field(description="column of the areas file holding each polygon's residents")
+
+class FairnessConfig(_Section):
+    """The fairness audit: which groups it compares (demographic areas apportioned onto cells, or the cells' place
+    names), and how it measures them.
+
+    groups_from = "areas" (the default when `areas` is given): polygons with residents and demographic columns, one
+    or more group definitions. groups_from = "places" (the default without `areas`, and what an absent [fairness]
+    section means): each place name of the cells (features/places.py: `[places]` polygons or the incidents' own
+    area labels) is a group, compared with all cells together; no residents, so no population shares.
+    """
+
+    groups_from: Literal["areas", "places"] | None = Field(
+        None, description="'areas': demographic polygons; 'places': the cells' place names [default: 'areas' when "
+                          "`areas` is given, else 'places']")
+    areas: Path | None = Field(None, description="groups_from = 'areas': polygons with demographic columns")
+    population: str | None = Field(None, description="column of the areas file holding each polygon's residents")
     groups: list[GroupDefinition] = Field(
-        description="group definitions; a plain column name means population-weighted quintiles of that column")
+        [], description="group definitions; a plain column name means population-weighted quintiles of that column")
     primary: str | None = Field(None, description="definition used by the simulation, the reporting-rate "
                                                   "sensitivity and the trade-off [default: the first]")
     coverage: Annotated[float, Field(gt=0, lt=1)] = Field(0.01, description="share of cells flagged each week")
@@ -430,15 +443,44 @@ class FairnessConfig(_Section):
     @field_validator("groups", mode="after")
     @classmethod
     def _definitions(cls, v: list[GroupDefinition]) -> list[GroupDefinition]:
-        if not v:
-            raise ValueError("list at least one group definition")
         names = [d.name for d in v]
         if len(set(names)) != len(names):
             raise ValueError(f"group definition names repeat: {names}")
         return v
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_source(cls, data):
+        if isinstance(data, dict) and data.get("groups_from") is None:
+            given = any(data.get(k) for k in ("areas", "population", "groups"))
+            data = {**data, "groups_from": "areas" if given else "places"}
+        return data
+
+    @model_validator(mode="after")
+    def _source_of_groups(self) -> FairnessConfig:
+        if self.groups_from == "areas":
+            missing = [k for k, v in (("areas", self.areas), ("population", self.population)) if v is None]
+            if not self.groups:
+                missing.append("groups")
+            if missing:
+                raise ValueError(f"groups_from = 'areas' needs {', '.join(missing)} (demographic polygons, their "
+                                 "residents column and at least one group definition); or set groups_from = "
+                                 "'places' to compare the cells' place names")
+        else:
+            given = [k for k, v in (("areas", self.areas), ("population", self.population), ("groups", self.groups))
+                     if v]
+            if given:
+                raise ValueError(f"groups_from = 'places' takes its groups from the cells' place names; remove "
+                                 f"{', '.join(given)} (or set groups_from = 'areas')")
+            if self.primary not in (None, PLACES_DEFINITION):
+                raise ValueError(f"primary {self.primary!r}: with groups_from = 'places' the only definition is "
+                                 f"'{PLACES_DEFINITION}'")
+        return self
+
     @model_validator(mode="after")
     def _primary_labels(self) -> FairnessConfig:
+        if self.groups_from == "places":  # the place names are known only once the incidents are read
+            return self
         names = [d.name for d in self.groups]
         if self.primary is not None and self.primary not in names:
             raise ValueError(f"primary {self.primary!r} is not a group definition; choose from {names}")
@@ -453,7 +495,13 @@ class FairnessConfig(_Section):
 
     @property
     def primary_definition(self) -> GroupDefinition:
+        """The definition the simulation, the sensitivity and the trade-off use (groups_from = 'areas' only)."""
         return next((d for d in self.groups if d.name == self.primary), self.groups[0])
+
+    @property
+    def primary_name(self) -> str:
+        """Name of the primary group definition ('place' when the groups are the place names)."""
+        return PLACES_DEFINITION if self.groups_from == "places" else self.primary_definition.name
 
 
 class ContextLayerConfig(_Section):

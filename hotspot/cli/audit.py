@@ -43,29 +43,40 @@ def audit_cmd(
               f"v{audit['model_version']['version']}")
 
 
-def _print_audit(audit: dict) -> None:
+def _print_audit(audit: dict, most: int = 15) -> None:
     primary, audited = audit["primary"], audit["audited_model"]
     definition = audit["definitions"][primary]
-    table = Table(title=f"{audited}: top {audit['coverage']:.1%} of cells by {primary} group, "
+    has_pop = definition.get("has_population", True)
+    groups = definition["models"][audited]["groups"]
+    shown = sorted(groups, key=lambda g: -(groups[g]["flag_share"]["value"] or 0))[:most]
+    more = f", the {len(shown)} with the most flags of {len(groups)}" if len(shown) < len(groups) else ""
+    table = Table(title=f"{audited}: top {audit['coverage']:.1%} of cells by {primary} group{more}, "
                         f"{len(audit['weeks'])} weeks {audit['weeks'][0]} .. {audit['weeks'][-1]} [95% interval]")
-    for col in ("group", "residents", "recorded incidents", "flagged cells", "flag-rate ratio (0.8-1.25)",
-                "hit rate"):
+    for col in ("group", *(["residents"] if has_pop else []), "recorded incidents", "flagged cells",
+                f"flag-rate ratio to {definition['reference']} (0.8-1.25)", "hit rate"):
         table.add_column(col, justify="left" if col == "group" else "right")
-    pct = lambda f: f"{f['value'] * 100:.1f}% [{f['ci95'][0] * 100:.1f}, {f['ci95'][1] * 100:.1f}]"  # noqa: E731
-    for label, g in definition["models"][audited]["groups"].items():
+    pct = lambda f: f"{_n(f['value'], True)} [{_n(f['ci95'][0], True)}, {_n(f['ci95'][1], True)}]"  # noqa: E731
+    for label in shown:
+        g = groups[label]
         di = g["disparate_impact"]
-        ratio = ("ref." if di["status"] == "reference"
-                 else f"{di['value']:.2f} [{di['ci95'][0]:.2f}, {di['ci95'][1]:.2f}]")
+        ratio = "ref." if di["status"] == "reference" else f"{_n(di['value'])} [{_n(di['ci95'][0])}, " \
+                                                             f"{_n(di['ci95'][1])}]"
         colour = "" if di["status"] in ("reference", "within band") else "[yellow]"
-        table.add_row(label, f"{definition['groups'][label]['population_share'] * 100:.1f}%",
+        table.add_row(label, *([f"{definition['groups'][label]['population_share'] * 100:.1f}%"] if has_pop else []),
                       pct(g["incident_share"]), pct(g["flag_share"]), f"{colour}{ratio} {di['status']}",
                       pct(g["hit_rate"]))
     out.print(table)
-    for model, figs in definition["models"].items():
-        out.print(f"{model}: PAI {audit['accuracy'][model]['pai']['value']:.2f}, largest flag-rate ratio between "
-                  f"{primary} groups {figs['largest_flag_rate_ratio']:.2f}")
-    for arm, a in audit["feedback"]["arms"].items():
-        out.print(f"feedback loop, {arm}: distance from the true-rate allocation {a['distance_start']:.3f} -> "
-                  f"{a['distance_end']:.3f} after {len(a['distance_by_round']) - 1} rounds")
+    summary = audit.get("summary") or {}
+    if summary:
+        out.print(f"[bold]Groups:[/] {summary['groups_used']}", highlight=False)
+        out.print("[bold]Summary[/]")
+        for line in summary["lines"]:
+            out.print(f"  - {line}", highlight=False)
     for warning in audit.get("warnings", []):
-        out.print(f"[yellow]warning:[/] {warning}")
+        out.print(f"[yellow]warning:[/] {warning}", highlight=False)
+
+
+def _n(value, pct: bool = False) -> str:
+    if value is None or value != value or abs(value) == float("inf"):
+        return "-"
+    return f"{value * 100:.1f}%" if pct else f"{value:.2f}"

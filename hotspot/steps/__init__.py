@@ -6,7 +6,7 @@ rollback, backtest, forecast), `audit`, `briefing` (the weekly briefing for comm
 intervention evaluation, exports); `common` holds what they share.
 """
 
-from hotspot.steps.audit import audit_metrics, audit_step
+from hotspot.steps.audit import audit_metrics, audit_step, demo_audit_step
 from hotspot.steps.briefing import briefing_step
 from hotspot.steps.common import (
     Prepared,
@@ -32,7 +32,8 @@ from hotspot.steps.modelling import (
 from hotspot.steps.partners import export_step, intervention_step, trends_step
 
 __all__ = [
-    "Prepared", "audit_metrics", "audit_step", "backtest_step", "briefing_step", "champion_forecast", "feature_table",
+    "Prepared", "audit_metrics", "audit_step", "backtest_step", "briefing_step", "champion_forecast",
+    "demo_audit_step", "feature_table",
     "features_step", "forecast_step", "ingest_step", "intervention_step", "export_step", "log_feature_table",
     "model_from_params", "plot_study", "prepare", "promote_step", "reason_table", "rollback_step",
     "source_metrics", "train_step", "trends_step", "tune_step", "validate_step", "with_overrides",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from hotspot.features.config import StudyConfig
+from hotspot.features.config import FairnessConfig, StudyConfig
 from hotspot.features.errors import HotspotError
 from hotspot.features.locking import locked
 from hotspot.steps.common import (
@@ -25,24 +25,37 @@ from hotspot.training.backtest import (
 
 def audit_step(cfg: StudyConfig, model_version: str | None = None, weeks: int | None = None, end: str | None = None,
                out_dir: Path | None = None, baselines: list[str] | None = None, refit_every: int | None = None,
-               prepared: Prepared | None = None) -> tuple[dict, dict[str, Path]]:
+               prepared: Prepared | None = None, simulation: dict | None = None,
+               bootstrap_reps: int | None = None) -> tuple[dict, dict[str, Path]]:
     """Fairness audit of a registered version (the champion when None) beside the count baselines on the same
-    backtest weeks; writes audit.json, audit.html and PNGs and logs them to the version's run and an audit run."""
-    from hotspot.training.audit.fairness import cell_demography, read_areas
+    backtest weeks; writes audit.json, audit.html and PNGs and logs them to the version's run and an audit run.
+    Groups: the config's demographic areas, else (no [fairness] or groups_from = 'places') the cells' place names.
+    `simulation` and `bootstrap_reps` override the config's feedback-simulation settings and bootstrap size."""
+    from hotspot.training.audit.fairness import audit_demography, read_areas
     from hotspot.training.audit.report import clean, write_audit
     from hotspot.training.audit.run import build_audit
     from hotspot.training.registry import registry_client, version_forecaster, version_spec
 
-    if cfg.fairness is None:
-        raise HotspotError(f"{cfg.source_path}: the config has no fairness section; add one with areas, population "
-                           "and groups to audit a model")
-    read_areas(cfg.fairness)  # fail on a missing file or column before the long work
+    fairness = cfg.fairness or FairnessConfig()  # no [fairness]: groups from the cells' place names
+    if fairness.groups_from == "areas":
+        read_areas(fairness)  # fail on a missing file or column before the long work
+    elif cfg.places.areas is None and not any(s.place for s in cfg.sources):
+        raise HotspotError(f"{cfg.source_path}: the fairness audit has no groups: the config has no demographic "
+                           "areas ([fairness] areas, population, groups) and no place names ([places] areas or "
+                           "incidents.place) to group the cells by")
+    if simulation or bootstrap_reps:
+        fairness = FairnessConfig.model_validate(
+            {**fairness.model_dump(), "simulation": {**fairness.simulation.model_dump(), **(simulation or {})},
+             "bootstrap_reps": bootstrap_reps or fairness.bootstrap_reps}, context={"base_dir": Path("/")})
     forecaster, ref = version_forecaster(cfg, model_version)
     spec, _ = version_spec(cfg, ref.version)
     start = time.perf_counter()
     prepared = prepared or prepare(cfg)
     panel = prepared.panel
-    demography = cell_demography(cfg.fairness, panel.grid)
+    try:
+        demography = audit_demography(fairness, panel.grid, prepared.places)
+    except HotspotError as exc:
+        raise HotspotError(f"{cfg.source_path}: {exc}") from None
     periods = forecast_periods(panel, weeks or cfg.backtest.weeks, end)
     bc = cfg.backtest
     names = baselines
@@ -55,7 +68,7 @@ def audit_step(cfg: StudyConfig, model_version: str | None = None, weeks: int | 
     with Progress(TextColumn("[bold]audit backtest[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=True) as progress:
         tasks = {m.name: progress.add_task(m.name, total=len(periods)) for m in models}
-        result = run_backtest(panel, models, periods, refit, [cfg.fairness.coverage],
+        result = run_backtest(panel, models, periods, refit, [fairness.coverage],
                               on_step=lambda name, done: progress.update(tasks[name], completed=done))
     seconds["backtest_s"] = time.perf_counter() - start
     start = time.perf_counter()
@@ -63,7 +76,7 @@ def audit_step(cfg: StudyConfig, model_version: str | None = None, weeks: int | 
                   "code_version": tracking.code_version(), "config": str(cfg.source_path),
                   "config_sha256": cfg.source_sha256}
     with console.status("auditing: groups, simulation, trade-off", spinner="dots"):
-        audit = build_audit(cfg, panel, result.predictions, demography, ref, spec, provenance)
+        audit = build_audit(cfg, panel, result.predictions, demography, ref, spec, provenance, fairness)
     seconds["audit_s"] = time.perf_counter() - start
     audit.update(seconds=seconds, refit_every=refit)
     out_dir = out_dir or Path("outputs") / cfg.area.name / "audit"
@@ -88,6 +101,16 @@ def audit_step(cfg: StudyConfig, model_version: str | None = None, weeks: int | 
     return audit, paths
 
 
+DEMO_AUDIT = {"weeks": 8, "simulation": {"rounds": 12, "replications": 2}, "bootstrap_reps": 200}
+
+
+def demo_audit_step(cfg: StudyConfig, prepared: Prepared, out_dir: Path) -> tuple[dict, dict[str, Path]]:
+    """The audit as the demo runs it: the champion on the last DEMO_AUDIT["weeks"] weeks with a short feedback-loop
+    simulation and a smaller bootstrap (settings stated in the report), the rest from the config."""
+    return audit_step(cfg, weeks=DEMO_AUDIT["weeks"], out_dir=out_dir, prepared=prepared,
+                      simulation=DEMO_AUDIT["simulation"], bootstrap_reps=DEMO_AUDIT["bootstrap_reps"])
+
+
 def audit_metrics(audit: dict) -> dict[str, float]:
     """Headline audit figures as MLflow metrics named audit.*: per group of every definition for the audited model,
     the largest flag-rate ratio of every model, the simulation's end distances and the time taken."""
@@ -98,7 +121,8 @@ def audit_metrics(audit: dict) -> dict[str, float]:
     for name, d in audit["definitions"].items():
         for label, g in d["models"][audited]["groups"].items():
             for key in ("flag_share", "disparate_impact", "hit_rate", "pai", "flagged_population_share"):
-                out[f"audit.{name}.{label}.{key}"] = g[key]["value"]
+                if key in g:  # no population figures where residents are unknown (place names)
+                    out[f"audit.{name}.{label}.{key}"] = g[key]["value"]
             out[f"audit.{name}.{label}.population_share"] = d["groups"][label]["population_share"]
         for model, figs in d["models"].items():
             out[f"audit.{name}.largest_flag_rate_ratio.{model}"] = figs["largest_flag_rate_ratio"]

@@ -51,8 +51,9 @@ def test_a_model_that_flags_only_one_group():
     assert a["flag_share"] == {"value": 1.0, "ci95": [1.0, 1.0]} and b["flag_share"]["value"] == 0.0
     assert a["flagged_population_share"]["value"] == 1.0
     assert a["flag_rate"]["value"] == pytest.approx(10 / 50) and b["flag_rate"]["value"] == 0.0
-    assert np.isinf(a["disparate_impact"]["value"])
-    assert a["disparate_impact"]["status"] == "reference group never flagged"
+    # the reference is never flagged: the ratio divides by half a flagged cell-week (8 weeks x 50 cells), not zero
+    assert a["disparate_impact"]["value"] == pytest.approx(0.2 / (0.5 / (W * 50)))
+    assert a["disparate_impact"]["status"] == "no flags in the reference group"
     assert b["disparate_impact"]["status"] == "reference"
     assert a["incident_share"]["value"] == 0.5
     assert a["hit_rate"]["value"] == 1.0 and b["hit_rate"]["value"] == 0.0
@@ -60,7 +61,9 @@ def test_a_model_that_flags_only_one_group():
     assert a["persistence"]["cells_ever_flagged"] == 10 and a["persistence"]["mean_weeks_flagged"] == W
     assert a["persistence"]["cells_by_weeks_flagged"][-1] == 10 and b["persistence"]["cells_ever_flagged"] == 0
     assert a["weekly"]["flag_share"] == [1.0] * W and a["weekly"]["flag_rate"] == pytest.approx([0.2] * W)
-    assert np.isinf(audit["definitions"]["ab"]["models"]["only_a"]["largest_flag_rate_ratio"])
+    only_a = audit["definitions"]["ab"]["models"]["only_a"]
+    assert only_a["largest_flag_rate_ratio"] == pytest.approx(160.0) and only_a["largest_flag_rate_ratio_floored"]
+    assert any("no flags in the reference group 'B' for only_a" in w for w in audit["warnings"])
     residents = audit["residents"]["only_a"]["share_a"]
     assert residents["population_share"] == 0.5 and residents["flagged_population_share"]["value"] == 1.0
 
@@ -96,7 +99,7 @@ def test_small_groups_are_warned_about_not_hidden():
     small = CellGroups("ab", "majority", ("A", "B"), "B", g.population, np.where(np.arange(C) < 3, 0, 1), {})
     demo = CellDemography(g.population.sum(1), [small], {}, None, "pop", 1000.0, np.ones(C))
     audit = audit_forecasts(only_a_forecasts(), demo, coverage=0.1, reps=100, small_cells=30)
-    assert any("group 'A' is small (3 cells" in w for w in audit["warnings"])
+    assert any("ab: a group ('A') is small (under 30 cells" in w for w in audit["warnings"])
     assert "A" in audit["definitions"]["ab"]["models"]["only_a"]["groups"]
 
 
@@ -153,7 +156,8 @@ def test_predictions_table_round_trip_and_json(tmp_path):
     audit = audit_forecasts(back, demography(), coverage=0.1, reps=100)
     text = json.dumps(clean(audit), allow_nan=False)
     di = json.loads(text)["definitions"]["ab"]["models"]["only_a"]["groups"]["A"]["disparate_impact"]
-    assert di["value"] is None and di["status"] == "reference group never flagged"
+    assert di["value"] == pytest.approx(160.0) and di["status"] == "no flags in the reference group"
+    assert "Infinity" not in text and "NaN" not in text
 
 
 def test_one_week_audit_has_degenerate_intervals():
@@ -163,5 +167,6 @@ def test_one_week_audit_has_degenerate_intervals():
     audit = audit_forecasts(one, demography(), coverage=0.1, reps=100)
     figs = audit["definitions"]["ab"]["models"]["only_a"]["groups"]
     assert figs["A"]["flag_rate"] == {"value": 0.2, "ci95": [0.2, 0.2]}
-    assert np.isinf(figs["A"]["disparate_impact"]["value"]) and np.isnan(figs["A"]["disparate_impact"]["ci95"]).all()
+    assert figs["A"]["disparate_impact"] == {"value": 20.0, "ci95": [20.0, 20.0],
+                                             "status": "no flags in the reference group"}
     assert audit["accuracy"]["only_a"]["pai"] == {"value": 5.0, "ci95": [5.0, 5.0]}

@@ -78,7 +78,7 @@ def test_population_weighted_quantiles():
     definition = GroupDefinition(name="v", kind="quantile", column="v", quantiles=5)
     labels, describe = polygon_labels(equal, definition, np.ones(5))
     assert labels.tolist() == [0, 1, 2, 3, 4]
-    assert "quantile 1 of 5 (0.1 to 0.1)" in describe["Q1"]
+    assert "quantile 1 of 5 weighted by the residents of the study area (0.1 to 0.1)" in describe["Q1"]
     # the first polygon holds half the residents: it alone is the lower half
     halves = GroupDefinition(name="v", kind="quantile", column="v", quantiles=2)
     labels, _ = polygon_labels(equal, halves, np.array([4.0, 1, 1, 1, 1]))
@@ -153,3 +153,43 @@ def test_plain_column_names_mean_quintiles(tmp_path):
     definition = cfg.groups[0]
     assert (definition.kind, definition.column, definition.group_labels) == (
         "quantile", "income", ["Q1", "Q2", "Q3", "Q4", "Q5"])
+
+
+def test_quantiles_are_taken_within_the_study_area(tmp_path):
+    """Polygons far off the grid hold most residents; quantiles over the whole file would leave a quantile with no
+    cell of the study area. Weighted by residents inside the area, each quantile holds cells."""
+    west = shapely.box(X0, Y0, X0 + 450, Y0 + 1000)
+    east = shapely.box(X0 + 450, Y0, X0 + 1000, Y0 + 1000)
+    far = [shapely.box(X0 + 5000 + i * 1000, Y0, X0 + 5900 + i * 1000, Y0 + 900) for i in range(3)]
+    path = write_areas(tmp_path / "areas.geojson", [west, east, *far], pop=[2000.0, 2000.0, 1e5, 1e5, 1e5],
+                       v=[1.0, 2.0, 10.0, 11.0, 12.0])
+    groups = cell_demography(fairness(path, [{"name": "v", "kind": "quantile", "column": "v", "quantiles": 2}]),
+                             GRID).definition("v")
+    assert groups.labels == ("Q1", "Q2") and groups.left_out == ()
+    assert np.bincount(groups.label, minlength=2).min() > 0
+    assert "(1 to 1)" in groups.describe["Q1"] and "(2 to 2)" in groups.describe["Q2"]
+
+
+def test_bins_without_cells_are_left_out_and_named(tmp_path):
+    path = two_halves(tmp_path)
+    groups = cell_demography(fairness(path, [{"name": "inc", "kind": "bins", "column": "income",
+                                              "edges": [0, 50_000, 100_000, 200_000], "labels": ["low", "mid", "top"],
+                                              "reference": "top"}]), GRID).definition("inc")
+    assert groups.labels == ("low", "mid") and groups.left_out == ("top",)
+    assert groups.reference == "low"  # the configured reference holds no cell: the first remaining group
+
+
+def test_fairness_config_groups_from():
+    assert FairnessConfig().groups_from == "places" and FairnessConfig().primary_name == "place"
+    with pytest.raises(ValueError, match="groups_from = 'areas' needs areas, groups"):
+        FairnessConfig(population="pop")
+    with pytest.raises(ValueError, match="groups_from = 'places' takes its groups from the cells' place names; "
+                                         "remove population"):
+        FairnessConfig(groups_from="places", population="pop")
+
+
+def test_place_groups_without_place_names_are_refused():
+    from hotspot.training.audit.fairness import audit_demography
+
+    with pytest.raises(HotspotError, match="no demographic areas .* and no place names"):
+        audit_demography(FairnessConfig(), GRID, None)

@@ -74,8 +74,8 @@ def test_group_model_and_card_values_are_escaped_in_the_audit_report():
     audit.update(title=HOSTILE, inputs={"statement": HOSTILE}, model_card={HOSTILE: {"model": HOSTILE}, "use": HOSTILE})
     page = render_audit(audit, {})
     assert "<script" not in page and ESCAPED in page
-    assert f"<h3>{ESCAPED}: largest flag-rate ratio" in page and f"<td>{ESCAPED}</td><td>group A</td>" in page
-    assert f"<dd>{ESCAPED}</dd>" in page  # a text value of the model card too (it was written unescaped before)
+    assert f"<h3>{ESCAPED} (audited): largest ratio" in page and f"<td>{ESCAPED}</td><td>group A</td>" in page
+    assert f"<td>use</td><td>{ESCAPED}</td>" in page  # a text value of the model card too
 
 
 def test_the_map_config_cannot_close_its_script():

@@ -19,10 +19,14 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from hotspot.features.config import FairnessConfig, GroupDefinition
+from hotspot.features.config import PLACES_DEFINITION, FairnessConfig, GroupDefinition
 from hotspot.features.errors import HotspotError, InputError
 from hotspot.features.grid import Grid
+from hotspot.features.places import Places
 
+ALL_CELLS = "all cells"
+PLACES_METHOD = ("each cell belongs to the area whose name it carries (features/places.py); no residents are known, so "
+                 "flag shares are compared with shares of cells and of recorded incidents only")
 METHOD = ("area-weighted interpolation: each polygon's residents are shared among the cells it overlaps in "
           "proportion to the overlapping area (geopandas overlay in the grid CRS); residents are assumed to be "
           "spread evenly within each polygon")
@@ -35,18 +39,28 @@ class CellGroups:
     name: str
     kind: str
     labels: tuple[str, ...]
-    reference: str
-    population: np.ndarray  # (C, G) estimated residents of each group's polygons in each cell
+    reference: str | None  # None: every group is compared with all its cells together (place names)
+    population: np.ndarray  # (C, G) estimated residents of each group's polygons in each cell (zero: none known)
     label: np.ndarray  # (C,) int32 dominant group of the cell (most residents, else most area), -1 = none
     describe: dict[str, str] = field(default_factory=dict)  # label -> how the group is defined
+    left_out: tuple[str, ...] = ()  # configured groups without a cell in the study area
 
     @property
     def n_groups(self) -> int:
         return len(self.labels)
 
     @property
-    def reference_index(self) -> int:
-        return self.labels.index(self.reference)
+    def reference_index(self) -> int | None:
+        return None if self.reference is None else self.labels.index(self.reference)
+
+    @property
+    def reference_label(self) -> str:
+        """What flag-rate ratios are taken against, in words."""
+        return self.reference if self.reference is not None else ALL_CELLS
+
+    @property
+    def has_population(self) -> bool:
+        return bool(self.population.sum() > 0)
 
     def onehot(self) -> np.ndarray:
         """(C, G) 0/1 membership of each cell in its dominant group (rows of unassigned cells are zero)."""
@@ -58,20 +72,26 @@ class CellGroups:
 
 @dataclass(frozen=True, eq=False)
 class CellDemography:
-    population: np.ndarray  # (C,) estimated residents per cell
+    population: np.ndarray  # (C,) estimated residents per cell (zeros where no residents are known)
     groups: list[CellGroups]
     residents: dict[str, np.ndarray]  # share column -> estimated residents of that group per cell
-    source: Path
-    population_column: str
+    source: Path | str
+    population_column: str | None
     areas_population: float  # residents of every polygon
     covered: np.ndarray  # (C,) share of each cell's area covered by some polygon
+    groups_from: str = "areas"  # "areas" (demographic polygons) or "places" (the cells' place names)
+    statement: str = ""  # which groups the audit uses and why, for the report
 
     def definition(self, name: str) -> CellGroups:
         return next(g for g in self.groups if g.name == name)
 
     def summary(self) -> dict:
+        if self.groups_from == "places":
+            return {"groups_from": "places", "source": str(self.source), "method": PLACES_METHOD,
+                    "population_column": None, "cells": int(len(self.population)), "statement": self.statement}
         grid_pop = float(self.population.sum())
-        return {"source": str(self.source), "population_column": self.population_column, "method": METHOD,
+        return {"groups_from": "areas", "statement": self.statement,
+                "source": str(self.source), "population_column": self.population_column, "method": METHOD,
                 "areas_population": self.areas_population, "population_on_grid": grid_pop,
                 "share_of_population_on_grid": grid_pop / self.areas_population if self.areas_population else None,
                 "cells": int(len(self.population)), "cells_outside_areas": int((self.covered <= 0).sum()),
@@ -122,7 +142,8 @@ def weighted_quantile_edges(values: np.ndarray, weights: np.ndarray, q: int) -> 
 
 def polygon_labels(areas: pd.DataFrame, definition: GroupDefinition,
                    population: np.ndarray) -> tuple[np.ndarray, dict[str, str]]:
-    """Group index of each polygon (-1 where its values are missing) and a description of each group."""
+    """Group index of each polygon (-1 where its values are missing) and a description of each group; quantiles
+    weight each polygon by `population` (its residents inside the study area, so no quantile is empty there)."""
     labels = definition.group_labels
     if definition.kind == "majority":
         shares = areas[definition.columns].to_numpy(dtype=float)
@@ -139,10 +160,10 @@ def polygon_labels(areas: pd.DataFrame, definition: GroupDefinition,
         label = np.searchsorted(edges, values, side="left")
         describe = {}
         for i, lab in enumerate(labels):
-            members = values[ok & (label == i)]
+            members = values[ok & (label == i) & (population > 0)]
             span = f"{members.min():.4g} to {members.max():.4g}" if len(members) else "no polygon"
-            describe[lab] = (f"{definition.column}, population-weighted quantile {i + 1} of {definition.quantiles} "
-                             f"({span})")
+            describe[lab] = (f"{definition.column}, quantile {i + 1} of {definition.quantiles} weighted by the "
+                             f"residents of the study area ({span})")
     else:
         edges = np.asarray(definition.edges, dtype=float)
         label = np.searchsorted(edges, values, side="right") - 1
@@ -179,20 +200,64 @@ def cell_demography(fairness: FairnessConfig, grid: Grid) -> CellDemography:
     cell_pop = np.bincount(cell, weights=residents, minlength=C)
     covered = np.bincount(cell, weights=piece_area, minlength=C) / grid.cell_size_m ** 2
 
-    groups = []
-    for d in fairness.groups:
-        plabel, describe = polygon_labels(areas, d, population)
-        lab, G = plabel[polygon], len(d.group_labels)
-        ok = lab >= 0
-        index = cell[ok] * G + lab[ok]
-        pop = np.bincount(index, weights=residents[ok], minlength=C * G).reshape(C, G)
-        area = np.bincount(index, weights=piece_area[ok], minlength=C * G).reshape(C, G)
-        dominant = np.where(pop.sum(1) > 0, pop.argmax(1), np.where(area.sum(1) > 0, area.argmax(1), -1))
-        # default reference: the largest group of a majority split, the lowest bin of a quantile or bins split
-        reference = d.reference or d.group_labels[int(pop.sum(0).argmax()) if d.kind == "majority" else 0]
-        groups.append(CellGroups(d.name, d.kind, tuple(d.group_labels), reference, pop,
-                                 dominant.astype(np.int32), describe))
+    on_grid = np.bincount(polygon, weights=residents, minlength=len(areas))  # each polygon's residents in the area
+    groups = [_cell_groups(d, *polygon_labels(areas, d, on_grid), polygon, cell, residents, piece_area, C)
+              for d in fairness.groups]
     share_columns = sorted({c for d in fairness.groups if d.kind == "majority" for c in d.columns})
     shares = {c: np.nan_to_num(areas[c].to_numpy(dtype=float)) for c in share_columns}
     by_share = {c: np.bincount(cell, weights=residents * s[polygon], minlength=C) for c, s in shares.items()}
-    return CellDemography(cell_pop, groups, by_share, path, fairness.population, float(population.sum()), covered)
+    statement = (f"Groups are demographic: the {len(areas)} polygons of {path.name} (residents from "
+                 f"'{fairness.population}') apportioned onto the cells, in {len(groups)} definition(s): "
+                 + "; ".join(f"{g.name} ({len(g.labels)} groups)" for g in groups) + ".")
+    return CellDemography(cell_pop, groups, by_share, path, fairness.population, float(population.sum()), covered,
+                          "areas", statement)
+
+
+def _cell_groups(d: GroupDefinition, plabel: np.ndarray, describe: dict[str, str], polygon: np.ndarray,
+                 cell: np.ndarray, residents: np.ndarray, piece_area: np.ndarray, C: int) -> CellGroups:
+    """One definition on the cells; groups that hold no cell of the study area are left out (and named)."""
+    lab, G = plabel[polygon], len(d.group_labels)
+    ok = lab >= 0
+    index = cell[ok] * G + lab[ok]
+    pop = np.bincount(index, weights=residents[ok], minlength=C * G).reshape(C, G)
+    area = np.bincount(index, weights=piece_area[ok], minlength=C * G).reshape(C, G)
+    dominant = np.where(pop.sum(1) > 0, pop.argmax(1), np.where(area.sum(1) > 0, area.argmax(1), -1))
+    present = np.bincount(dominant[dominant >= 0], minlength=G) > 0
+    labels = [lab for lab, p in zip(d.group_labels, present) if p]
+    # default reference: the largest group of a majority split, the lowest bin of a quantile or bins split
+    kept_pop = pop[:, present]
+    reference = d.reference if d.reference in labels else (
+        labels[int(kept_pop.sum(0).argmax()) if d.kind == "majority" else 0])
+    remap = np.cumsum(present) - 1
+    dominant = np.where(dominant >= 0, remap[np.maximum(dominant, 0)], -1)
+    return CellGroups(d.name, d.kind, tuple(labels), reference, kept_pop, dominant.astype(np.int32),
+                      {k: v for k, v in describe.items() if k in labels},
+                      tuple(lab for lab, p in zip(d.group_labels, present) if not p))
+
+
+def place_demography(places: Places | None, n_cells: int) -> CellDemography:
+    """Groups from the cells' place names: one group per named area, each compared with all cells together."""
+    if places is None:
+        raise HotspotError("the fairness audit has no groups: the config has no demographic areas "
+                           "([fairness] areas, population, groups) and no place names ([places] areas or "
+                           "incidents.place) to group the cells by")
+    names, label = np.unique(places.cell_place.astype(str), return_inverse=True)
+    label = label.astype(np.int32)
+    counts = np.bincount(label, minlength=len(names))
+    group = CellGroups(PLACES_DEFINITION, "places", tuple(str(n) for n in names), None,
+                       np.zeros((n_cells, len(names))), label,
+                       {str(n): f"{c} cells named {n}" for n, c in zip(names, counts)})
+    origin = places.origin.replace(" (", ", ", 1).rstrip(")")
+    statement = (f"No demographic areas are configured, so the groups are the {len(names)} named areas of the study "
+                 f"area, from the {origin}. Residents are not known, so population shares are not claimed: each "
+                 "area's share of flagged cells is compared with its share of cells and of recorded incidents, and "
+                 "its flag rate with the flag rate of all cells.")
+    return CellDemography(np.zeros(n_cells), [group], {}, places.origin, None, 0.0, np.ones(n_cells), "places",
+                          statement)
+
+
+def audit_demography(fairness: FairnessConfig, grid: Grid, places: Places | None) -> CellDemography:
+    """The groups the audit compares: demographic areas (groups_from = 'areas') or the place names."""
+    if fairness.groups_from == "places":
+        return place_demography(places, grid.n_cells)
+    return cell_demography(fairness, grid)

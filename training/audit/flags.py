@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+NO_REFERENCE_FLAGS = "no flags in the reference group"  # a disparate-impact status (see training/audit/run.py)
+
 
 @dataclass(frozen=True, eq=False)
 class Forecasts:

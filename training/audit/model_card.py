@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from hotspot.features.config import StudyConfig
 from hotspot.features.panel import Panel
+from hotspot.training.audit.flags import NO_REFERENCE_FLAGS
 
 
 def inputs_declaration(cfg: StudyConfig, panel: Panel, features: list[str] | None) -> dict:
     """The families, features and layers the audited model reads, and whether any demographic layer is among them."""
     used = list(features or panel.feature_names)
     families = sorted({panel.feature_families.get(f, "unknown") for f in used})
-    areas = cfg.fairness.areas if cfg.fairness else None
+    areas = cfg.fairness.areas if cfg.fairness and cfg.fairness.groups_from == "areas" else None
     layers = [{"name": layer.name, "path": str(layer.path), "kind": "polygons" if layer.attributes else "points",
                "used_by_model": any(f.startswith(f"ctx_{layer.name}_") for f in used),
                "is_fairness_areas": areas is not None and layer.path == areas} for layer in cfg.context]
@@ -21,8 +22,8 @@ def inputs_declaration(cfg: StudyConfig, panel: Panel, features: list[str] | Non
                     if any(x["used_by_model"] for x in layers) else "") + ". ")
     statement += ("Demographic columns WERE model inputs (features.demographics_as_features = true); this audit "
                   "cannot separate their effect." if demographics_in else
-                  f"The demographic areas ({areas.name if areas else 'none'}) were used only by this audit, "
-                  "never as model features.")
+                  (f"The demographic areas ({areas.name}) were used only by this audit, never as model features."
+                   if areas else "No demographic data is used, by the model or by this audit."))
     return {"feature_families": families, "n_features": len(used), "features": used,
             "incidents": {"source": cfg.incidents.name, "path": str(cfg.incidents.path),
                           "target_offenses": cfg.model.target_offenses or list(panel.groups)},
@@ -37,8 +38,12 @@ def model_card(cfg: StudyConfig, ref, spec: dict, inputs: dict, audit: dict, pro
     accuracy = {m: a["pai"] for m, a in audit["accuracy"].items()}
     primary = audit["primary"]
     figures = audit["definitions"][primary]["models"][audited]
-    outside = [f"{label} ({g['disparate_impact']['value']:.2f})" for label, g in figures["groups"].items()
-               if g["disparate_impact"]["status"] not in ("reference", "within band")]
+    groups = sorted(figures["groups"].items(), key=lambda lg: -(lg[1]["disparate_impact"]["value"] or 0))
+    above = [f"{label} ({g['disparate_impact']['value']:.2f})" for label, g in groups
+             if g["disparate_impact"]["status"] in ("above band", NO_REFERENCE_FLAGS)]
+    below = [f"{label} ({g['disparate_impact']['value']:.2f})" for label, g in groups
+             if g["disparate_impact"]["status"] == "below band"]
+    never = [label for label, g in groups if g["disparate_impact"]["status"] == "never flagged (below band)"]
     feedback = audit.get("feedback", {}).get("arms", {})
     return {
         "model": {"name": ref.name, "version": ref.version, "run_id": ref.run_id, "objective": spec.get("objective"),
@@ -56,13 +61,16 @@ def model_card(cfg: StudyConfig, ref, spec: dict, inputs: dict, audit: dict, pro
                        "coverage": audit["coverage"], "pai (mean, 95% interval)": accuracy},
         "fairness": {"definition": primary, "reference": audit["definitions"][primary]["reference"],
                      "largest_flag_rate_ratio": figures["largest_flag_rate_ratio"],
-                     "groups_outside_0.8-1.25": outside,
+                     "largest_flag_rate_ratio_floored": figures["largest_flag_rate_ratio_floored"],
+                     "groups_above_0.8-1.25": above, "groups_below_0.8-1.25": below,
+                     "groups_never_flagged": f"{len(never)} of {len(groups)}",
                      "feedback_distance_end": {arm: a["distance_end"] for arm, a in feedback.items()}},
         "caveats": [
             "Recorded incidents are policing data, not ground truth: where residents report and where police look "
             "shape them, and a model trained on them can repeat those patterns (see the feedback-loop simulation).",
-            "Demographics are 2016 census figures spread evenly within each area polygon (area-weighted); cells "
-            "straddling areas mix them.",
+            audit["demography"].get("statement") or "",
+            *(["Residents are spread evenly within each area polygon (area-weighted); cells straddling areas mix "
+               "them."] if audit["demography"].get("groups_from") == "areas" else []),
             "Group figures for small groups move in large steps; read them with their intervals.",
             "The simulation and the reporting-rate sensitivity rest on stated assumptions (rates, detection); they "
             "show what can happen, not what does.",

@@ -63,9 +63,13 @@ def tradeoff_curve(forecasts: Forecasts, groups: CellGroups, k: int, steps: int)
             with np.errstate(divide="ignore", invalid="ignore"):
                 hit = (masks * obs).sum(1) / obs.sum(1)
                 rates = (masks @ L).sum(0) / (len(masks) * n_cells)
-                largest = float(rates[has].max() / rates[has].min())
+                # the smallest rate floored at half a flagged cell-week, so a group never flagged gives a bound
+                floor = 0.5 / (len(masks) * n_cells[has])
+                lowest = np.maximum(rates[has], floor).min()
+                largest = float(rates[has].max() / lowest)
             points.append({"strength": float(s), "pai": float(np.nanmean(hit) / (k / C)),
                            "hit_rate": float(np.nanmean(hit)), "largest_flag_rate_ratio": largest,
+                           "largest_flag_rate_ratio_floored": bool((rates[has] < floor).any()),
                            "smallest_to_largest_flag_rate": float(rates[has].min() / rates[has].max()),
                            "flag_rates": dict(zip(groups.labels, rates.tolist()))})
         out["models"][model] = points

@@ -1,7 +1,8 @@
 """The fairness audit report: audit.json, audit.html and PNG plots (matplotlib), in the style of the accuracy report.
 
-In the JSON, figures that are not finite (a ratio to a group never flagged) are written as null; each
-disparate-impact figure carries a `status` saying why.
+The page opens with the summary and one merged list of warnings (both also in audit.json). A ratio to a group
+never flagged is taken to half a flagged cell-week and shown as "at least"; in the JSON, any figure that is still
+not finite is written as null, and each disparate-impact figure carries a `status` saying why.
 """
 
 from __future__ import annotations
@@ -13,8 +14,13 @@ from pathlib import Path
 import numpy as np
 
 from hotspot.features.locking import locked, savefig_atomically, write_text_atomically
+from hotspot.training.audit.fairness import ALL_CELLS
+from hotspot.training.audit.flags import NO_REFERENCE_FLAGS
 from hotspot.training.audit.run import BAND, NOTE
 from hotspot.training.pages import render
+
+SHOWN_ROWS = 10  # scenarios of the reporting-rate sensitivity shown on the page (all are in audit.json)
+MAX_PLOTTED = 12  # groups drawn in a plot; with more, those with the most recorded incidents
 
 
 def clean(value):
@@ -41,6 +47,16 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def _plotted(definition: dict, model: str) -> list[str]:
+    """The groups a plot draws: all of them, or the MAX_PLOTTED with the most recorded incidents."""
+    groups = definition["models"][model]["groups"]
+    labels = list(definition["groups"])
+    if len(labels) <= MAX_PLOTTED:
+        return labels
+    top = sorted(labels, key=lambda g: -(groups[g]["incident_share"]["value"] or 0))[:MAX_PLOTTED]
+    return [g for g in labels if g in top]
+
+
 def plot_audit(audit: dict, out_dir: Path) -> dict[str, Path]:
     """Draw the audit's figures (flag shares, disparate impact, hit rate, weekly, persistence, ...) as PNGs."""
     import matplotlib
@@ -50,14 +66,17 @@ def plot_audit(audit: dict, out_dir: Path) -> dict[str, Path]:
 
     primary, audited, models = audit["primary"], audit["audited_model"], audit["models"]
     definition = audit["definitions"][primary]
-    labels = list(definition["groups"])
+    labels = _plotted(definition, audited)
+    some = f" ({len(labels)} of {len(definition['groups'])} groups, most recorded incidents)" \
+        if len(labels) < len(definition["groups"]) else ""
     x = np.arange(len(labels))
     paths = {}
 
     fig, ax = plt.subplots(figsize=(8, 4.2))
     width = 0.8 / (len(models) + 2)
-    ax.bar(x - width * (len(models) + 1) / 2, [definition["groups"][g]["population_share"] * 100 for g in labels],
-           width, color="#bbbbbb", label="share of residents")
+    if definition.get("has_population", True):
+        ax.bar(x - width * (len(models) + 1) / 2, [definition["groups"][g]["population_share"] * 100 for g in labels],
+               width, color="#bbbbbb", label="share of residents")
     inc = definition["models"][audited]["groups"]
     ax.bar(x - width * (len(models) - 1) / 2, [inc[g]["incident_share"]["value"] * 100 for g in labels], width,
            color="#777777", label="share of recorded incidents")
@@ -68,8 +87,10 @@ def plot_audit(audit: dict, out_dir: Path) -> dict[str, Path]:
                [groups[g]["flag_share"]["ci95"][1] * 100 - v for v, g in zip(vals, labels)]]
         ax.bar(x - width * (len(models) - 1) / 2 + width * (i + 1), vals, width, yerr=np.nan_to_num(err), capsize=2,
                label=f"flagged cells: {m}")
-    ax.set_xticks(x, labels, rotation=20)
-    ax.set(ylabel="%", title=f"{primary}: share of flagged cells against residents and recorded incidents")
+    ax.set_xticks(x, labels, rotation=30, ha="right", fontsize=7)
+    ax.set(ylabel="%", title=f"{primary}{some}: share of flagged cells against "
+                             + ("residents and " if definition.get("has_population", True) else "")
+                             + "recorded incidents")
     ax.legend(fontsize=7)
     paths["shares"] = _save(fig, out_dir / "audit_flag_shares.png")
 
@@ -77,7 +98,7 @@ def plot_audit(audit: dict, out_dir: Path) -> dict[str, Path]:
     fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 4.2), squeeze=False)
     for ax, name in zip(axes[0], names):
         d = audit["definitions"][name]
-        glabels = list(d["groups"])
+        glabels = _plotted(d, audited)
         for i, m in enumerate(models):
             groups = d["models"][m]["groups"]
             vals = np.array([groups[g]["disparate_impact"]["value"] for g in glabels], dtype=float)
@@ -95,8 +116,8 @@ def plot_audit(audit: dict, out_dir: Path) -> dict[str, Path]:
         ax.axhspan(*BAND, color="green", alpha=0.12, label="0.8-1.25")
         ax.set_yscale("log")
         ax.set_ylim(0.008, 120)
-        ax.set_xticks(np.arange(len(glabels)), glabels, rotation=30, fontsize=7)
-        ax.set(title=f"{name} (ref. {d['reference']})", ylabel="flag-rate ratio to the reference")
+        ax.set_xticks(np.arange(len(glabels)), glabels, rotation=30, ha="right", fontsize=7)
+        ax.set(title=f"{name} (ratio to {d['reference']})", ylabel="flag-rate ratio")
     axes[0][0].legend(fontsize=7)
     paths["disparate_impact"] = _save(fig, out_dir / "audit_disparate_impact.png")
 
@@ -108,8 +129,9 @@ def plot_audit(audit: dict, out_dir: Path) -> dict[str, Path]:
         hi = np.array([groups[g]["hit_rate"]["ci95"][1] for g in labels], dtype=float) * 100
         pos = x + (i - (len(models) - 1) / 2) * 0.8 / len(models)
         ax.errorbar(pos, vals, yerr=np.nan_to_num([vals - lo, hi - vals]), fmt="o", ms=4, capsize=2, label=m)
-    ax.set_xticks(x, labels, rotation=20)
-    ax.set(ylabel="% of the group's recorded incidents in flagged cells", title=f"{primary}: hit rate within groups")
+    ax.set_xticks(x, labels, rotation=30, ha="right", fontsize=7)
+    ax.set(ylabel="% of the group's recorded incidents in flagged cells", title=f"{primary}{some}: hit rate within "
+                                                                                 "groups")
     ax.legend(fontsize=7)
     paths["hit_rate"] = _save(fig, out_dir / "audit_hit_rate_by_group.png")
 
@@ -155,62 +177,145 @@ def plot_audit(audit: dict, out_dir: Path) -> dict[str, Path]:
     return paths
 
 
+def _num(z, pct: bool = False, digits: int = 2) -> str:
+    return "-" if z is None or not math.isfinite(z) else (f"{z * 100:.1f}%" if pct else f"{z:.{digits}f}")
+
+
 def _fmt(fig: dict, pct: bool = False) -> str:
     v, (lo, hi) = fig["value"], fig["ci95"]
-    def f(z) -> str:
-        return "-" if z is None or not math.isfinite(z) else (f"{z * 100:.1f}%" if pct else f"{z:.2f}")
+    if v is None or not math.isfinite(v):
+        return "-"
+    return f"{_num(v, pct)} [{_num(lo, pct)}, {_num(hi, pct)}]"
 
-    return f"{f(v)} [{f(lo)}, {f(hi)}]"
+
+def _ratio_cell(fig: dict) -> str:
+    if fig.get("status") == "reference":
+        return "1 (reference)"
+    text = _fmt(fig)
+    return f"at least {text}" if fig.get("status") == NO_REFERENCE_FLAGS else text
+
+
+def _largest(figs: dict) -> str:
+    if figs.get("reference") == ALL_CELLS:  # place names: how far the most flagged area is above the whole area
+        groups = figs["groups"]
+        top = max(groups, key=lambda g: groups[g]["disparate_impact"]["value"] or 0)
+        return f"highest flag-rate ratio to all cells {_fmt(groups[top]['disparate_impact'])} ({top})"
+    value = _num(figs["largest_flag_rate_ratio"])
+    if figs.get("largest_flag_rate_ratio_floored"):
+        return (f"largest ratio between two groups' flag rates at least {value} (some group is never flagged; its "
+                "flag rate is taken as half a flagged cell-week)")
+    return f"largest ratio between two groups' flag rates {value}"
+
+
+def _rounded(value) -> str:
+    """A model-card value as text: numbers to 3 significant digits, lists joined, mappings as 'key: value'."""
+    if isinstance(value, bool) or value is None:
+        return {True: "yes", False: "no", None: "-"}[value]
+    if isinstance(value, (int, np.integer)):
+        return f"{value:,}" if abs(value) >= 10_000 else str(value)
+    if isinstance(value, (float, np.floating)):
+        return "-" if not math.isfinite(value) else f"{value:.3g}"
+    if isinstance(value, dict):
+        if {"value", "ci95"} <= set(value):
+            return _fmt(value)
+        return "; ".join(f"{k}: {_rounded(v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return "; ".join(_rounded(v) for v in value) or "none"
+    return str(value)
+
+
+def card_sections(card: dict) -> list[dict]:
+    """The model card as titled sections of (field, text) rows, nested mappings one row per key."""
+    sections, plain = [], []
+    for key, value in card.items():
+        title = key.replace("_", " ")
+        if isinstance(value, dict):
+            sections.append({"title": title, "rows": [(k.replace("_", " "), _rounded(v)) for k, v in value.items()],
+                             "bullets": []})
+        elif isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+            sections.append({"title": title, "rows": [], "bullets": value})
+        else:
+            plain.append((title, _rounded(value)))
+    return ([{"title": "use", "rows": plain, "bullets": []}] if plain else []) + sections
+
+
+def _group_rows(figs: dict, has_population: bool, collapse: bool) -> tuple[list, list, list]:
+    """Table rows of one model (most flagged first) and their classes; with `collapse`, groups never flagged go to
+    a short table of their own (the third list) instead of rows of zeros."""
+    rows, classes, never = [], [], [[]] if collapse else []
+    by_flags = sorted(figs["groups"].items(), key=lambda gr: -(gr[1]["flag_share"]["value"] or 0))
+    for g, r in by_flags:  # most flagged first
+        p = r["persistence"]
+        mean = p["mean_weeks_flagged"]
+        if never and r["disparate_impact"]["status"] == "never flagged (below band)":
+            never.append([g, _fmt(r["incident_share"], True), _fmt(r["calibration"]),
+                          f"{r['persistence']['cells_ever_flagged']}"])
+            continue
+        rows.append([g, _fmt(r["incident_share"], True), _fmt(r["flag_share"], True),
+                     *([_fmt(r["flagged_population_share"], True)] if has_population else []),
+                     _fmt(r["flag_rate"], True), _ratio_cell(r["disparate_impact"]), r["disparate_impact"]["status"],
+                     _fmt(r["hit_rate"], True), _fmt(r["pai"]), _fmt(r["calibration"]),
+                     f"{p['cells_ever_flagged']} / {_num(mean, digits=1)}"])
+        classes.append("" if r["disparate_impact"]["status"] in ("reference", "within band") else "out")
+    return rows, classes, never[1:]
 
 
 def render_html(audit: dict, plots: dict[str, Path]) -> str:
-    """The audit as one HTML page (template training/templates/audit.html.j2)."""
+    """The audit as one HTML page (template training/templates/audit.html.j2): the summary and warnings first."""
     definitions = []
     for name, d in audit["definitions"].items():
+        has_pop = d.get("has_population", True)
         models = []
         for m, figs in d["models"].items():
-            rows, classes = [], []
-            for g, r in figs["groups"].items():
-                rows.append([g, _fmt(r["incident_share"], True), _fmt(r["flag_share"], True),
-                             _fmt(r["flagged_population_share"], True), _fmt(r["flag_rate"], True),
-                             _fmt(r["disparate_impact"]), r["disparate_impact"]["status"], _fmt(r["hit_rate"], True),
-                             _fmt(r["pai"]), _fmt(r["calibration"]),
-                             f"{r['persistence']['cells_ever_flagged']} / "
-                             f"{r['persistence']['mean_weeks_flagged']:.1f}"])
-                classes.append("" if r["disparate_impact"]["status"] in ("reference", "within band") else "out")
-            models.append({"name": m, "largest": f"{figs['largest_flag_rate_ratio']:.2f}", "rows": rows,
-                           "classes": classes})
+            rows, classes, never = _group_rows(figs, has_pop, collapse=len(figs["groups"]) > MAX_PLOTTED)
+            models.append({"name": m, "largest": _largest(figs), "rows": rows, "classes": classes, "never": never,
+                           "audited": m == audit.get("audited_model", audit["models"][0])})
+        head = ["group", "share of recorded incidents", "share of flags",
+                *(["share of residents of flagged cells"] if has_pop else []), "flag rate",
+                f"flag-rate ratio to {d['reference']}", "status", "hit rate", "PAI", "recorded / forecast",
+                "cells ever flagged / mean weeks"]
+        group_head = ["group", "definition", "cells", "share of cells", *(["share of residents"] if has_pop else [])]
+        group_rows = [[g, i["describe"], i["cells"], _num(i["cell_share"], True),
+                       *([_num(i["population_share"], True)] if has_pop else [])] for g, i in d["groups"].items()]
         definitions.append({"name": name, "kind": d["kind"], "reference": d["reference"], "models": models,
-                            "group_rows": [[g, i["describe"], i["cells"], f"{i['population_share']:.1%}"]
-                                           for g, i in d["groups"].items()]})
+                            "head": head, "group_head": group_head, "group_rows": group_rows,
+                            "left_out": d.get("left_out", [])})
     residents_rows = [[m, col, f"{r['population_share']:.1%}", _fmt(r["flagged_population_share"], True),
-                       f"{r['representation_ratio']:.2f}"] for m, cols in (audit.get("residents") or {}).items()
+                       _num(r["representation_ratio"])] for m, cols in (audit.get("residents") or {}).items()
                       for col, r in cols.items()]
+    audited = audit.get("audited_model", audit["models"][0])
     sensitivity = feedback = tradeoff = None
     if "sensitivity" in audit:
         s = audit["sensitivity"]
-        sensitivity = {"definition": s["definition"], "method": s["method"], "rows": [
-            [name, m, f"{r['cells_moved_per_week']:.1f}", f"{r['share_of_flagged_moved']:.1%}",
-             ", ".join(f"{g} {v:+.1f}" for g, v in r["net_cells_per_week"].items())]
-            for name, sc in s["scenarios"].items() for m, r in sc["models"].items()]}
+        ranked = sorted(((name, sc["models"][audited]) for name, sc in s["scenarios"].items()),
+                        key=lambda item: -item[1]["cells_moved_per_week"])
+        rows = [[name, f"{r['cells_moved_per_week']:.1f}", f"{r['share_of_flagged_moved']:.1%}",
+                 ", ".join(f"{g} {v:+.1f}" for g, v in sorted(r["net_cells_per_week"].items(),
+                                                               key=lambda gv: -abs(gv[1]))[:5] if abs(v) >= 0.05)
+                 or "none"] for name, r in ranked[:SHOWN_ROWS]]
+        sensitivity = {"definition": s["definition"], "method": s["method"], "rows": rows, "model": audited,
+                       "shown": len(rows), "total": len(ranked)}
     if "feedback" in audit:
         fb = audit["feedback"]
         feedback = {"definition": fb["definition"], "method": fb["method"], "model": fb["model"], "rows": [
             [arm, f"{a['distance_start']:.3f}", f"{a['distance_end']:.3f}", f"{a['overlap_with_true_top_end']:.1%}",
-             ", ".join(f"{g} {v:+.1%}" for g, v in a["drift_end"].items())] for arm, a in fb["arms"].items()]}
+             ", ".join(f"{g} {v:+.1%}" for g, v in sorted(a["drift_end"].items(), key=lambda gv: -abs(gv[1]))[:5]
+                       if abs(v) >= 0.0005) or "none"]
+            for arm, a in fb["arms"].items()]}
     if "tradeoff" in audit:
         t = audit["tradeoff"]
         tradeoff = {"definition": t["definition"], "method": t["method"], "rows": [
-            [m, f"{p['strength']:.2f}", f"{p['pai']:.2f}", f"{p['largest_flag_rate_ratio']:.2f}"]
+            [m, f"{p['strength']:.2f}", f"{p['pai']:.2f}",
+             ("at least " if p.get("largest_flag_rate_ratio_floored") else "") + _num(p["largest_flag_rate_ratio"])]
             for m, pts in t["models"].items() for p in pts]}
-    card = [(k, v if isinstance(v, str) else json.dumps(clean(v))) for k, v in audit["model_card"].items()]
     return render("audit.html.j2", title=audit["title"], note=NOTE, n_weeks=len(audit["weeks"]),
                   first_week=audit["weeks"][0], last_week=audit["weeks"][-1], coverage=f"{audit['coverage']:.1%}",
                   n_cells=f"{audit['n_cells']:,}", flagged_per_week=audit["flagged_cells_per_week"],
                   inputs=audit["inputs"]["statement"], warnings=audit.get("warnings", []),
+                  summary=audit.get("summary"), settings=audit.get("settings"),
                   accuracy_rows=[[m, _fmt(a["pai"]), _fmt(a["hit_rate"], True)] for m, a in audit["accuracy"].items()],
                   definitions=definitions, residents_rows=residents_rows, sensitivity=sensitivity,
-                  feedback=feedback, tradeoff=tradeoff, model_card=card,
+                  feedback=feedback, tradeoff=tradeoff, model_card=card_sections(audit["model_card"]),
                   plots={k: p.name for k, p in plots.items()})
 
 

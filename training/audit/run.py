@@ -21,8 +21,10 @@ import warnings
 import numpy as np
 import pandas as pd
 
+from hotspot.features.config import FairnessConfig
+from hotspot.features.errors import InputError
 from hotspot.training.audit.fairness import CellDemography, CellGroups
-from hotspot.training.audit.flags import Forecasts, forecasts_from_predictions, top_k
+from hotspot.training.audit.flags import NO_REFERENCE_FLAGS, Forecasts, forecasts_from_predictions, top_k
 from hotspot.training.evaluation.metrics import flag_weights, hit_rate_at, n_flagged, pai_at
 from hotspot.training.evaluation.stats import bootstrap_interval, bootstrap_mean, calibration
 
@@ -54,18 +56,37 @@ def _intervals(fns: dict, weekly: dict[str, np.ndarray], reps: int, seed: int) -
             for i, (name, value) in enumerate(values.items())}
 
 
-def _status(ratio: float, is_reference: bool, cells: int) -> str:
+def _status(ratio: float, is_reference: bool, cells: int, flagged: float, reference_flagged: float) -> str:
     if is_reference:
         return "reference"
     if cells == 0:
         return "no cells"
-    if np.isnan(ratio):
+    if flagged == 0 and reference_flagged == 0:
         return "neither group flagged"
-    if np.isinf(ratio):
-        return "reference group never flagged"
-    if ratio == 0:
+    if flagged == 0:
         return "never flagged (below band)"
+    if reference_flagged == 0:
+        return NO_REFERENCE_FLAGS  # the ratio is to half a flag (the floor), so it is a lower bound
+    if not np.isfinite(ratio):
+        return "no interval"
     return "within band" if BAND[0] <= ratio <= BAND[1] else ("below band" if ratio < BAND[0] else "above band")
+
+
+def floored_rates(flagged: np.ndarray, cell_weeks: np.ndarray) -> np.ndarray:
+    """Flag rates whose numerator is at least half a flagged cell-week: the floor that keeps a ratio to a group never
+    flagged finite (a lower bound on it) instead of infinite."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.maximum(flagged, 0.5) / cell_weeks
+
+
+def largest_ratio(rates: np.ndarray, floors: np.ndarray) -> tuple[float, bool]:
+    """The largest ratio between two groups' flag rates, the smallest rate floored at half a flag; and whether the
+    floor was needed (the ratio is then a lower bound)."""
+    ok = np.isfinite(floors)
+    if not ok.any():
+        return float("nan"), False
+    lowest = np.maximum(rates[ok], floors[ok])
+    return float(rates[ok].max() / lowest.min()), bool((rates[ok] < floors[ok]).any())
 
 
 def weekly_by_group(f: np.ndarray, observed: np.ndarray, groups: CellGroups) -> pd.DataFrame:
@@ -88,33 +109,47 @@ def group_figures(f: np.ndarray, top: np.ndarray, risk: np.ndarray, observed: np
     W = f.shape[0]
     n_cells, pop = L.sum(0), groups.population.sum(0)
     ref = groups.reference_index
-    weekly = {"flagged": f @ L, "flagged_pop": f @ groups.population, "incidents": observed @ L,
-              "hits": (f * observed) @ L, "expected": risk @ L}
+    weekly = {"flagged": f @ L, "incidents": observed @ L, "hits": (f * observed) @ L, "expected": risk @ L}
+    if groups.has_population:
+        weekly["flagged_pop"] = f @ groups.population
     weekly.update({f"{k}_all": v.sum(1, keepdims=True) for k, v in list(weekly.items())})
     rate = lambda s: s["flagged"] / (W * n_cells)  # noqa: E731
     pop_rate = lambda s: s["flagged_pop"] / (W * pop)  # noqa: E731
-    figures = _intervals({
+    # the reference: one group, its rate floored at half a flag; or (place names) all grouped cells together
+    if ref is None:
+        ref_rate = lambda s: s["flagged_all"] / (W * n_cells.sum())  # noqa: E731
+        ref_pop_rate = ref_rate
+    else:
+        ref_rate = lambda s: np.maximum(s["flagged"][..., ref:ref + 1], 0.5) / (W * n_cells[ref])  # noqa: E731
+        ref_pop_rate = lambda s: pop_rate(s)[..., ref:ref + 1]  # noqa: E731
+    fns = {
         "flag_share": lambda s: s["flagged"] / s["flagged_all"],
-        "flagged_population_share": lambda s: s["flagged_pop"] / s["flagged_pop_all"],
         "incident_share": lambda s: s["incidents"] / s["incidents_all"],
         "flag_rate": rate,
-        "population_flag_rate": pop_rate,
-        "disparate_impact": lambda s: rate(s) / rate(s)[..., ref:ref + 1],
-        "population_disparate_impact": lambda s: pop_rate(s) / pop_rate(s)[..., ref:ref + 1],
+        "disparate_impact": lambda s: rate(s) / ref_rate(s),
         "hit_rate": lambda s: s["hits"] / s["incidents"],
         "pai": lambda s: (s["hits"] / s["incidents"]) / rate(s),
         "calibration": lambda s: s["incidents"] / s["expected"],
-    }, weekly, reps, seed)
+    }
+    if groups.has_population:
+        fns.update({"flagged_population_share": lambda s: s["flagged_pop"] / s["flagged_pop_all"],
+                    "population_flag_rate": pop_rate,
+                    "population_disparate_impact": lambda s: pop_rate(s) / ref_pop_rate(s)})
+    figures = _intervals(fns, weekly, reps, seed)
     weeks_flagged = top.sum(0)
     by_week = weekly_by_group(f, observed, groups)
+    flagged = weekly["flagged"].sum(0)
+    ref_flagged = float(flagged.sum() if ref is None else flagged[ref])
     out = {}
     for g, label in enumerate(groups.labels):
         member = groups.label == g
         ever = member & (weeks_flagged > 0)
         row = {k: v[g] for k, v in figures.items()}
-        row["disparate_impact"]["status"] = _status(row["disparate_impact"]["value"], g == ref, int(n_cells[g]))
-        row["population_disparate_impact"]["status"] = _status(row["population_disparate_impact"]["value"],
-                                                               g == ref, int(n_cells[g]))
+        row["flagged_cell_weeks"] = float(flagged[g])
+        for key in ("disparate_impact", "population_disparate_impact"):
+            if key in row:
+                row[key]["status"] = _status(row[key]["value"], g == ref, int(n_cells[g]), float(flagged[g]),
+                                             ref_flagged)
         flagged_cell_weeks = int(top[:, member].sum())
         row["persistence"] = {
             "cells_ever_flagged": int(ever.sum()),
@@ -135,32 +170,56 @@ def group_figures(f: np.ndarray, top: np.ndarray, risk: np.ndarray, observed: np
             [("", cells, risk[w, cells], observed[w, cells]) for w in range(W)]).to_dict(orient="records") \
             if len(cells) >= 10 else []
         out[label] = row
-    rates = np.array([out[lab]["flag_rate"]["value"] for lab, n in zip(groups.labels, n_cells) if n > 0])
+    rates = np.array([out[lab]["flag_rate"]["value"] for lab in groups.labels])
     with np.errstate(divide="ignore", invalid="ignore"):
-        largest = float(rates.max() / rates.min()) if len(rates) else float("nan")
-    return {"groups": out, "largest_flag_rate_ratio": largest}
+        largest, floored = largest_ratio(rates, np.where(n_cells > 0, 0.5 / (W * n_cells), np.nan))
+    return {"groups": out, "reference": groups.reference_label, "largest_flag_rate_ratio": largest,
+            "largest_flag_rate_ratio_floored": floored}
+
+
+def _names(labels: list[str], most: int = 12) -> str:
+    """'a, b and c', or the first `most` and how many more."""
+    quoted = [f"'{x}'" for x in labels]
+    if len(quoted) > most:
+        return ", ".join(quoted[:most]) + f" and {len(quoted) - most} more"
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
 
 
 def definition_summary(groups: CellGroups, k: int, small_cells: int, small_share: float) -> tuple[dict, list[str]]:
-    """Size of each group (cells, residents, shares) and warnings about small ones."""
+    """Size of each group (cells, residents, shares) and warnings about small ones, merged into one line."""
     n_cells = groups.onehot().sum(0)
     pop = groups.population.sum(0)
     C = len(groups.label)
-    info, warns = {}, []
+    info, small = {}, []
     for g, label in enumerate(groups.labels):
-        share = pop[g] / pop.sum() if pop.sum() else 0.0
+        share = pop[g] / pop.sum() if pop.sum() else None
+        chance = k * n_cells[g] / C
         info[label] = {"describe": groups.describe.get(label, ""), "cells": int(n_cells[g]),
-                       "cell_share": float(n_cells[g] / max(n_cells.sum(), 1)), "population": float(pop[g]),
-                       "population_share": float(share), "flagged_per_week_at_chance": float(k * n_cells[g] / C)}
-        if n_cells[g] < small_cells or share < small_share or k * n_cells[g] / C < 5:
-            warns.append(f"{groups.name}: group '{label}' is small ({int(n_cells[g])} cells, {share:.1%} of residents,"
-                         f" about {k * n_cells[g] / C:.1f} flagged cells a week at chance): its figures move in large "
-                         "steps and its intervals are wide")
+                       "cell_share": float(n_cells[g] / max(n_cells.sum(), 1)),
+                       "population": float(pop[g]) if share is not None else None,
+                       "population_share": float(share) if share is not None else None,
+                       "flagged_per_week_at_chance": float(chance)}
+        if n_cells[g] < small_cells or (share is not None and share < small_share) or chance < 5:
+            small.append(label)
+    warns = []
+    if small:
+        what = ("a group" if len(small) == 1 else f"all {len(small)} groups" if len(small) == len(groups.labels)
+                else f"{len(small)} of {len(groups.labels)} groups")
+        named = "" if len(small) == len(groups.labels) else f" ({_names(small)})"
+        warns.append(f"{groups.name}: {what}{named} "
+                     f"{'is' if len(small) == 1 else 'are'} small (under {small_cells} cells"
+                     + (f", under {small_share:.0%} of residents" if groups.has_population else "")
+                     + ", or under 5 flagged cells a week at chance): their figures move in large steps and their "
+                     "intervals are wide")
+    if groups.left_out:
+        warns.append(f"{groups.name}: no cell of the study area falls in {_names(list(groups.left_out))}; "
+                     f"{'it is' if len(groups.left_out) == 1 else 'they are'} left out")
     unassigned = int((groups.label < 0).sum())
     if unassigned:
         warns.append(f"{groups.name}: {unassigned} cells lie in no group (no polygon or no value) and are left out "
                      "of this definition's group figures")
-    return {"kind": groups.kind, "reference": groups.reference, "groups": info, "unassigned_cells": unassigned}, warns
+    return {"kind": groups.kind, "reference": groups.reference_label, "groups": info, "unassigned_cells": unassigned,
+            "left_out": list(groups.left_out), "has_population": groups.has_population}, warns
 
 
 def residents_figures(f: np.ndarray, demography: CellDemography, reps: int, seed: int = 0) -> dict:
@@ -197,41 +256,54 @@ def audit_forecasts(forecasts: Forecasts, demography: CellDemography, coverage: 
         info, warns = definition_summary(groups, k, small_cells, small_share)
         result["warnings"] += warns
         result["definitions"][groups.name] = {**info, "models": {}}
+    unflagged_reference = {g.name: [] for g in demography.groups}
     for m, model in enumerate(forecasts.models):
         risk = forecasts.risk[m]
         f, top = flag_weights(risk, k), top_k(risk, k)
         result["accuracy"][model] = accuracy_figures(risk, forecasts.observed, coverage, reps)
-        result["residents"][model] = residents_figures(f, demography, reps, seed)
+        if demography.residents:
+            result["residents"][model] = residents_figures(f, demography, reps, seed)
         for groups in demography.groups:
             figs = group_figures(f, top, risk, forecasts.observed, groups, reps, seed)
             result["definitions"][groups.name]["models"][model] = figs
-            if figs["groups"][groups.reference]["flag_rate"]["value"] == 0:
-                result["warnings"].append(f"{groups.name}: {model} never flags the reference group "
-                                          f"'{groups.reference}', so every ratio to it is infinite; set another "
-                                          "reference in the config")
+            if groups.reference is not None and figs["groups"][groups.reference]["flagged_cell_weeks"] == 0:
+                unflagged_reference[groups.name].append(model)
+    for groups in demography.groups:
+        models = unflagged_reference[groups.name]
+        if models:
+            result["warnings"].append(
+                f"{groups.name}: {NO_REFERENCE_FLAGS} '{groups.reference}' for {', '.join(models)}: ratios to it "
+                "divide by half a flagged cell-week, so they are lower bounds; a larger reference group (set "
+                "`reference` in the config) gives ratios that are estimates")
     return result
 
 
 
 def build_audit(cfg, panel, predictions: pd.DataFrame, demography: CellDemography, ref, spec: dict,
-                provenance: dict) -> dict:
+                provenance: dict, fairness: FairnessConfig | None = None) -> dict:
     """The whole audit of a backtest (the first model in `predictions` is the audited one, the rest baselines):
     group figures, reporting-rate sensitivity, trade-off, feedback-loop simulation, inputs and model card."""
     from hotspot.training.audit.feedback import simulate_feedback
     from hotspot.training.audit.model_card import inputs_declaration, model_card
     from hotspot.training.audit.parity import tradeoff_curve
     from hotspot.training.audit.sensitivity import reporting_sensitivity
+    from hotspot.training.audit.summary import audit_summary
 
-    fc = cfg.fairness
+    fc = fairness or cfg.fairness or FairnessConfig()
     forecasts = forecasts_from_predictions(predictions, panel.grid.cell_id)
     audit = {"title": f"Fairness audit: {cfg.area.name}, {ref.label}", "note": NOTE,
              **audit_forecasts(forecasts, demography, fc.coverage, fc.bootstrap_reps, fc.small_group_cells,
                                fc.small_group_population_share)}
-    audit.update(audited_model=forecasts.models[0], primary=fc.primary_definition.name,
+    audit.update(audited_model=forecasts.models[0], primary=fc.primary_name,
                  demography=demography.summary(),
                  model_version={"name": ref.name, "version": ref.version, "run_id": ref.run_id,
                                 "data_fingerprint": ref.data_fingerprint})
     primary = demography.definition(audit["primary"])
+    for key, mapping in (("fairness.reporting_rates", fc.reporting_rates),
+                         ("fairness.simulation.true_rate_multipliers", fc.simulation.true_rate_multipliers)):
+        unknown = sorted(set(mapping) - set(primary.labels))
+        if unknown:
+            raise InputError(f"{key}: {unknown} are not groups of '{primary.name}' ({_names(list(primary.labels))})")
     k = audit["flagged_cells_per_week"]
     audit["sensitivity"] = reporting_sensitivity(forecasts, primary, k, fc.reporting_rates,
                                                  fc.sensitivity_relative_rates)
@@ -243,4 +315,7 @@ def build_audit(cfg, panel, predictions: pd.DataFrame, demography: CellDemograph
                                           fc.reporting_rates)
     audit["inputs"] = inputs_declaration(cfg, panel, spec.get("features"))
     audit["model_card"] = model_card(cfg, ref, spec, audit["inputs"], audit, provenance)
+    audit["settings"] = {"bootstrap_reps": fc.bootstrap_reps, "simulation_rounds": sim.rounds,
+                         "simulation_replications": sim.replications, "groups_from": fc.groups_from}
+    audit["summary"] = audit_summary(audit)
     return audit
