@@ -10,7 +10,7 @@ import pytest
 from tests.conftest import SAMPLE_CONFIG, run_cli, write_config
 
 COMMANDS = ["validate", "features", "train", "tune", "promote", "rollback", "backtest", "audit", "forecast", "briefing",
-            "serve", "demo"]
+            "publish", "serve", "demo"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -102,6 +102,24 @@ def test_demo_runs_end_to_end(tmp_path):
     assert (tmp_path / "demo" / "backtest" / "metrics.json").exists()
     assert (tmp_path / "demo" / "tune" / "best_spec.json").exists()
     assert (tmp_path / "mlflow.db").exists() and (tmp_path / "optuna.db").exists()
+    # every user is told where to look, and what is named there exists
+    assert (tmp_path / "demo" / "briefing.pdf").read_bytes()[:5] == b"%PDF-"
+    assert (tmp_path / "demo" / "audit" / "audit.html").exists()
+    assert "8. audit: No demographic areas are configured" in proc.stdout
+    where = proc.stdout[proc.stdout.index("Where to look"):]
+    for text in (str((tmp_path / "demo" / "briefing.pdf").resolve()), f"hotspot serve -c {SAMPLE_CONFIG}",
+                 "http://127.0.0.1:8000/map", str((tmp_path / "demo" / "audit" / "audit.html").resolve()),
+                 "http://127.0.0.1:8000/reports"):
+        assert text in where.replace("\n", ""), text
+    # the map has two weeks to show (the last recorded one and the next), and the printed key reads them
+    from hotspot.serving.auth import KeyVerifier
+    from hotspot.serving.db import PublicationStore, make_engine
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'hotspot.db'}")
+    weeks = [p.week for p in PublicationStore(engine).list("toronto-sample")]
+    assert weeks == ["2019-12-30", "2019-12-23"]
+    key = where.split("shown once")[1].split(":  ")[1].split()[0]
+    assert KeyVerifier(engine).verify(key).role == "auditor"
     # the champion can be rolled back to v1 only if v2 was promoted
     back = run_cli("rollback", "--config", str(SAMPLE_CONFIG), "--why", "test", cwd=tmp_path)
     if promoted:
@@ -128,3 +146,18 @@ def test_missing_config_file(tmp_path):
     proc = run_cli("train", "--config", str(tmp_path / "nope.toml"))
     assert proc.returncode == 2
     assert "config file not found" in proc.stderr
+
+
+def test_publish_puts_a_week_on_the_map_once_unless_a_new_version_is_asked_for(tmp_path):
+    config = write_config(tmp_path / "area")
+    assert run_cli("train", "--config", str(config), cwd=tmp_path).returncode == 0
+    db = f"sqlite:///{tmp_path / 'pub.db'}"
+    first = run_cli("publish", "--config", str(config), "--database-url", db, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "published the week of" in first.stdout and "(version 1, model v1)" in first.stdout
+    again = run_cli("publish", "--config", str(config), "--database-url", db, cwd=tmp_path)
+    assert again.returncode == 2 and "already published" in again.stderr and "--new-version" in again.stderr
+    newer = run_cli("publish", "--config", str(config), "--database-url", db, "--new-version", cwd=tmp_path)
+    assert newer.returncode == 0 and "(version 2, model v1)" in newer.stdout
+    bad = run_cli("publish", "--config", str(config), "--database-url", db, "--week", "1999-01-04", cwd=tmp_path)
+    assert bad.returncode == 2 and "1999-01-04" in bad.stderr and "Traceback" not in bad.stderr

@@ -323,12 +323,16 @@ def demo_cmd(
     trials: Annotated[int, typer.Option(help="tuning trials (the study resumes across runs)", min=1)] = 8,
 ):
     """The whole flow on the bundled sample: validate, features, train, tune, train the tuned model and promote it
-    if it beats the champion, backtest every model, forecast with the champion (with reasons), summary."""
+    if it beats the champion, backtest every model, forecast with the champion (with reasons), audit, briefing,
+    publish the last and the next week for the map, and say where each user looks."""
     from hotspot.steps import (
         backtest_step,
+        briefing_step,
+        demo_audit_step,
         features_step,
         forecast_step,
         promote_step,
+        publish_step,
         train_step,
         tune_step,
         validate_step,
@@ -359,11 +363,45 @@ def demo_cmd(
     cells, meta = forecast_step(cfg, week, out_dir / "forecast.geojson", prepared)
     out.print(f"7. forecast for the week of {week} with the champion ({meta['model']} v{meta['model_version']}) "
               f"-> {out_dir / 'forecast.geojson'}")
+    audit, audit_paths = demo_audit_step(cfg, prepared, out_dir / "audit")
+    out.print(f"8. audit: {audit['demography']['statement'].split(',')[0]}; {len(audit['weeks'])} weeks -> "
+              f"{audit_paths['audit_html']}", highlight=False)
+    briefing_path = out_dir / "briefing.pdf"
+    briefing_step(cfg, briefing_path, week, prepared=prepared)
+    out.print(f"9. briefing for the week of {week} -> {briefing_path}")
+    database_url = os.environ.get("HOTSPOT_DATABASE_URL", "sqlite:///hotspot.db")
+    last_week = str(prepared.panel.period_starts[-2].date())
+    # a new version on every run: the demo retrains, so an earlier run's publication is another model's
+    published = publish_step(cfg, [last_week, week], database_url, prepared=prepared, new_version=True,
+                             published_by="demo")
+    out.print("10. published for the map: " + ", ".join(f"the week of {p.week} (version {p.version})"
+                                                         for p in published) + f" -> {database_url}")
     _print_summary(bt.metrics, f"backtest, {len(bt.metrics['weeks'])} weeks {bt.metrics['weeks'][0]} .. "
                                f"{bt.metrics['weeks'][-1]}")
     _print_top(cells, 10, meta)
+    _print_where_to_look(config, database_url, briefing_path, audit_paths["audit_html"])
     out.print(f"demo finished in {time.perf_counter() - start:.0f} s; browse the runs with "
               f"`mlflow ui --backend-store-uri {os.environ.get('MLFLOW_TRACKING_URI', 'sqlite:///mlflow.db')}`")
+
+
+def _print_where_to_look(config: Path, database_url: str, briefing: Path, audit_html: Path) -> None:
+    """The demo's last lines: where command staff, auditors and data scientists look next."""
+    from hotspot.serving.auth import create_key
+    from hotspot.serving.db import create_schema, make_engine
+
+    engine = make_engine(database_url)
+    create_schema(engine)
+    key, record = create_key(engine, "auditor", "demo")  # reads forecasts, the map and the reports
+    db = "" if database_url == "sqlite:///hotspot.db" else f" --database-url {database_url}"
+    out.rule("[bold]Where to look")
+    out.print(f"Command staff: the weekly briefing  {briefing.resolve()}", highlight=False)
+    out.print(f"               the map: run  hotspot serve -c {config}{db}", highlight=False)
+    out.print("               then open  http://127.0.0.1:8000/map  (last and next week are published)",
+              highlight=False)
+    out.print(f"Auditors:      the audit report  {audit_html.resolve()}", highlight=False)
+    out.print("               every report by model version: http://127.0.0.1:8000/reports", highlight=False)
+    out.print(f"API key for the pages (auditor role, shown once; revoke with `hotspot keys revoke "
+              f"{record.key_id}`):  {key}", highlight=False)
 
 
 def _print_summary(metrics: dict, title: str) -> None:
@@ -387,11 +425,10 @@ def _print_top(cells, top: int, meta: dict) -> None:
         return
     table = Table(title=f"Top {top} cells for the week of {meta['period_start']} ({meta['model']} "
                         f"v{meta['model_version']})")
-    for col in ("rank", "cell_id", "lat", "lon", "risk", "percentile"):
-        table.add_column(col, justify="right")
+    for col in ("rank", "place", "expected incidents", "cell_id"):
+        table.add_column(col, justify="left" if col == "place" else "right")
     for row in cells.head(top).itertuples():
-        table.add_row(str(row.rank), str(row.cell_id), f"{row.lat:.5f}", f"{row.lon:.5f}", f"{row.risk:.3f}",
-                      f"{row.percentile:.1f}")
+        table.add_row(str(row.rank), str(getattr(row, "place", "")), f"{row.risk:.2f}", str(row.cell_id))
     out.print(table)
     if "reasons" in cells:
         out.print("[bold]Why (what raises each cell's risk most, from the model's own contributions):[/]")

@@ -41,6 +41,32 @@ def serve_cmd(
                 server_header=False)  # no `server: uvicorn` banner
 
 
+@app.command("publish")
+@handles_errors
+def publish_cmd(
+    config: Annotated[Path, typer.Option("--config", "-c", help="study-area TOML file")],
+    week: Annotated[list[str] | None, typer.Option(
+        help="week to publish (YYYY-MM-DD, a period start; repeat for several) [default: the first unrecorded "
+             "week]")] = None,
+    new_version: Annotated[bool, typer.Option(help="publish a new version of a week already published")] = False,
+    database_url: DatabaseOption = "sqlite:///hotspot.db",
+):
+    """Forecast a week with the champion and publish it for the map and the API (as POST /v1/forecasts does);
+    exits 2 when the week is already published (unless --new-version)."""
+    from hotspot.serving.db import PublicationExists
+    from hotspot.steps.publish import publish_step
+
+    cfg = load(config)
+    try:
+        done = publish_step(cfg, list(week or [None]), database_url, new_version=new_version)
+    except PublicationExists as exc:
+        fail(f"the week of {exc.week} is already published (version {exc.version}); publications are immutable: "
+             f"add --new-version to publish version {exc.version + 1}")
+    for p in done:
+        out.print(f"published the week of {p.week} (version {p.version}, model v{p.model_version}): {p.cells:,} "
+                  f"cells, {p.expected_incidents:.1f} expected incidents -> {database_url}", highlight=False)
+
+
 keys_app = typer.Typer(help="API keys for the service: create (printed once), revoke, list.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 

@@ -30,11 +30,12 @@ from hotspot.steps.modelling import (
     tune_step,
 )
 from hotspot.steps.partners import export_step, intervention_step, trends_step
+from hotspot.steps.publish import publish_step
 
 __all__ = [
     "Prepared", "audit_metrics", "audit_step", "backtest_step", "briefing_step", "champion_forecast",
     "demo_audit_step", "feature_table",
     "features_step", "forecast_step", "ingest_step", "intervention_step", "export_step", "log_feature_table",
-    "model_from_params", "plot_study", "prepare", "promote_step", "reason_table", "rollback_step",
+    "model_from_params", "plot_study", "prepare", "promote_step", "publish_step", "reason_table", "rollback_step",
     "source_metrics", "train_step", "trends_step", "tune_step", "validate_step", "with_overrides",
 ]

@@ -33,6 +33,8 @@ PAGES = {
     "accuracy": ("Accuracy report", "reports:read",
                  "every model beside the baselines on the same backtest weeks"),
     "fairness": ("Fairness audit", "reports:read", "who is flagged, against population and recorded incidents"),
+    "briefing": ("Weekly briefing", "forecasts:read", "the printable briefing for command staff: the top cells with "
+                                                      "place and reasons, what changed, how last week did"),
     "trends": ("Trends", "trends:read", "recorded incidents per offence group and area, with seasonally adjusted "
                                         "change"),
 }
@@ -72,7 +74,7 @@ def reports_index_page(state: State) -> HTMLResponse:
 
 
 @router.get("/reports/{kind}", response_class=HTMLResponse)
-def report_page(state: State, kind: Literal["accuracy", "fairness", "trends"]) -> HTMLResponse:
+def report_page(state: State, kind: Literal["accuracy", "fairness", "trends", "briefing"]) -> HTMLResponse:
     title, permission, about = PAGES[kind]
     return _page("report_page.html.j2", kind=kind, title=title, about=about, area=state.area or "",
                  roles=roles_with(permission))

@@ -99,10 +99,10 @@
     } else if (err.status === 404) {
       showMessage("No forecast published yet",
                   sentence(err.message || "nothing is published for this area") + " The map shows a forecast once an " +
-                  "analyst has published one: with an analyst key, run the command below (it forecasts the first " +
-                  "week after the data with the champion model; add \"week\": \"YYYY-MM-DD\" for another week).",
-                  "curl -X POST " + location.origin + "/v1/forecasts -H \"X-API-Key: $ANALYST_KEY\" " +
-                  "-H \"Content-Type: application/json\" -d '{}'", false);
+                  "analyst has published one: on the server, run the command below (it forecasts the first week after " +
+                  "the data with the champion model; add --week YYYY-MM-DD for another week), or POST to " +
+                  "/v1/forecasts with an analyst key.",
+                  "hotspot publish -c AREA.toml", false);
     } else {
       showMessage("The forecast could not be loaded", err.message || String(err), null, false);
     }

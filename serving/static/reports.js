@@ -58,6 +58,10 @@
       if (params.get("area")) { q.set("area", params.get("area")); }
       return "/v1/trends?" + q.toString();
     }
+    if (kind === "briefing") {
+      if (params.get("week")) { q.set("week", params.get("week")); }
+      return "/v1/briefing?" + q.toString();
+    }
     if (params.get("version")) { q.set("version", params.get("version")); }
     return "/v1/reports/" + encodeURIComponent(kind) + "?" + q.toString();
   }
@@ -66,7 +70,8 @@
     var kind = body.dataset.kind;
     var version = params.get("version");
     var area = params.get("area");
-    el("context").textContent = version ? "model version " + version : (area ? area : (kind === "trends" ? "whole area" : "latest"));
+    var latest = { trends: "whole area", briefing: params.get("week") ? "week of " + params.get("week") : "next week" };
+    el("context").textContent = version ? "model version " + version : (area ? area : (latest[kind] || "latest"));
     var what = "the " + body.dataset.title.toLowerCase();
     get(reportUrl(kind), "text/html", what).then(function (response) {
       if (!response) { return; }

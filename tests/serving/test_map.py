@@ -241,7 +241,7 @@ def test_nothing_published_says_how_to_publish(sample_service, browser):
         message.wait_for(state="visible", timeout=30_000)
         text = message.inner_text()
         assert "No forecast published yet" in text and "toronto-sample" in text
-        assert f"curl -X POST {server.url}/v1/forecasts" in page.locator("#message-command").inner_text()
+        assert "hotspot publish -c" in page.locator("#message-command").inner_text()
         page.close()
     finally:
         server.stop()

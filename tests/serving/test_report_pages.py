@@ -130,7 +130,7 @@ def test_a_version_without_a_report_is_404_naming_the_step(own, trained_area, tm
 
 
 def test_the_report_pages_hold_no_data_and_allow_no_inline_script(service):
-    for path in ("/reports", "/reports/accuracy", "/reports/fairness", "/reports/trends"):
+    for path in ("/reports", "/reports/accuracy", "/reports/fairness", "/reports/trends", "/reports/briefing"):
         page = service.get(path)  # no key: the page itself asks for one
         assert page.status_code == 200 and page.headers["cache-control"] == "no-store", path
         policy = dict(part.split(" ", 1) for part in page.headers["content-security-policy"].split("; "))
@@ -140,6 +140,7 @@ def test_the_report_pages_hold_no_data_and_allow_no_inline_script(service):
         assert "hs_" not in page.text.replace('placeholder="hs_..."', ""), path
     assert 'data-roles="auditor or analyst"' in service.get("/reports/fairness").text
     assert 'data-roles="viewer, auditor or analyst"' in service.get("/reports/trends").text
+    assert 'data-roles="viewer, auditor or analyst"' in service.get("/reports/briefing").text
     assert service.get("/reports/nothing").status_code in (404, 422)
 
 
@@ -242,6 +243,14 @@ def test_reports_and_docs_in_the_browser(tmp_path):
                 page.wait_for_selector("body[data-loaded=true]", timeout=120_000)
                 assert "Trends" in page.frame_locator("#report").locator("h1").inner_text()
                 assert all(w > 0 for w in _natural_widths(page))
+
+                # the weekly briefing for command staff, with the same viewer key: the page, its title and top table
+                page.goto(f"{url}/reports/briefing")
+                page.wait_for_selector("body[data-loaded=true]", timeout=120_000)
+                briefing = page.frame_locator("#report")
+                assert "Weekly briefing: reportpages" in briefing.locator("h1").inner_text()
+                assert briefing.locator("table").count() >= 2
+                assert "policing data" in briefing.locator("body").inner_text()
 
                 # refused keys: a full-width message; a wrong role says which role is needed
                 page.goto(f"{url}/reports/fairness")  # the same tab: its viewer key is used at once

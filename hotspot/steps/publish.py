@@ -1,0 +1,42 @@
+"""Publishing from the command line: the same forecast, provenance and store as the service's POST /v1/forecasts,
+so a map served later shows what the analyst published (the demo publishes this way too)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hotspot.features.config import StudyConfig
+from hotspot.features.prepared import Prepared
+from hotspot.steps.common import prepare
+
+
+@dataclass(frozen=True)
+class Published:
+    week: str
+    version: int
+    model_version: str
+    cells: int
+    expected_incidents: float
+
+
+def publish_step(cfg: StudyConfig, weeks: list[str | None], database_url: str, prepared: Prepared | None = None,
+                 new_version: bool = False, published_by: str = "cli") -> list[Published]:
+    """Forecast each week (None = the first unrecorded week) with the champion and publish it to the store at
+    `database_url`; a week already published is refused (PublicationExists) unless `new_version`."""
+    from hotspot.serving.db import PublicationStore, create_schema, make_engine
+    from hotspot.serving.publishing import Forecaster
+
+    forecaster = Forecaster(cfg)
+    forecaster.prepared = prepared or prepare(cfg)
+    engine = make_engine(database_url)
+    create_schema(engine)
+    store = PublicationStore(engine)
+    done = []
+    for week in weeks:
+        rows = forecaster.forecast(week)
+        pub = store.publish(cfg.area.name, rows.week, rows.metadata, rows.cells, new_version=new_version,
+                            published_by=published_by)
+        forecaster.log_publication(rows, pub.id, pub.version)
+        done.append(Published(pub.week, pub.version, str(rows.metadata["model_version"]), len(rows.cells),
+                              float(rows.metadata["expected_incidents"])))
+    return done
