@@ -129,3 +129,13 @@ async def forecast_query(
         json_at = min((i for i in (accept.find("json"),) if i >= 0), default=len(accept) + 1)
         fmt = "csv" if 0 <= csv_at < json_at else "geojson"
     return ForecastQuery(top, parse_bbox(bbox), fmt)
+
+def week_problem(forecaster, week: str | None, exc: Exception) -> str:
+    """Why `week` cannot be forecast; a date pandas cannot hold (before 1677, after 2262) is named like any other
+    date that is no period start."""
+    from pandas.errors import OutOfBoundsDatetime
+
+    if isinstance(exc, OutOfBoundsDatetime):
+        starts = forecaster.panel().panel.period_starts
+        return f"{week} is not a period start of this panel (periods run {starts[0].date()} .. {starts[-1].date()})"
+    return str(exc).splitlines()[0]

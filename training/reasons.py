@@ -70,7 +70,13 @@ class Facts:
 
     def __init__(self, panel: Panel):
         self.panel = panel
-        step = (panel.period_starts[1:] - panel.period_starts[:-1]).median() / np.timedelta64(1, "D")
+        starts = panel.period_starts
+        if len(starts) >= 2:
+            step = (starts[1:] - starts[:-1]).median() / np.timedelta64(1, "D")
+        elif starts.freq is not None:  # the first period (nothing recorded before it): the index's own frequency
+            step = ((starts[0] + starts.freq) - starts[0]) / np.timedelta64(1, "D")
+        else:
+            step = 7.0  # one period and no frequency: the pipeline's default, weeks
         self.days_per_period = float(step)
         self.periods_per_year = max(1, int(round(365.25 / self.days_per_period)))
         self.period_word = {52: "week", 53: "week", 12: "month", 365: "day", 366: "day"}.get(

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Response
 
 from hotspot.features.errors import HotspotError
 from hotspot.serving.auth import ApiKey
-from hotspot.serving.dependencies import State, require, validation_error
+from hotspot.serving.dependencies import State, require, validation_error, week_problem
 from hotspot.serving.responses import errors
 from hotspot.serving.schemas import WEEK_PATTERN, check_week
 
@@ -28,7 +28,7 @@ BRIEFING_RESPONSES = {
           "content": {"application/pdf": {"schema": {"type": "string", "format": "binary"}},
                       "text/html": {"schema": {"type": "string"}}},
           "headers": {"X-Hotspot-Week": {"description": "start of the week briefed", "schema": {"type": "string"}}}},
-    **errors(401, 403, 422, 503),
+    **errors(401, 403, 404, 422, 503),
 }
 
 
@@ -57,7 +57,9 @@ def weekly_briefing(
     try:
         body, week_start = state.forecaster.briefing_page(week, top, format, paper)
     except (ValueError, IndexError, HotspotError) as exc:
-        raise validation_error("query", "week", str(exc).splitlines()[0], week) from None
+        # a real date that is no week of the data: there is no briefing of it (404, like an unpublished forecast)
+        raise HTTPException(404, f"no briefing for the week of {week}: {week_problem(state.forecaster, week, exc)}") \
+            from None
     filename = f"briefing-{state.area}-{week_start}.{format}"
     return Response(body, media_type=MEDIA_TYPES[format],
                     headers={"X-Hotspot-Week": week_start,

@@ -11,7 +11,14 @@ from starlette.concurrency import run_in_threadpool
 from hotspot.features.errors import HotspotError
 from hotspot.serving.auth import ApiKey
 from hotspot.serving.db import Publication, PublicationExists
-from hotspot.serving.dependencies import ForecastQuery, State, forecast_query, require, validation_error
+from hotspot.serving.dependencies import (
+    ForecastQuery,
+    State,
+    forecast_query,
+    require,
+    validation_error,
+    week_problem,
+)
 from hotspot.serving.rendering import GEOJSON
 from hotspot.serving.responses import errors
 from hotspot.serving.schemas import (
@@ -58,16 +65,6 @@ def _summary(pub: Publication) -> PublicationSummary:
                               created_at=pub.created_at, published_by=pub.published_by, cells=pub.n_cells,
                               url=f"/v1/forecasts/{pub.week}?version={pub.version}")
 
-
-def _week_problem(forecaster, week: str | None, exc: Exception) -> str:
-    """Why `week` cannot be forecast; a date pandas cannot hold (before 1677, after 2262) is named like any other
-    date that is no period start."""
-    from pandas.errors import OutOfBoundsDatetime
-
-    if isinstance(exc, OutOfBoundsDatetime):
-        starts = forecaster.panel().panel.period_starts
-        return f"{week} is not a period start of this panel (periods run {starts[0].date()} .. {starts[-1].date()})"
-    return str(exc).splitlines()[0]
 
 
 def _require_area(state: State) -> None:
@@ -145,7 +142,7 @@ def publish_forecast(body: PublishRequest, state: State, key: Publisher, respons
         try:
             rows = forecaster.forecast(body.week)
         except (ValueError, IndexError, HotspotError) as exc:
-            raise validation_error("body", "week", _week_problem(forecaster, body.week, exc), body.week) from None
+            raise validation_error("body", "week", week_problem(forecaster, body.week, exc), body.week) from None
         try:
             pub = state.store.publish(state.area, rows.week, rows.metadata, rows.cells,
                                       new_version=body.new_version, published_by=key.key_id)

@@ -20,7 +20,7 @@ def test_briefing_needs_a_viewer_key_and_serves_pdf_and_html(service):
 
 def test_briefing_refuses_a_week_outside_the_panel(service):
     bad = service.get("/v1/briefing?week=2030-01-07", "viewer")
-    assert bad.status_code == 422 and "2030-01-07" in bad.json()["detail"]
+    assert bad.status_code == 404 and "2030-01-07" in bad.json()["detail"] and "periods run" in bad.json()["detail"]
     assert service.get("/v1/briefing?format=docx", "viewer").status_code == 422
     assert service.get("/v1/briefing?week=2021-02-30", "viewer").status_code == 422
 

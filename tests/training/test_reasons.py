@@ -241,3 +241,10 @@ def test_forecast_cells_carry_reasons_for_lightgbm_and_none_for_count_baselines(
     assert {"kind", "feature", "features", "value", "values", "contribution", "factor"} <= set(
         top["reason_details"][0])
     assert "reasons" not in forecast_cells(panel, EWMCounts(halflife=8), 70)
+
+
+def test_the_first_period_with_nothing_recorded_before_it_still_gets_its_forecast_and_reasons(fitted):
+    panel, _, model = fitted
+    cells = forecast_cells(panel, model, 0)  # one period start known: the period length comes from its frequency
+    assert len(cells) == panel.grid.n_cells and cells["reasons"].map(lambda r: isinstance(r, list)).all()
+    assert not any("incidents a week" in r for reasons in cells["reasons"] for r in reasons)  # no history to tell
