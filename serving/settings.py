@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hotspot.training.tracking import tracking_uri
@@ -33,11 +33,16 @@ class Settings(BaseSettings):
                                                             "asked on every report request (not for production)")
     warm_panel: bool = Field(True, description="build the study area's panel in the background at start-up, so the "
                                                "first publication does not wait for it")
+    # HOTSPOT_TILE_URL / HOTSPOT_TILE_ATTRIBUTION are accepted too (the names the issue and deployments use)
     map_tile_url: str | None = Field(None, description="optional XYZ tile URL template for the map background "
-                                                       "(none by default: the map works offline)")
-    map_tile_attribution: str | None = Field(None, description="the tile server's attribution, shown on the map "
-                                                               "beside its tiles (plain text, e.g. '© OpenStreetMap "
-                                                               "contributors'); used with map_tile_url")
+                                                       "(none by default: the map works offline)",
+                                     validation_alias=AliasChoices("map_tile_url", "HOTSPOT_MAP_TILE_URL",
+                                                                   "HOTSPOT_TILE_URL"))
+    map_tile_attribution: str | None = Field(
+        None, validation_alias=AliasChoices("map_tile_attribution", "HOTSPOT_MAP_TILE_ATTRIBUTION",
+                                            "HOTSPOT_TILE_ATTRIBUTION"),
+        description="the tile server's attribution, shown on the map beside its tiles (plain text, e.g. "
+                    "'© OpenStreetMap contributors'); used with map_tile_url")
     rate_limit_public_key: str = Field("600/minute", description="requests each public-role key may make, e.g. "
                                                                  "'600/minute' or '600/minute;20000/day'; "
                                                                  "empty or 0: no limit (counted per process)")

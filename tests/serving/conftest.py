@@ -128,7 +128,8 @@ def service(trained_area, tmp_path, monkeypatch):
     from hotspot.serving.auth import ROLES, create_key
     from hotspot.serving.settings import Settings
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", trained_area.tracking_uri)
+    # a private copy of the store: the report runs a test logs must not show in another test's reports
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", private_tracking_store(trained_area.tracking_uri, tmp_path))
     settings = Settings(config=trained_area.config, database_url=f"sqlite:///{tmp_path / 'hotspot.db'}",
                         warm_panel=False, cache_ttl_s=0)
     app = create_app(settings)
@@ -136,6 +137,20 @@ def service(trained_area, tmp_path, monkeypatch):
         state = app.state.hotspot
         keys = {role: create_key(state.engine, role, f"test {role}")[0] for role in ROLES}
         yield Service(client, keys, state)
+
+
+def private_tracking_store(source_uri: str, folder: Path) -> str:
+    """A private copy of the trained area's MLflow database (artifacts stay where they are), so the report and
+    publication runs a test logs do not show in other tests' reports; returns its tracking URI."""
+    import sqlite3
+
+    source = sqlite3.connect(source_uri.removeprefix("sqlite:///"))
+    target = sqlite3.connect(folder / "own-mlflow.db")
+    with target:
+        source.backup(target)
+    source.close()
+    target.close()
+    return f"sqlite:///{folder / 'own-mlflow.db'}"
 
 
 def free_port() -> int:

@@ -13,7 +13,7 @@ import re
 import httpx
 import pytest
 
-from tests.serving.conftest import CHROMIUM, CHROMIUM_ARGS, Server, skip_or_fail
+from tests.serving.conftest import CHROMIUM, CHROMIUM_ARGS, Server, private_tracking_store, skip_or_fail
 from tests.serving.test_api import publish
 
 
@@ -338,7 +338,8 @@ def test_under_uvicorn(trained_area, tmp_path, monkeypatch):
     from hotspot.serving.auth import create_key
     from hotspot.serving.db import create_schema, make_engine
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", trained_area.tracking_uri)
+    uri = private_tracking_store(trained_area.tracking_uri, tmp_path)  # the report run logged below stays here
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     database_url = f"sqlite:///{tmp_path / 'hotspot.db'}"
     engine = make_engine(database_url)
     create_schema(engine)
@@ -347,7 +348,7 @@ def test_under_uvicorn(trained_area, tmp_path, monkeypatch):
     engine.dispose()
     _log_styled_report(trained_area.config, tmp_path / "backtest")
     server = Server(trained_area.config, database_url,
-                    {"MLFLOW_TRACKING_URI": trained_area.tracking_uri, "HOTSPOT_RATE_LIMIT_PUBLIC_KEY": "0",
+                    {"MLFLOW_TRACKING_URI": uri, "HOTSPOT_RATE_LIMIT_PUBLIC_KEY": "0",
                      "HOTSPOT_RATE_LIMIT_PUBLIC_ADDRESS": "3/minute"}, tmp_path, tmp_path / "serve.log")
     try:
         server.wait_healthy()

@@ -268,3 +268,14 @@ def test_the_tile_layer_and_its_attribution_come_only_from_settings(tmp_path):
     assert "img-src 'self' data: https://tiles.example.org;" in csp
     config, _ = map_config(map_tile_attribution="© Example")  # an attribution without tiles shows nothing
     assert config["tileAttribution"] is None
+
+
+@pytest.mark.parametrize("prefix", ["HOTSPOT_MAP_TILE", "HOTSPOT_TILE"])
+def test_the_tile_settings_read_both_environment_names(prefix, monkeypatch, tmp_path):
+    from hotspot.serving.settings import Settings
+
+    monkeypatch.setenv(f"{prefix}_URL", "https://tiles.example.org/{z}/{x}/{y}.png")
+    monkeypatch.setenv(f"{prefix}_ATTRIBUTION", "© Example")
+    settings = Settings(config=None, database_url=f"sqlite:///{tmp_path / 'hotspot.db'}")
+    assert settings.map_tile_url == "https://tiles.example.org/{z}/{x}/{y}.png"
+    assert settings.map_tile_attribution == "© Example"

@@ -56,22 +56,15 @@ def _log_report(cfg_path: Path, kind: str, fingerprint: str, out: Path, tags: di
 def own(trained_area, tmp_path, monkeypatch):
     """The `service` fixture's app on a private copy of the trained area's MLflow database (artifacts stay where
     they are), so the report runs these tests log show in no other test's reports."""
-    import sqlite3
 
     from fastapi.testclient import TestClient
 
     from hotspot.serving.app import create_app
     from hotspot.serving.auth import ROLES, create_key
     from hotspot.serving.settings import Settings
-    from tests.serving.conftest import Service
+    from tests.serving.conftest import Service, private_tracking_store
 
-    source = sqlite3.connect(trained_area.tracking_uri.removeprefix("sqlite:///"))
-    target = sqlite3.connect(tmp_path / "own-mlflow.db")
-    with target:
-        source.backup(target)
-    source.close()
-    target.close()
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'own-mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", private_tracking_store(trained_area.tracking_uri, tmp_path))
     settings = Settings(config=trained_area.config, database_url=f"sqlite:///{tmp_path / 'hotspot.db'}",
                         warm_panel=False, cache_ttl_s=0, reports_refresh_s=0)
     app = create_app(settings)

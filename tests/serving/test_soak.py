@@ -216,19 +216,6 @@ def key_admin(url: str, database_url: str, until: float, seed: int) -> dict:
     return stats
 
 
-def _copy_tracking_store(source_uri: str, folder) -> str:
-    """A private copy of the trained area's MLflow database (artifacts stay where they are), so the report and
-    publication runs this test logs do not show in other tests' reports."""
-    import sqlite3
-
-    source = sqlite3.connect(source_uri.removeprefix("sqlite:///"))
-    target = sqlite3.connect(folder / "mlflow.db")
-    with target:
-        source.backup(target)
-    source.close()
-    target.close()
-    return f"sqlite:///{folder / 'mlflow.db'}"
-
 
 def test_soak_mixed_readers_publishers_and_key_admins(trained_area, database_url, tmp_path, monkeypatch):
     import multiprocessing
@@ -237,9 +224,9 @@ def test_soak_mixed_readers_publishers_and_key_admins(trained_area, database_url
 
     from hotspot.serving.auth import create_key
     from hotspot.serving.db import PublicationStore, create_schema, make_engine
-    from tests.serving.conftest import Server, log_report_run
+    from tests.serving.conftest import Server, log_report_run, private_tracking_store
 
-    uri = _copy_tracking_store(trained_area.tracking_uri, tmp_path)
+    uri = private_tracking_store(trained_area.tracking_uri, tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     runs = {"accuracy": log_report_run(trained_area.config, "backtest", "backtest", "accuracy",
                                        {"models": {"lightgbm": {"pai": 2.0}}}, tmp_path / "bt"),
