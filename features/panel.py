@@ -12,6 +12,7 @@ predicts its next period cannot see period t.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -119,8 +120,10 @@ def period_starts_for(first: pd.Timestamp, data_end: pd.Timestamp, freq: str) ->
     return starts[: n_complete + 1], n_complete
 
 
-def build_panel(cfg: StudyConfig, incidents: pd.DataFrame, grid: Grid) -> Panel:
-    """Count accepted incidents per cell and period, then build every selected feature family (features.registry)."""
+def build_panel(cfg: StudyConfig, incidents: pd.DataFrame, grid: Grid,
+                on_family: Callable[[str, int, int], None] | None = None) -> Panel:
+    """Count accepted incidents per cell and period, then build every selected feature family (features.registry);
+    `on_family(name, i, n)` is told before each family is built (progress on the command line)."""
     first = pd.Timestamp(cfg.incidents.earliest_date) if cfg.incidents.earliest_date else incidents[
         "occurred_at"].min()
     data_end = pd.Timestamp(cfg.period.data_end) if cfg.period.data_end else incidents["occurred_at"].max()
@@ -154,7 +157,10 @@ def build_panel(cfg: StudyConfig, incidents: pd.DataFrame, grid: Grid) -> Panel:
                        incidents=known)
     names, descriptions, units, families, reasons, columns = [], {}, {}, {}, {}, []
     lookback = 0
-    for fam_name in selected_families(cfg):
+    chosen = selected_families(cfg)
+    for i, fam_name in enumerate(chosen):
+        if on_family is not None:
+            on_family(fam_name, i, len(chosen))
         fam = FAMILIES[fam_name]
         reason = fam.unavailable(ctx)
         if reason:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -11,6 +12,9 @@ import pandas as pd
 import pytest
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see hotspot/__init__.py
+# the panel cache (features/cache.py) of this test session: shared by its tests (keys are by content, so a test that
+# changes an input gets its own entry), never the user's own cache folder
+os.environ["HOTSPOT_CACHE_DIR"] = tempfile.mkdtemp(prefix="hotspot-test-cache-")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_CONFIG = REPO_ROOT / "configs" / "toronto-sample.toml"

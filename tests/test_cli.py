@@ -90,10 +90,19 @@ def test_demo_runs_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stderr
     for name in ("lightgbm", "lightgbm_tuned", "naive_52w", "history", "ewm_hl26", "naive_4w"):
         assert name in proc.stdout
-    assert "4. tune: 4 trials over 3 rolling folds" in proc.stdout
-    assert "5. train + promote: toronto-sample-lightgbm v2 (tuned)" in proc.stdout
+    assert "4. tune, demo budget: 4 trials, 2 rolling folds of 4 weeks" in proc.stdout
+    assert "6. promotion gate, the tuned candidate" in proc.stdout
     promoted = "promoted: pai@1%" in proc.stdout
     assert promoted or "refused: pai@1%" in proc.stdout
+    # the candidate is trained on every week (a second registered version) only when the gate takes it
+    from mlflow import MlflowClient
+
+    versions = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").search_model_versions(
+        "name = 'toronto-sample-lightgbm'")
+    assert len(versions) == (2 if promoted else 1)
+    assert ("trained on every week as toronto-sample-lightgbm v2" in proc.stdout) == promoted
+    # MLflow's own INFO lines stay off the console without --verbose
+    assert "INFO mlflow" not in proc.stderr + proc.stdout and "Successfully registered" not in proc.stderr
     fc = json.loads((tmp_path / "demo" / "forecast.geojson").read_text())
     assert fc["metadata"]["model_version"] == ("2" if promoted else "1")
     top = fc["features"][0]["properties"]

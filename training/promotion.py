@@ -144,3 +144,13 @@ def rollback(cfg: StudyConfig, to: str | None = None, why: str = "") -> tuple[st
     version_forecaster(cfg, str(to))  # fails clearly when the version does not exist
     set_champion(cfg, str(to), f"rollback from v{current}" + (f": {why}" if why else ""), rollback=True)
     return current, str(to)
+
+
+def cache_weekly_scores(cfg: StudyConfig, panel: Panel, version: str, periods: np.ndarray, refit_every: int,
+                        fingerprint: str, weekly: list[dict]) -> None:
+    """Store weekly scores already computed for a version's spec on `periods` (by a backtest that ran the same spec
+    with the same refits) in its run's cache, so the gate judges it without fitting it again."""
+    _, ref = version_forecaster(cfg, version)
+    registry_client().log_dict(ref.run_id, {"version": ref.version, "refit_every": refit_every,
+                                            "data_fingerprint": fingerprint, "weekly": weekly},
+                               _cache_key(panel, periods, refit_every, fingerprint))

@@ -46,11 +46,31 @@ def store_lock(what: str) -> Iterator[None]:
 _READY: set[str] = set()
 
 
+def quiet_mlflow() -> None:
+    """On the command line without --verbose (HOTSPOT_LIBRARY_LOGS=quiet), MLflow's console lines go: its INFO
+    lines (store migrations, 'Created version ...') and the registry's direct prints ('Successfully registered model
+    ...') share one stream, which is switched off; its warnings go to stderr through a handler of their own."""
+    if os.environ.get("HOTSPOT_LIBRARY_LOGS") != "quiet":
+        return
+    import logging
+
+    from mlflow.utils import logging_utils
+
+    stream = logging_utils.MLFLOW_LOGGING_STREAM
+    if stream.enabled:
+        stream.enabled = False
+        warnings = logging.StreamHandler()
+        warnings.setLevel(logging.WARNING)
+        warnings.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        logging.getLogger("mlflow").addHandler(warnings)
+
+
 def ensure_store(uri: str | None = None) -> str:
     """Create (or upgrade) the tracking store once per process, under its file lock when it is a SQLite file: two
     first runs at once on a fresh mlflow.db otherwise both run MLflow's schema migrations and one fails ("table
     experiments already exists"). Returns the URI."""
     uri = uri or tracking_uri()
+    quiet_mlflow()
     if uri not in _READY:
         path = sqlite_file(uri)
         if path is not None:

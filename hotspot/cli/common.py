@@ -28,6 +28,23 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 out = Console(soft_wrap=True)
+
+
+@app.callback()
+def main_options(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="show MLflow's, Optuna's and LightGBM's own log "
+                                                                   "lines (off by default: only warnings)")] = False,
+) -> None:
+    """Options every command shares (given before the command: `hotspot -v train ...`)."""
+    quiet_libraries(not verbose)
+
+
+def quiet_libraries(quiet: bool) -> None:
+    """Keep the libraries' INFO lines (MLflow's migrations and registrations, Alembic's) off the console unless
+    --verbose; their warnings still show. Read by training/tracking.py when it first configures MLflow."""
+    os.environ["HOTSPOT_LIBRARY_LOGS"] = "quiet" if quiet else "show"
+    if quiet:
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 err = Console(stderr=True, soft_wrap=True)
 
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="study-area TOML file", show_default=False)]

@@ -13,6 +13,11 @@ from rich.table import Table
 from hotspot.cli.common import SAMPLE_CONFIG, ConfigOption, app, default_out, fail, handles_errors, load, out
 from hotspot.features.config import StudyConfig
 
+# The demo's tuning budget (stated on screen): a taste of the study in seconds, not a study. LambdaRank is left to
+# real studies: on the sample a trial of it takes 30 s, and a ranker needs a calibration to give counts.
+DEMO_TRIALS, DEMO_FOLDS, DEMO_FOLD_WEEKS, DEMO_MAX_ROUNDS = 4, 2, 4, 300
+DEMO_OBJECTIVES = ("poisson", "tweedie")
+
 
 @app.command("validate")
 @handles_errors
@@ -320,23 +325,26 @@ def demo_cmd(
     config: ConfigOption = SAMPLE_CONFIG,
     out_dir: Annotated[Path, typer.Option("--out", help="folder for every output")] = Path("outputs/demo"),
     weeks: Annotated[int | None, typer.Option(help="backtest weeks [default: backtest.weeks]")] = None,
-    trials: Annotated[int, typer.Option(help="tuning trials (the study resumes across runs)", min=1)] = 8,
+    trials: Annotated[int, typer.Option(help="tuning trials (the demo's own study; it resumes across runs)",
+                                        min=1)] = DEMO_TRIALS,
 ):
-    """The whole flow on the bundled sample: validate, features, train, tune, train the tuned model and promote it
-    if it beats the champion, backtest every model, forecast with the champion (with reasons), audit, briefing,
-    publish the last and the next week for the map, and say where each user looks."""
+    """The whole flow on the bundled sample: validate, features, train, tune (a small budget, stated), backtest
+    every model and the tuned candidate, let the promotion gate judge the candidate (trained on every week only if
+    it wins), forecast with the champion (with reasons), audit, briefing, publish the last and the next week for the
+    map, and say where each user looks."""
     from hotspot.steps import (
         backtest_step,
         briefing_step,
         demo_audit_step,
         features_step,
         forecast_step,
-        promote_step,
         publish_step,
         train_step,
         tune_step,
         validate_step,
     )
+    from hotspot.steps.candidate import tuned_candidate_step
+    from hotspot.training.backtest import forecast_periods
 
     cfg = load(config)
     start = time.perf_counter()
@@ -345,20 +353,29 @@ def demo_cmd(
     out.print(f"1. validate: {len(result.accepted):,} accepted, {len(result.quarantine):,} quarantined -> {qpath}")
     prepared, panel_path, _ = features_step(cfg, out_dir / "features", incidents=result)
     out.print(f"2. features: {prepared.panel.n_periods} periods x {prepared.panel.grid.n_cells:,} cells x "
-              f"{len(prepared.panel.feature_names)} features -> {panel_path}")
+              f"{len(prepared.panel.feature_names)} features -> {panel_path}"
+              + (" (panel from the cache: inputs unchanged)" if "cache_s" in prepared.seconds else ""))
     model, ref = train_step(cfg, prepared, params="config")
     out.print(f"3. train: registered {ref.label} with the config's parameters")
-    result, tune_paths = tune_step(cfg, trials, prepared=prepared, out_dir=out_dir / "tune")
-    out.print(f"4. tune: {len(result.study.trials)} trials over {cfg.tune.folds} rolling folds, best "
-              f"{cfg.tune.metric} {result.best_value:.3f} ({result.best_spec['params']['objective']}) -> "
-              f"{tune_paths['best']}")
-    model, tuned_ref = train_step(cfg, prepared, params="study")
-    decision = promote_step(cfg, tuned_ref.version, prepared=prepared) if tuned_ref.version != ref.version else None
-    out.print(f"5. train + promote: {tuned_ref.label} (tuned) "
-              + (decision.reason if decision else "is the champion"), highlight=False)
-    bt, paths = backtest_step(cfg, ["all"], weeks or cfg.backtest.weeks, None, out_dir / "backtest",
-                              prepared=prepared)
-    out.print(f"6. backtest: {len(bt.metrics['weeks'])} weeks -> {paths['predictions']}")
+    demo_cfg = demo_tuning(cfg)
+    tc = demo_cfg.tune
+    result, tune_paths = tune_step(demo_cfg, trials, prepared=prepared, out_dir=out_dir / "tune")
+    out.print(f"4. tune, demo budget: {trials} trials, {tc.folds} rolling folds of {tc.fold_weeks} weeks, objectives "
+              f"{'/'.join(tc.objectives)}, at most {tc.max_boost_round} rounds (a real study: `hotspot tune -c "
+              f"{config} --trials {cfg.tune.trials}`); best {tc.metric} {result.best_value:.3f} "
+              f"({result.best_spec['params']['objective']}) -> {tune_paths['best']}", highlight=False)
+    n_weeks = weeks or cfg.backtest.weeks
+    end = backtest_end(cfg)
+    bt, paths = backtest_step(demo_cfg, ["all"], n_weeks, end, out_dir / "backtest", prepared=prepared)
+    out.print(f"5. backtest: {len(bt.metrics['weeks'])} weeks, every model and the tuned candidate -> "
+              f"{paths['predictions']}")
+    periods = forecast_periods(prepared.panel, n_weeks, end)
+    decision, tuned_ref = tuned_candidate_step(demo_cfg, prepared, bt, periods, cfg.backtest.refit_every)
+    if decision is None:
+        out.print("6. promotion gate: no tuned candidate to judge")
+    else:
+        trained = f"trained on every week as {tuned_ref.label} and " if tuned_ref else ""
+        out.print(f"6. promotion gate, the tuned candidate {trained}{decision.reason}", highlight=False)
     week = str(prepared.panel.next_period_start.date())
     cells, meta = forecast_step(cfg, week, out_dir / "forecast.geojson", prepared)
     out.print(f"7. forecast for the week of {week} with the champion ({meta['model']} v{meta['model_version']}) "
@@ -382,6 +399,24 @@ def demo_cmd(
     _print_where_to_look(config, database_url, briefing_path, audit_paths["audit_html"])
     out.print(f"demo finished in {time.perf_counter() - start:.0f} s; browse the runs with "
               f"`mlflow ui --backend-store-uri {os.environ.get('MLFLOW_TRACKING_URI', 'sqlite:///mlflow.db')}`")
+
+
+def demo_tuning(cfg: StudyConfig) -> StudyConfig:
+    """The config with the demo's tuning budget: its own study (a real one is not mixed with it), two folds of four
+    weeks, the objectives that fit in seconds, fewer rounds."""
+    from hotspot.training.tuning import study_name
+
+    tune = cfg.tune.model_copy(update={
+        "folds": DEMO_FOLDS, "fold_weeks": DEMO_FOLD_WEEKS, "max_boost_round": DEMO_MAX_ROUNDS,
+        "objectives": [o for o in cfg.tune.objectives if o in DEMO_OBJECTIVES] or list(DEMO_OBJECTIVES),
+        "study_name": f"{study_name(cfg)}-demo"})
+    return cfg.model_copy(update={"tune": tune})
+
+
+def backtest_end(cfg: StudyConfig) -> str | None:
+    """Where the backtest ends: the config's `backtest.end` when it sets one, else the end of the data."""
+    end = getattr(cfg.backtest, "end", None)
+    return str(end) if end else None
 
 
 def _print_where_to_look(config: Path, database_url: str, briefing: Path, audit_html: Path) -> None:
