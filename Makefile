@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench bench-demo install clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/panel_backtest.py
+
+bench-demo: $(STAMP)
+	$(BIN)/python benchmarks/demo.py
 
 clean:
 	rm -rf $(VENV) outputs mlruns mlflow.db optuna.db hotspot.db .pytest_cache

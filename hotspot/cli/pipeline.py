@@ -348,51 +348,60 @@ def demo_cmd(
 
     cfg = load(config)
     start = time.perf_counter()
+    last = [start]
+
+    def took() -> str:
+        """The seconds the step took (since the previous step's line), for the end of its line."""
+        now = time.perf_counter()
+        spent, last[0] = now - last[0], now
+        return f"  [{spent:.1f} s]"
+
     out.rule(f"[bold]hotspot demo[/] on {cfg.area.name}")
     result, qpath = validate_step(cfg, out_dir / "validate")
-    out.print(f"1. validate: {len(result.accepted):,} accepted, {len(result.quarantine):,} quarantined -> {qpath}")
+    out.print(f"1. validate: {len(result.accepted):,} accepted, {len(result.quarantine):,} quarantined -> {qpath}"
+              + took())
     prepared, panel_path, _ = features_step(cfg, out_dir / "features", incidents=result)
     out.print(f"2. features: {prepared.panel.n_periods} periods x {prepared.panel.grid.n_cells:,} cells x "
               f"{len(prepared.panel.feature_names)} features -> {panel_path}"
-              + (" (panel from the cache: inputs unchanged)" if "cache_s" in prepared.seconds else ""))
+              + (" (panel from the cache: inputs unchanged)" if "cache_s" in prepared.seconds else "") + took())
     model, ref = train_step(cfg, prepared, params="config")
-    out.print(f"3. train: registered {ref.label} with the config's parameters")
+    out.print(f"3. train: registered {ref.label} with the config's parameters" + took())
     demo_cfg = demo_tuning(cfg)
     tc = demo_cfg.tune
     result, tune_paths = tune_step(demo_cfg, trials, prepared=prepared, out_dir=out_dir / "tune")
     out.print(f"4. tune, demo budget: {trials} trials, {tc.folds} rolling folds of {tc.fold_weeks} weeks, objectives "
               f"{'/'.join(tc.objectives)}, at most {tc.max_boost_round} rounds (a real study: `hotspot tune -c "
               f"{config} --trials {cfg.tune.trials}`); best {tc.metric} {result.best_value:.3f} "
-              f"({result.best_spec['params']['objective']}) -> {tune_paths['best']}", highlight=False)
+              f"({result.best_spec['params']['objective']}) -> {tune_paths['best']}" + took(), highlight=False)
     n_weeks = weeks or cfg.backtest.weeks
     end = backtest_end(cfg)
     bt, paths = backtest_step(demo_cfg, ["all"], n_weeks, end, out_dir / "backtest", prepared=prepared)
     out.print(f"5. backtest: {len(bt.metrics['weeks'])} weeks, every model and the tuned candidate -> "
-              f"{paths['predictions']}")
+              f"{paths['predictions']}" + took())
     periods = forecast_periods(prepared.panel, n_weeks, end)
     decision, tuned_ref = tuned_candidate_step(demo_cfg, prepared, bt, periods, cfg.backtest.refit_every)
     if decision is None:
-        out.print("6. promotion gate: no tuned candidate to judge")
+        out.print("6. promotion gate: no tuned candidate to judge" + took())
     else:
         trained = f"trained on every week as {tuned_ref.label} and " if tuned_ref else ""
-        out.print(f"6. promotion gate, the tuned candidate {trained}{decision.reason}", highlight=False)
+        out.print(f"6. promotion gate, the tuned candidate {trained}{decision.reason}" + took(), highlight=False)
     week = str(prepared.panel.next_period_start.date())
     cells, meta = forecast_step(cfg, week, out_dir / "forecast.geojson", prepared)
     out.print(f"7. forecast for the week of {week} with the champion ({meta['model']} v{meta['model_version']}) "
-              f"-> {out_dir / 'forecast.geojson'}")
+              f"-> {out_dir / 'forecast.geojson'}" + took())
     audit, audit_paths = demo_audit_step(cfg, prepared, out_dir / "audit")
     out.print(f"8. audit: {audit['demography']['statement'].split(',')[0]}; {len(audit['weeks'])} weeks -> "
-              f"{audit_paths['audit_html']}", highlight=False)
+              f"{audit_paths['audit_html']}" + took(), highlight=False)
     briefing_path = out_dir / "briefing.pdf"
     briefing_step(cfg, briefing_path, week, prepared=prepared)
-    out.print(f"9. briefing for the week of {week} -> {briefing_path}")
+    out.print(f"9. briefing for the week of {week} -> {briefing_path}" + took())
     database_url = os.environ.get("HOTSPOT_DATABASE_URL", "sqlite:///hotspot.db")
     last_week = str(prepared.panel.period_starts[-2].date())
     # a new version on every run: the demo retrains, so an earlier run's publication is another model's
     published = publish_step(cfg, [last_week, week], database_url, prepared=prepared, new_version=True,
                              published_by="demo")
     out.print("10. published for the map: " + ", ".join(f"the week of {p.week} (version {p.version})"
-                                                         for p in published) + f" -> {database_url}")
+                                                         for p in published) + f" -> {database_url}" + took())
     _print_summary(bt.metrics, f"backtest, {len(bt.metrics['weeks'])} weeks {bt.metrics['weeks'][0]} .. "
                                f"{bt.metrics['weeks'][-1]}")
     _print_top(cells, 10, meta)
