@@ -27,7 +27,7 @@ from typing import Any
 from hotspot.features.config import StudyConfig
 from hotspot.features.locking import locked, replace_atomically
 
-KEEP = 3  # entries kept per area (the current inputs, and the two before, e.g. before and after an append)
+KEEP = 2  # entries kept per area (the current inputs and the ones before, e.g. before and after an append)
 FORMAT = 1  # bumped when what an entry holds changes shape
 # config sections that do not change the validated incidents, the panel or the place names
 NOT_DATA = ("tune", "promotion", "backtest", "fairness", "trends", "privacy")
