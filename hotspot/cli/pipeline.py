@@ -280,14 +280,17 @@ def _print_report(json_path: Path) -> None:
         table.add_column(col, justify="right")
     best = report.get("best_baseline")
     for name, row in table_df.iterrows():
-        label = {LIMIT_NAME: f"{name} (reference: uses future data, not a forecast)",
-                 best: f"{name} (best baseline)"}.get(name, name)
+        label = {LIMIT_NAME: f"{name} *", best: f"{name} (best baseline)"}.get(name, name)
         closed = "" if pd.isna(row["headroom closed"]) else f"{row['headroom closed']:.0%}"
         table.add_row(escape(label), f"{row['PAI@1%']:.2f} [{row['PAI@1% lo']:.2f}, {row['PAI@1% hi']:.2f}]",
                       f"{row['PAI@5%']:.2f}", f"{row['PEI@1%']:.3f}", f"{row['PEI*@1%']:.3f}",
                       f"{row['deviance']:.4f}", f"{row['stability@1%']:.2f}", closed,
                       style="dim italic" if name == LIMIT_NAME else None)
     out.print(table)
+    if (report.get("limit") or {}).get("available"):
+        out.print(f"* {LIMIT_NAME}: a reference that uses future data, not a forecast (each cell's mean weekly count "
+                  "over the weeks before and after); headroom closed = (model - best baseline) / (limit - best "
+                  "baseline) at PAI@1%", highlight=False)
     for warning in report.get("warnings", []):
         out.print(f"[yellow]warning:[/] {warning}")
     out.print(f"[dim]{report['note']}[/] Report: {json_path.with_suffix('.html')}")
@@ -435,14 +438,17 @@ def _print_summary(metrics: dict, title: str) -> None:
     for col in [*table_df.columns, "headroom closed"]:
         table.add_column(col, justify="right")
     if limit.get("available"):
-        table.add_row(f"[italic]{limit['name']}[/] [dim](reference: uses future data, not a forecast)[/]",
-                      *(f"{limit['mean'].get(k, float('nan')):.3f}" for k in table_df.columns), "", style="dim")
+        table.add_row(f"{limit['name']} *", *(f"{limit['mean'].get(k, float('nan')):.3f}" for k in table_df.columns),
+                      "", style="dim italic")
     best = headroom.get("best_baseline")
     for name, row in table_df.iterrows():
         closed = share.get(name)
         table.add_row(escape(f"{name} (best baseline)" if name == best else name), *(f"{v:.3f}" for v in row),
                       "" if closed is None else f"{closed:.0%}")
     out.print(table)
+    if limit.get("available"):
+        out.print(f"[dim]* {limit['name']}: a reference that uses future data, not a forecast; headroom closed = "
+                  "(model - best baseline) / (limit - best baseline) at PAI@1%[/]", highlight=False)
     if metrics.get("demographics_as_features"):
         out.print("[bold yellow]Demographic columns were model inputs (features.demographics_as_features = true).[/]")
     out.print("[dim]Recorded incidents are policing data, not ground truth.[/]")

@@ -98,7 +98,7 @@ def test_headroom_share_and_its_guards():
     assert out["share"] == {"lightgbm": 0.5, "ewm_hl26": 0.0, "kde_250m": -1.0} and out["headroom"] == 2.0
     assert "lightgbm closes 50% of that headroom" in out["sentence"]
     flat = headroom(means, "ewm_hl26", 9.5)  # the best baseline at or above the limit: no share, and words
-    assert all(v is None for v in flat["share"].values()) and "no headroom is left" in flat["sentence"]
+    assert all(v is None for v in flat["share"].values()) and "at or above the clairvoyant limit" in flat["sentence"]
     assert headroom(means, "ewm_hl26", 10.0)["share"]["lightgbm"] is None  # zero headroom, not inf
     gone = headroom(means, "ewm_hl26", None, "the limit needs 26 weeks after")
     assert gone["sentence"] == "the limit needs 26 weeks after" and gone["share"]["lightgbm"] is None

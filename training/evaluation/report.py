@@ -177,6 +177,9 @@ def plot_report(report: dict, predictions: pd.DataFrame, out_dir: Path) -> dict[
     linthresh = max(top / 10, 1e-3)
     ax.set_xscale("symlog", linthresh=linthresh)
     ax.set_yscale("symlog", linthresh=linthresh)
+    ticks = [t for t in (0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50) if t <= top * 1.1]
+    ax.set_xticks(ticks)
+    ax.set_yticks(ticks)
     plain_numbers(ax)
     ax.set(xlim=(0, top * 1.1), ylim=(0, top * 1.1), xlabel="mean forecast per cell-week (risk decile)",
            ylabel="mean recorded per cell-week", title="Calibration by risk decile")

@@ -103,8 +103,9 @@ def headroom(means: dict[str, float], best: str | None, limit_value: float | Non
     room = limit_value - means[best]
     out["headroom"] = room
     if not room > 0:
-        out["sentence"] = (f"The best baseline, {best} ({label} {means[best]:.2f}), already reaches the {LIMIT_NAME} "
-                           f"({limit_value:.2f}) on these weeks: no headroom is left, so no share of it is shown.")
+        out["sentence"] = (f"{best} is at or above the {LIMIT_NAME} ({label} {limit_value:.2f}, a reference that uses "
+                           f"future data) on these weeks, so no share of headroom is shown: a forecaster passes the "
+                           f"limit by catching departures from the long-run rate, and on few weeks also by chance.")
         return out
     out["share"] = {name: (v - means[best]) / room if math.isfinite(v) else None for name, v in means.items()}
     out["sentence"] = (f"The {LIMIT_NAME} (a reference that uses future data, not a forecast) reaches {label} "
