@@ -266,15 +266,14 @@ def render_html(report: dict, plots: dict[str, Path], title: str) -> str:
         pai = f"{_cell('PAI@1%', row['PAI@1%'])} [{_cell('PAI', row['PAI@1% lo'])}, {_cell('PAI', row['PAI@1% hi'])}]"
         summary.append([label, pai, *(_cell(c, row[c]) for c in columns[1:])])
         classes.append({LIMIT_NAME: "limit", reference: "ref", best: "best"}.get(name, ""))
-    relations = {p["other"]: p["relation"] for p in (report.get("verdict") or {}).get("pairs", [])}
-    paired_rows = None
-    if "paired" in report:
-        paired_rows = []
-        for other, p in report["paired"].items():
-            pai = p["pai@1%"]
-            paired_rows.append([other, relations.get(other, ""),
-                                f"{pai['difference']:+.2f} [{pai['ci95'][0]:+.2f}, {pai['ci95'][1]:+.2f}]",
-                                f"{pai['weeks_better']}/{pai['weeks']}", f"{p['poisson_deviance']['difference']:+.4f}"])
+    # the verdict's pairs (its reference: LightGBM, else the best model), with the deviance difference where known
+    pairs = (report.get("verdict") or {}).get("pairs", [])
+    compared = (report.get("verdict") or {}).get("reference") or ""
+    deviance = {o: p["poisson_deviance"]["difference"] for o, p in report.get("paired", {}).items()
+                } if compared == reference else {}
+    paired_rows = [[p["other"], p["relation"], f"{p['difference']:+.2f} [{p['ci95'][0]:+.2f}, {p['ci95'][1]:+.2f}]",
+                    f"{p['weeks_better']}/{p['weeks']}",
+                    f"{deviance[p['other']]:+.4f}" if p["other"] in deviance else ""] for p in pairs] or None
     weeks = report.get("weeks", [])
     verdict_sentences = (report.get("verdict") or {}).get("sentences", [])
     headroom_sentence = (report.get("headroom") or {}).get("sentence", "")
@@ -284,5 +283,5 @@ def render_html(report: dict, plots: dict[str, Path], title: str) -> str:
                   limit_note=(report.get("limit") or {}).get("note", "") if (report.get("limit") or {}).get(
                       "available") else "",
                   summary_head=["model", "PAI@1% [95%]", *columns[1:]], summary_rows=summary,
-                  summary_classes=classes, reference=reference or "", paired_rows=paired_rows,
+                  summary_classes=classes, reference=compared, paired_rows=paired_rows,
                   plots={k: p.name for k, p in plots.items()})
