@@ -275,6 +275,15 @@ class BacktestConfig(_Section):
     prospective_weeks: Annotated[int, Field(gt=0)] = 8
     sepp_train_days: Annotated[float, Field(gt=0)] = 730.0
     coverages: list[Annotated[float, Field(gt=0, le=1)]] = [0.005, 0.01, 0.02, 0.05, 0.10]
+    end: date | None = Field(
+        None, description="the backtest covers the weeks starting before this date (`--end` overrides it); tuning's "
+                          "folds end where that backtest starts [default: the end of the data]")
+    limit_weeks: Annotated[int, Field(gt=0)] = Field(
+        52, description="clairvoyant limit (a reference that uses future data): periods averaged on each side of "
+                        "the target week, the week itself left out")
+    limit_min_after: Annotated[int, Field(ge=0)] = Field(
+        26, description="recorded periods the limit needs after every backtest week; fewer and the report says why "
+                        "it shows no limit")
 
 
 class TuneConfig(_Section):

@@ -57,9 +57,14 @@ def test_cli_flow_on_the_sample(tmp_path):
     assert proc.returncode == 0, proc.stderr
     pred = pd.read_parquet(tmp_path / "bt" / "predictions.parquet")
     assert list(pred.columns) == ["period_start", "cell_id", "x", "y", "lon", "lat", "risk", "observed", "model"]
+    # the sample's backtest.end (2019-06-24) leaves the clairvoyant limit its 26 weeks after the backtest weeks
     assert sorted(pd.to_datetime(pred["period_start"]).dt.date.astype(str).unique()) == [
-        "2019-12-02", "2019-12-09", "2019-12-16", "2019-12-23"]
+        "2019-05-27", "2019-06-03", "2019-06-10", "2019-06-17"]
     assert "PAI@1%" in proc.stdout and "naive_52w" in proc.stdout and "accuracy.html" in proc.stdout
+    assert "On these 4 weeks (PAI@1%), lightgbm" in proc.stdout and "clairvoyant limit" in proc.stdout
+    limit = pd.read_parquet(tmp_path / "bt" / "limit.parquet")
+    assert list(limit.columns) == list(pred.columns) and set(limit["model"]) == {"clairvoyant limit"}
+    assert "clairvoyant limit" not in set(pred["model"])  # a reference, never one of the models
     assert (tmp_path / "bt" / "accuracy.html").exists() and (tmp_path / "bt" / "report_calibration.png").exists()
 
     out_file = tmp_path / "forecast.geojson"

@@ -146,14 +146,20 @@ def summarise(weekly: dict[str, list[dict]], coverages: list[float], panel: Pane
     }
 
 
-def write_backtest(result: BacktestResult, out_dir: Path) -> dict[str, Path]:
-    """Write predictions.parquet, metrics.json and plots into out_dir (each file replaced atomically)."""
+def write_backtest(result: BacktestResult, out_dir: Path, limit: pd.DataFrame | None = None) -> dict[str, Path]:
+    """Write predictions.parquet, metrics.json and plots into out_dir (each file replaced atomically), and the
+    clairvoyant limit as limit.parquet beside them when given (a stale one removed when not)."""
     from hotspot.training.evaluation.plots import plot_backtest
 
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"predictions": out_dir / "predictions.parquet", "metrics": out_dir / "metrics.json"}
     with locked(paths["metrics"], what="writing the backtest"):  # predictions, metrics and plots from one run
         replace_atomically(paths["predictions"], lambda tmp: result.predictions.to_parquet(tmp, index=False))
+        if limit is not None:
+            paths["limit"] = out_dir / "limit.parquet"
+            replace_atomically(paths["limit"], lambda tmp: limit.to_parquet(tmp, index=False))
+        else:  # an earlier run's limit would be read as this run's
+            (out_dir / "limit.parquet").unlink(missing_ok=True)
         write_text_atomically(paths["metrics"], json.dumps(result.metrics, indent=2, allow_nan=True))
         paths.update(plot_backtest(result.metrics, out_dir))
     return paths

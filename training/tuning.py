@@ -47,10 +47,14 @@ def direction(metric: str) -> str:
 
 def fold_blocks(panel: Panel, cfg: StudyConfig, before: str | pd.Timestamp | None = None) -> list[np.ndarray]:
     """Period indices of each fold, oldest first; the last fold ends just before `before` (default: the start of
-    the backtest window at the end of the data)."""
+    the backtest window, the last backtest.weeks before backtest.end or the end of the data)."""
     observed = panel.period_starts[: panel.n_periods]
-    stop = (panel.n_periods - cfg.backtest.weeks if before is None
-            else int(observed.searchsorted(pd.Timestamp(before), side="left")))
+    if before is None:
+        end = cfg.backtest.end
+        stop = (panel.n_periods if end is None
+                else int(observed.searchsorted(pd.Timestamp(end), side="left"))) - cfg.backtest.weeks
+    else:
+        stop = int(observed.searchsorted(pd.Timestamp(before), side="left"))
     tc = cfg.tune
     first = stop - tc.folds * tc.fold_weeks
     need = panel.min_history + min(tc.train_periods)

@@ -165,7 +165,8 @@ def tune_cmd(
                       ] = None,
     before: Annotated[str | None, typer.Option(help="YYYY-MM-DD: the folds end before this week, e.g. the first "
                                                        "week of the backtest you will judge the model on [default: "
-                                                       "the start of the last backtest.weeks of the data]")] = None,
+                                                       "the start of the backtest, the last backtest.weeks before "
+                                                       "backtest.end or the end of the data]")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="folder for trials.csv, best_spec.json and the "
                                                                   "plot [default: outputs/AREA/tune]")] = None,
 ):
@@ -234,7 +235,7 @@ def backtest_cmd(
     config: ConfigOption,
     weeks: Annotated[int | None, typer.Option(help="number of forecast weeks [default: backtest.weeks]")] = None,
     end: Annotated[str | None, typer.Option(help="YYYY-MM-DD: backtest the weeks starting before this date "
-                                                    "[default: end of the data]")] = None,
+                                                    "[default: backtest.end, else the end of the data]")] = None,
     model: Annotated[list[str], typer.Option("--model", "-m", help="model name, repeatable or comma-separated; "
                                                                    "'all' for every model")] = ["all"],
     out_dir: Annotated[Path | None, typer.Option("--out", help="folder for predictions.parquet, metrics.json "
@@ -265,20 +266,36 @@ def backtest_cmd(
 def _print_report(json_path: Path) -> None:
     import json
 
+    import pandas as pd
+    from rich.markup import escape
+
+    from hotspot.training.evaluation.limit import LIMIT_NAME
     from hotspot.training.evaluation.report import summary_rows
 
     report = json.loads(json_path.read_text())
+    for sentence in [*(report.get("verdict") or {}).get("sentences", []),
+                     (report.get("headroom") or {}).get("sentence", "")]:
+        if sentence:
+            out.print(escape(sentence), highlight=False)
     table_df = summary_rows(report)
     table = Table(title=f"Accuracy over {len(report['weeks'])} weeks {report['weeks'][0]} .. {report['weeks'][-1]} "
                         "(mean; [95% bootstrap interval over weeks])")
     table.add_column("model")
-    for col in ("PAI@1%", "PAI@5%", "PEI@1%", "PEI*@1%", "deviance", "stability@1%"):
+    for col in ("PAI@1%", "PAI@5%", "PEI@1%", "PEI*@1%", "deviance", "stability@1%", "headroom closed"):
         table.add_column(col, justify="right")
+    best = report.get("best_baseline")
     for name, row in table_df.iterrows():
-        table.add_row(name, f"{row['PAI@1%']:.2f} [{row['PAI@1% lo']:.2f}, {row['PAI@1% hi']:.2f}]",
+        label = {LIMIT_NAME: f"{name} *", best: f"{name} (best baseline)"}.get(name, name)
+        closed = "" if pd.isna(row["headroom closed"]) else f"{row['headroom closed']:.0%}"
+        table.add_row(escape(label), f"{row['PAI@1%']:.2f} [{row['PAI@1% lo']:.2f}, {row['PAI@1% hi']:.2f}]",
                       f"{row['PAI@5%']:.2f}", f"{row['PEI@1%']:.3f}", f"{row['PEI*@1%']:.3f}",
-                      f"{row['deviance']:.4f}", f"{row['stability@1%']:.2f}")
+                      f"{row['deviance']:.4f}", f"{row['stability@1%']:.2f}", closed,
+                      style="dim italic" if name == LIMIT_NAME else None)
     out.print(table)
+    if (report.get("limit") or {}).get("available"):
+        out.print(f"* {LIMIT_NAME}: a reference that uses future data, not a forecast (each cell's mean weekly count "
+                  "over the weeks before and after); headroom closed = (model - best baseline) / (limit - best "
+                  "baseline) at PAI@1%", highlight=False)
     for warning in report.get("warnings", []):
         out.print(f"[yellow]warning:[/] {warning}")
     out.print(f"[dim]{report['note']}[/] Report: {json_path.with_suffix('.html')}")
@@ -449,16 +466,33 @@ def _print_where_to_look(config: Path, database_url: str, briefing: Path, audit_
 
 
 def _print_summary(metrics: dict, title: str) -> None:
+    from rich.markup import escape
+
     from hotspot.training.backtest import summary_table
 
+    headroom = metrics.get("headroom") or {}
+    for sentence in [*(metrics.get("verdict") or {}).get("sentences", []), headroom.get("sentence", "")]:
+        if sentence:
+            out.print(escape(sentence), highlight=False)
     table_df = summary_table(metrics)
+    share = headroom.get("share") or {}
+    limit = metrics.get("limit") or {}
     table = Table(title=f"Accuracy, mean over {title} ({metrics['n_cells']:,} cells)")
     table.add_column("model")
-    for col in table_df.columns:
+    for col in [*table_df.columns, "headroom closed"]:
         table.add_column(col, justify="right")
+    if limit.get("available"):
+        table.add_row(f"{limit['name']} *", *(f"{limit['mean'].get(k, float('nan')):.3f}" for k in table_df.columns),
+                      "", style="dim italic")
+    best = headroom.get("best_baseline")
     for name, row in table_df.iterrows():
-        table.add_row(name, *(f"{v:.3f}" for v in row))
+        closed = share.get(name)
+        table.add_row(escape(f"{name} (best baseline)" if name == best else name), *(f"{v:.3f}" for v in row),
+                      "" if closed is None else f"{closed:.0%}")
     out.print(table)
+    if limit.get("available"):
+        out.print(f"[dim]* {limit['name']}: a reference that uses future data, not a forecast; headroom closed = "
+                  "(model - best baseline) / (limit - best baseline) at PAI@1%[/]", highlight=False)
     if metrics.get("demographics_as_features"):
         out.print("[bold yellow]Demographic columns were model inputs (features.demographics_as_features = true).[/]")
     out.print("[dim]Recorded incidents are policing data, not ground truth.[/]")

@@ -210,6 +210,7 @@ def backtest_step(cfg: StudyConfig, model_names: list[str], weeks: int, end: str
 
     prepared = prepared or prepare(cfg)
     panel = prepared.panel
+    end = end or (str(cfg.backtest.end) if cfg.backtest.end else None)
     periods = forecast_periods(panel, weeks, end)
     refit = refit_every or cfg.backtest.refit_every
     names = (["lightgbm"] + [f"lightgbm-no_{f}" for f in sorted(set(panel.feature_families.values()))]
@@ -228,11 +229,17 @@ def backtest_step(cfg: StudyConfig, model_names: list[str], weeks: int, end: str
     result.metrics["demographics_as_features"] = cfg.features.demographics_as_features
     # the whole set (predictions, metrics, the accuracy report and figures) written and logged under the report's
     # lock: a second backtest into the same folder waits, so what is logged is what this run wrote
-    with locked(out_dir / "accuracy.json", what="writing the backtest"):
-        paths = write_backtest(result, out_dir)
-        from hotspot.training.evaluation.report import accuracy_report, write_report
+    from hotspot.training.evaluation.limit import limit_predictions, panel_limit
+    from hotspot.training.evaluation.report import accuracy_report, metrics_extras, write_report
 
-        report = accuracy_report(result.predictions, cfg.backtest.coverages, reference="lightgbm")
+    # the clairvoyant limit: a reference beside the models (it uses future data), never one of them
+    limit = panel_limit(panel, periods, cfg.backtest.limit_weeks, cfg.backtest.limit_min_after)
+    limit_frame = limit_predictions(panel, limit) if limit.available else None
+    report = accuracy_report(result.predictions, cfg.backtest.coverages, reference="lightgbm", limit=limit_frame,
+                             limit_note=limit.note)
+    result.metrics.update(metrics_extras(report))  # the verdict and the limit in metrics.json and the demo's table
+    with locked(out_dir / "accuracy.json", what="writing the backtest"):
+        paths = write_backtest(result, out_dir, limit=limit_frame)
         targets_text = ", ".join(result.metrics["target_offenses"])
         paths.update(write_report(report, result.predictions, out_dir,
                                   f"Accuracy report: {cfg.area.name} ({targets_text})"))

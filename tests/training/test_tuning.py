@@ -59,6 +59,10 @@ def test_folds_are_consecutive_blocks_that_end_before_the_judged_weeks(synthetic
     assert np.all(np.diff(np.concatenate(blocks)) == 1)
     # default: they end where the default backtest (backtest.weeks = 6 at the end of the data) starts
     assert fold_blocks(panel, cfg)[-1][-1] == panel.n_periods - 6 - 1
+    # with backtest.end, they end where that backtest starts: the 6 weeks before period 70
+    ended = cfg.model_copy(update={"backtest": cfg.backtest.model_copy(
+        update={"end": panel.period_starts[70].date()})})
+    assert fold_blocks(panel, ended)[-1][-1] == 70 - 6 - 1
 
 
 def test_too_little_history_for_the_folds_is_a_clear_error(synthetic):

@@ -3,8 +3,10 @@
 Everything here is computed from `predictions.parquet` alone (period_start, cell_id, risk, observed, model), so any
 tool can recompute it. Definitions (one each, used by every report):
 - hit-rate curve: hit rate at every coverage from one cell to all cells, ties shared by expectation;
-- PEI* (Joshi et al. 2021): PAI / PAI*, where PAI* is the PAI of the best possible choice of cells of that size,
-  measured on the smallest area that holds those hits (cells without incidents add area, not hits);
+- PEI* (Joshi et al. 2021): PAI / PAI*, where PAI* is the PAI of the model's own hits packed into the smallest
+  area that could hold them (the fewest highest-count cells whose recorded counts reach the hits), so PEI* = a*/a.
+  PEI asks how many more incidents the same area could have caught; PEI* asks how much less area the same catch
+  needed. They differ whenever the flagged cells' incidents could have been caught by fewer, busier cells;
 - calibration: mean forecast and mean observed count per risk decile, pooled over weeks;
 - rank stability: Jaccard overlap of the flagged top-c cells between consecutive weeks;
 - intervals: percentile bootstrap over weeks (scipy.stats.bootstrap, seeded); paired comparison = bootstrap of the
@@ -19,7 +21,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from hotspot.training.evaluation.metrics import best_hits_at, hits_at, n_flagged
+from hotspot.training.evaluation.metrics import hits_at, n_flagged
 
 # One interval method everywhere: the percentile bootstrap. BCa would correct skew, but it needs a jackknife that is
 # erratic on the 8-26 weeks a backtest or a promotion has, gives NaN on a degenerate distribution, and cannot run on the
@@ -30,17 +32,18 @@ CURVE_COVERAGES = np.round(np.concatenate([np.arange(0.001, 0.01, 0.001), np.ara
 
 
 def pei_star_at(risk: np.ndarray, observed: np.ndarray, coverage: float) -> float:
-    """PEI*: the hits of the flagged cells over the most any k cells could have had that week."""
-    n = len(risk)
-    k = n_flagged(n, coverage)
-    total = float(np.sum(observed))
-    best = best_hits_at(observed, k)
-    if total == 0 or best == 0:
+    """PEI* = PAI / PAI* = a*/a: the fewest cells that could hold the model's hits over the cells it flagged."""
+    observed = np.asarray(observed, dtype=np.float64)
+    k = n_flagged(len(risk), coverage)
+    if float(observed.sum()) == 0:
         return float("nan")
-    smallest = min(k, int(np.count_nonzero(observed)))
-    pai = (hits_at(risk, observed, k) / total) / (k / n)
-    pai_star = (best / total) / (smallest / n)
-    return pai / pai_star
+    hits = hits_at(risk, observed, k)
+    if hits == 0:
+        return 0.0  # nothing caught: no area was needed for it, and PAI is 0 as well
+    reach = np.cumsum(np.sort(observed)[::-1])
+    # hits are fractional when ties are shared; the tolerance keeps a sum that equals them from missing by a bit
+    smallest = int(np.searchsorted(reach, hits - 1e-9 * max(1.0, hits), side="left")) + 1
+    return min(smallest, k) / k
 
 
 def weeks_of(predictions: pd.DataFrame, model: str) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
