@@ -441,8 +441,7 @@ def demo_tuning(cfg: StudyConfig) -> StudyConfig:
 
 def backtest_end(cfg: StudyConfig) -> str | None:
     """Where the backtest ends: the config's `backtest.end` when it sets one, else the end of the data."""
-    end = getattr(cfg.backtest, "end", None)
-    return str(end) if end else None
+    return str(cfg.backtest.end) if cfg.backtest.end else None
 
 
 def _print_where_to_look(config: Path, database_url: str, briefing: Path, audit_html: Path) -> None:

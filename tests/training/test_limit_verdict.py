@@ -103,6 +103,13 @@ def test_headroom_share_and_its_guards():
     gone = headroom(means, "ewm_hl26", None, "the limit needs 26 weeks after")
     assert gone["sentence"] == "the limit needs 26 weeks after" and gone["share"]["lightgbm"] is None
     assert "no baseline" in headroom({"lightgbm": 11.0}, None, 12.0)["sentence"]
+    # a headroom within the weeks' noise: no shares (a model 0.13 below would read as -120%), words instead
+    noisy = headroom({"lightgbm": 9.87, "ewm_hl26": 10.0}, "ewm_hl26", 10.11,
+                     limit_vs_best={"difference": 0.11, "ci95": [-0.03, 0.27]})
+    assert all(v is None for v in noisy["share"].values())
+    assert "no measurable headroom" in noisy["sentence"] and "[95% interval -0.03, +0.27]" in noisy["sentence"]
+    clear = headroom(means, "ewm_hl26", 12.0, limit_vs_best={"difference": 2.0, "ci95": [1.5, 2.5]})
+    assert clear["share"]["lightgbm"] == 0.5
 
 
 def _table(weeks: int, cells: int, models: dict, seed: int = 3) -> pd.DataFrame:
@@ -120,7 +127,7 @@ def _table(weeks: int, cells: int, models: dict, seed: int = 3) -> pd.DataFrame:
 
 
 def test_report_with_the_limit_puts_the_verdict_first_and_the_limit_beside_the_models(tmp_path):
-    models = {"lightgbm": lambda r, g: r * g.lognormal(0, 0.3, len(r)), "ewm_hl26": lambda r, g: r + g.random(len(r)),
+    models = {"lightgbm": lambda r, g: r * g.lognormal(0, 0.3, len(r)), "ewm_hl26": lambda r, g: r * g.lognormal(0, 1.5, len(r)),
               "flat": lambda r, g: np.ones(len(r)), LIMIT_NAME: lambda r, g: r}
     table = _table(12, 300, models)
     limit = table[table["model"] == LIMIT_NAME]

@@ -87,7 +87,12 @@ def accuracy_report(predictions: pd.DataFrame, coverages: list[float], reference
         limit_value = report["limit"]["summary"]["pai@1%"]["mean"]
     means = {m: float(np.nanmean(f["pai@1%"])) if f["pai@1%"].notna().any() else float("nan")
              for m, f in weekly_by_model.items()}
-    report["headroom"] = headroom(means, report["best_baseline"], limit_value, limit_note)
+    limit_vs_best = None
+    best = report["best_baseline"]
+    if limit_value is not None and best in weekly_by_model:
+        limit_vs_best = paired_comparison(pd.DataFrame(report["limit"]["weekly"])["pai@1%"],
+                                          weekly_by_model[best]["pai@1%"], reps)
+    report["headroom"] = headroom(means, best, limit_value, limit_note, limit_vs_best=limit_vs_best)
     n_weeks = len(report.get("weeks", []))
     mean_incidents = float(np.mean([f["incidents"].mean() for f in weekly_by_model.values()])) if models else 0
     report["warnings"] = []

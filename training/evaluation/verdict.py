@@ -88,10 +88,14 @@ def verdict(weekly: dict[str, pd.Series], reference: str | None, metric: str = "
 
 
 def headroom(means: dict[str, float], best: str | None, limit_value: float | None, limit_note: str = "",
-             metric: str = "pai@1%") -> dict:
-    """Each model's share of the headroom closed, (model - best) / (limit - best), or a sentence why there is none."""
+             metric: str = "pai@1%", limit_vs_best: dict | None = None) -> dict:
+    """Each model's share of the headroom closed, (model - best) / (limit - best), or a sentence why there is none.
+
+    limit_vs_best: the paired comparison of the limit's weekly figures with the best baseline's; when its interval
+    holds 0 the headroom is within the weeks' noise and shares of it (-120% for a model 0.13 below a baseline that
+    is 0.11 below the limit) would mislead, so a sentence says so instead."""
     out: dict = {"metric": metric, "best_baseline": best, "limit": limit_value, "headroom": None,
-                 "share": dict.fromkeys(means), "sentence": ""}
+                 "share": dict.fromkeys(means), "sentence": "", "limit_vs_best": limit_vs_best}
     label = _label(metric)
     if limit_value is None or not math.isfinite(limit_value):
         out["sentence"] = limit_note or f"The {LIMIT_NAME} is not available for these weeks."
@@ -106,6 +110,14 @@ def headroom(means: dict[str, float], best: str | None, limit_value: float | Non
         out["sentence"] = (f"{best} is at or above the {LIMIT_NAME} ({label} {limit_value:.2f}, a reference that uses "
                            f"future data) on these weeks, so no share of headroom is shown: a forecaster passes the "
                            f"limit by catching departures from the long-run rate, and on few weeks also by chance.")
+        return out
+    if limit_vs_best is not None and not limit_vs_best["ci95"][0] > 0:
+        lo, hi = limit_vs_best["ci95"]
+        out["sentence"] = (f"The {LIMIT_NAME} (a reference that uses future data, not a forecast) reaches {label} "
+                           f"{limit_value:.2f}, only {room:.2f} above the best baseline {best}, and the weeks cannot "
+                           f"tell them apart (limit minus {best}: {limit_vs_best['difference']:+.2f} [95% interval "
+                           f"{lo:+.2f}, {hi:+.2f}]): there is no measurable headroom left for a forecaster of the "
+                           f"long-run rate, so no shares of it are shown.")
         return out
     out["share"] = {name: (v - means[best]) / room if math.isfinite(v) else None for name, v in means.items()}
     out["sentence"] = (f"The {LIMIT_NAME} (a reference that uses future data, not a forecast) reaches {label} "
