@@ -83,7 +83,7 @@ def test_audit_notebook_reproduces_both_reports(tmp_path, monkeypatch, audited_s
     agreed, total = (int(x) for x in audit_line.split(":")[1].split("figures")[0].split(" of "))
     assert agreed == total > 100, audit_line
     tables = [o["data"]["text/html"] for o in outputs(nb) if "text/html" in o.get("data", {})]
-    assert any("recomputed" in t and "pai@1%" in t and "naive_52w" in t for t in tables)
+    assert any("recomputed" in t and "PAI at 1%" in t and "naive_52w" in t for t in tables)
     assert any("recomputed" in t and "flag-rate ratio" in t and "Bay Street Corridor" in t for t in tables)
     assert sum("image/png" in o.get("data", {}) for o in outputs(nb)) == 3, "PAI by week, shares, hit rate by week"
 
@@ -101,7 +101,7 @@ def test_audit_notebook_reproduces_both_reports(tmp_path, monkeypatch, audited_s
     client.log_artifact(run.info.run_id, str(forged / "accuracy.json"), "backtest")
     client.log_artifact(run.info.run_id, str(tmp_path / "backtest" / "predictions.parquet"), "backtest")
     client.set_terminated(run.info.run_id)
-    with pytest.raises(CellExecutionError, match=r"(?s)do not match accuracy.json.*naive_52w\s+pai@1%"):
+    with pytest.raises(CellExecutionError, match=r"(?s)do not match accuracy.json.*naive_52w\s+PAI at 1%"):
         execute("audit_from_mlflow.ipynb", tmp_path, env)
 
     # an audit whose cell-to-group table puts one flagged cell in another group: the audit's comparison fails
