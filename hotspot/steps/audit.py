@@ -28,11 +28,12 @@ def audit_step(cfg: StudyConfig, model_version: str | None = None, weeks: int | 
                prepared: Prepared | None = None, simulation: dict | None = None,
                bootstrap_reps: int | None = None) -> tuple[dict, dict[str, Path]]:
     """Fairness audit of a registered version (the champion when None) beside the count baselines on the same
-    backtest weeks; writes audit.json, audit.html and PNGs and logs them to the version's run and an audit run.
+    backtest weeks; writes audit.json, audit.html and PNGs, with the audit's predictions.parquet and cell_groups.csv
+    (enough to recompute every group figure), and logs them to the version's run and an audit run.
     Groups: the config's demographic areas, else (no [fairness] or groups_from = 'places') the cells' place names.
     `simulation` and `bootstrap_reps` override the config's feedback-simulation settings and bootstrap size."""
     from hotspot.training.audit.fairness import audit_demography, read_areas
-    from hotspot.training.audit.report import clean, write_audit
+    from hotspot.training.audit.report import clean, write_audit, write_audit_data
     from hotspot.training.audit.run import build_audit
     from hotspot.training.registry import registry_client, version_forecaster, version_spec
 
@@ -82,6 +83,7 @@ def audit_step(cfg: StudyConfig, model_version: str | None = None, weeks: int | 
     out_dir = out_dir or Path("outputs") / cfg.area.name / "audit"
     with locked(out_dir / "audit.json", what="writing the audit"):  # written and logged as one set
         paths = write_audit(audit, out_dir)
+        paths.update(write_audit_data(result.predictions, demography.cell_table(panel.grid.cell_id), out_dir))
         metrics = audit_metrics(clean(audit))
         client = registry_client()
         if ref.run_id:

@@ -85,6 +85,18 @@ class CellDemography:
     def definition(self, name: str) -> CellGroups:
         return next(g for g in self.groups if g.name == name)
 
+    def cell_table(self, cell_id: np.ndarray) -> pd.DataFrame:
+        """Each cell's group under every definition, one row per definition and cell (grid order): definition,
+        cell_id, group (empty where the cell lies in no group) and whether that group is the reference. With the
+        audit's predictions this is all a reader needs to recompute the per-group figures."""
+        frames = []
+        for g in self.groups:
+            labels = np.array(["", *g.labels], dtype=object)[g.label + 1]
+            frames.append(pd.DataFrame({"definition": g.name, "cell_id": np.asarray(cell_id), "group": labels,
+                                        "reference": (labels == g.reference) if g.reference is not None
+                                        else np.zeros(len(labels), dtype=bool)}))
+        return pd.concat(frames, ignore_index=True)
+
     def summary(self) -> dict:
         if self.groups_from == "places":
             return {"groups_from": "places", "source": str(self.source), "method": PLACES_METHOD,

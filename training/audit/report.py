@@ -12,8 +12,9 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
-from hotspot.features.locking import locked, savefig_atomically, write_text_atomically
+from hotspot.features.locking import locked, replace_atomically, savefig_atomically, write_text_atomically
 from hotspot.training.audit.fairness import ALL_CELLS
 from hotspot.training.audit.flags import NO_REFERENCE_FLAGS
 from hotspot.training.audit.run import BAND, NOTE
@@ -328,3 +329,13 @@ def write_audit(audit: dict, out_dir: Path) -> dict[str, Path]:
         write_text_atomically(json_path, json.dumps(clean(audit), indent=1, allow_nan=False))
         write_text_atomically(html_path, render_html(audit, plots))
     return {"audit_json": json_path, "audit_html": html_path, **{f"plot_{k}": v for k, v in plots.items()}}
+
+
+def write_audit_data(predictions: pd.DataFrame, cell_groups: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
+    """The audit's inputs beside its report, so anyone can recompute its figures: predictions.parquet (the audit's
+    own backtest, the contract's columns, the audited model first) and cell_groups.csv (each cell's group under
+    every definition)."""
+    paths = {"audit_predictions": out_dir / "predictions.parquet", "audit_cell_groups": out_dir / "cell_groups.csv"}
+    replace_atomically(paths["audit_predictions"], lambda tmp: predictions.to_parquet(tmp, index=False))
+    replace_atomically(paths["audit_cell_groups"], lambda tmp: cell_groups.to_csv(tmp, index=False))
+    return paths
