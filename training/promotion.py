@@ -150,10 +150,10 @@ def decision_words(decision: Decision) -> str:
     weeks = decision.weeks
     span = f"the {len(weeks)} weeks {weeks[0]}..{weeks[-1]}" if weeks else "the backtest weeks"
     what = metric_words(decision.metric)
-    text = (f"Promotion gate, {today}: {verdict}. Backtested on {span} (refitted week by week as the champion "
-            f"was), its mean {what} was {cand:.3f} against {champ:.3f} for the champion v{decision.champion} "
-            f"({'higher' if higher else 'lower'} is better); the gate asked for {'at least' if higher else 'at most'} "
-            f"{need:.3f} (a margin of {margin:.0%}).")
+    text = (f"Promotion gate, {today}: {verdict}. Backtested on {span} (refitted on the weeks before each test "
+            f"week, as the champion was), its mean {what} was {cand:.3f} against {champ:.3f} for the champion "
+            f"v{decision.champion} ({'higher' if higher else 'lower'} is better); the gate asked for "
+            f"{'at least' if higher else 'at most'} {need:.3f} (a margin of {margin:.0%}).")
     paired = decision.paired or {}
     if paired:
         lo, hi = paired["ci95"]

@@ -103,7 +103,7 @@ def log_and_register(cfg: StudyConfig, model: LightGBMForecaster, panel: Panel,
     from mlflow.models import ModelSignature, infer_signature
     from mlflow.types import ColSpec, Schema
 
-    from hotspot.training.tracking import rename_run
+    from hotspot.training.tracking import NOTE_TAG, rename_run
 
     # doubles: a float32 column upcasts safely to a double one, while float64 input would fail a float signature
     example = panel.feature_frame(panel.n_periods)[list(model.feature_names_)].head(5).astype("float64")
@@ -134,12 +134,12 @@ def log_and_register(cfg: StudyConfig, model: LightGBMForecaster, panel: Panel,
             "train_last_period": spec["train_last_period"], "n_features": str(len(model.feature_names_))}
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
-    client.update_model_version(name, version, description=training_description(cfg, model, panel, params_source,
-                                                                                fingerprint))
+    description = training_description(cfg, model, panel, params_source, fingerprint)
+    client.update_model_version(name, version, description=description)
     ref = ModelRef(name, version, run.info.run_id if run else None, fingerprint)
     if run:
         rename_run(run.info.run_id, f"train v{version}")
-        mlflow.set_tag("model_version", version)
+        mlflow.set_tags({"model_version": version, NOTE_TAG: f"Registered as `{name}` v{version}.\n\n{description}"})
     if champion_version(cfg) is None:
         set_champion(cfg, version, "first registered version (there was no champion)")
     return ref

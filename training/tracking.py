@@ -193,6 +193,17 @@ def _point_entry_run_at(client, entry: str, run_id: str, area: str) -> None:
                    + ", ".join(f"`{i}`" for i in ids[-20:]))
 
 
+def experiment_url(cfg: StudyConfig, ui: str = "http://127.0.0.1:5000") -> str | None:
+    """The MLflow UI's address of the area's runs (None before the experiment exists). MLflow 3.17's UI opens an
+    experiment on the GenAI pages unless the address asks for model training (`workflowType=machine_learning`)."""
+    import mlflow
+
+    experiment = mlflow.MlflowClient(ensure_store()).get_experiment_by_name(cfg.area.name)
+    if experiment is None:
+        return None
+    return f"{ui.rstrip('/')}/#/experiments/{experiment.experiment_id}/runs?workflowType=machine_learning"
+
+
 def rename_run(run_id: str, name: str) -> None:
     """Give a run its final name (e.g. `train v3`, once the registered version is known)."""
     import mlflow

@@ -264,33 +264,69 @@ def metric_key(name: str) -> str:
     return name.replace("@", "_at_").replace("%", "pct")
 
 
+WEEK_CONTEXT = ("incidents",)  # the same for every model: logged on the backtest's run, not on each model's
+
+
 def log_model_runs(cfg: StudyConfig, parent_id: str, result: BacktestResult, refit: int, fingerprint: str) -> None:
     """One nested run per model under the backtest's run, named by the model, each with the same metric names: the
     means over the weeks (`pai_at_1pct`, ...) and each week's value as a step of `weekly/...` (timestamped at the
     week's start), so MLflow's chart view compares models side by side. Tagged step=backtest_model, never
-    step=backtest: the service takes runs tagged backtest for reports."""
+    step=backtest: the service takes runs tagged backtest for reports. The parent gets the weeks' incident counts,
+    the total time and a description in words."""
     import mlflow
     from mlflow.entities import Metric
 
     client = mlflow.MlflowClient()
     weeks = result.metrics["weeks"]
+    now = int(time.time() * 1000)
+
+    def stamp(week: str) -> int:
+        return int(pd.Timestamp(week).timestamp() * 1000)
+
+    def log_batch(run_id: str, metrics: list) -> None:
+        for i in range(0, len(metrics), 1000):  # MLflow takes at most 1000 metrics per batch
+            client.log_batch(run_id, metrics=metrics[i:i + 1000])
+
     for name, m in result.metrics["models"].items():
         tags = {"step": "backtest_model", "model": name, "area": cfg.area.name, "data_fingerprint": fingerprint,
                 "backtest_run_id": parent_id}
         with mlflow.start_run(run_name=name, nested=True, tags=tags) as run:
             mlflow.log_params({"model": name, "backtest_weeks": len(weeks), "backtest_first_week": weeks[0],
                                "backtest_last_week": weeks[-1], "refit_every_used": refit})
-            means = {metric_key(k): float(v) for k, v in m["mean"].items() if pd.notna(v)}
+            means = {metric_key(k): float(v) for k, v in m["mean"].items() if pd.notna(v) and k not in WEEK_CONTEXT}
             means["fit_predict_s"] = float(result.seconds[name])
-            weekly = []
+            metrics = [Metric(k, v, now, 0) for k, v in means.items()]
             for step, row in enumerate(m["weekly"]):
-                stamp = int(pd.Timestamp(row["period_start"]).timestamp() * 1000)
-                weekly += [Metric(f"weekly/{metric_key(k)}", float(v), stamp, step) for k, v in row.items()
-                           if k != "period_start" and isinstance(v, int | float | np.number) and np.isfinite(v)]
-            now = int(time.time() * 1000)
-            metrics = [Metric(k, v, now, 0) for k, v in means.items()] + weekly
-            for i in range(0, len(metrics), 1000):  # MLflow takes at most 1000 metrics per batch
-                client.log_batch(run.info.run_id, metrics=metrics[i:i + 1000])
+                metrics += [Metric(f"weekly/{metric_key(k)}", float(v), stamp(row["period_start"]), step)
+                            for k, v in row.items() if k != "period_start" and k not in WEEK_CONTEXT
+                            and isinstance(v, int | float | np.number) and np.isfinite(v)]
+            log_batch(run.info.run_id, metrics)
+    first = next(iter(result.metrics["models"].values()))["weekly"]
+    context = [Metric(f"weekly/{k}", float(row[k]), stamp(row["period_start"]), step)
+               for step, row in enumerate(first) for k in WEEK_CONTEXT if k in row]
+    totals = {"incidents_per_week": float(np.mean([row.get("incidents", np.nan) for row in first])),
+              "fit_predict_s": float(sum(result.seconds.values())), "models": float(len(result.metrics["models"]))}
+    log_batch(parent_id, context + [Metric(k, v, now, 0) for k, v in totals.items() if np.isfinite(v)])
+    mlflow.set_tag(tracking.NOTE_TAG, backtest_description(result, refit))
+
+
+def backtest_description(result: BacktestResult, refit: int) -> str:
+    """The backtest run's description: what was compared on which weeks, the models ranked by PAI@1% (or the first
+    PAI reported), and where the charts and the report are."""
+    weeks, models = result.metrics["weeks"], result.metrics["models"]
+    keys = [k for m in models.values() for k in m["mean"] if k.startswith("pai@")]
+    key = "pai@1%" if "pai@1%" in keys else (keys[0] if keys else None)
+    every = "every week" if refit == 1 else f"every {refit} weeks"
+    text = (f"Rolling backtest of {len(models)} models on the {len(weeks)} weeks "
+            f"{tracking.period_range(weeks[0], weeks[-1])}: each week forecast by models fitted only on the weeks "
+            f"before it (refitted {every}).\n\n")
+    if key:
+        scores = {n: float(m["mean"][key]) for n, m in models.items() if pd.notna(m["mean"].get(key))}
+        ranked = ", ".join(f"{n} {v:.2f}" for n, v in sorted(scores.items(), key=lambda item: -item[1]))
+        text += f"Mean {key.replace('pai', 'PAI')} over the weeks, best first: {ranked}.\n\n"
+    return text + ("One child run per model with the same metric names: select them and open the chart view to "
+                   "compare (`weekly/...` holds each week's value as a step). The accuracy report, with intervals "
+                   "and paired differences, is under Artifacts: `backtest/accuracy.html`.")
 
 
 def champion_forecast(cfg: StudyConfig, week: str, prepared: Prepared):

@@ -93,6 +93,10 @@ def test_a_backtest_is_a_parent_run_with_one_nested_run_per_model(tmp_path):
         assert not client.list_artifacts(child.info.run_id)  # the report stays with the parent
     assert set(children[0].data.metrics) == set(children[1].data.metrics)  # same names: chartable together
     assert not [k for k in parent.data.metrics if "." in k]  # no `model.metric` keys left on the parent
+    # what is the same for every model (the week's incidents) is on the parent, with a description in words
+    assert "weekly/incidents" in parent.data.metrics and "incidents" not in children[0].data.metrics
+    note = parent.data.tags["mlflow.note.content"]
+    assert note.startswith("Rolling backtest of 2 models on the 3 weeks") and "best first" in note
 
 
 def test_inputs_are_logged_as_datasets(tmp_path):
