@@ -173,7 +173,9 @@ class Forecaster:
         from hotspot.training import tracking
 
         try:
-            with self._lock, tracking.step_run(self.cfg, "forecast", rows.metadata["data_fingerprint"] or ""):
+            name = f"publish {rows.week} v{rows.metadata['model_version']} (#{publication_id}.{version})"
+            with self._lock, tracking.step_run(self.cfg, "forecast", rows.metadata["data_fingerprint"] or "",
+                                               run_name=name):
                 import mlflow
 
                 mlflow.log_params({"forecast_week": rows.week, "model_version": rows.metadata["model_version"],

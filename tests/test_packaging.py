@@ -82,3 +82,52 @@ def test_the_installed_copy_runs_from_an_empty_directory(wheel, tmp_path):
     module_file, sample_config = proc.stdout.splitlines()[:2]
     assert Path(module_file).is_relative_to(site) and Path(sample_config).is_relative_to(site)
     assert (empty / "val" / "validation.json").exists()
+
+
+def _metadata(wheel: Path):
+    from email.parser import Parser
+
+    zf = zipfile.ZipFile(wheel)
+    (name,) = [n for n in zf.namelist() if n.endswith(".dist-info/METADATA")]
+    return Parser().parsestr(zf.read(name).decode()), zf.namelist()
+
+
+def test_the_wheel_says_what_it_is_its_licence_and_its_readme(wheel):
+    meta, names = _metadata(wheel)
+    assert meta["License-Expression"] == "Apache-2.0"
+    assert "Apache License" in (REPO_ROOT / "LICENSE").read_text()[:200]
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)  # the licence text travels with it
+    assert meta["Description-Content-Type"] == "text/markdown"
+    assert meta.get_payload().startswith((REPO_ROOT / "README.md").read_text()[:200])
+    classifiers = meta.get_all("Classifier")
+    assert "Programming Language :: Python :: 3.11" in classifiers
+    assert any(c.startswith("Topic :: Scientific/Engineering") for c in classifiers)
+    assert meta["Requires-Python"] == ">=3.11"
+
+
+def test_dependency_floors_are_met_by_the_tested_pins_and_mlflow_is_3(wheel):
+    """Every floor in Requires-Dist is at or below the version constraints.txt pins (the tested one), and MLflow's
+    floor is 3: the code logs models by `name=` and registers a pyfunc logged as code."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+    from packaging.version import Version
+
+    meta, _ = _metadata(wheel)
+    pins = {}
+    for line in (REPO_ROOT / "constraints.txt").read_text().splitlines():
+        if "==" in line and not line.startswith("#"):
+            name, version = line.split("==", 1)
+            pins[canonicalize_name(name)] = Version(version.strip())
+    floors = {}
+    for text in meta.get_all("Requires-Dist"):
+        req = Requirement(text)
+        if req.marker and not req.marker.evaluate({"extra": "dev"}):
+            continue
+        name = canonicalize_name(req.name)
+        for spec in req.specifier:
+            if spec.operator == ">=":
+                floors[name] = Version(spec.version)
+                assert name in pins, f"{req.name} has a floor but no tested pin in constraints.txt"
+                assert req.specifier.contains(pins[name], prereleases=True), (text, pins[name])
+    assert floors["mlflow"] >= Version("3.1")
+    assert {"lightgbm", "pandas", "numpy", "fastapi"} <= set(floors)

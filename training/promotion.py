@@ -21,6 +21,7 @@ from hotspot.features.panel import Panel
 from hotspot.training.backtest import run_backtest
 from hotspot.training.evaluation.stats import paired_comparison
 from hotspot.training.registry import (
+    append_to_description,
     champion_history,
     champion_version,
     registered_name,
@@ -120,9 +121,52 @@ def promote(cfg: StudyConfig, panel: Panel, fingerprint: str, version: str, peri
                                  "promoted" if decision.promoted else "refused")
     client.set_model_version_tag(name, str(version), "promotion_reason", decision.reason[:4000])
     client.set_model_version_tag(name, str(version), "promotion_detail", json.dumps(decision.to_dict())[:4900])
+    append_to_description(cfg, str(version), decision_words(decision))
     if decision.promoted:
         set_champion(cfg, version, decision.reason)
     return decision
+
+
+METRIC_WORDS = {"poisson_deviance": "Poisson deviance"}
+
+
+def metric_words(metric: str) -> str:
+    """A metric as a reader writes it: `pai@1%` -> `PAI@1%`, `poisson_deviance` -> `Poisson deviance`."""
+    head, _, tail = metric.partition("@")
+    return METRIC_WORDS.get(metric) or (f"{head.upper()}@{tail}" if tail else metric.replace("_", " "))
+
+
+def decision_words(decision: Decision) -> str:
+    """The promotion gate's decision and its reason in words (a paragraph of the version's description)."""
+    from datetime import UTC, datetime
+
+    today = datetime.now(UTC).date().isoformat()
+    verdict = "**Promoted**" if decision.promoted else "**Not promoted**"
+    if decision.champion is None or decision.candidate_score is None or decision.champion_score is None:
+        return f"Promotion gate, {today}: {verdict}: there was no champion to compare with."
+    higher = HIGHER_IS_BETTER.get(decision.metric, True)
+    cand, champ, margin = decision.candidate_score, decision.champion_score, decision.margin
+    need = champ * (1 + margin) if higher else champ * (1 - margin)
+    weeks = decision.weeks
+    span = f"the {len(weeks)} weeks {weeks[0]}..{weeks[-1]}" if weeks else "the backtest weeks"
+    what = metric_words(decision.metric)
+    text = (f"Promotion gate, {today}: {verdict}. Backtested on {span} (refitted on the weeks before each test "
+            f"week, as the champion was), its mean {what} was {cand:.3f} against {champ:.3f} for the champion "
+            f"v{decision.champion} ({'higher' if higher else 'lower'} is better); the gate asked for "
+            f"{'at least' if higher else 'at most'} {need:.3f} (a margin of {margin:.0%}).")
+    paired = decision.paired or {}
+    if paired:
+        lo, hi = paired["ci95"]
+        text += (f" Week by week it was better in {paired['weeks_better']} of {paired['weeks']} weeks; the mean "
+                 f"paired difference was {paired['difference']:+.3f} (95% interval {lo:+.3f} to {hi:+.3f}, in the "
+                 "direction where positive favours this version).")
+    if decision.promoted:
+        text += " It became the champion."
+    elif "not significant" in decision.reason:
+        text += " Its lead was not significant (the interval includes zero), which this area's gate requires."
+    else:
+        text += f" It did not clear the required {need:.3f}, so v{decision.champion} stays the champion."
+    return text
 
 
 def rollback(cfg: StudyConfig, to: str | None = None, why: str = "") -> tuple[str, str]:

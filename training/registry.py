@@ -1,16 +1,25 @@
 """The MLflow model registry: registering trained LightGBM forecasters, the `champion` alias and its history.
 
-Each registered version carries, beside the booster (with signature and input example), `model_spec.json`: the
-hyper-parameters, training window, feature list and ranking calibration needed to rebuild or re-backtest it, and
-tags with its data fingerprint and objective. The alias `champion` says which version serves; every move of the
-alias is appended, with its reason, to the registered model's `champion_history` tag.
+Each registered version is an MLflow pyfunc (`training/risk_model.py`, logged as code) whose `predict(features)`
+returns expected incidents per cell for any objective, with a signature and an input example; its artifacts are the
+LightGBM booster and `model_spec.json` (hyper-parameters, training window, feature list and ranking calibration,
+enough to rebuild or re-backtest it). `load_version` rebuilds the project's `LightGBMForecaster` from those
+artifacts. Each version has tags (data fingerprint, objective) and a description in words: how it was trained and,
+once judged, why it was or was not promoted. The alias `champion` says which version serves; every move of the alias
+is appended, with its reason, to the registered model's `champion_history` tag (JSON, read by code) and its
+description (readable lines).
 """
 
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
 
 from hotspot.features.config import StudyConfig
 from hotspot.features.errors import HotspotError
@@ -21,6 +30,9 @@ CHAMPION = "champion"
 SPEC_ARTIFACT = "model_spec.json"
 HISTORY_TAG = "champion_history"
 HISTORY_KEEP = 40  # entries kept in the tag (MLflow tag values are bounded)
+RISK_MODEL_CODE = Path(__file__).with_name("risk_model.py")  # the pyfunc, logged as code (needs no hotspot install)
+BOOSTER_FILE = "booster.txt"
+PERIOD_WORDS = {"W": "weeks", "D": "days", "M": "months", "Q": "quarters", "Y": "years", "A": "years", "h": "hours"}
 
 
 def registered_name(cfg: StudyConfig) -> str:
@@ -51,15 +63,51 @@ def registry_client():
     return MlflowClient()
 
 
+def period_word(cfg: StudyConfig) -> str:
+    """The plural noun of the area's period (`weeks` for W-MON)."""
+    freq = cfg.period.freq.lstrip("0123456789")
+    return PERIOD_WORDS.get(freq[:1], PERIOD_WORDS.get(freq[:2], "periods"))
+
+
+def training_description(cfg: StudyConfig, model: LightGBMForecaster, panel: Panel, params_source: str,
+                         fingerprint: str | None) -> str:
+    """How a version was trained, in words (the first paragraph of its registry description)."""
+    from hotspot.training.tracking import code_version, period_range
+
+    start, end = model.training_window(panel)
+    first, last = model.train_periods_
+    if model.is_ranker:
+        a, b = model.calibration_ or (float("nan"), float("nan"))
+        objective = (f"{model.objective} objective (ranks the cells of each period; scores mapped to expected "
+                     f"incidents by log E[count] = {a:.3f} + {b:.3f} x score, fitted on the training rows)")
+    else:
+        objective = f"{model.objective.capitalize()} objective (predicts expected incidents directly)"
+    source = (f"the tuned Optuna study `{params_source.removeprefix('study:')}`" if params_source.startswith("study:")
+              else f"the config (`{cfg.source_path.name if cfg.source_path else 'config'}`)")
+    targets = ", ".join(cfg.model.target_offenses) if cfg.model.target_offenses else "all offences"
+    return (f"LightGBM, {objective}, trained on {end - start} {period_word(cfg)} {period_range(first, last)} "
+            f"({panel.grid.n_cells:,} cells of {panel.grid.cell_size_m:g} m; label: {targets}), parameters from "
+            f"{source}, {model.num_boost_round} boosting rounds, {len(model.feature_names_)} features, data "
+            f"fingerprint `{fingerprint or 'unknown'}`, code `{code_version()}`.\n\n"
+            "Returns expected incidents per cell for the next period: `mlflow.pyfunc.load_model(...).predict("
+            "features)`, one row per cell, the columns of the signature.")
+
+
 def log_and_register(cfg: StudyConfig, model: LightGBMForecaster, panel: Panel,
                      params_source: str = "config") -> ModelRef:
-    """Log the fitted booster (signature, input example), its spec and feature list to the active run, and register
-    it. The first registered version becomes the champion; later versions wait for `hotspot promote`."""
+    """Log the fitted forecaster as a pyfunc that returns risk (booster and spec as artifacts, signature, input
+    example) to the active run, register it with a description in words and name the run `train vN`. The first
+    registered version becomes the champion; later versions wait for `hotspot promote`."""
+    import lightgbm
     import mlflow
-    from mlflow.models import infer_signature
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types import ColSpec, Schema
 
-    example = panel.feature_frame(panel.n_periods)[list(model.feature_names_)].head(5)
-    signature = infer_signature(example, model.booster_.predict(example.to_numpy()))
+    from hotspot.training.tracking import NOTE_TAG, rename_run
+
+    # doubles: a float32 column upcasts safely to a double one, while float64 input would fail a float signature
+    example = panel.feature_frame(panel.n_periods)[list(model.feature_names_)].head(5).astype("float64")
+    signature = ModelSignature(inputs=infer_signature(example).inputs, outputs=Schema([ColSpec("double", "risk")]))
     name = registered_name(cfg)
     run = mlflow.active_run()
     fingerprint = run.data.tags.get("data_fingerprint") if run else None
@@ -70,18 +118,39 @@ def log_and_register(cfg: StudyConfig, model: LightGBMForecaster, panel: Panel,
             "params_source": params_source}
     mlflow.log_dict(spec, SPEC_ARTIFACT)
     mlflow.log_dict({"features": list(model.feature_names_)}, "features/model_features.json")
-    info = mlflow.lightgbm.log_model(model.booster_, name="model", signature=signature, input_example=example,
-                                     registered_model_name=name)
+    with tempfile.TemporaryDirectory(prefix="hotspot-model-") as folder:
+        booster_path, spec_path = Path(folder) / BOOSTER_FILE, Path(folder) / SPEC_ARTIFACT
+        model.booster_.save_model(str(booster_path))
+        spec_path.write_text(json.dumps(spec, indent=2))
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=str(RISK_MODEL_CODE),
+            artifacts={"booster": str(booster_path), "model_spec": str(spec_path)},
+            signature=signature, input_example=example, registered_model_name=name,
+            pip_requirements=[f"mlflow=={mlflow.__version__}", f"lightgbm=={lightgbm.__version__}",
+                              f"numpy=={np.__version__}", f"pandas=={pd.__version__}"])
     client = registry_client()
     version = str(info.registered_model_version)
     tags = {"data_fingerprint": fingerprint or "", "objective": model.objective, "params_source": params_source,
             "train_last_period": spec["train_last_period"], "n_features": str(len(model.feature_names_))}
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
+    description = training_description(cfg, model, panel, params_source, fingerprint)
+    client.update_model_version(name, version, description=description)
     ref = ModelRef(name, version, run.info.run_id if run else None, fingerprint)
+    if run:
+        rename_run(run.info.run_id, f"train v{version}")
+        mlflow.set_tags({"model_version": version, NOTE_TAG: f"Registered as `{name}` v{version}.\n\n{description}"})
     if champion_version(cfg) is None:
         set_champion(cfg, version, "first registered version (there was no champion)")
     return ref
+
+
+def append_to_description(cfg: StudyConfig, version: str, paragraph: str) -> None:
+    """Add a paragraph to a registered version's description (e.g. the promotion gate's decision in words)."""
+    client = registry_client()
+    name = registered_name(cfg)
+    current = client.get_model_version(name, str(version)).description or ""
+    client.update_model_version(name, str(version), description=(current + "\n\n" + paragraph).strip())
 
 
 def champion_version(cfg: StudyConfig) -> str | None:
@@ -119,7 +188,22 @@ def set_champion(cfg: StudyConfig, version: str, reason: str, rollback: bool = F
                  "at": datetime.now(UTC).isoformat(timespec="seconds")}
         history = (champion_history(cfg) + [entry])[-HISTORY_KEEP:]
         client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
+        client.update_registered_model(name, description=model_description(cfg, history))
         client.set_model_version_tag(name, str(version), "champion_reason", reason[:4000])
+
+
+def model_description(cfg: StudyConfig, history: list[dict]) -> str:
+    """The registered model's description: what it is and the champion history as readable lines, newest first."""
+    lines = [f"LightGBM forecaster of **{cfg.area.name}**: each version returns expected incidents per cell for the "
+             "next period (`mlflow.pyfunc.load_model(\"models:/" + registered_name(cfg) + "@champion\").predict("
+             "features)`). The alias `champion` marks the version that serves; a new version takes it only through "
+             "the promotion gate (`hotspot promote`).", "", "**Champion history** (newest first):", ""]
+    for h in reversed(history):
+        when = h.get("at", "")[:16].replace("T", " ")
+        move = (f"v{h['version']} champion again (rolled back from v{h['previous']})" if h.get("rollback")
+                else f"v{h['version']} became champion" + (f" (was v{h['previous']})" if h.get("previous") else ""))
+        lines.append(f"- {when} UTC: {move}: {h.get('reason', '')}")
+    return "\n".join(lines)
 
 
 def _version(cfg: StudyConfig, version: str | None):
@@ -162,11 +246,20 @@ def version_forecaster(cfg: StudyConfig, version: str | None = None) -> tuple[Li
 
 
 def load_version(cfg: StudyConfig, version: str | None = None) -> tuple[LightGBMForecaster, ModelRef]:
-    """The fitted forecaster of a registered version (the champion when None)."""
+    """The fitted forecaster of a registered version (the champion when None), rebuilt from the booster and spec
+    kept with the registered pyfunc (or from a plain LightGBM model, as versions were once registered)."""
+    import lightgbm
     import mlflow
 
     spec, ref = version_spec(cfg, version)
-    booster = mlflow.lightgbm.load_model(f"models:/{ref.name}/{ref.version}")
+    with tempfile.TemporaryDirectory(prefix="hotspot-model-") as folder:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{ref.name}/{ref.version}",
+                                                         dst_path=folder))
+        booster_file = local / "artifacts" / BOOSTER_FILE
+        if booster_file.exists():
+            booster = lightgbm.Booster(model_file=str(booster_file))
+        else:
+            booster = mlflow.lightgbm.load_model(str(local))
     return LightGBMForecaster.from_booster(booster, spec or None, spec.get("calibration")), ref
 
 

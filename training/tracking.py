@@ -111,27 +111,89 @@ def flatten(prefix: str, value) -> dict[str, str]:
     return {prefix: str(value)[:500]}
 
 
-def configure(cfg: StudyConfig) -> None:
-    """Point MLflow at the tracking store and the area's experiment (or the one `mlflow run` chose)."""
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"  # read by MLflow 3's UI: a model-training experiment opens on its runs
+EXPERIMENT_KIND = "custom_model_development"  # (without it the UI opens on the GenAI traces page)
+NOTE_TAG = "mlflow.note.content"  # the experiment's description in the UI
+ENTRY_RUN_TAG = "entry_point_run_id"  # on a step run started under `mlflow run` in another experiment
+_CONFIGURED: set[tuple[str, str]] = set()
+_ENTRY_RUN: dict[str, str | None] = {"id": None}
+
+
+def experiment_description(cfg: StudyConfig) -> str:
+    """What the area's experiment holds, in words (the experiment's description in the MLflow UI)."""
+    return (f"Weekly crime-hotspot forecasting for **{cfg.area.name}** ({cfg.area.cell_size_m:g} m cells; config "
+            f"`{cfg.source_path.name if cfg.source_path else 'unknown'}`). One run per pipeline step, tagged "
+            "`step`:\n\n"
+            f"- `train vN`: fits LightGBM on every observed period and registers it as version N of "
+            f"`{cfg.area.name}-lightgbm` (the model returns expected incidents per cell).\n"
+            "- `backtest FIRST..LAST`: rolling weekly forecasts of several models on the same weeks; one nested "
+            "run per model with the same metric names (`pai_at_1pct`, `poisson_deviance`, ...), so the chart "
+            "view compares them; the parent keeps the accuracy report under `backtest/`.\n"
+            "- `tune STUDY`: an Optuna study, one nested run per trial.\n"
+            "- `promote vN` / `rollback`: the promotion gate's decision and its reason.\n"
+            "- `forecast WEEK`, `audit vN`, `briefing WEEK`, `validate`, `features`: the other steps.\n\n"
+            "Every run records the data fingerprint, config hash and code version; inputs are logged as datasets "
+            "(the validated incidents and the cell x period panel).")
+
+
+def configure(cfg: StudyConfig) -> str:
+    """Point MLflow at the tracking store and the area's experiment (created, tagged as a model-training experiment
+    and described when missing); returns the experiment id."""
     import mlflow
 
-    mlflow.set_tracking_uri(ensure_store())
-    if not os.environ.get("MLFLOW_RUN_ID"):
-        mlflow.set_experiment(cfg.area.name)
+    uri = ensure_store()
+    mlflow.set_tracking_uri(uri)
+    _take_entry_point_run()
+    experiment = mlflow.set_experiment(cfg.area.name)
+    if (uri, experiment.experiment_id) not in _CONFIGURED:
+        wanted = {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, NOTE_TAG: experiment_description(cfg)}
+        client = mlflow.MlflowClient(uri)
+        for key, value in wanted.items():
+            if key not in (experiment.tags or {}):  # a description edited in the UI is kept
+                client.set_experiment_tag(experiment.experiment_id, key, value)
+        _CONFIGURED.add((uri, experiment.experiment_id))
+    return experiment.experiment_id
+
+
+def _take_entry_point_run() -> str | None:
+    """The run `mlflow run` made for the entry point (MLFLOW_RUN_ID), taken out of the environment once: MLflow's
+    start_run would otherwise resume it, in its own experiment, wherever a step asks for a new run."""
+    taken = os.environ.pop("MLFLOW_RUN_ID", None)
+    if taken:
+        _ENTRY_RUN["id"] = taken
+    return _ENTRY_RUN["id"]
+
+
+def entry_point_run() -> str | None:
+    """The id of the `mlflow run` entry point's run this process runs under, or None."""
+    return _take_entry_point_run()
 
 
 @contextmanager
 def step_run(cfg: StudyConfig, step: str, data_fingerprint: str, run_name: str | None = None) -> Iterator:
-    """Start an MLflow run for one pipeline step, with the config, data fingerprint and code version logged."""
+    """Start an MLflow run for one pipeline step, with the config, data fingerprint and code version logged.
+
+    Under `mlflow run` the entry point's run is the parent when it is in the area's experiment (`mlflow run
+    --experiment-name AREA`); when it is elsewhere ("Default"), the step run is started in the area's experiment,
+    where the service and the UI look, and the two runs name each other (tags `entry_point_run_id` here,
+    `step_run_ids` and `area_experiment` there)."""
     import mlflow
 
-    configure(cfg)
+    experiment_id = configure(cfg)
     tags = {"step": step, "area": cfg.area.name, "data_fingerprint": data_fingerprint,
             "code_version": code_version(), "config_sha256": cfg.source_sha256 or ""}
-    # Under `mlflow run` the entry point's run is the parent and each step a nested run inside it.
-    parent = os.environ.get("MLFLOW_RUN_ID")
-    outer = mlflow.start_run(run_id=parent) if parent and not mlflow.active_run() else nullcontext()
-    with outer, mlflow.start_run(run_name=run_name or step, tags=tags, nested=mlflow.active_run() is not None) as run:
+    entry = entry_point_run()
+    client = mlflow.MlflowClient()
+    outer = nullcontext()
+    if entry and not mlflow.active_run():
+        if client.get_run(entry).info.experiment_id == experiment_id:
+            outer = mlflow.start_run(run_id=entry)
+        else:
+            tags[ENTRY_RUN_TAG] = entry
+    with outer, mlflow.start_run(run_name=run_name or step, tags=tags, experiment_id=experiment_id,
+                                 nested=mlflow.active_run() is not None) as run:
+        if tags.get(ENTRY_RUN_TAG):
+            _point_entry_run_at(client, entry, run.info.run_id, cfg.area.name)
         params = flatten("", cfg.model_dump(mode="json"))
         params.update({"config_path": str(cfg.source_path), "config_sha256": cfg.source_sha256 or "",
                        "data_fingerprint": data_fingerprint, "code_version": code_version()})
@@ -139,3 +201,119 @@ def step_run(cfg: StudyConfig, step: str, data_fingerprint: str, run_name: str |
         if cfg.source_path:
             mlflow.log_artifact(str(cfg.source_path), artifact_path="config")
         yield run
+
+
+def _point_entry_run_at(client, entry: str, run_id: str, area: str) -> None:
+    """Tag the entry point's run (in another experiment) with the step runs it made and their experiment."""
+    known = client.get_run(entry).data.tags.get("step_run_ids", "")
+    ids = [i for i in known.split(",") if i] + [run_id]
+    client.set_tag(entry, "step_run_ids", ",".join(ids)[-5000:])
+    client.set_tag(entry, "area_experiment", area)
+    client.set_tag(entry, NOTE_TAG, f"The steps of this entry point logged to the experiment **{area}**: "
+                   + ", ".join(f"`{i}`" for i in ids[-20:]))
+
+
+def experiment_url(cfg: StudyConfig, ui: str = "http://127.0.0.1:5000") -> str | None:
+    """The MLflow UI's address of the area's runs (None before the experiment exists). MLflow 3.17's UI opens an
+    experiment on the GenAI pages unless the address asks for model training (`workflowType=machine_learning`)."""
+    import mlflow
+
+    experiment = mlflow.MlflowClient(ensure_store()).get_experiment_by_name(cfg.area.name)
+    if experiment is None:
+        return None
+    return f"{ui.rstrip('/')}/#/experiments/{experiment.experiment_id}/runs?workflowType=machine_learning"
+
+
+def rename_run(run_id: str, name: str) -> None:
+    """Give a run its final name (e.g. `train v3`, once the registered version is known)."""
+    import mlflow
+
+    mlflow.MlflowClient().update_run(run_id, name=name)
+
+
+def period_range(first, last) -> str:
+    """`2019-07-01..2019-12-23`: a span of periods as run names and descriptions write it."""
+    return f"{str(first)[:10]}..{str(last)[:10]}"
+
+
+def _dataset_source(path: Path | str):
+    import warnings
+
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+
+    with warnings.catch_warnings():  # several local sources claim file URIs; MLflow picks the first and says so
+        warnings.simplefilter("ignore")
+        return resolve_dataset_source(Path(path).resolve().as_uri())
+
+
+def _schema(columns: dict[str, str]):
+    from mlflow.types import ColSpec, Schema
+
+    return Schema([ColSpec(kind, name) for name, kind in columns.items()])
+
+
+def _column_kind(dtype) -> str:
+    kind = getattr(dtype, "kind", "O")
+    return {"M": "datetime", "f": "double", "b": "boolean"}.get(kind, "long" if kind in "iu" else "string")
+
+
+def log_inputs(cfg: StudyConfig, incidents, panel, context: str = "training") -> None:
+    """Log the validated incidents (fingerprint as digest, source, row counts; not the rows) and the cell x period
+    panel (shape, feature names) as MLflow datasets of the active run, so the UI's dataset column names them."""
+    import hashlib
+    import json
+
+    import mlflow
+
+    sources = [s.path for s in cfg.sources]
+    accepted = incidents.accepted
+    when = accepted["occurred_at"] if "occurred_at" in accepted and len(accepted) else None
+    incidents_ds = profiled_dataset(
+        source=_dataset_source(incidents.history or sources[0]), name=f"{cfg.area.name} incidents",
+        digest=incidents.fingerprint,
+        schema=_schema({c: _column_kind(accepted[c].dtype) for c in accepted.columns}),
+        profile={"rows_read": int(incidents.n_read), "rows_accepted": int(len(accepted)),
+                 "rows_quarantined": int(len(incidents.quarantine)),
+                 "first_incident": str(when.min())[:19] if when is not None else None,
+                 "last_incident": str(when.max())[:19] if when is not None else None,
+                 "sources": [str(s) for s in sources]})
+    T1, C, F = panel.X.shape
+    shape = {"periods_observed": int(panel.n_periods), "cells": int(C), "features": int(F),
+             "rows": int(panel.n_periods * C), "first_period": str(panel.period_starts[0].date()),
+             "last_period": str(panel.period_starts[panel.n_periods - 1].date()), "label": panel.target_noun}
+    digest = hashlib.sha256(json.dumps([incidents.fingerprint, cfg.source_sha256, list(panel.feature_names), shape],
+                                       default=str).encode()).hexdigest()[:16]
+    panel_ds = profiled_dataset(source=_dataset_source(cfg.source_path or sources[0]), name=f"{cfg.area.name} panel",
+                               digest=digest, schema=_schema(dict.fromkeys(panel.feature_names, "double")),
+                               profile=shape)
+    mlflow.log_input(incidents_ds, context=context)
+    mlflow.log_input(panel_ds, context=context)
+
+
+@lru_cache(maxsize=1)
+def _profiled_dataset_class():
+    from mlflow.data.meta_dataset import MetaDataset
+
+    class _ProfiledDataset(MetaDataset):
+        """A dataset logged by its metadata (source, digest, schema) and a profile of counts, never its rows."""
+
+        def __init__(self, source, name: str, digest: str, schema, profile: dict):
+            self._profile = profile
+            super().__init__(source=source, name=name, digest=digest, schema=schema)
+
+        @property
+        def profile(self):
+            return self._profile
+
+        def to_dict(self) -> dict[str, str]:
+            import json
+
+            return {**super().to_dict(), "profile": json.dumps(self._profile)}
+
+    return _ProfiledDataset
+
+
+def profiled_dataset(**kwargs):
+    """A metadata-only MLflow dataset with a profile (see `log_inputs`); its class is made on first use, so
+    importing this module does not import MLflow."""
+    return _profiled_dataset_class()(**kwargs)

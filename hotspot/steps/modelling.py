@@ -59,8 +59,11 @@ def train_step(cfg: StudyConfig, prepared: Prepared | None = None, params: str =
     prepared = prepared or prepare(cfg)
     panel = prepared.panel
     model, source = model_from_params(cfg, params)
-    with tracking.step_run(cfg, "train", prepared.incidents.fingerprint):
+    # named `train vN` once registration gives the version (log_and_register)
+    with tracking.step_run(cfg, "train", prepared.incidents.fingerprint, run_name="train (registering)"):
         import mlflow
+
+        tracking.log_inputs(cfg, prepared.incidents, panel, context="training")
 
         with console.status(f"fitting LightGBM ({model.objective}, parameters from {source})", spinner="dots"):
             start = time.perf_counter()
@@ -93,6 +96,7 @@ def tune_step(cfg: StudyConfig, trials: int | None = None, before: str | None = 
     with tracking.step_run(cfg, "tune", prepared.incidents.fingerprint, run_name=f"tune {study_name(cfg)}"):
         mlflow.log_params({"study_name": study_name(cfg), "trials_target": trials,
                            "folds": ",".join(f"{panel.period_starts[b[0]].date()}+{len(b)}" for b in blocks)})
+        tracking.log_inputs(cfg, prepared.incidents, panel, context="tuning")
 
         def log_trial(trial, spec: dict, fold_scores: list) -> None:
             # every tag at creation: a run cut off by a kill while logging is still found and labelled
@@ -159,7 +163,7 @@ def plot_study(study, metric: str, path: Path) -> Path:
 def promote_step(cfg: StudyConfig, version: str, weeks: int | None = None, end: str | None = None,
                  prepared: Prepared | None = None):
     """Judge a registered version against the champion on the same backtest weeks; move the alias if it wins."""
-    from hotspot.training.promotion import promote
+    from hotspot.training.promotion import decision_words, promote
 
     prepared = prepared or prepare(cfg)
     panel = prepared.panel
@@ -185,6 +189,7 @@ def promote_step(cfg: StudyConfig, version: str, weeks: int | None = None, end: 
             mlflow.log_metrics({"candidate_score": decision.candidate_score,
                                 "champion_score": decision.champion_score})
         mlflow.log_dict(decision.to_dict(), "promotion/decision.json")
+        mlflow.set_tag(tracking.NOTE_TAG, decision_words(decision))
     return decision
 
 
@@ -245,21 +250,90 @@ def backtest_step(cfg: StudyConfig, model_names: list[str], weeks: int, end: str
                                   f"Accuracy report: {cfg.area.name} ({targets_text})"))
         if ablation:
             paths.update(write_ablation(abl, out_dir, f"{cfg.area.name} ({targets_text})"))
-        with tracking.step_run(cfg, "backtest", prepared.incidents.fingerprint):
+        first_week, last_week = result.metrics["weeks"][0], result.metrics["weeks"][-1]
+        run_name = f"{'ablation' if ablation else 'backtest'} {tracking.period_range(first_week, last_week)}"
+        with tracking.step_run(cfg, "backtest", prepared.incidents.fingerprint, run_name=run_name) as parent:
             import mlflow
 
             mlflow.log_params({"backtest_models": ",".join(result.metrics["models"])[:500], "backtest_weeks": weeks,
-                               "backtest_end": end or "end of data", "backtest_first_week": result.metrics["weeks"][0],
-                               "backtest_last_week": result.metrics["weeks"][-1], "refit_every_used": refit,
-                               "ablation": ablation})
-            for name, m in result.metrics["models"].items():
-                mlflow.log_metrics({f"{name}.{k.replace('@', '_at_').replace('%', 'pct')}": v
-                                    for k, v in m["mean"].items() if pd.notna(v)})
-                mlflow.log_metric(f"{name}.fit_predict_s", result.seconds[name])
+                               "backtest_end": end or "end of data", "backtest_first_week": first_week,
+                               "backtest_last_week": last_week, "refit_every_used": refit, "ablation": ablation})
+            tracking.log_inputs(cfg, prepared.incidents, panel, context="evaluation")
+            log_model_runs(cfg, parent.info.run_id, result, refit, prepared.incidents.fingerprint)
             log_feature_table(panel)
             for path in paths.values():
                 mlflow.log_artifact(str(path), "backtest")
     return result, paths
+
+
+def metric_key(name: str) -> str:
+    """An MLflow metric key for a backtest metric: `pai@1%` -> `pai_at_1pct`."""
+    return name.replace("@", "_at_").replace("%", "pct")
+
+
+WEEK_CONTEXT = ("incidents",)  # the same for every model: logged on the backtest's run, not on each model's
+
+
+def log_model_runs(cfg: StudyConfig, parent_id: str, result: BacktestResult, refit: int, fingerprint: str) -> None:
+    """One nested run per model under the backtest's run, named by the model, each with the same metric names: the
+    means over the weeks (`pai_at_1pct`, ...) and each week's value as a step of `weekly/...` (timestamped at the
+    week's start), so MLflow's chart view compares models side by side. Tagged step=backtest_model, never
+    step=backtest: the service takes runs tagged backtest for reports. The parent gets the weeks' incident counts,
+    the total time and a description in words."""
+    import mlflow
+    from mlflow.entities import Metric
+
+    client = mlflow.MlflowClient()
+    weeks = result.metrics["weeks"]
+    now = int(time.time() * 1000)
+
+    def stamp(week: str) -> int:
+        return int(pd.Timestamp(week).timestamp() * 1000)
+
+    def log_batch(run_id: str, metrics: list) -> None:
+        for i in range(0, len(metrics), 1000):  # MLflow takes at most 1000 metrics per batch
+            client.log_batch(run_id, metrics=metrics[i:i + 1000])
+
+    for name, m in result.metrics["models"].items():
+        tags = {"step": "backtest_model", "model": name, "area": cfg.area.name, "data_fingerprint": fingerprint,
+                "backtest_run_id": parent_id}
+        with mlflow.start_run(run_name=name, nested=True, tags=tags) as run:
+            mlflow.log_params({"model": name, "backtest_weeks": len(weeks), "backtest_first_week": weeks[0],
+                               "backtest_last_week": weeks[-1], "refit_every_used": refit})
+            means = {metric_key(k): float(v) for k, v in m["mean"].items() if pd.notna(v) and k not in WEEK_CONTEXT}
+            means["fit_predict_s"] = float(result.seconds[name])
+            metrics = [Metric(k, v, now, 0) for k, v in means.items()]
+            for step, row in enumerate(m["weekly"]):
+                metrics += [Metric(f"weekly/{metric_key(k)}", float(v), stamp(row["period_start"]), step)
+                            for k, v in row.items() if k != "period_start" and k not in WEEK_CONTEXT
+                            and isinstance(v, int | float | np.number) and np.isfinite(v)]
+            log_batch(run.info.run_id, metrics)
+    first = next(iter(result.metrics["models"].values()))["weekly"]
+    context = [Metric(f"weekly/{k}", float(row[k]), stamp(row["period_start"]), step)
+               for step, row in enumerate(first) for k in WEEK_CONTEXT if k in row]
+    totals = {"incidents_per_week": float(np.mean([row.get("incidents", np.nan) for row in first])),
+              "fit_predict_s": float(sum(result.seconds.values())), "models": float(len(result.metrics["models"]))}
+    log_batch(parent_id, context + [Metric(k, v, now, 0) for k, v in totals.items() if np.isfinite(v)])
+    mlflow.set_tag(tracking.NOTE_TAG, backtest_description(result, refit))
+
+
+def backtest_description(result: BacktestResult, refit: int) -> str:
+    """The backtest run's description: what was compared on which weeks, the models ranked by PAI@1% (or the first
+    PAI reported), and where the charts and the report are."""
+    weeks, models = result.metrics["weeks"], result.metrics["models"]
+    keys = [k for m in models.values() for k in m["mean"] if k.startswith("pai@")]
+    key = "pai@1%" if "pai@1%" in keys else (keys[0] if keys else None)
+    every = "every week" if refit == 1 else f"every {refit} weeks"
+    text = (f"Rolling backtest of {len(models)} models on the {len(weeks)} weeks "
+            f"{tracking.period_range(weeks[0], weeks[-1])}: each week forecast by models fitted only on the weeks "
+            f"before it (refitted {every}).\n\n")
+    if key:
+        scores = {n: float(m["mean"][key]) for n, m in models.items() if pd.notna(m["mean"].get(key))}
+        ranked = ", ".join(f"{n} {v:.2f}" for n, v in sorted(scores.items(), key=lambda item: -item[1]))
+        text += f"Mean {key.replace('pai', 'PAI')} over the weeks, best first: {ranked}.\n\n"
+    return text + ("One child run per model with the same metric names: select them and open the chart view to "
+                   "compare (`weekly/...` holds each week's value as a step). The accuracy report, with intervals "
+                   "and paired differences, is under Artifacts: `backtest/accuracy.html`.")
 
 
 def champion_forecast(cfg: StudyConfig, week: str, prepared: Prepared):
@@ -281,7 +355,8 @@ def forecast_step(cfg: StudyConfig, week: str, out: Path, prepared: Prepared | N
     prepared = prepared or prepare(cfg)
     cells, metadata, ref = champion_forecast(cfg, week, prepared)
     write_geojson(cells, out, metadata)
-    with tracking.step_run(cfg, "forecast", prepared.incidents.fingerprint):
+    with tracking.step_run(cfg, "forecast", prepared.incidents.fingerprint,
+                           run_name=f"forecast {metadata['period_start']} v{ref.version}"):
         import mlflow
 
         mlflow.log_params({"forecast_week": metadata["period_start"], "model_version": ref.version})

@@ -112,6 +112,15 @@ def test_promotion_gate_rollback_and_forecasts_follow_the_champion(two_configs, 
     assert refused.champion_score == pytest.approx(decision.candidate_score)  # v2's scores reused from its run
     assert client.get_model_version(registered_name(strong), "3").tags["promotion_decision"] == "refused"
 
+    # each version's description says in words how it was trained and what the gate decided, and why
+    described = {v: client.get_model_version(registered_name(strong), v).description for v in ("2", "3")}
+    assert described["2"].startswith("LightGBM, Poisson objective") and "parameters from the config" in described["2"]
+    assert "40 boosting rounds" in described["2"] and f"{len(decision.weeks)} weeks" in described["2"]
+    assert "**Promoted**" in described["2"] and "It became the champion" in described["2"]
+    assert f"{decision.candidate_score:.3f} against {decision.champion_score:.3f}" in described["2"]
+    assert "**Not promoted**" in described["3"] and "so v2 stays the champion" in described["3"]
+    assert "Poisson deviance" in described["3"] and "lower is better" in described["3"]
+
     _, meta = forecast_step(strong, "2021-07-19", tmp_path / "f2.geojson", prepared)
     assert meta["model_version"] == "2"
 
@@ -122,6 +131,12 @@ def test_promotion_gate_rollback_and_forecasts_follow_the_champion(two_configs, 
     history = champion_history(strong)
     assert [h["version"] for h in history] == ["1", "2", "1"]
     assert history[-1]["reason"] == "rollback from v2: drill"
+    # the registered model's description shows the same history as readable lines, newest first
+    lines = [line for line in client.get_registered_model(registered_name(strong)).description.splitlines()
+             if line.startswith("- ")]
+    assert len(lines) == 3
+    assert "v1 champion again (rolled back from v2): rollback from v2: drill" in lines[0]
+    assert "v2 became champion (was v1): promoted: " in lines[1] and "v1 became champion: first" in lines[2]
     with pytest.raises(HotspotError, match="no earlier one"):
         rollback_step(strong)
     with pytest.raises(HotspotError, match="already the champion"):
