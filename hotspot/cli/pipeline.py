@@ -422,9 +422,9 @@ def demo_cmd(
     _print_summary(bt.metrics, f"backtest, {len(bt.metrics['weeks'])} weeks {bt.metrics['weeks'][0]} .. "
                                f"{bt.metrics['weeks'][-1]}")
     _print_top(cells, 10, meta)
-    _print_where_to_look(config, database_url, briefing_path, audit_paths["audit_html"])
-    out.print(f"demo finished in {time.perf_counter() - start:.0f} s; browse the runs with "
-              f"`mlflow ui --backend-store-uri {os.environ.get('MLFLOW_TRACKING_URI', 'sqlite:///mlflow.db')}`")
+    _print_where_to_look(cfg, config, database_url, briefing_path, audit_paths["audit_html"],
+                         paths["accuracy_html"])
+    out.print(f"demo finished in {time.perf_counter() - start:.0f} s")
 
 
 def demo_tuning(cfg: StudyConfig) -> StudyConfig:
@@ -444,7 +444,8 @@ def backtest_end(cfg: StudyConfig) -> str | None:
     return str(cfg.backtest.end) if cfg.backtest.end else None
 
 
-def _print_where_to_look(config: Path, database_url: str, briefing: Path, audit_html: Path) -> None:
+def _print_where_to_look(cfg: StudyConfig, config: Path, database_url: str, briefing: Path, audit_html: Path,
+                         accuracy_html: Path) -> None:
     """The demo's last lines: where command staff, auditors and data scientists look next."""
     from hotspot.serving.auth import create_key
     from hotspot.serving.db import create_schema, make_engine
@@ -460,6 +461,12 @@ def _print_where_to_look(config: Path, database_url: str, briefing: Path, audit_
               highlight=False)
     out.print(f"Auditors:      the audit report  {audit_html.resolve()}", highlight=False)
     out.print("               every report by model version: http://127.0.0.1:8000/reports", highlight=False)
+    from hotspot.training.tracking import experiment_url, tracking_uri
+
+    out.print(f"Data scientists: the accuracy report  {accuracy_html.resolve()}", highlight=False)
+    out.print(f"               the runs: run  mlflow ui --backend-store-uri {tracking_uri()}", highlight=False)
+    out.print(f"               then open  {experiment_url(cfg)}  (the backtest: one child run per model; "
+              "the registered model returns expected incidents)", highlight=False)
     out.print(f"API key for the pages (auditor role, shown once; revoke with `hotspot keys revoke "
               f"{record.key_id}`):  {key}", highlight=False)
 

@@ -313,6 +313,10 @@ def log_model_runs(cfg: StudyConfig, parent_id: str, result: BacktestResult, ref
                for step, row in enumerate(first) for k in WEEK_CONTEXT if k in row]
     totals = {"incidents_per_week": float(np.mean([row.get("incidents", np.nan) for row in first])),
               "fit_predict_s": float(sum(result.seconds.values())), "models": float(len(result.metrics["models"]))}
+    limit = result.metrics.get("limit") or {}
+    if limit.get("available"):  # the clairvoyant reference on the parent, never as a model's run
+        totals.update({f"limit/{metric_key(k)}": float(v) for k, v in limit["mean"].items()
+                       if k not in WEEK_CONTEXT and pd.notna(v)})
     log_batch(parent_id, context + [Metric(k, v, now, 0) for k, v in totals.items() if np.isfinite(v)])
     mlflow.set_tag(tracking.NOTE_TAG, backtest_description(result, refit))
 
@@ -327,6 +331,10 @@ def backtest_description(result: BacktestResult, refit: int) -> str:
     text = (f"Rolling backtest of {len(models)} models on the {len(weeks)} weeks "
             f"{tracking.period_range(weeks[0], weeks[-1])}: each week forecast by models fitted only on the weeks "
             f"before it (refitted {every}).\n\n")
+    verdict = (result.metrics.get("verdict") or {}).get("sentences") or []
+    room = (result.metrics.get("headroom") or {}).get("sentence")
+    if verdict or room:  # the accuracy report's verdict, first, as the report puts it
+        text += " ".join([*verdict, *([room] if room else [])]) + "\n\n"
     if key:
         scores = {n: float(m["mean"][key]) for n, m in models.items() if pd.notna(m["mean"].get(key))}
         ranked = ", ".join(f"{n} {v:.2f}" for n, v in sorted(scores.items(), key=lambda item: -item[1]))

@@ -127,7 +127,8 @@ def _table(weeks: int, cells: int, models: dict, seed: int = 3) -> pd.DataFrame:
 
 
 def test_report_with_the_limit_puts_the_verdict_first_and_the_limit_beside_the_models(tmp_path):
-    models = {"lightgbm": lambda r, g: r * g.lognormal(0, 0.3, len(r)), "ewm_hl26": lambda r, g: r * g.lognormal(0, 1.5, len(r)),
+    models = {"lightgbm": lambda r, g: r * g.lognormal(0, 0.3, len(r)),
+              "ewm_hl26": lambda r, g: r * g.lognormal(0, 1.5, len(r)),
               "flat": lambda r, g: np.ones(len(r)), LIMIT_NAME: lambda r, g: r}
     table = _table(12, 300, models)
     limit = table[table["model"] == LIMIT_NAME]
