@@ -267,8 +267,8 @@ def backtest_step(cfg: StudyConfig, model_names: list[str], weeks: int, end: str
 
 
 def metric_key(name: str) -> str:
-    """An MLflow metric key for a backtest metric: `pai@1%` -> `pai_at_1pct`."""
-    return name.replace("@", "_at_").replace("%", "pct")
+    """An MLflow metric key for a backtest metric: `pai@1%` -> `pai_at_1pct`, `pei*@1%` -> `pei_star_at_1pct`."""
+    return name.replace("*", "_star").replace("@", "_at_").replace("%", "pct")
 
 
 WEEK_CONTEXT = ("incidents",)  # the same for every model: logged on the backtest's run, not on each model's
