@@ -103,7 +103,7 @@ def log_and_register(cfg: StudyConfig, model: LightGBMForecaster, panel: Panel,
     from mlflow.models import ModelSignature, infer_signature
     from mlflow.types import ColSpec, Schema
 
-    from hotspot.training.tracking import NOTE_TAG, rename_run
+    from hotspot.training.tracking import NOTE_TAG, quiet_console, rename_run
 
     # doubles: a float32 column upcasts safely to a double one, while float64 input would fail a float signature
     example = panel.feature_frame(panel.n_periods)[list(model.feature_names_)].head(5).astype("float64")
@@ -122,12 +122,13 @@ def log_and_register(cfg: StudyConfig, model: LightGBMForecaster, panel: Panel,
         booster_path, spec_path = Path(folder) / BOOSTER_FILE, Path(folder) / SPEC_ARTIFACT
         model.booster_.save_model(str(booster_path))
         spec_path.write_text(json.dumps(spec, indent=2))
-        info = mlflow.pyfunc.log_model(
-            name="model", python_model=str(RISK_MODEL_CODE),
-            artifacts={"booster": str(booster_path), "model_spec": str(spec_path)},
-            signature=signature, input_example=example, registered_model_name=name,
-            pip_requirements=[f"mlflow=={mlflow.__version__}", f"lightgbm=={lightgbm.__version__}",
-                              f"numpy=={np.__version__}", f"pandas=={pd.__version__}"])
+        with quiet_console():
+            info = mlflow.pyfunc.log_model(
+                name="model", python_model=str(RISK_MODEL_CODE),
+                artifacts={"booster": str(booster_path), "model_spec": str(spec_path)},
+                signature=signature, input_example=example, registered_model_name=name,
+                pip_requirements=[f"mlflow=={mlflow.__version__}", f"lightgbm=={lightgbm.__version__}",
+                                  f"numpy=={np.__version__}", f"pandas=={pd.__version__}"])
     client = registry_client()
     version = str(info.registered_model_version)
     tags = {"data_fingerprint": fingerprint or "", "objective": model.objective, "params_source": params_source,

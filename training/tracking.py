@@ -46,6 +46,35 @@ def store_lock(what: str) -> Iterator[None]:
 _READY: set[str] = set()
 
 
+# MLflow's chatter on a registration, printed straight to stderr (not through a logger a level could silence)
+CHATTER = ("Successfully registered model", "Created version", "already exists. Creating a new version",
+           " INFO mlflow")
+
+
+@contextmanager
+def quiet_console() -> Iterator[None]:
+    """Around an MLflow call that prints its progress (logging and registering a model): on the command line
+    without --verbose its chatter is dropped and anything else it writes to stderr (warnings, errors) is passed on.
+    MLflow re-enables its own stream while it logs a model, so switching the stream off (quiet_mlflow) is not
+    enough there."""
+    if os.environ.get("HOTSPOT_LIBRARY_LOGS") != "quiet":
+        yield
+        return
+    import io
+    import sys
+    from contextlib import redirect_stderr
+
+    buffer = io.StringIO()
+    try:
+        with redirect_stderr(buffer):
+            yield
+    finally:
+        kept = [line for line in buffer.getvalue().splitlines() if line.strip() and not any(
+            c in line for c in CHATTER)]
+        if kept:
+            print("\n".join(kept), file=sys.stderr)
+
+
 def quiet_mlflow() -> None:
     """On the command line without --verbose (HOTSPOT_LIBRARY_LOGS=quiet), MLflow's console lines go: its INFO
     lines (store migrations, 'Created version ...') and the registry's direct prints ('Successfully registered model
