@@ -175,3 +175,16 @@ def test_publish_puts_a_week_on_the_map_once_unless_a_new_version_is_asked_for(t
     assert newer.returncode == 0 and "(version 2, model v1)" in newer.stdout
     bad = run_cli("publish", "--config", str(config), "--database-url", db, "--week", "1999-01-04", cwd=tmp_path)
     assert bad.returncode == 2 and "1999-01-04" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_library_chatter_only_with_verbose(tmp_path):
+    """MLflow's migration, registration and validation lines stay off the console unless --verbose asks for them."""
+    config = write_config(tmp_path / "area")
+    quiet = run_cli("train", "--config", str(config), cwd=tmp_path)
+    assert quiet.returncode == 0, quiet.stderr
+    for chatter in ("Successfully registered model", "Created version", "INFO mlflow"):
+        assert chatter not in quiet.stderr + quiet.stdout
+    assert "trained synthetic-lightgbm v1" in quiet.stdout
+    loud = run_cli("--verbose", "train", "--config", str(config), cwd=tmp_path)
+    assert loud.returncode == 0, loud.stderr
+    assert "Created version '2' of model 'synthetic-lightgbm'" in loud.stderr + loud.stdout
