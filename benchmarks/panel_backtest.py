@@ -65,7 +65,9 @@ def bench_backtest(config: Path, out: Path, weeks: int, end: str) -> dict:
             "pai@1%": {name: round(m["mean"]["pai@1%"], 2) for name, m in metrics["models"].items()},
             "pai@5%": {name: round(m["mean"]["pai@5%"], 2) for name, m in metrics["models"].items()},
             "poisson_deviance": {name: round(m["mean"]["poisson_deviance"], 4)
-                                 for name, m in metrics["models"].items()}}
+                                 for name, m in metrics["models"].items()},
+            "limit": metrics.get("limit", {}), "verdict": metrics.get("verdict", {}).get("sentences", []),
+            "headroom": metrics.get("headroom", {}).get("sentence", "")}
 
 
 def main() -> None:
@@ -92,6 +94,12 @@ def main() -> None:
         print(f"{'model':<12}{'PAI@1%':>9}{'PAI@5%':>9}{'deviance':>10}")
         for name in sorted(bt["pai@1%"], key=bt["pai@1%"].get, reverse=True):
             print(f"{name:<12}{bt['pai@1%'][name]:>9.2f}{bt['pai@5%'][name]:>9.2f}{bt['poisson_deviance'][name]:>10.4f}")
+        limit = bt["limit"].get("mean") or {}
+        if limit:  # the clairvoyant reference (uses future data): how much headroom the baselines leave
+            print(f"{'limit *':<12}{limit['pai@1%']:>9.2f}{limit['pai@5%']:>9.2f}{limit['poisson_deviance']:>10.4f}"
+                  "   * clairvoyant long-run rate, a reference that uses future data, not a forecast")
+        for sentence in [*bt["verdict"], bt["headroom"]]:
+            print(sentence)
         report["backtest"] = bt
     args.out.parent.mkdir(parents=True, exist_ok=True)
     (args.out.parent / "panel_backtest.json").write_text(json.dumps(report, indent=2))
