@@ -455,17 +455,17 @@ def _print_where_to_look(cfg: StudyConfig, config: Path, database_url: str, brie
     key, record = create_key(engine, "auditor", "demo")  # reads forecasts, the map and the reports
     db = "" if database_url == "sqlite:///hotspot.db" else f" --database-url {database_url}"
     out.rule("[bold]Where to look")
-    out.print(f"Command staff: the weekly briefing  {briefing.resolve()}", highlight=False)
-    out.print(f"               the map: run  hotspot serve -c {config}{db}", highlight=False)
-    out.print("               then open  http://127.0.0.1:8000/map  (last and next week are published)",
+    out.print(f"Command staff:   the weekly briefing  {briefing.resolve()}", highlight=False)
+    out.print(f"                 the map: run  hotspot serve -c {config}{db}", highlight=False)
+    out.print("                 then open  http://127.0.0.1:8000/map  (last and next week are published)",
               highlight=False)
-    out.print(f"Auditors:      the audit report  {audit_html.resolve()}", highlight=False)
-    out.print("               every report by model version: http://127.0.0.1:8000/reports", highlight=False)
+    out.print(f"Auditors:        the audit report  {audit_html.resolve()}", highlight=False)
+    out.print("                 every report by model version: http://127.0.0.1:8000/reports", highlight=False)
     from hotspot.training.tracking import experiment_url, tracking_uri
 
     out.print(f"Data scientists: the accuracy report  {accuracy_html.resolve()}", highlight=False)
-    out.print(f"               the runs: run  mlflow ui --backend-store-uri {tracking_uri()}", highlight=False)
-    out.print(f"               then open  {experiment_url(cfg)}  (the backtest: one child run per model; "
+    out.print(f"                 the runs: run  mlflow ui --backend-store-uri {tracking_uri()}", highlight=False)
+    out.print(f"                 then open  {experiment_url(cfg)}  (the backtest: one child run per model; "
               "the registered model returns expected incidents)", highlight=False)
     out.print(f"API key for the pages (auditor role, shown once; revoke with `hotspot keys revoke "
               f"{record.key_id}`):  {key}", highlight=False)
