@@ -24,6 +24,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from hotspot.features.candidates import file_sha256
 from hotspot.features.config import StudyConfig
 from hotspot.features.locking import locked, replace_atomically
 
@@ -44,14 +45,6 @@ def cache_dir() -> Path | None:
     import platformdirs
 
     return Path(platformdirs.user_cache_dir("hotspot"))
-
-
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _input_files(value: Any, found: set[Path]) -> None:
@@ -97,7 +90,7 @@ def cache_key(cfg: StudyConfig, today: date | None = None) -> str:
         _input_files(str(cfg.history_dir), files)
     digest = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode())
     for path in sorted(files):
-        digest.update(f"{path}:{_file_digest(path)}".encode())
+        digest.update(f"{path}:{file_sha256(path)}".encode())
     digest.update(code_digest().encode())
     digest.update(str(today or date.today()).encode())
     return digest.hexdigest()[:24]
