@@ -194,13 +194,17 @@ def describe_selection(metrics: dict, best_baseline: str | None, reps: int = 200
             a = [w.get("pai@1%", np.nan) for w in models[model]["weekly"]]
             b = [w.get("pai@1%", np.nan) for w in models[best_baseline]["weekly"]]
             pair = paired_comparison(a, b, reps)
+            diff = np.asarray(a, float) - np.asarray(b, float)
+            worse = int((diff[np.isfinite(diff)] < 0).sum())
             mean_a, mean_b = float(np.nanmean(a)), float(np.nanmean(b))
             ratio = mean_a / mean_b if mean_b else float("nan")
-            entry["vs_best_baseline"] = {"baseline": best_baseline, "metric": "pai@1%", "ratio": ratio, **pair}
+            entry["vs_best_baseline"] = {"baseline": best_baseline, "metric": "pai@1%", "ratio": ratio,
+                                         "weeks_worse": worse, **pair}
             lo, hi = pair["ci95"]
             sentence += (f"; against the best baseline {best_baseline}: PAI@1% {mean_a:.2f} vs {mean_b:.2f} (ratio "
                          f"{ratio:.3f}), difference {pair['difference']:+.2f} [95% interval {lo:+.2f}, {hi:+.2f}], "
-                         f"{model} better in {pair['weeks_better']} of {pair['weeks']} weeks")
+                         f"{model} better in {pair['weeks_better']} and worse in {worse} of {pair['weeks']} weeks "
+                         f"(the same in the others)")
         out["models"][model] = entry
         out["sentences"].append(sentence + ".")
     return out
