@@ -201,10 +201,10 @@ def describe_selection(metrics: dict, best_baseline: str | None, reps: int = 200
             entry["vs_best_baseline"] = {"baseline": best_baseline, "metric": "pai@1%", "ratio": ratio,
                                          "weeks_worse": worse, **pair}
             lo, hi = pair["ci95"]
-            sentence += (f"; against the best baseline {best_baseline}: PAI@1% {mean_a:.2f} vs {mean_b:.2f} (ratio "
-                         f"{ratio:.3f}), difference {pair['difference']:+.2f} [95% interval {lo:+.2f}, {hi:+.2f}], "
-                         f"{model} better in {pair['weeks_better']} and worse in {worse} of {pair['weeks']} weeks "
-                         f"(the same in the others)")
+            sentence += (f". Against the best baseline, {model} reached PAI@1% {mean_a:.2f}, {best_baseline} "
+                         f"{mean_b:.2f} (ratio {ratio:.3f}); {model} minus {best_baseline}: {pair['difference']:+.2f} "
+                         f"[95% interval {lo:+.2f}, {hi:+.2f}], {model} better in {pair['weeks_better']} and worse in "
+                         f"{worse} of {pair['weeks']} weeks (the same in the others)")
         out["models"][model] = entry
         out["sentences"].append(sentence + ".")
     return out
