@@ -332,6 +332,9 @@ class SelectionConfig(_Section):
     validation_weeks: Annotated[int, Field(gt=0)] = Field(8, description="weeks each choice is scored on")
     refit_every: Annotated[int, Field(gt=0)] | None = Field(
         None, description="refit each candidate every K validation weeks [default: backtest.refit_every]")
+    sticky: bool = Field(
+        True, description="a refit keeps the previous choice unless another candidate beats it distinguishably "
+                          "(95% paired interval over the validation weeks)")
 
 
 class GroupDefinition(_Section):

@@ -13,7 +13,7 @@ import pytest
 from hotspot.features.config import load_config
 from hotspot.features.ingest import validate
 from hotspot.features.panel import build_panel
-from hotspot.models import HistoryCounts, RecentCounts
+from hotspot.models import EWMCounts, HistoryCounts, RecentCounts
 from hotspot.training.backtest import make_models, run_backtest, write_backtest
 from hotspot.training.selection import AutoSelect, choose, selection_rows
 from tests.conftest import ORIGIN_LAT, ORIGIN_LON, run_cli, write_config
@@ -137,6 +137,24 @@ def test_backtest_records_each_choice_and_reused_scores_change_nothing(planted, 
     assert {"history", "naive_4w", "validation_from", "validation_to"} <= set(table.columns)
     paths = write_backtest(result, tmp_path / "bt")
     assert pd.read_csv(paths["selection"])["chosen"].tolist() == table["chosen"].tolist()
+
+
+def test_sticky_refits_keep_the_previous_choice_over_a_difference_within_noise(planted):
+    _, panel = planted
+    periods = np.arange(16, MOVE)  # a stable hotspot: three near-identical candidates
+    near = lambda sticky: AutoSelect(  # noqa: E731
+        candidates=[RecentCounts(weeks=8), HistoryCounts(), EWMCounts(halflife=8)], validation_weeks=6,
+        refit_every=2, sticky=sticky, metric="pai@10%")  # at 1% every one flags the hotspot's cell alone
+    sticky, plain = (run_backtest(panel, [near(s)], periods, 2, [0.01]).metrics["models"]["auto"]["refits"]
+                     for s in (True, False))
+    assert all(r["chosen"] == r["best_mean"] for r in plain)
+    kept = [r for r in sticky if r["chosen"] != r["best_mean"]]
+    assert kept, "the best mean moved between near-identical candidates, yet no refit kept its previous choice"
+    assert all(r["chosen"] == r["previous"] for r in kept)
+
+    def switches(refits):
+        return sum(a["chosen"] != b["chosen"] for a, b in zip(refits, refits[1:], strict=False))
+    assert switches(sticky) < switches(plain)
 
 
 def test_all_leaves_auto_out_and_bad_candidates_are_named(synthetic_config, tmp_path):
