@@ -135,7 +135,8 @@ class AutoSelect(Forecaster):
             missing = [n for n in names if any((n, origin, int(t)) not in scores for t in block)]
             if not missing:
                 continue
-            result = run_backtest(panel, [named_clone(by_name[n]) for n in missing], block, len(block), [coverage])
+            models = [self._fitted_at(cache, n, origin) or named_clone(by_name[n]) for n in missing]
+            result = run_backtest(panel, models, block, len(block), [coverage])
             for name in missing:
                 for t, row in zip(block, result.metrics["models"][name]["weekly"], strict=True):
                     scores[(name, origin, int(t))] = float(row[self.metric])
@@ -147,6 +148,7 @@ class AutoSelect(Forecaster):
         previous = self._previous(names, weeks)
         self.chosen_ = previous if previous is not None and not self._beats(weekly, best, previous) else best
         self.model_ = named_clone(by_name[self.chosen_]).fit(panel)
+        cache["fitted"] = (self.chosen_, panel.n_periods, self.model_)  # the next fit's newest block may start here
         self.scores_ = means
         self.best_mean_ = best
         self.weekly_scores_ = weekly
@@ -158,6 +160,15 @@ class AutoSelect(Forecaster):
             "scores": means,
         }
         return self
+
+    @staticmethod
+    def _fitted_at(cache: dict, name: str, origin: int) -> Forecaster | None:
+        """The previous fit's final model when it is `name` fitted on the weeks before `origin` (the same fit a
+        validation block starting at `origin` would make), wrapped so that the block does not fit it again."""
+        fitted = cache.get("fitted")
+        if fitted is None or fitted[:2] != (name, origin):
+            return None
+        return _AlreadyFitted(fitted[2])
 
     def _previous(self, names: list[str], weeks: pd.DatetimeIndex) -> str | None:
         """The previous fit's choice when a sticky refit may keep it: a candidate still, chosen for an earlier week."""
@@ -181,6 +192,24 @@ class AutoSelect(Forecaster):
         if not hasattr(self, "model_"):
             raise ValueError("auto: fit it on a panel before predicting")
         return self.model_.predict(panel)
+
+
+class _AlreadyFitted(Forecaster):
+    """A fitted forecaster whose `fit` does nothing: a validation block reusing the previous fit's final model."""
+
+    def __init__(self, model: Forecaster):
+        self.model = model
+
+    def _default_name(self) -> str:
+        return self.model.name
+
+    def fit(self, panel: Panel) -> _AlreadyFitted:
+        """Nothing to do: the model was fitted on the same weeks."""
+        return self
+
+    def predict(self, panel: Panel) -> np.ndarray:
+        """The wrapped model's forecast."""
+        return self.model.predict(panel)
 
 
 def selection_rows(metrics: dict) -> pd.DataFrame:

@@ -113,6 +113,35 @@ def test_auto_never_sees_the_week_it_forecasts(planted, tmp_path):
     np.testing.assert_array_equal(*before)
 
 
+class CountingHistory(HistoryCounts):
+    """The all-history mean, recording the length of every panel any copy of it is fitted on (clones included)."""
+
+    fits: list[int] = []
+
+    def _default_name(self) -> str:
+        return "counting_history"
+
+    def fit(self, panel):
+        CountingHistory.fits.append(panel.n_periods)
+        return super().fit(panel)
+
+
+def test_a_backtest_of_auto_fits_no_candidate_twice_on_the_same_weeks(planted):
+    _, panel = planted
+    periods = np.arange(20, 36)  # before the move: history is chosen throughout
+    fits = {}
+    for reuse in (True, False):
+        CountingHistory.fits = []
+        model = AutoSelect(candidates=[CountingHistory(), RecentCounts(weeks=4)], validation_weeks=8, refit_every=4,
+                           reuse_scores=reuse)
+        refits = run_backtest(panel, [model], periods, 4, [0.01]).metrics["models"]["auto"]["refits"]
+        assert {r["chosen"] for r in refits} == {"counting_history"}
+        fits[reuse] = list(CountingHistory.fits)
+    # with reuse: each block's fit once, and the last final fit serves as the next newest block's
+    assert sorted(fits[True]) == sorted(set(fits[True])) == list(range(12, 36, 4))
+    assert len(fits[False]) == 3 * len(range(20, 36, 4))  # two blocks and the final fit at every refit
+
+
 def test_backtest_records_each_choice_and_reused_scores_change_nothing(planted, tmp_path):
     _, panel = planted
     periods = np.arange(MOVE - 4, MOVE + 8)  # across the move: the choice changes
