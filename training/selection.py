@@ -244,10 +244,11 @@ def describe_selection(metrics: dict, best_baseline: str | None, reps: int = 200
         parts = [f"{name} at {count} of {n} refits" if i == 0 else f"{name} at {count}"
                  for i, (name, count) in enumerate(counts.items())]
         kept = int((frame["chosen"] != frame["best_mean"]).sum()) if "best_mean" in frame else 0
-        sentence = f"{model} chose {', '.join(parts)} (best mean {frame['metric'].iloc[0].upper()} over the " \
-                   f"{len(models[model]['refits'][0]['validation_weeks'])} weeks before each refit" + (
-                       f"; at {kept} it kept its previous choice, the best mean not distinguishably better)"
-                       if kept else ")")
+        n_valid = len(models[model]["refits"][0]["validation_weeks"])
+        sentence = (f"{model} chose {', '.join(parts)}: the best mean {frame['metric'].iloc[0].upper()} over the "
+                    f"{n_valid} weeks before each refit" + (
+                        f", except at {kept} where it kept its previous choice, the best mean not being "
+                        f"distinguishably better" if kept else ""))
         entry: dict = {"choices": {str(k): int(v) for k, v in counts.items()}, "refits": n, "kept_previous": kept}
         if best_baseline and best_baseline in models:
             a = [w.get("pai@1%", np.nan) for w in models[model]["weekly"]]
