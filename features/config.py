@@ -322,6 +322,21 @@ class PromotionConfig(_Section):
     refit_every: Annotated[int, Field(gt=0)] | None = Field(None, description="[default: backtest.refit_every]")
 
 
+class SelectionConfig(_Section):
+    """`--model auto`: at each refit, a rolling-origin backtest of every candidate on the `validation_weeks` weeks
+    before it (scored by promotion.metric) picks the one that forecasts; see training/selection.py."""
+
+    candidates: list[str] | None = Field(
+        None, description="model names as `hotspot backtest --model` takes them [default: lightgbm and every count "
+                          "baseline: naive_*w, history, ewm_hl*]")
+    validation_weeks: Annotated[int, Field(gt=0)] = Field(8, description="weeks each choice is scored on")
+    refit_every: Annotated[int, Field(gt=0)] | None = Field(
+        None, description="refit each candidate every K validation weeks [default: backtest.refit_every]")
+    sticky: bool = Field(
+        True, description="a refit keeps the previous choice unless another candidate beats it distinguishably "
+                          "(95% paired interval over the validation weeks)")
+
+
 class GroupDefinition(_Section):
     """One way of dividing residents into groups: each polygon of the fairness areas gets one label.
 
@@ -590,6 +605,7 @@ class StudyConfig(_Section):
     model: ModelConfig = ModelConfig()
     tune: TuneConfig = TuneConfig()
     promotion: PromotionConfig = PromotionConfig()
+    selection: SelectionConfig = SelectionConfig()
     trends: TrendsConfig = TrendsConfig()
     places: PlacesConfig = PlacesConfig()
     privacy: PrivacyConfig = PrivacyConfig()

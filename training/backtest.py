@@ -1,10 +1,13 @@
-"""Rolling-origin backtest: for each test week, fit only on the weeks before it and forecast that week."""
+"""Rolling-origin backtest: for each test week, fit only on the weeks before it and forecast that week.
+
+The loop itself lives in training/rolling.py (re-exported here); this module builds the models a backtest can run
+from a config, `auto` among them (training/selection.py), and writes the contract files.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +15,6 @@ import pandas as pd
 
 from hotspot.features.config import StudyConfig
 from hotspot.features.locking import locked, replace_atomically, write_text_atomically
-from hotspot.features.panel import Panel
 from hotspot.models import (
     SEPP,
     EWMCounts,
@@ -24,9 +26,12 @@ from hotspot.models import (
     RecentCounts,
     RiskTerrain,
 )
-from hotspot.training.evaluation.metrics import coverage_label, week_metrics
+from hotspot.training.rolling import PREDICTION_COLUMNS, BacktestResult, forecast_periods, run_backtest, summarise
+from hotspot.training.selection import AutoSelect, selection_rows
 
-PREDICTION_COLUMNS = ["period_start", "cell_id", "x", "y", "lon", "lat", "risk", "observed", "model"]
+__all__ = ["PREDICTION_COLUMNS", "BacktestResult", "forecast_periods", "run_backtest", "summarise",
+           "lightgbm_from_config", "available_models", "make_models", "write_backtest", "summary_table",
+           "selection_candidates", "SELECTION_NAME"]
 
 
 def lightgbm_from_config(cfg: StudyConfig) -> LightGBMForecaster:
@@ -37,8 +42,11 @@ def lightgbm_from_config(cfg: StudyConfig) -> LightGBMForecaster:
                               zero_row_fraction=lc.zero_row_fraction, seed=lc.seed)
 
 
+SELECTION_NAME = "auto"  # the model that chooses among the others (training/selection.py)
+
+
 def available_models(cfg: StudyConfig) -> dict[str, Callable[[], Forecaster]]:
-    """Every model a backtest can run, by name, built from the config."""
+    """Every model a backtest can run, by name, built from the config; `auto` last (it chooses among the others)."""
     from hotspot.training.tuning import best_spec
 
     factories: dict[str, Callable[[], Forecaster]] = {"lightgbm": lambda: lightgbm_from_config(cfg)}
@@ -51,104 +59,52 @@ def available_models(cfg: StudyConfig) -> dict[str, Callable[[], Forecaster]]:
     factories["history"] = HistoryCounts
     bc = cfg.backtest
     factories[f"ewm_hl{bc.ewm_halflife:g}"] = lambda: EWMCounts(halflife=bc.ewm_halflife)
+    counts = ["lightgbm", *(n for n in factories if n.startswith(("naive_", "history", "ewm_")))]
     factories[f"kde_{bc.kde_bandwidth_m:g}m"] = lambda: KernelDensity(bandwidth_m=bc.kde_bandwidth_m)
     factories["prospective"] = lambda: ProspectiveHotspots(bc.prospective_bandwidth_cells, bc.prospective_weeks)
     factories["sepp"] = lambda: SEPP(train_days=bc.sepp_train_days)
     if cfg.context:
         factories["rtm"] = RiskTerrain
+    sc, others = cfg.selection, dict(factories)
+    # candidates checked when auto is built, so that a slip in [selection] stops only the runs that use it
+    factories[SELECTION_NAME] = lambda: AutoSelect(
+        candidates=[others[n]() for n in selection_candidates(cfg, list(others), default=counts)],
+        validation_weeks=sc.validation_weeks, refit_every=sc.refit_every or bc.refit_every,
+        metric=cfg.promotion.metric, sticky=sc.sticky)
     return factories
 
 
+def selection_candidates(cfg: StudyConfig, available: list[str], default: list[str]) -> list[str]:
+    """The models `auto` chooses among: selection.candidates, else `default`; an unknown name is a ValueError."""
+    names = list(cfg.selection.candidates) if cfg.selection.candidates is not None else default
+    unknown = [n for n in names if n not in available]
+    if unknown or not names:
+        where = f"{cfg.source_path}: " if cfg.source_path else ""
+        raise ValueError(f"{where}selection.candidates: {'unknown model(s) ' + str(unknown) if unknown else 'empty'}"
+                         f"; choose from {available}")
+    return names
+
+
 def make_models(cfg: StudyConfig, names: list[str]) -> list[Forecaster]:
-    """The named forecasters (or every available one for ["all"]); an unknown name is a ValueError."""
+    """The named forecasters; "all" stands for every available one but `auto` (which refits every candidate at each
+    of its refits: name it to run it, e.g. ["all", "auto"]); an unknown name is a ValueError."""
     factories = available_models(cfg)
-    if names == ["all"]:
-        names = list(factories)
-    unknown = [n for n in names if n not in factories]
+    expanded: list[str] = []
+    for name in names:
+        for n in ([f for f in factories if f != SELECTION_NAME] if name == "all" else [name]):
+            if n not in expanded:
+                expanded.append(n)
+    unknown = [n for n in expanded if n not in factories]
     if unknown:
-        raise ValueError(f"unknown model(s) {unknown}; choose from {list(factories)} or 'all'")
-    return [factories[n]() for n in names]
-
-
-def forecast_periods(panel: Panel, weeks: int, end: str | pd.Timestamp | None = None) -> np.ndarray:
-    """Indices of the `weeks` observed periods that start before `end` (default: after the last observed one)."""
-    observed = panel.period_starts[: panel.n_periods]
-    stop = panel.n_periods if end is None else int(observed.searchsorted(pd.Timestamp(end), side="left"))
-    first = stop - weeks
-    if first < panel.min_history + 1:
-        raise ValueError(
-            f"a {weeks}-week backtest ending {observed[stop - 1].date() if stop else '?'} needs periods from index "
-            f"{first}, but the first {panel.min_history + 1} periods are the features' look-back"
-            f" (data start {observed[0].date()}); use fewer weeks or a later end"
-        )
-    return np.arange(first, stop)
-
-
-@dataclass
-class BacktestResult:
-    predictions: pd.DataFrame
-    metrics: dict
-    seconds: dict[str, float]
-
-
-def run_backtest(panel: Panel, models: list[Forecaster], periods: np.ndarray, refit_every: int,
-                 coverages: list[float], on_step: Callable[[str, int], None] | None = None) -> BacktestResult:
-    """Forecast each test period with each model, refitting every `refit_every` periods on the data before it."""
-    import time
-
-    grid = panel.grid
-    frames, weekly, seconds = [], {}, {}
-    for model in models:
-        start = time.perf_counter()
-        rows = []
-        for i, t in enumerate(periods):
-            known = panel.until(int(t))
-            if i % refit_every == 0:
-                model.fit(known)
-            risk = model.predict(known)
-            observed = panel.target[t]
-            frames.append(pd.DataFrame({
-                "period_start": panel.period_starts[t].date(), "cell_id": grid.cell_id, "x": grid.x, "y": grid.y,
-                "lon": grid.lon, "lat": grid.lat, "risk": risk, "observed": observed.astype(np.int32),
-                "model": model.name,
-            }))
-            rows.append({"period_start": str(panel.period_starts[t].date()), **week_metrics(risk, observed, coverages)})
-            if on_step:
-                on_step(model.name, i + 1)
-        weekly[model.name] = rows
-        seconds[model.name] = time.perf_counter() - start
-    predictions = pd.concat(frames, ignore_index=True)[PREDICTION_COLUMNS]
-    predictions["model"] = predictions["model"].astype("category")
-    metrics = summarise(weekly, coverages, panel, periods, refit_every)
-    for name, s in seconds.items():
-        metrics["models"][name]["fit_predict_s"] = s
-    return BacktestResult(predictions, metrics, seconds)
-
-
-def summarise(weekly: dict[str, list[dict]], coverages: list[float], panel: Panel, periods: np.ndarray,
-              refit_every: int) -> dict:
-    """The backtest's metrics: each model's weekly rows and their means, with the weeks, grid and refit setting."""
-    models = {}
-    for name, rows in weekly.items():
-        frame = pd.DataFrame(rows).set_index("period_start")
-        models[name] = {
-            "mean": {k: float(v) for k, v in frame.mean(skipna=True).items()},
-            "weekly": rows,
-        }
-    return {
-        "coverages": [coverage_label(c) for c in coverages],
-        "weeks": [str(panel.period_starts[t].date()) for t in periods],
-        "n_cells": panel.grid.n_cells,
-        "cell_size_m": panel.grid.cell_size_m,
-        "refit_every": refit_every,
-        "models": models,
-        "note": "Recorded incidents are policing data, not ground truth: they measure where crime was recorded.",
-    }
+        raise ValueError(f"unknown model(s) {unknown}; choose from {list(factories)} or 'all' (every model but "
+                         f"{SELECTION_NAME})")
+    return [factories[n]() for n in expanded]
 
 
 def write_backtest(result: BacktestResult, out_dir: Path, limit: pd.DataFrame | None = None) -> dict[str, Path]:
-    """Write predictions.parquet, metrics.json and plots into out_dir (each file replaced atomically), and the
-    clairvoyant limit as limit.parquet beside them when given (a stale one removed when not)."""
+    """Write predictions.parquet, metrics.json and plots into out_dir (each file replaced atomically), the
+    clairvoyant limit as limit.parquet beside them when given, and what `auto` chose at each refit as selection.csv
+    when it ran (a stale limit or selection removed when not)."""
     from hotspot.training.evaluation.plots import plot_backtest
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -161,6 +117,12 @@ def write_backtest(result: BacktestResult, out_dir: Path, limit: pd.DataFrame | 
         else:  # an earlier run's limit would be read as this run's
             (out_dir / "limit.parquet").unlink(missing_ok=True)
         write_text_atomically(paths["metrics"], json.dumps(result.metrics, indent=2, allow_nan=True))
+        selection = selection_rows(result.metrics)
+        if not selection.empty:
+            paths["selection"] = out_dir / "selection.csv"
+            write_text_atomically(paths["selection"], selection.to_csv(index=False))
+        else:  # an earlier run's choices would be read as this run's
+            (out_dir / "selection.csv").unlink(missing_ok=True)
         paths.update(plot_backtest(result.metrics, out_dir))
     return paths
 

@@ -27,8 +27,9 @@ from hotspot.training.evaluation.metrics import hits_at
 from hotspot.training.forecast import NOTE, forecast_cells
 from hotspot.training.registry import ModelRef, version_forecaster, version_spec
 
-# the models a forecast is never compared with as a "baseline": the LightGBM variants themselves
-NOT_BASELINES = ("lightgbm", "lightgbm_tuned")
+# the models a forecast is never compared with as a "baseline": the LightGBM variants themselves, and auto (which
+# chooses among LightGBM and the baselines)
+NOT_BASELINES = ("lightgbm", "lightgbm_tuned", "auto")
 
 
 @dataclass(frozen=True)

@@ -237,7 +237,11 @@ def backtest_cmd(
     end: Annotated[str | None, typer.Option(help="YYYY-MM-DD: backtest the weeks starting before this date "
                                                     "[default: backtest.end, else the end of the data]")] = None,
     model: Annotated[list[str], typer.Option("--model", "-m", help="model name, repeatable or comma-separated; "
-                                                                   "'all' for every model")] = ["all"],
+                                                                   "'all' for every model but 'auto'; 'auto' chooses "
+                                                                   "among [selection] candidates at each refit with "
+                                                                   "only earlier weeks (it refits every candidate on "
+                                                                   "its validation weeks: several times the cost of "
+                                                                   "lightgbm), so name it: -m all,auto")] = ["all"],
     out_dir: Annotated[Path | None, typer.Option("--out", help="folder for predictions.parquet, metrics.json "
                                                                   "and plots [default: outputs/AREA/backtest]")] = None,
     refit_every: Annotated[int | None, typer.Option(help="refit every K weeks [default: backtest.refit_every]",
@@ -274,7 +278,8 @@ def _print_report(json_path: Path) -> None:
 
     report = json.loads(json_path.read_text())
     for sentence in [*(report.get("verdict") or {}).get("sentences", []),
-                     (report.get("headroom") or {}).get("sentence", "")]:
+                     (report.get("headroom") or {}).get("sentence", ""),
+                     *(report.get("selection") or {}).get("sentences", [])]:
         if sentence:
             out.print(escape(sentence), highlight=False)
     table_df = summary_rows(report)

@@ -236,6 +236,7 @@ def backtest_step(cfg: StudyConfig, model_names: list[str], weeks: int, end: str
     # lock: a second backtest into the same folder waits, so what is logged is what this run wrote
     from hotspot.training.evaluation.limit import limit_predictions, panel_limit
     from hotspot.training.evaluation.report import accuracy_report, metrics_extras, write_report
+    from hotspot.training.selection import describe_selection
 
     # the clairvoyant limit: a reference beside the models (it uses future data), never one of them
     limit = panel_limit(panel, periods, cfg.backtest.limit_weeks, cfg.backtest.limit_min_after)
@@ -243,6 +244,9 @@ def backtest_step(cfg: StudyConfig, model_names: list[str], weeks: int, end: str
     report = accuracy_report(result.predictions, cfg.backtest.coverages, reference="lightgbm", limit=limit_frame,
                              limit_note=limit.note)
     result.metrics.update(metrics_extras(report))  # the verdict and the limit in metrics.json and the demo's table
+    selection = describe_selection(result.metrics, report["best_baseline"])
+    if selection["models"]:  # what auto chose at each refit, beside the verdict (and in metrics.json)
+        report["selection"] = result.metrics["selection"] = selection
     with locked(out_dir / "accuracy.json", what="writing the backtest"):
         paths = write_backtest(result, out_dir, limit=limit_frame)
         targets_text = ", ".join(result.metrics["target_offenses"])

@@ -282,7 +282,8 @@ def render_html(report: dict, plots: dict[str, Path], title: str) -> str:
     weeks = report.get("weeks", [])
     verdict_sentences = (report.get("verdict") or {}).get("sentences", [])
     headroom_sentence = (report.get("headroom") or {}).get("sentence", "")
-    return render("accuracy.html.j2", title=title, note=NOTE, n_weeks=len(weeks),
+    selection = (report.get("selection") or {}).get("sentences", [])  # what auto chose (training/selection.py)
+    return render("accuracy.html.j2", title=title, note=NOTE, n_weeks=len(weeks), selection=selection,
                   first_week=weeks[0] if weeks else "", last_week=weeks[-1] if weeks else "",
                   warnings=report.get("warnings", []), verdict=verdict_sentences, headroom=headroom_sentence,
                   limit_note=(report.get("limit") or {}).get("note", "") if (report.get("limit") or {}).get(

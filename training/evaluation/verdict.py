@@ -2,9 +2,10 @@
 
 A model "beats" another when the 95% bootstrap interval of their mean paired weekly difference lies above 0, "is
 beaten by" it when the interval lies below 0, and is "not distinguishable from" it otherwise (stats.py,
-paired_comparison). The best baseline is the best model on these weeks that is not a LightGBM variant. The share of
-the headroom closed is (model - best baseline) / (limit - best baseline), the limit being the clairvoyant reference
-(limit.py); where the limit is missing or not above the best baseline, the share is not shown and a sentence says why.
+paired_comparison). The best baseline is the best model on these weeks that is neither a LightGBM variant nor
+`auto`. The share of the headroom closed is (model - best baseline) / (limit - best baseline), the limit being the
+clairvoyant reference (limit.py); where the limit is missing or not above the best baseline, the share is not shown and
+a sentence says why.
 """
 
 from __future__ import annotations
@@ -24,9 +25,17 @@ def is_lightgbm(name: str) -> bool:
     return name.startswith("lightgbm")
 
 
+SELECTORS = ("auto",)  # models that choose among LightGBM and the baselines (training/selection.py): not baselines
+
+
+def is_baseline(name: str) -> bool:
+    """Whether a model is a baseline: neither LightGBM nor a model that chooses among the others (`auto`)."""
+    return not is_lightgbm(name) and name not in SELECTORS
+
+
 def best_baseline(means: dict[str, float]) -> str | None:
-    """The baseline (non-LightGBM model) with the highest mean on these weeks; None when there is none."""
-    baselines = {n: v for n, v in means.items() if not is_lightgbm(n) and math.isfinite(v)}
+    """The baseline (not LightGBM, not `auto`) with the highest mean on these weeks; None when there is none."""
+    baselines = {n: v for n, v in means.items() if is_baseline(n) and math.isfinite(v)}
     return max(baselines, key=baselines.get) if baselines else None
 
 
@@ -123,7 +132,7 @@ def headroom(means: dict[str, float], best: str | None, limit_value: float | Non
     out["sentence"] = (f"The {LIMIT_NAME} (a reference that uses future data, not a forecast) reaches {label} "
                        f"{limit_value:.2f}, {room:.2f} above the best baseline {best}")
     parts = []
-    for name in (n for n in means if is_lightgbm(n) and out["share"][n] is not None):
+    for name in (n for n in means if not is_baseline(n) and out["share"][n] is not None):
         share = out["share"][name]
         parts.append(f"{name} closes {share:.0%} of that headroom" if share >= 0 else
                      f"{name} is below the best baseline ({share:.0%} of that headroom)")
