@@ -55,8 +55,8 @@ CHATTER = ("Successfully registered model", "Created version", "already exists. 
 def quiet_console() -> Iterator[None]:
     """Around an MLflow call that prints its progress (logging and registering a model): on the command line
     without --verbose its chatter is dropped and anything else it writes to stderr (warnings, errors) is passed on.
-    MLflow re-enables its own stream while it logs a model, so switching the stream off (quiet_mlflow) is not
-    enough there."""
+    Its INFO log lines are silenced by level (MLFLOW_LOGGING_LEVEL=WARNING, set by the command line); these prints
+    bypass the logger, and MLflow re-enables its own stream while it logs a model, so they are filtered here."""
     if os.environ.get("HOTSPOT_LIBRARY_LOGS") != "quiet":
         yield
         return
@@ -75,31 +75,11 @@ def quiet_console() -> Iterator[None]:
             print("\n".join(kept), file=sys.stderr)
 
 
-def quiet_mlflow() -> None:
-    """On the command line without --verbose (HOTSPOT_LIBRARY_LOGS=quiet), MLflow's console lines go: its INFO
-    lines (store migrations, 'Created version ...') and the registry's direct prints ('Successfully registered model
-    ...') share one stream, which is switched off; its warnings go to stderr through a handler of their own."""
-    if os.environ.get("HOTSPOT_LIBRARY_LOGS") != "quiet":
-        return
-    import logging
-
-    from mlflow.utils import logging_utils
-
-    stream = logging_utils.MLFLOW_LOGGING_STREAM
-    if stream.enabled:
-        stream.enabled = False
-        warnings = logging.StreamHandler()
-        warnings.setLevel(logging.WARNING)
-        warnings.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-        logging.getLogger("mlflow").addHandler(warnings)
-
-
 def ensure_store(uri: str | None = None) -> str:
     """Create (or upgrade) the tracking store once per process, under its file lock when it is a SQLite file: two
     first runs at once on a fresh mlflow.db otherwise both run MLflow's schema migrations and one fails ("table
     experiments already exists"). Returns the URI."""
     uri = uri or tracking_uri()
-    quiet_mlflow()
     if uri not in _READY:
         path = sqlite_file(uri)
         if path is not None:
@@ -263,86 +243,3 @@ def rename_run(run_id: str, name: str) -> None:
 def period_range(first, last) -> str:
     """`2019-07-01..2019-12-23`: a span of periods as run names and descriptions write it."""
     return f"{str(first)[:10]}..{str(last)[:10]}"
-
-
-def _dataset_source(path: Path | str):
-    import warnings
-
-    from mlflow.data.dataset_source_registry import resolve_dataset_source
-
-    with warnings.catch_warnings():  # several local sources claim file URIs; MLflow picks the first and says so
-        warnings.simplefilter("ignore")
-        return resolve_dataset_source(Path(path).resolve().as_uri())
-
-
-def _schema(columns: dict[str, str]):
-    from mlflow.types import ColSpec, Schema
-
-    return Schema([ColSpec(kind, name) for name, kind in columns.items()])
-
-
-def _column_kind(dtype) -> str:
-    kind = getattr(dtype, "kind", "O")
-    return {"M": "datetime", "f": "double", "b": "boolean"}.get(kind, "long" if kind in "iu" else "string")
-
-
-def log_inputs(cfg: StudyConfig, incidents, panel, context: str = "training") -> None:
-    """Log the validated incidents (fingerprint as digest, source, row counts; not the rows) and the cell x period
-    panel (shape, feature names) as MLflow datasets of the active run, so the UI's dataset column names them."""
-    import hashlib
-    import json
-
-    import mlflow
-
-    sources = [s.path for s in cfg.sources]
-    accepted = incidents.accepted
-    when = accepted["occurred_at"] if "occurred_at" in accepted and len(accepted) else None
-    incidents_ds = profiled_dataset(
-        source=_dataset_source(incidents.history or sources[0]), name=f"{cfg.area.name} incidents",
-        digest=incidents.fingerprint,
-        schema=_schema({c: _column_kind(accepted[c].dtype) for c in accepted.columns}),
-        profile={"rows_read": int(incidents.n_read), "rows_accepted": int(len(accepted)),
-                 "rows_quarantined": int(len(incidents.quarantine)),
-                 "first_incident": str(when.min())[:19] if when is not None else None,
-                 "last_incident": str(when.max())[:19] if when is not None else None,
-                 "sources": [str(s) for s in sources]})
-    T1, C, F = panel.X.shape
-    shape = {"periods_observed": int(panel.n_periods), "cells": int(C), "features": int(F),
-             "rows": int(panel.n_periods * C), "first_period": str(panel.period_starts[0].date()),
-             "last_period": str(panel.period_starts[panel.n_periods - 1].date()), "label": panel.target_noun}
-    digest = hashlib.sha256(json.dumps([incidents.fingerprint, cfg.source_sha256, list(panel.feature_names), shape],
-                                       default=str).encode()).hexdigest()[:16]
-    panel_ds = profiled_dataset(source=_dataset_source(cfg.source_path or sources[0]), name=f"{cfg.area.name} panel",
-                               digest=digest, schema=_schema(dict.fromkeys(panel.feature_names, "double")),
-                               profile=shape)
-    mlflow.log_input(incidents_ds, context=context)
-    mlflow.log_input(panel_ds, context=context)
-
-
-@lru_cache(maxsize=1)
-def _profiled_dataset_class():
-    from mlflow.data.meta_dataset import MetaDataset
-
-    class _ProfiledDataset(MetaDataset):
-        """A dataset logged by its metadata (source, digest, schema) and a profile of counts, never its rows."""
-
-        def __init__(self, source, name: str, digest: str, schema, profile: dict):
-            self._profile = profile
-            super().__init__(source=source, name=name, digest=digest, schema=schema)
-
-        @property
-        def profile(self):
-            return self._profile
-
-        def to_dict(self) -> dict[str, str]:
-            import json
-
-            return {**super().to_dict(), "profile": json.dumps(self._profile)}
-
-    return _ProfiledDataset
-
-
-def profiled_dataset(**kwargs):
-    """A metadata-only MLflow dataset with a profile (see `log_inputs`); its class is made on first use, so
-    importing this module does not import MLflow."""
-    return _profiled_dataset_class()(**kwargs)

@@ -28,6 +28,7 @@ from hotspot.training.backtest import (
     run_backtest,
     write_backtest,
 )
+from hotspot.training.run_inputs import log_inputs
 
 
 def model_from_params(cfg: StudyConfig, params: str = "auto"):
@@ -63,7 +64,7 @@ def train_step(cfg: StudyConfig, prepared: Prepared | None = None, params: str =
     with tracking.step_run(cfg, "train", prepared.incidents.fingerprint, run_name="train (registering)"):
         import mlflow
 
-        tracking.log_inputs(cfg, prepared.incidents, panel, context="training")
+        log_inputs(cfg, prepared.incidents, panel, context="training")
 
         with console.status(f"fitting LightGBM ({model.objective}, parameters from {source})", spinner="dots"):
             start = time.perf_counter()
@@ -96,7 +97,7 @@ def tune_step(cfg: StudyConfig, trials: int | None = None, before: str | None = 
     with tracking.step_run(cfg, "tune", prepared.incidents.fingerprint, run_name=f"tune {study_name(cfg)}"):
         mlflow.log_params({"study_name": study_name(cfg), "trials_target": trials,
                            "folds": ",".join(f"{panel.period_starts[b[0]].date()}+{len(b)}" for b in blocks)})
-        tracking.log_inputs(cfg, prepared.incidents, panel, context="tuning")
+        log_inputs(cfg, prepared.incidents, panel, context="tuning")
 
         def log_trial(trial, spec: dict, fold_scores: list) -> None:
             # every tag at creation: a run cut off by a kill while logging is still found and labelled
@@ -262,7 +263,7 @@ def backtest_step(cfg: StudyConfig, model_names: list[str], weeks: int, end: str
             mlflow.log_params({"backtest_models": ",".join(result.metrics["models"])[:500], "backtest_weeks": weeks,
                                "backtest_end": end or "end of data", "backtest_first_week": first_week,
                                "backtest_last_week": last_week, "refit_every_used": refit, "ablation": ablation})
-            tracking.log_inputs(cfg, prepared.incidents, panel, context="evaluation")
+            log_inputs(cfg, prepared.incidents, panel, context="evaluation")
             log_model_runs(cfg, parent.info.run_id, result, refit, prepared.incidents.fingerprint)
             log_feature_table(panel)
             for path in paths.values():
