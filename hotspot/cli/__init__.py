@@ -1,8 +1,8 @@
 """`hotspot` command line: one command per pipeline step (see DESIGN.md, Command-line contract).
 
 `common` holds the Typer app and what every command shares; each command group is a module that adds its commands
-to that app: `pipeline` (validate ... forecast, demo), `briefing`, `audit`, `partners` (trends, impact, export),
-`service` (serve, keys). They are imported here, once, so `hotspot.cli:app` has every command.
+to that app: `pipeline` (validate ... forecast), `briefing`, `audit`, `partners` (trends, impact, export),
+`service` (serve, keys), `demo`. They are imported here, once, so `hotspot.cli:app` has every command.
 """
 
 from hotspot.cli.common import SAMPLE_CONFIG, app
@@ -14,6 +14,7 @@ from hotspot.cli import briefing  # noqa: F401
 from hotspot.cli import audit  # noqa: F401
 from hotspot.cli import partners  # noqa: F401
 from hotspot.cli import service  # noqa: F401
+from hotspot.cli import demo  # noqa: F401
 # isort: on
 
 
