@@ -97,7 +97,7 @@ def cache_key(cfg: StudyConfig, today: date | None = None) -> str:
 
 
 def _entry(folder: Path, cfg: StudyConfig, key: str) -> Path:
-    return folder / cfg.area.name / f"{key}.pkl"
+    return folder / cfg.model_key / f"{key}.pkl"
 
 
 def load(cfg: StudyConfig, key: str) -> Any | None:

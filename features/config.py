@@ -337,6 +337,47 @@ class SelectionConfig(_Section):
                           "(95% paired interval over the validation weeks)")
 
 
+class ProductConfig(_Section):
+    """One forecast product (`[[products]]`): a label, the offences it counts, with its own registered model
+    (AREA-NAME), champion, backtests, reports, publications and exports. Chosen with `--product NAME` and
+    `?product=NAME` (default: the first product)."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$",
+                               description="lower-case name: --product, ?product=, the registry's AREA-NAME")]
+    title: str | None = Field(None, description="the name readers see [default: the offences, or 'All offences']")
+    offenses: list[str] | None = Field(None, description="offences the label counts; absent = every accepted one")
+    exclude_families: list[str] = Field([], description="feature families left out for this product")
+
+    @field_validator("offenses")
+    @classmethod
+    def _some_offenses(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and not v:
+            raise ValueError("list at least one offence, or leave `offenses` out for every accepted offence")
+        return v
+
+    @field_validator("exclude_families")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        unknown = sorted(set(v) - set(FAMILY_NAMES))
+        if unknown:
+            raise ValueError(f"unknown feature family {unknown}; known: {sorted(FAMILY_NAMES)}")
+        return v
+
+    @property
+    def label(self) -> str:
+        """The title readers see: the config's, else the offences, else 'All offences'."""
+        if self.title:
+            return self.title
+        return ", ".join(self.offenses) if self.offenses else "All offences"
+
+
+def _offense_slug(offenses: list[str] | None) -> str:
+    """The implicit product name of a config without [[products]]: 'all', or the target offences joined."""
+    if not offenses:
+        return "all"
+    return "+".join(re.sub(r"[^a-z0-9_-]+", "_", o.lower()) for o in offenses)
+
+
 class GroupDefinition(_Section):
     """One way of dividing residents into groups: each polygon of the fairness areas gets one label.
 
@@ -612,9 +653,13 @@ class StudyConfig(_Section):
     backtest: BacktestConfig = BacktestConfig()
     fairness: FairnessConfig | None = None
     context: list[ContextLayerConfig] = []
+    products: list[ProductConfig] = Field(
+        [], description="[[products]]: forecast products; absent = one product, the label of model.target_offenses, "
+                        "named as before (registry AREA-lightgbm, outputs/AREA/STEP)")
 
     source_path: Path | None = Field(None, exclude=True)
     source_sha256: str | None = Field(None, exclude=True)
+    selected_product: str | None = Field(None, exclude=True)
 
     @model_validator(mode="before")
     @classmethod
@@ -658,13 +703,91 @@ class StudyConfig(_Section):
 
     @model_validator(mode="after")
     def _targets_in_offenses(self) -> StudyConfig:
-        targets = self.model.target_offenses
         listed = [s.offenses for s in self.sources if s.offenses]
-        if targets and len(listed) == len(self.sources):  # every source lists its offences
-            unknown = sorted(set(targets) - {o for offenses in listed for o in offenses})
+        known = {o for offenses in listed for o in offenses}
+        every_source_lists = len(listed) == len(self.sources)
+        targets = self.model.target_offenses
+        if targets and every_source_lists:
+            unknown = sorted(set(targets) - known)
             if unknown:
                 raise ValueError(f"model.target_offenses {unknown} are not in incidents.offenses")
+        for i, product in enumerate(self.products):
+            unknown = sorted(set(product.offenses or []) - known) if every_source_lists else []
+            if unknown:
+                raise ValueError(f"products[{i}] ({product.name}): offences {unknown} are not in incidents.offenses "
+                                 f"(expected some of {sorted(known)})")
         return self
+
+    @model_validator(mode="after")
+    def _products_consistent(self) -> StudyConfig:
+        names = [p.name for p in self.products]
+        if len(set(names)) != len(names):
+            raise ValueError(f"products: every product needs its own name; got {names}")
+        # a config made by for_product carries its product's offences in model.target_offenses; anything else is two
+        # answers to one question
+        if self.products and self.model.target_offenses is not None and \
+                self.model.target_offenses not in [p.offenses for p in self.products]:
+            raise ValueError("model.target_offenses: with [[products]], give each product's offences there instead")
+        return self
+
+    @property
+    def has_products(self) -> bool:
+        """Whether the config lists [[products]] (names then carry the product: AREA-PRODUCT, outputs/AREA/PRODUCT)."""
+        return bool(self.products)
+
+    @property
+    def product_list(self) -> list[ProductConfig]:
+        """The config's products; without [[products]], the one implicit product of model.target_offenses."""
+        if self.products:
+            return list(self.products)
+        return [ProductConfig(name=_offense_slug(self.model.target_offenses), offenses=self.model.target_offenses)]
+
+    @property
+    def product_names(self) -> list[str]:
+        """The names `--product` and `?product=` take, the default first."""
+        return [p.name for p in self.product_list]
+
+    @property
+    def product(self) -> ProductConfig:
+        """The product this config forecasts: the one chosen by for_product, else the one whose offences the label
+        counts, else the first."""
+        products = self.product_list
+        for p in products:
+            if p.name == self.selected_product:
+                return p
+        for p in products:
+            if p.offenses == self.model.target_offenses:
+                return p
+        return products[0]
+
+    @property
+    def model_key(self) -> str:
+        """The name of this config's product within the area: AREA-PRODUCT with [[products]], else AREA (as before
+        products existed, so that single-product stores, registries and outputs keep their names)."""
+        return f"{self.area.name}-{self.product.name}" if self.products else self.area.name
+
+    def for_product(self, name: str | None) -> StudyConfig:
+        """This config forecasting product `name` (None = the default, the first): its label's offences and feature
+        exclusions applied. Raise ConfigError naming the products there are when `name` is not one of them."""
+        products = self.product_list
+        found: ProductConfig | None
+        if name is None:
+            found = self.product if self.selected_product else products[0]
+        else:
+            found = next((p for p in products if p.name == name), None)
+            if found is None:
+                where = f"{self.source_path}: " if self.source_path else ""
+                raise ConfigError(f"{where}no product named {name!r}; expected one of {', '.join(self.product_names)}"
+                                  + ("" if self.products else " (this config lists no [[products]])"))
+        product = found
+        if not self.products:
+            return self.model_copy(update={"selected_product": product.name})
+        model = self.model.model_copy(update={"target_offenses": product.offenses})
+        features = self.features
+        if product.exclude_families:
+            extra = [f for f in product.exclude_families if f not in features.exclude]
+            features = features.model_copy(update={"exclude": [*features.exclude, *extra]})
+        return self.model_copy(update={"model": model, "features": features, "selected_product": product.name})
 
 
 def _format_errors(path: Path, exc: ValidationError) -> str:

@@ -47,7 +47,7 @@ def test_briefing_writes_a_pdf_and_an_html_page(trained_sample, tmp_path):
     text = _pdf_text(pdf)
     assert "Weekly briefing: toronto-sample" in text
     assert "Mon 30 Dec 2019 to Sun 5 Jan 2020" in text
-    assert "toronto-sample-lightgbm v1" in text
+    assert "toronto-sample-all v1" in text
     assert "Church-Yonge Corridor" in text and "Moss Park" in text  # the places of the sample's top cells
     assert "How last week's forecast did" in text and "naive_4w" in text
     assert "not ground truth" in text

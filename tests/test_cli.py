@@ -50,7 +50,7 @@ def test_cli_flow_on_the_sample(tmp_path):
 
     proc = run_cli("train", "--config", cfg)
     assert proc.returncode == 0, proc.stderr
-    assert "toronto-sample-lightgbm v1" in proc.stdout
+    assert "toronto-sample-all v1" in proc.stdout
 
     proc = run_cli("backtest", "--config", cfg, "--weeks", "4", "--model", "naive_52w,lightgbm",
                    "--out", str(tmp_path / "bt"))
@@ -103,9 +103,9 @@ def test_demo_runs_end_to_end(tmp_path):
     from mlflow import MlflowClient
 
     versions = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").search_model_versions(
-        "name = 'toronto-sample-lightgbm'")
+        "name = 'toronto-sample-all'")
     assert len(versions) == (2 if promoted else 1)
-    assert ("trained on every week as toronto-sample-lightgbm v2" in proc.stdout) == promoted
+    assert ("trained on every week as toronto-sample-all v2" in proc.stdout) == promoted
     # MLflow's own INFO lines stay off the console without --verbose
     assert "INFO mlflow" not in proc.stderr + proc.stdout and "Successfully registered" not in proc.stderr
     fc = json.loads((tmp_path / "demo" / "forecast.geojson").read_text())

@@ -75,7 +75,7 @@ def test_audit_notebook_reproduces_both_reports(tmp_path, monkeypatch, audited_s
     nb = execute("audit_from_mlflow.ipynb", tmp_path, env)
     assert not [o for o in outputs(nb) if o.get("output_type") == "error"]
     text = printed(nb)
-    assert "toronto-sample-lightgbm version 1 (champion)" in text
+    assert "toronto-sample-all version 1 (champion)" in text
     # every model's 5 headline figures, and every group figure of every model, printed as a comparison that agrees
     accuracy_line = next(line for line in text.splitlines() if line.startswith("accuracy report:"))
     assert "20 of 20 figures recomputed from predictions.parquet agree with accuracy.json" in accuracy_line

@@ -66,6 +66,7 @@ def forecast_provenance(cfg: StudyConfig, panel: Panel, t: int, ref: ModelRef, d
     if with_model_fingerprint:
         provenance["model_data_fingerprint"] = ref.data_fingerprint
     provenance.update({"code_version": tracking.code_version(), "area": cfg.area.name,
+                       "product": cfg.product.name, "product_title": cfg.product.label,
                        "cell_size_m": panel.grid.cell_size_m, "retrospective": bool(t < panel.n_periods),
                        "note": NOTE})
     return provenance

@@ -36,8 +36,9 @@ PERIOD_WORDS = {"W": "weeks", "D": "days", "M": "months", "Q": "quarters", "Y": 
 
 
 def registered_name(cfg: StudyConfig) -> str:
-    """The MLflow registered-model name of the study area's LightGBM."""
-    return f"{cfg.area.name}-lightgbm"
+    """The MLflow registered-model name of the config's product: AREA-PRODUCT with [[products]], else (as before
+    products) AREA-lightgbm."""
+    return cfg.model_key if cfg.has_products else f"{cfg.area.name}-lightgbm"
 
 
 @dataclass(frozen=True)

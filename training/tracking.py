@@ -189,7 +189,7 @@ def step_run(cfg: StudyConfig, step: str, data_fingerprint: str, run_name: str |
     import mlflow
 
     experiment_id = configure(cfg)
-    tags = {"step": step, "area": cfg.area.name, "data_fingerprint": data_fingerprint,
+    tags = {"step": step, "area": cfg.area.name, "product": cfg.product.name, "data_fingerprint": data_fingerprint,
             "code_version": code_version(), "config_sha256": cfg.source_sha256 or ""}
     entry = entry_point_run()
     client = mlflow.MlflowClient()

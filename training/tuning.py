@@ -32,9 +32,11 @@ HIGHER_IS_BETTER = {"poisson_deviance": False}
 
 
 def study_name(cfg: StudyConfig) -> str:
-    """The Optuna study's name: the config's, else one from the area and the target offences."""
+    """The Optuna study's name: the config's, else AREA-lightgbm-PRODUCT (AREA-lightgbm-TARGETS without products)."""
     if cfg.tune.study_name:
         return cfg.tune.study_name
+    if cfg.has_products:
+        return f"{cfg.area.name}-lightgbm-{cfg.product.name}"
     targets = cfg.model.target_offenses
     slug = "all" if not targets else "+".join(t.lower().replace(" ", "_") for t in targets)
     return f"{cfg.area.name}-lightgbm-{slug}"

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from hotspot.cli.common import ConfigOption, app, handles_errors, load, out
+from hotspot.cli.common import ConfigOption, ProductOption, app, handles_errors, load, out
 
 
 @app.command("audit")
@@ -22,18 +22,19 @@ def audit_cmd(
     end: Annotated[str | None, typer.Option(help="YYYY-MM-DD: audit the weeks starting before this date "
                                                     "[default: end of the data]")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="folder for audit.json, audit.html and PNGs "
-                                                                  "[default: outputs/AREA/audit]")] = None,
+                                                                  "[default: outputs/AREA[/PRODUCT]/audit]")] = None,
     baselines: Annotated[str | None, typer.Option(help="comma-separated baselines beside the model, or 'none' "
                                                           "[default: the naive and EWM count baselines]")] = None,
     refit_every: Annotated[int | None, typer.Option(help="refit every K weeks [default: backtest.refit_every]",
                                                        min=1)] = None,
+    product: ProductOption = None,
 ):
     """Fairness audit of a registered model beside the baselines: flag shares and rates by demographic group,
     disparate impact, accuracy within groups, persistence, feedback-loop simulation, reporting-rate sensitivity,
     fairness-accuracy trade-off and a model card."""
     from hotspot.steps import audit_step
 
-    cfg = load(config)
+    cfg = load(config, product)
     names = None if baselines is None else [n.strip() for n in baselines.split(",") if n.strip() not in ("", "none")]
     audit, paths = audit_step(cfg, model_version, weeks, end, out_dir, names, refit_every)
     _print_audit(audit)

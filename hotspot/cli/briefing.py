@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from hotspot.cli.common import ConfigOption, app, handles_errors, load, out
+from hotspot.cli.common import ConfigOption, ProductOption, app, handles_errors, load, out
 
 
 @app.command("briefing")
@@ -23,12 +23,13 @@ def briefing_cmd(
     fmt: Annotated[str | None, typer.Option("--format", help="pdf or html [default: from the suffix of --out]")]
     = None,
     paper: Annotated[str, typer.Option(help="a4 or letter")] = "a4",
+    product: ProductOption = None,
 ):
     """Weekly briefing with the champion: map of the top cells, the top list with places and reasons, what changed
     since last week, how last week's forecast did beside the best baseline, and the caveat; one or two pages."""
     from hotspot.steps import briefing_step
 
-    cfg = load(config)
+    cfg = load(config, product)
     start = time.perf_counter()
     briefing, path = briefing_step(cfg, out_file, week, top, fmt, paper)
     lw = briefing.last_week

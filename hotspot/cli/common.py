@@ -14,6 +14,7 @@ from rich.console import Console
 
 from hotspot.features.config import ConfigError, StudyConfig, load_config
 from hotspot.features.errors import HotspotError
+from hotspot.steps.common import default_out, output_root  # noqa: F401  (re-exported for the commands)
 
 # the bundled sample's config is package data (hotspot.configs): found the same way in a checkout and an install
 SAMPLE_CONFIG = Path(str(resources.files("hotspot.configs") / "toronto-sample.toml"))
@@ -48,6 +49,8 @@ def quiet_libraries(quiet: bool) -> None:
 err = Console(stderr=True, soft_wrap=True)
 
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="study-area TOML file", show_default=False)]
+ProductOption = Annotated[str | None, typer.Option(
+    "--product", "-p", help="forecast product of the config's [[products]] [default: the first]", show_default=False)]
 
 
 def fail(message: str) -> None:
@@ -76,11 +79,7 @@ def handles_errors(func):
     return wrapper
 
 
-def load(config: Path) -> StudyConfig:
-    """Load and validate a study config (errors are turned into messages by `handles_errors`)."""
-    return load_config(config)
-
-
-def default_out(cfg: StudyConfig, step: str) -> Path:
-    """The default output folder of a step: outputs/AREA/STEP under the working directory."""
-    return Path("outputs") / cfg.area.name / step
+def load(config: Path, product: str | None = None) -> StudyConfig:
+    """Load and validate a study config for one of its products (None = the first); errors are turned into messages
+    by `handles_errors`."""
+    return load_config(config).for_product(product)

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from hotspot.cli.common import SAMPLE_CONFIG, ConfigOption, app, handles_errors, load, out
+from hotspot.cli.common import SAMPLE_CONFIG, ConfigOption, ProductOption, app, handles_errors, load, out
 from hotspot.cli.pipeline import print_top_cells
 from hotspot.features.config import StudyConfig
 
@@ -28,6 +28,7 @@ def demo_cmd(
     weeks: Annotated[int | None, typer.Option(help="backtest weeks [default: backtest.weeks]")] = None,
     trials: Annotated[int, typer.Option(help="tuning trials (the demo's own study; it resumes across runs)",
                                         min=1)] = DEMO_TRIALS,
+    product: ProductOption = None,
 ):
     """The whole flow on the bundled sample: validate, features, train, tune (a small budget, stated), backtest
     every model and the tuned candidate, let the promotion gate judge the candidate (trained on every week only if
@@ -47,7 +48,7 @@ def demo_cmd(
     from hotspot.steps.candidate import tuned_candidate_step
     from hotspot.training.backtest import forecast_periods
 
-    cfg = load(config)
+    cfg = load(config, product)
     start = time.perf_counter()
     last = [start]
 

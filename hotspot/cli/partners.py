@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from hotspot.cli.common import ConfigOption, app, default_out, handles_errors, load, out
+from hotspot.cli.common import ConfigOption, ProductOption, app, default_out, handles_errors, load, out
 
 
 @app.command("trends")
@@ -17,12 +17,13 @@ from hotspot.cli.common import ConfigOption, app, default_out, handles_errors, l
 def trends_cmd(
     config: ConfigOption,
     out_dir: Annotated[Path | None, typer.Option("--out", help="folder for trends.json, PNGs and tables "
-                                                                  "[default: outputs/AREA/trends]")] = None,
+                                                                  "[default: outputs/AREA[/PRODUCT]/trends]")] = None,
     public: Annotated[bool | None, typer.Option("--public/--full", help="public view: area units and blocks of "
                                                    "privacy.public_cell_size_m, counts below privacy.min_count_k "
                                                    "shown as '< k' [default: privacy.public]")] = None,
     formats: Annotated[str, typer.Option("--format", help="table formats, comma-separated: csv, gpkg, geojson")
                        ] = "csv",
+    product: ProductOption = None,
 ):
     """Counts and rates per offence group and area, weekly and yearly, with the seasonally adjusted change (last 52
     weeks vs the 52 before; recent weeks vs the same weeks a year earlier) and 95% intervals."""
@@ -32,7 +33,7 @@ def trends_cmd(
     from hotspot.analysis.trends import ALL_GROUPS
     from hotspot.steps import trends_step
 
-    cfg = load(config)
+    cfg = load(config, product)
     chosen = parse_formats(formats)
     trends, paths = trends_step(cfg, out_dir or default_out(cfg, "trends"), public, chosen)
     meta = trends.meta
@@ -70,15 +71,16 @@ def evaluate_intervention_cmd(
     start: Annotated[str, typer.Option(help="YYYY-MM-DD: first day of the intervention")],
     end: Annotated[str | None, typer.Option(help="YYYY-MM-DD: last day [default: the end of the data]")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="folder for intervention.json and .png "
-                                                                  "[default: outputs/AREA/intervention]")] = None,
+                                                     "[default: outputs/AREA[/PRODUCT]/intervention]")] = None,
     offence: Annotated[list[str], typer.Option("--offence", help="offence to count (repeatable) [default: all]")
                        ] = [],
+    product: ProductOption = None,
 ):
     """Effect of an intervention in a set of cells: difference-in-differences against matched control cells, with a
     95% interval, a placebo test on the pre-period and a check for displacement into the surrounding cells."""
     from hotspot.steps import intervention_step
 
-    cfg = load(config)
+    cfg = load(config, product)
     result, paths = intervention_step(cfg, cells, start, end, out_dir or default_out(cfg, "intervention"),
                                       offences=offence or None)
     table = Table(title=f"Intervention in {len(result.treated_cells)} cells from {result.start} to {result.end} "
@@ -115,12 +117,13 @@ def export_cmd(
     week: Annotated[str, typer.Option(help="YYYY-MM-DD: start of the period to forecast")],
     fmt: Annotated[str, typer.Option("--format", help="gpkg, geojson or csv")],
     out_file: Annotated[Path, typer.Option("--out", help="file to write")],
+    product: ProductOption = None,
 ):
     """Forecast one period with the champion and write it for partners' GIS: GeoPackage, GeoJSON or CSV (cells
     only, never incidents)."""
     from hotspot.steps import export_step
 
-    cfg = load(config)
+    cfg = load(config, product)
     cells, meta, path = export_step(cfg, week, fmt, out_file)
     out.print(f"wrote {len(cells):,} cells of the week of {meta['period_start']} ({meta['model']} "
               f"v{meta['model_version']}) to {path}")

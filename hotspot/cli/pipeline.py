@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from hotspot.cli.common import ConfigOption, app, default_out, fail, handles_errors, load, out
+from hotspot.cli.common import ConfigOption, ProductOption, app, default_out, fail, handles_errors, load, out
 from hotspot.features.config import StudyConfig
 
 
@@ -92,8 +92,9 @@ def ingest_cmd(
 def features_cmd(
     config: Annotated[Path | None, typer.Option("--config", "-c", help="study-area TOML file")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="folder for panel.parquet and panel_schema.json "
-                                                                  "[default: outputs/AREA/features]")] = None,
+                                                                  "[default: outputs/AREA[/PRODUCT]/features]")] = None,
     list_families: Annotated[bool, typer.Option("--list", help="print the feature families and exit")] = False,
+    product: ProductOption = None,
 ):
     """Build the cell x period panel (counts, label, features) and write it as Parquet with its schema."""
     if list_families:
@@ -103,7 +104,7 @@ def features_cmd(
         fail("--config is required (or use --list)")
     from hotspot.steps import features_step
 
-    cfg = load(config)
+    cfg = load(config, product)
     prepared, panel_path, schema_path = features_step(cfg, out_dir or default_out(cfg, "features"))
     p = prepared.panel
     out.print(f"panel: {p.n_periods} periods x {p.grid.n_cells:,} cells x {len(p.feature_names)} features "
@@ -133,6 +134,7 @@ def train_cmd(
     params: Annotated[str, typer.Option(help="where the hyper-parameters come from: 'auto' (the tuned study's best "
                                              "when `hotspot tune` has run, else the config), 'study' or 'config'")
                       ] = "auto",
+    product: ProductOption = None,
 ):
     """Fit the LightGBM forecaster on all observed periods and register it in the MLflow model registry.
 
@@ -140,7 +142,7 @@ def train_cmd(
     from hotspot.steps import train_step
     from hotspot.training.registry import champion_version
 
-    cfg = load(config)
+    cfg = load(config, product)
     model, ref = train_step(cfg, params=params)
     first, last = model.train_periods_
     champion = champion_version(cfg)
@@ -161,13 +163,14 @@ def tune_cmd(
                                                        "the start of the backtest, the last backtest.weeks before "
                                                        "backtest.end or the end of the data]")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="folder for trials.csv, best_spec.json and the "
-                                                                  "plot [default: outputs/AREA/tune]")] = None,
+                                                     "plot [default: outputs/AREA[/PRODUCT]/tune]")] = None,
+    product: ProductOption = None,
 ):
     """Tune LightGBM with Optuna over rolling-origin folds (never a random split); the study is stored (tune.storage)
     and resumes where it stopped; `hotspot train` then uses its best parameters."""
     from hotspot.steps import tune_step
 
-    cfg = load(config)
+    cfg = load(config, product)
     result, paths = tune_step(cfg, trials, before, out_dir=out_dir)
     table = Table(title=f"study {result.study.study_name}: {len(result.study.trials)} trials "
                         f"({result.trials_run} run now in {result.seconds:.0f} s)")
@@ -193,12 +196,13 @@ def promote_cmd(
                                                       "backtest.weeks]", min=1)] = None,
     end: Annotated[str | None, typer.Option(help="YYYY-MM-DD: judge on the weeks before this date [default: end "
                                                     "of the data]")] = None,
+    product: ProductOption = None,
 ):
     """Make a registered version the champion only if its backtest beats the champion's on the same weeks
     (promotion.metric and promotion.margin); the decision and its reason are recorded either way."""
     from hotspot.steps import promote_step
 
-    cfg = load(config)
+    cfg = load(config, product)
     decision = promote_step(cfg, version, weeks, end)
     colour = "green" if decision.promoted else "yellow"
     out.print(f"[bold {colour}]{'promoted' if decision.promoted else 'not promoted'}[/] v{version}: "
@@ -213,11 +217,12 @@ def rollback_cmd(
     config: ConfigOption,
     to: Annotated[str | None, typer.Option(help="version to make champion [default: the previous champion]")] = None,
     why: Annotated[str, typer.Option(help="reason, recorded with the move")] = "",
+    product: ProductOption = None,
 ):
     """Move the champion alias back to the previous champion (or to --to); recorded in the champion history."""
     from hotspot.steps import rollback_step
 
-    cfg = load(config)
+    cfg = load(config, product)
     before, after = rollback_step(cfg, to, why)
     out.print(f"champion moved back from v{before} to v{after}")
 
@@ -236,7 +241,7 @@ def backtest_cmd(
                                                                    "its validation weeks: several times the cost of "
                                                                    "lightgbm), so name it: -m all,auto")] = ["all"],
     out_dir: Annotated[Path | None, typer.Option("--out", help="folder for predictions.parquet, metrics.json "
-                                                                  "and plots [default: outputs/AREA/backtest]")] = None,
+                                                     "and plots [default: outputs/AREA[/PRODUCT]/backtest]")] = None,
     refit_every: Annotated[int | None, typer.Option(help="refit every K weeks [default: backtest.refit_every]",
                                                        min=1)] = None,
     without: Annotated[list[str], typer.Option("--without", help="feature family to switch off (repeatable)")] = [],
@@ -245,11 +250,16 @@ def backtest_cmd(
     ablation: Annotated[bool, typer.Option("--ablation", help="LightGBM with all families and with each family "
                                                               "removed, beside the baselines; writes "
                                                               "ablation.csv/.png")] = False,
+    product: ProductOption = None,
 ):
     """Rolling weekly backtest: each week forecast by models fitted only on the weeks before it."""
     from hotspot.steps import backtest_step, with_overrides
 
-    cfg = with_overrides(load(config), without=without, targets=target)
+    base = load(config, product)
+    if target and base.has_products:
+        fail(f"--target: {config} lists [[products]], each with its offences; choose one with --product "
+             f"({', '.join(base.product_names)}) or add a product for these offences")
+    cfg = with_overrides(base, without=without, targets=target)
     names = [n.strip() for item in model for n in item.split(",") if n.strip()]
     out_dir = out_dir or default_out(cfg, "backtest")
     result, paths = backtest_step(cfg, names, weeks or cfg.backtest.weeks, end, out_dir, refit_every,
@@ -324,11 +334,12 @@ def forecast_cmd(
     week: Annotated[str, typer.Option(help="YYYY-MM-DD: start of the period to forecast")],
     out_file: Annotated[Path, typer.Option("--out", help="GeoJSON file to write")],
     top: Annotated[int, typer.Option(help="rows of the ranked list to print", min=0)] = 10,
+    product: ProductOption = None,
 ):
     """Forecast one period with the champion model: GeoJSON of every cell with risk, rank and percentile."""
     from hotspot.steps import forecast_step
 
-    cfg = load(config)
+    cfg = load(config, product)
     cells, meta = forecast_step(cfg, week, out_file)
     print_top_cells(cells, top, meta)
     out.print(f"wrote {len(cells):,} cells to {out_file}")

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from hotspot.cli.common import app, err, fail, handles_errors, load, out
+from hotspot.cli.common import ProductOption, app, err, fail, handles_errors, load, out
 
 DatabaseOption = Annotated[str, typer.Option("--database-url", envvar="HOTSPOT_DATABASE_URL",
                                              help="publications and keys database (SQLite file or PostgreSQL URL)")]
@@ -50,13 +50,14 @@ def publish_cmd(
              "week]")] = None,
     new_version: Annotated[bool, typer.Option(help="publish a new version of a week already published")] = False,
     database_url: DatabaseOption = "sqlite:///hotspot.db",
+    product: ProductOption = None,
 ):
     """Forecast a week with the champion and publish it for the map and the API (as POST /v1/forecasts does);
     exits 2 when the week is already published (unless --new-version)."""
     from hotspot.serving.db import PublicationExists
     from hotspot.steps.publish import publish_step
 
-    cfg = load(config)
+    cfg = load(config, product)
     try:
         done = publish_step(cfg, list(week or [None]), database_url, new_version=new_version)
     except PublicationExists as exc:

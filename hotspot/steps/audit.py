@@ -13,6 +13,7 @@ from hotspot.features.locking import locked
 from hotspot.steps.common import (
     Prepared,
     console,
+    default_out,
     prepare,
 )
 from hotspot.training import tracking
@@ -80,7 +81,7 @@ def audit_step(cfg: StudyConfig, model_version: str | None = None, weeks: int | 
         audit = build_audit(cfg, panel, result.predictions, demography, ref, spec, provenance, fairness)
     seconds["audit_s"] = time.perf_counter() - start
     audit.update(seconds=seconds, refit_every=refit)
-    out_dir = out_dir or Path("outputs") / cfg.area.name / "audit"
+    out_dir = out_dir or default_out(cfg, "audit")
     with locked(out_dir / "audit.json", what="writing the audit"):  # written and logged as one set
         paths = write_audit(audit, out_dir)
         paths.update(write_audit_data(result.predictions, demography.cell_table(panel.grid.cell_id), out_dir))

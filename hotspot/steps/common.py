@@ -21,6 +21,22 @@ def prepare(cfg: StudyConfig, quiet: bool = False, incidents: ValidatedIncidents
     return prepare_data(cfg, incidents, None if quiet else lambda message: console.status(message, spinner="dots"))
 
 
+def output_root(cfg: StudyConfig) -> Path:
+    """Where a product's outputs go under the working directory: outputs/AREA/PRODUCT with [[products]], else (as
+    before products) outputs/AREA."""
+    root = Path("outputs") / cfg.area.name
+    return root / cfg.product.name if cfg.has_products else root
+
+
+AREA_STEPS = ("validate", "ingest")  # steps on the area's records, before any product's label
+
+
+def default_out(cfg: StudyConfig, step: str) -> Path:
+    """The default output folder of a step: output_root(cfg)/STEP; outputs/AREA/STEP for the data steps, which no
+    product changes."""
+    return Path("outputs") / cfg.area.name / step if step in AREA_STEPS else output_root(cfg) / step
+
+
 def with_overrides(cfg: StudyConfig, without: list[str] | None = None, targets: list[str] | None = None) -> StudyConfig:
     """A copy of the config with feature families switched off and/or another target offence set."""
     from hotspot.features.config import FeaturesConfig, ModelConfig
@@ -32,7 +48,8 @@ def with_overrides(cfg: StudyConfig, without: list[str] | None = None, targets: 
         model = ModelConfig.model_validate({**model.model_dump(), "target_offenses": targets})
     return type(cfg).model_validate({**cfg.model_dump(), "features": features, "model": model},
                                     context={"base_dir": Path("/")}).model_copy(
-        update={"source_path": cfg.source_path, "source_sha256": cfg.source_sha256})
+        update={"source_path": cfg.source_path, "source_sha256": cfg.source_sha256,
+                "selected_product": cfg.selected_product})
 
 
 def feature_table(panel: Panel) -> pd.DataFrame:

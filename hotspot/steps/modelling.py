@@ -17,6 +17,7 @@ from hotspot.features.locking import locked, savefig_atomically, write_text_atom
 from hotspot.steps.common import (
     Prepared,
     console,
+    default_out,
     log_feature_table,
     prepare,
 )
@@ -93,7 +94,7 @@ def tune_step(cfg: StudyConfig, trials: int | None = None, before: str | None = 
     panel = prepared.panel
     blocks = fold_blocks(panel, cfg, before)
     trials = trials or cfg.tune.trials
-    out_dir = out_dir or Path("outputs") / cfg.area.name / "tune"
+    out_dir = out_dir or default_out(cfg, "tune")
     with tracking.step_run(cfg, "tune", prepared.incidents.fingerprint, run_name=f"tune {study_name(cfg)}"):
         mlflow.log_params({"study_name": study_name(cfg), "trials_target": trials,
                            "folds": ",".join(f"{panel.period_starts[b[0]].date()}+{len(b)}" for b in blocks)})
