@@ -22,7 +22,7 @@ def audit_cmd(
     end: Annotated[str | None, typer.Option(help="YYYY-MM-DD: audit the weeks starting before this date "
                                                     "[default: end of the data]")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="folder for audit.json, audit.html and PNGs "
-                                                                  "[default: outputs/AREA[/PRODUCT]/audit]")] = None,
+                                                                  "[default: outputs/AREA/PRODUCT/audit]")] = None,
     baselines: Annotated[str | None, typer.Option(help="comma-separated baselines beside the model, or 'none' "
                                                           "[default: the naive and EWM count baselines]")] = None,
     refit_every: Annotated[int | None, typer.Option(help="refit every K weeks [default: backtest.refit_every]",

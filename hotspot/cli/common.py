@@ -50,7 +50,8 @@ err = Console(stderr=True, soft_wrap=True)
 
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="study-area TOML file", show_default=False)]
 ProductOption = Annotated[str | None, typer.Option(
-    "--product", "-p", help="forecast product of the config's [[products]] [default: the first]", show_default=False)]
+    "--product", "-p", help="forecast product, by its name in the config's products [default: the first]",
+    show_default=False)]
 
 
 def fail(message: str) -> None:

@@ -17,7 +17,7 @@ from hotspot.cli.common import ConfigOption, ProductOption, app, default_out, ha
 def trends_cmd(
     config: ConfigOption,
     out_dir: Annotated[Path | None, typer.Option("--out", help="folder for trends.json, PNGs and tables "
-                                                                  "[default: outputs/AREA[/PRODUCT]/trends]")] = None,
+                                                                  "[default: outputs/AREA/PRODUCT/trends]")] = None,
     public: Annotated[bool | None, typer.Option("--public/--full", help="public view: area units and blocks of "
                                                    "privacy.public_cell_size_m, counts below privacy.min_count_k "
                                                    "shown as '< k' [default: privacy.public]")] = None,
@@ -71,7 +71,7 @@ def evaluate_intervention_cmd(
     start: Annotated[str, typer.Option(help="YYYY-MM-DD: first day of the intervention")],
     end: Annotated[str | None, typer.Option(help="YYYY-MM-DD: last day [default: the end of the data]")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="folder for intervention.json and .png "
-                                                     "[default: outputs/AREA[/PRODUCT]/intervention]")] = None,
+                                                     "[default: outputs/AREA/PRODUCT/intervention]")] = None,
     offence: Annotated[list[str], typer.Option("--offence", help="offence to count (repeatable) [default: all]")
                        ] = [],
     product: ProductOption = None,

@@ -92,7 +92,7 @@ def ingest_cmd(
 def features_cmd(
     config: Annotated[Path | None, typer.Option("--config", "-c", help="study-area TOML file")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="folder for panel.parquet and panel_schema.json "
-                                                                  "[default: outputs/AREA[/PRODUCT]/features]")] = None,
+                                                                  "[default: outputs/AREA/PRODUCT/features]")] = None,
     list_families: Annotated[bool, typer.Option("--list", help="print the feature families and exit")] = False,
     product: ProductOption = None,
 ):
@@ -163,7 +163,7 @@ def tune_cmd(
                                                        "the start of the backtest, the last backtest.weeks before "
                                                        "backtest.end or the end of the data]")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="folder for trials.csv, best_spec.json and the "
-                                                     "plot [default: outputs/AREA[/PRODUCT]/tune]")] = None,
+                                                     "plot [default: outputs/AREA/PRODUCT/tune]")] = None,
     product: ProductOption = None,
 ):
     """Tune LightGBM with Optuna over rolling-origin folds (never a random split); the study is stored (tune.storage)
@@ -241,7 +241,7 @@ def backtest_cmd(
                                                                    "its validation weeks: several times the cost of "
                                                                    "lightgbm), so name it: -m all,auto")] = ["all"],
     out_dir: Annotated[Path | None, typer.Option("--out", help="folder for predictions.parquet, metrics.json "
-                                                     "and plots [default: outputs/AREA[/PRODUCT]/backtest]")] = None,
+                                                     "and plots [default: outputs/AREA/PRODUCT/backtest]")] = None,
     refit_every: Annotated[int | None, typer.Option(help="refit every K weeks [default: backtest.refit_every]",
                                                        min=1)] = None,
     without: Annotated[list[str], typer.Option("--without", help="feature family to switch off (repeatable)")] = [],

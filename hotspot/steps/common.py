@@ -37,6 +37,16 @@ def default_out(cfg: StudyConfig, step: str) -> Path:
     return Path("outputs") / cfg.area.name / step if step in AREA_STEPS else output_root(cfg) / step
 
 
+def study_subject(cfg: StudyConfig, targets: list[str]) -> str:
+    """What a report is about, for its title: "AREA (offences)", or "AREA, Product title (offences)" with
+    [[products]] (the offences left out when the title says the same)."""
+    offences = ", ".join(targets)
+    if not cfg.has_products:
+        return f"{cfg.area.name} ({offences})"
+    label = cfg.product.label
+    return f"{cfg.area.name}, {label}" + ("" if label.lower() == offences.lower() else f" ({offences})")
+
+
 def with_overrides(cfg: StudyConfig, without: list[str] | None = None, targets: list[str] | None = None) -> StudyConfig:
     """A copy of the config with feature families switched off and/or another target offence set."""
     from hotspot.features.config import FeaturesConfig, ModelConfig

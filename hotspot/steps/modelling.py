@@ -20,6 +20,7 @@ from hotspot.steps.common import (
     default_out,
     log_feature_table,
     prepare,
+    study_subject,
 )
 from hotspot.training import tracking
 from hotspot.training.backtest import (
@@ -233,6 +234,7 @@ def backtest_step(cfg: StudyConfig, model_names: list[str], weeks: int, end: str
         else:
             result = run_backtest(panel, models, periods, refit, cfg.backtest.coverages, on_step=step)
     result.metrics["target_offenses"] = cfg.model.target_offenses or list(panel.groups)
+    result.metrics["product"] = cfg.product.name
     result.metrics["demographics_as_features"] = cfg.features.demographics_as_features
     # the whole set (predictions, metrics, the accuracy report and figures) written and logged under the report's
     # lock: a second backtest into the same folder waits, so what is logged is what this run wrote
@@ -251,11 +253,10 @@ def backtest_step(cfg: StudyConfig, model_names: list[str], weeks: int, end: str
         report["selection"] = result.metrics["selection"] = selection
     with locked(out_dir / "accuracy.json", what="writing the backtest"):
         paths = write_backtest(result, out_dir, limit=limit_frame)
-        targets_text = ", ".join(result.metrics["target_offenses"])
-        paths.update(write_report(report, result.predictions, out_dir,
-                                  f"Accuracy report: {cfg.area.name} ({targets_text})"))
+        subject = study_subject(cfg, result.metrics["target_offenses"])
+        paths.update(write_report(report, result.predictions, out_dir, f"Accuracy report: {subject}"))
         if ablation:
-            paths.update(write_ablation(abl, out_dir, f"{cfg.area.name} ({targets_text})"))
+            paths.update(write_ablation(abl, out_dir, subject))
         first_week, last_week = result.metrics["weeks"][0], result.metrics["weeks"][-1]
         run_name = f"{'ablation' if ablation else 'backtest'} {tracking.period_range(first_week, last_week)}"
         with tracking.step_run(cfg, "backtest", prepared.incidents.fingerprint, run_name=run_name) as parent:

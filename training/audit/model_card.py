@@ -51,7 +51,7 @@ def model_card(cfg: StudyConfig, ref, spec: dict, inputs: dict, audit: dict, pro
                   "train_last_period": spec.get("train_last_period"), "hyper_parameters": spec.get("params", {})},
         "provenance": provenance,
         "intended_use": (f"Rank the {audit['n_cells']:,} grid cells of {cfg.area.name} by the expected number of "
-                         "recorded incidents next week, so that people can decide where to direct attention "
+                         f"recorded {_counted(cfg)} next week, so that people can decide where to direct attention "
                          "(patrol planning, problem-solving, prevention), beside their own knowledge."),
         "out_of_scope": ["decisions about individuals", "judging a neighbourhood or its residents",
                          "measuring true crime: the model forecasts recorded incidents",
@@ -77,3 +77,9 @@ def model_card(cfg: StudyConfig, ref, spec: dict, inputs: dict, audit: dict, pro
         ],
         "warnings": audit.get("warnings", []),
     }
+
+
+def _counted(cfg) -> str:
+    """What the product's label counts, for the intended-use sentence: incidents, or "X incidents"."""
+    offences = cfg.model.target_offenses
+    return "incidents" if not offences else f"{', '.join(offences)} incidents"

@@ -291,7 +291,8 @@ def build_audit(cfg, panel, predictions: pd.DataFrame, demography: CellDemograph
 
     fc = fairness or cfg.fairness or FairnessConfig()
     forecasts = forecasts_from_predictions(predictions, panel.grid.cell_id)
-    audit = {"title": f"Fairness audit: {cfg.area.name}, {ref.label}", "note": NOTE,
+    subject = f"{cfg.area.name}, {cfg.product.label}" if cfg.has_products else cfg.area.name
+    audit = {"title": f"Fairness audit: {subject}, {ref.label}", "note": NOTE, "product": cfg.product.name,
              **audit_forecasts(forecasts, demography, fc.coverage, fc.bootstrap_reps, fc.small_group_cells,
                                fc.small_group_population_share)}
     audit.update(audited_model=forecasts.models[0], primary=fc.primary_name,
