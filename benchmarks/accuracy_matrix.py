@@ -110,8 +110,10 @@ def save_forecasts(path: Path, store, panel, models: list) -> None:
 
 
 def run_case(cfg, panel, product: str, period: str, end: str, weeks: int, refit_every: int,
-             forecasts: Path | None = None) -> dict:
+             forecasts: Path | None = None, variants: tuple[str, ...] = ()) -> dict:
     """Every model of the case on the same weeks, the limit, the ratios and headroom shares."""
+    from sklearn.base import clone
+
     from hotspot.training.backtest import SELECTION_NAME, forecast_periods, make_models, run_backtest
     from hotspot.training.evaluation.limit import panel_limit
     from hotspot.training.evaluation.metrics import pai_at, poisson_deviance
@@ -122,17 +124,22 @@ def run_case(cfg, panel, product: str, period: str, end: str, weeks: int, refit_
     periods = forecast_periods(panel, weeks, end)
     store = FitStore()
     models = make_models(cfg, ["all", SELECTION_NAME])
-    for model in models:
-        if model.name == SELECTION_NAME:
-            model.candidates = [SharedFit(c, store) for c in model.candidates]
-    models = [m if m.name == SELECTION_NAME else SharedFit(m, store) for m in models]
+    selecting = [m for m in models if m.name == SELECTION_NAME]
+    for combine in variants:  # auto with another way of combining its candidates, beside the config's
+        if combine != cfg.selection.combine:
+            variant = clone(selecting[0]).set_params(combine=combine)
+            variant.name = f"{SELECTION_NAME}_{combine}"
+            selecting.append(variant)
+    for model in selecting:
+        model.candidates = [SharedFit(c, store) for c in model.candidates]
+    models = [SharedFit(m, store) for m in models if m.name != SELECTION_NAME] + selecting
     result = run_backtest(panel, models, periods, refit_every, [0.01])
     if forecasts is not None:
         save_forecasts(forecasts / f"{product}_{period}.npz", store, panel, models)
     metrics = result.metrics
     rows = {name: {"pai@1%": m["mean"]["pai@1%"], "deviance": m["mean"]["poisson_deviance"],
                    "fit_predict_s": m["fit_predict_s"]} for name, m in metrics["models"].items()}
-    baselines = [n for n in rows if n != SELECTION_NAME and not n.startswith(LIGHTGBM)]
+    baselines = [n for n in rows if not n.startswith((SELECTION_NAME, LIGHTGBM))]
     best = max(baselines, key=lambda n: rows[n]["pai@1%"])
     lcfg = cfg.backtest
     limit = panel_limit(panel, periods, lcfg.limit_weeks, lcfg.limit_min_after)
@@ -147,6 +154,9 @@ def run_case(cfg, panel, product: str, period: str, end: str, weeks: int, refit_
     shares = {name: ((rows[name]["pai@1%"] - rows[best]["pai@1%"]) / headroom if headroom else None)
               for name in (LIGHTGBM, SELECTION_NAME)}
     auto_refits = metrics["models"][SELECTION_NAME].get("refits", [])
+    others = {n: {"ratio": rows[n]["pai@1%"] / rows[best]["pai@1%"], "ratio_ci95": ratio_interval(
+        weekly(metrics, n, "pai@1%"), b), "deviance_vs_best": rows[n]["deviance"] - rows[best]["deviance"]}
+        for n in rows if n.startswith(SELECTION_NAME + "_")}
     return {
         "product": product, "period": period, "offenses": cfg.model.target_offenses,
         "weeks": [metrics["weeks"][0], metrics["weeks"][-1]], "n_weeks": len(periods), "refit_every": refit_every,
@@ -156,6 +166,7 @@ def run_case(cfg, panel, product: str, period: str, end: str, weeks: int, refit_
                          "difference_ci95": pair["ci95"], "weeks_better": pair["weeks_better"],
                          "weeks": pair["weeks"],
                          "deviance_vs_best": rows[SELECTION_NAME]["deviance"] - rows[best]["deviance"]},
+        "variants_vs_best": others,
         "headroom": headroom, "headroom_share": shares,
         "auto_choices": [r.get("chosen") for r in auto_refits],
         "fits": {"made": store.fitted, "reused": store.reused},
@@ -188,6 +199,9 @@ def print_case(res: dict) -> None:
         s = res["headroom_share"]
         print(f"headroom {res['headroom']:.2f}: LightGBM closes {s[LIGHTGBM]:.1%}, auto {s[AUTO]:.1%}")
     print(f"auto chose: {', '.join(str(c) for c in res['auto_choices'])}")
+    for name, o in res.get("variants_vs_best", {}).items():
+        print(f"{name} / {best}: ratio {o['ratio']:.3f} [95% {o['ratio_ci95'][0]:.3f}, {o['ratio_ci95'][1]:.3f}]; "
+              f"deviance {o['deviance_vs_best']:+.4f} against the best baseline's")
 
 
 def print_summary(results: list[dict]) -> None:
@@ -235,6 +249,9 @@ def main() -> None:
     parser.add_argument("--weeks", type=int, default=26, help="judged weeks per case [default: %(default)s]")
     parser.add_argument("--refit-every", type=int, default=4, help="[default: %(default)s]")
     parser.add_argument("--forecasts", type=Path, help="also keep every model's weekly forecasts here (.npz per case)")
+    parser.add_argument("--variants", default="",
+                        help="also run auto with these [selection] combine values (choose,blend,average), as "
+                             "auto_VALUE columns beside the config's auto; they share every fit")
     parser.add_argument("--out", type=Path, default=Path("/tmp/accuracy_matrix.json"),
                         help="the JSON of every case [default: %(default)s]")
     args = parser.parse_args()
@@ -263,7 +280,7 @@ def main() -> None:
         for period in [y for p, y in cases if p == product]:
             print(f"[{time.perf_counter() - began:6.0f} s] {product} {period}: running (load {load()})", flush=True)
             res = run_case(cfg, panel, product, period, periods[period], args.weeks, args.refit_every,
-                           args.forecasts)
+                           args.forecasts, tuple(v for v in args.variants.split(",") if v))
             results.append(res)
             print_case(res)
             print(f"[{time.perf_counter() - began:6.0f} s] {product} {period}: done in {res['seconds']:.0f} s "
