@@ -335,6 +335,11 @@ class SelectionConfig(_Section):
     sticky: bool = Field(
         True, description="a refit keeps the previous choice unless another candidate beats it distinguishably "
                           "(95% paired interval over the validation weeks)")
+    combine: Literal["choose", "blend", "average"] = Field(
+        "choose", description="'choose': forecast with the chosen candidate; 'blend': with a weighted sum of the "
+                              "candidates, non-negative weights minimising the Poisson deviance over the validation "
+                              "weeks; 'average': the candidates' mean, each brought to the recorded level of the "
+                              "validation weeks")
 
 
 class ProductConfig(_Section):

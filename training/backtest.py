@@ -70,7 +70,7 @@ def available_models(cfg: StudyConfig) -> dict[str, Callable[[], Forecaster]]:
     factories[SELECTION_NAME] = lambda: AutoSelect(
         candidates=[others[n]() for n in selection_candidates(cfg, list(others), default=counts)],
         validation_weeks=sc.validation_weeks, refit_every=sc.refit_every or bc.refit_every,
-        metric=cfg.promotion.metric, sticky=sc.sticky)
+        metric=cfg.promotion.metric, sticky=sc.sticky, combine=sc.combine)
     return factories
 
 

@@ -16,6 +16,12 @@ blocks, refit every 4 weeks, PAI@1% against each block's best baseline: all offe
 sticky; break and enter 0.980 and 0.990.
 A week without incidents has no PAI; means skip it, and with no scorable week at all the first candidate is kept.
 
+With `combine = "blend"` auto forecasts with a weighted sum of the candidates instead of one of them: the weights,
+non-negative, minimise the Poisson deviance of the candidates' forecasts over the same validation weeks (each
+forecast made, as above, by a fit on the weeks before it), and every candidate with a positive weight is fitted on
+the whole panel. The weights fix the level (a deviance fit matches the recorded total) and average the candidates'
+rankings; they are chosen with the validation weeks only, so the blend is as honest as the choice.
+
 Cost: each fit backtests every candidate over ceil(validation_weeks / refit_every) blocks. Blocks are counted back
 from the panel's end, and a block's weekly scores are kept (`reuse_scores`) and reused by the next fit on a longer
 prefix of the same panel (`panel.until` views of one array, as a backtest makes them): the data before a block and
@@ -35,6 +41,11 @@ from hotspot.features.panel import Panel
 from hotspot.models.base import Forecaster
 from hotspot.training.rolling import forecast_periods, run_backtest
 from hotspot.training.tuning import HIGHER_IS_BETTER
+
+# auto forecasts with the candidate it chooses, or with a weighted sum of them all: weights fitted by deviance
+# ("blend") or equal shares of each candidate brought to the recorded level ("average")
+COMBINE = ("choose", "blend", "average")
+BLEND_NAME = "blend"
 
 
 def metric_coverage(metric: str) -> float:
@@ -75,13 +86,14 @@ class AutoSelect(Forecaster):
     choice (see the module's docstring for the rule)."""
 
     def __init__(self, candidates: list[Forecaster], validation_weeks: int = 8, refit_every: int = 4,
-                 metric: str = "pai@1%", sticky: bool = True, reuse_scores: bool = True):
+                 metric: str = "pai@1%", sticky: bool = True, reuse_scores: bool = True, combine: str = "choose"):
         self.candidates = candidates
         self.validation_weeks = validation_weeks
         self.refit_every = refit_every
         self.metric = metric
         self.sticky = sticky
         self.reuse_scores = reuse_scores
+        self.combine = combine
 
     def _default_name(self) -> str:
         return "auto"
@@ -96,6 +108,8 @@ class AutoSelect(Forecaster):
             raise ValueError(f"auto: validation_weeks and refit_every must be at least 1, got "
                              f"{self.validation_weeks} and {self.refit_every}")
         metric_coverage(self.metric)
+        if self.combine not in COMBINE:
+            raise ValueError(f"auto: combine must be one of {list(COMBINE)}, got {self.combine!r}")
         return names
 
     def _blocks(self, periods: np.ndarray) -> list[np.ndarray]:
@@ -116,7 +130,8 @@ class AutoSelect(Forecaster):
                 and panel.target.__array_interface__["data"][0] == root.__array_interface__["data"][0])
         if same:
             return previous
-        return {"root": root, "metric": self.metric, "candidates": [repr(c) for c in self.candidates], "scores": {}}
+        return {"root": root, "metric": self.metric, "candidates": [repr(c) for c in self.candidates], "scores": {},
+                "forecasts": {}, "fitted": {}}
 
     def fit(self, panel: Panel) -> AutoSelect:
         """Backtest every candidate on the panel's last validation weeks, then fit the best one on the whole panel."""
@@ -128,27 +143,47 @@ class AutoSelect(Forecaster):
                              f"{panel.next_period_start.date()}: {exc}") from None
         cache = self._cache(panel)
         scores = cache["scores"]  # (candidate, block origin, week) -> the metric that week
+        forecasts = cache["forecasts"]  # the same -> the candidate's forecast that week (kept for a blend)
+        blend = self.combine in ("blend", "average")
         coverage = metric_coverage(self.metric)
         by_name = dict(zip(names, self.candidates, strict=True))
         for block in self._blocks(periods):
             origin = int(block[0])
-            missing = [n for n in names if any((n, origin, int(t)) not in scores for t in block)]
+            missing = [n for n in names if any((n, origin, int(t)) not in scores
+                                               or (blend and (n, origin, int(t)) not in forecasts) for t in block)]
             if not missing:
                 continue
             models = [self._fitted_at(cache, n, origin) or named_clone(by_name[n]) for n in missing]
             result = run_backtest(panel, models, block, len(block), [coverage])
-            for name in missing:
-                for t, row in zip(block, result.metrics["models"][name]["weekly"], strict=True):
+            risk = result.predictions["risk"].to_numpy()
+            for m, name in enumerate(missing):  # predictions: model-major, then week, then cell
+                for w, (t, row) in enumerate(zip(block, result.metrics["models"][name]["weekly"], strict=True)):
                     scores[(name, origin, int(t))] = float(row[self.metric])
+                    if blend:
+                        C = panel.grid.n_cells
+                        at = (m * len(block) + w) * C
+                        forecasts[(name, origin, int(t))] = risk[at:at + C].astype(np.float32)
         origins = {int(t): int(b[0]) for b in self._blocks(periods) for t in b}
         weeks = panel.period_starts[periods]
         weekly = pd.DataFrame({n: [scores[(n, origins[int(t)], int(t))] for t in periods] for n in names}, index=weeks)
         means = {n: float(weekly[n].mean(skipna=True)) if weekly[n].notna().any() else float("nan") for n in names}
         best = choose(means, self.metric)
         previous = self._previous(names, weeks)
-        self.chosen_ = previous if previous is not None and not self._beats(weekly, best, previous) else best
-        self.model_ = named_clone(by_name[self.chosen_]).fit(panel)
-        cache["fitted"] = (self.chosen_, panel.n_periods, self.model_)  # the next fit's newest block may start here
+        weights = None
+        if blend:
+            stacked = np.stack([[forecasts[(n, origins[int(t)], int(t))] for t in periods] for n in names])
+            fit_weights = blend_weights if self.combine == "blend" else average_weights
+            weights = dict(zip(names, fit_weights(stacked, panel.target[periods]).tolist(), strict=True))
+            fitted = {n: named_clone(by_name[n]).fit(panel) for n, w in weights.items() if w > 0}
+            self.chosen_ = BLEND_NAME
+            self.model_ = _Blend([fitted[n] for n in fitted], [weights[n] for n in fitted])
+        else:
+            self.chosen_ = previous if previous is not None and not self._beats(weekly, best, previous) else best
+            self.model_ = fitted_one = named_clone(by_name[self.chosen_]).fit(panel)
+            fitted = {self.chosen_: fitted_one}
+        # the next fit's newest block may start here, and reuse these fits
+        cache["fitted"] = {n: (panel.n_periods, m) for n, m in fitted.items()}
+        self.weights_ = weights
         self.scores_ = means
         self.best_mean_ = best
         self.weekly_scores_ = weekly
@@ -159,16 +194,18 @@ class AutoSelect(Forecaster):
             "validation_weeks": [str(w.date()) for w in weeks],
             "scores": means,
         }
+        if weights is not None:
+            self.fit_summary_.update({"combine": self.combine, "weights": weights})
         return self
 
     @staticmethod
     def _fitted_at(cache: dict, name: str, origin: int) -> Forecaster | None:
         """The previous fit's final model when it is `name` fitted on the weeks before `origin` (the same fit a
         validation block starting at `origin` would make), wrapped so that the block does not fit it again."""
-        fitted = cache.get("fitted")
-        if fitted is None or fitted[:2] != (name, origin):
+        fitted = cache.get("fitted", {}).get(name)
+        if fitted is None or fitted[0] != origin:
             return None
-        return _AlreadyFitted(fitted[2])
+        return _AlreadyFitted(fitted[1])
 
     def _previous(self, names: list[str], weeks: pd.DatetimeIndex) -> str | None:
         """The previous fit's choice when a sticky refit may keep it: a candidate still, chosen for an earlier week."""
@@ -188,10 +225,60 @@ class AutoSelect(Forecaster):
         return bool(pair["ci95"][0] > 0)
 
     def predict(self, panel: Panel) -> np.ndarray:
-        """The chosen candidate's forecast for the panel's next period."""
+        """The chosen candidate's (or the blend's) forecast for the panel's next period."""
         if not hasattr(self, "model_"):
             raise ValueError("auto: fit it on a panel before predicting")
         return self.model_.predict(panel)
+
+
+def average_weights(forecasts: np.ndarray, observed: np.ndarray) -> np.ndarray:
+    """Equal shares of K forecasts, (K, ...), each scaled so that its total matches the observed total: the plain
+    average of the candidates' rankings, at the recorded level."""
+    K = forecasts.shape[0]
+    totals = np.asarray(forecasts, dtype=np.float64).reshape(K, -1).sum(axis=1)
+    observed_total = float(np.sum(observed))
+    return np.where(totals > 0, observed_total / np.maximum(totals, 1e-12), 0.0) / K
+
+
+def blend_weights(forecasts: np.ndarray, observed: np.ndarray, floor: float = 1e-9) -> np.ndarray:
+    """Non-negative weights of K forecasts, (K, ...), whose weighted sum has the least Poisson deviance against
+    `observed` (shaped like one forecast); L-BFGS-B from equal weights. A forecast that adds nothing gets 0."""
+    from scipy.optimize import minimize
+
+    K = forecasts.shape[0]
+    F = np.asarray(forecasts, dtype=np.float64).reshape(K, -1)
+    y = np.asarray(observed, dtype=np.float64).reshape(-1)
+    if F.shape[1] != y.size:
+        raise ValueError(f"blend: {F.shape[1]} forecast values per candidate for {y.size} observed ones")
+    n = max(y.size, 1)
+
+    def objective(w: np.ndarray) -> tuple[float, np.ndarray]:
+        mu = np.maximum(w @ F, floor)
+        return float(mu.sum() - y @ np.log(mu)) / n, (F.sum(axis=1) - F @ (y / mu)) / n
+
+    result = minimize(objective, np.full(K, 1.0 / K), jac=True, method="L-BFGS-B", bounds=[(0.0, None)] * K)
+    weights = np.where(result.x > 1e-6 * max(result.x.max(), 1e-12), result.x, 0.0)
+    return weights if weights.sum() > 0 else np.full(K, 1.0 / K)
+
+
+class _Blend(Forecaster):
+    """A weighted sum of fitted forecasters (auto's `combine = "blend"`)."""
+
+    def __init__(self, models: list[Forecaster], weights: list[float]):
+        self.models = models
+        self.weights = weights
+
+    def _default_name(self) -> str:
+        return BLEND_NAME
+
+    def fit(self, panel: Panel) -> _Blend:
+        """Nothing to do: the models are fitted and the weights chosen by `AutoSelect.fit`."""
+        return self
+
+    def predict(self, panel: Panel) -> np.ndarray:
+        """The weighted sum of the models' forecasts."""
+        return sum(w * np.asarray(m.predict(panel), dtype=np.float64) for m, w in zip(self.models, self.weights,
+                                                                                        strict=True))
 
 
 class _AlreadyFitted(Forecaster):
@@ -214,8 +301,9 @@ class _AlreadyFitted(Forecaster):
 
 def selection_rows(metrics: dict) -> pd.DataFrame:
     """One row per refit of each selecting model in a backtest's metrics: the week it first forecast, the weeks it
-    validated on, the candidate it chose, the one with the best mean and the previous choice (they differ when a
-    sticky refit kept the previous one) and every candidate's validation mean (one column each)."""
+    validated on, the candidate it chose ("blend" for a blend), the one with the best mean and the previous choice
+    (they differ when a sticky refit kept the previous one), every candidate's validation mean (one column each) and,
+    for a blend, each candidate's weight (columns `weight_NAME`)."""
     rows = []
     for model, m in metrics.get("models", {}).items():
         for refit in m.get("refits", []):
@@ -224,7 +312,9 @@ def selection_rows(metrics: dict) -> pd.DataFrame:
             valid = refit.get("validation_weeks") or [""]
             rows.append({"model": model, "refit_week": refit["refit_week"], "validation_from": valid[0],
                          "validation_to": valid[-1], "metric": refit["metric"], "chosen": refit["chosen"],
-                         "best_mean": refit.get("best_mean"), "previous": refit.get("previous"), **refit["scores"]})
+                         "best_mean": refit.get("best_mean"), "previous": refit.get("previous"), **refit["scores"],
+                         **({"combine": refit["combine"]} if "combine" in refit else {}),
+                         **{f"weight_{k}": v for k, v in (refit.get("weights") or {}).items()}})
     return pd.DataFrame(rows)
 
 
@@ -245,10 +335,22 @@ def describe_selection(metrics: dict, best_baseline: str | None, reps: int = 200
                  for i, (name, count) in enumerate(counts.items())]
         kept = int((frame["chosen"] != frame["best_mean"]).sum()) if "best_mean" in frame else 0
         n_valid = len(models[model]["refits"][0]["validation_weeks"])
-        sentence = (f"{model} chose {', '.join(parts)}: the best mean {frame['metric'].iloc[0].upper()} over the "
-                    f"{n_valid} weeks before each refit" + (
-                        f", except at {kept} where it kept its previous choice, the best mean not being "
-                        f"distinguishably better" if kept else ""))
+        weight_columns = [c for c in frame.columns if c.startswith("weight_")]
+        if weight_columns and (frame["chosen"] == BLEND_NAME).all():
+            kept = 0
+            mean_weights = frame[weight_columns].fillna(0.0).mean().sort_values(ascending=False)
+            shown = ", ".join(f"{c.removeprefix('weight_')} {w:.2f}" for c, w in mean_weights.items() if w > 0)
+            how = (f"the non-negative weights minimising the Poisson deviance over the {n_valid} weeks before each "
+                   f"refit" if frame.get("combine", pd.Series(["blend"])).iloc[0] == "blend" else
+                   f"equal shares, each candidate brought to the total recorded over the {n_valid} weeks before "
+                   f"each refit")
+            sentence = (f"{model} blended its candidates at each of its {n} refits: a weighted sum of their forecasts, "
+                        f"{how} (mean weights {shown})")
+        else:
+            sentence = (f"{model} chose {', '.join(parts)}: the best mean {frame['metric'].iloc[0].upper()} over the "
+                        f"{n_valid} weeks before each refit" + (
+                            f", except at {kept} where it kept its previous choice, the best mean not being "
+                            f"distinguishably better" if kept else ""))
         entry: dict = {"choices": {str(k): int(v) for k, v in counts.items()}, "refits": n, "kept_previous": kept}
         if best_baseline and best_baseline in models:
             a = [w.get("pai@1%", np.nan) for w in models[model]["weekly"]]
