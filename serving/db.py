@@ -223,7 +223,8 @@ class Publication:
 
     @classmethod
     def from_row(cls, row) -> Publication:
-        return cls(id=row.id, area=row.area, product=row.product, week=row.week, version=row.version, model_name=row.model_name,
+        return cls(id=row.id, area=row.area, product=row.product, week=row.week, version=row.version,
+                   model_name=row.model_name,
                    model_version=row.model_version, model_run_id=row.model_run_id,
                    data_fingerprint=row.data_fingerprint, code_version=row.code_version,
                    created_at=utc(row.created_at), published_by=row.published_by, n_cells=row.n_cells,
@@ -275,7 +276,7 @@ class PublicationStore:
                 current = conn.execute(select(func.max(_P.c.version))
                                        .where(*_of(area, product), _P.c.week == week)).scalar()
                 if current is not None and not new_version:
-                    raise PublicationExists(area, week, int(current), product)
+                    raise PublicationExists(area, week, int(current))
                 version = int(current or 0) + 1
                 meta = {**metadata, "created_at": created.isoformat().replace("+00:00", "Z"),
                         "publication_version": version, "published_by": published_by}
@@ -289,7 +290,7 @@ class PublicationStore:
         except IntegrityError:
             # a concurrent publisher took the same (week, version) first
             latest = self.find(area, product, week)
-            raise PublicationExists(area, week, latest.version if latest else 1, product) from None
+            raise PublicationExists(area, week, latest.version if latest else 1) from None
         return self.get(pid)
 
     def claim_unlabelled(self, area: str, default_product: str) -> int:

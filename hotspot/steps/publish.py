@@ -36,8 +36,8 @@ def publish_step(cfg: StudyConfig, weeks: list[str | None], database_url: str, p
     done = []
     for week in weeks:
         rows = forecaster.forecast(week)
-        pub = store.publish(cfg.area.name, cfg.product.name, rows.week, rows.metadata, rows.cells, new_version=new_version,
-                            published_by=published_by)
+        pub = store.publish(cfg.area.name, cfg.product.name, rows.week, rows.metadata, rows.cells,
+                            new_version=new_version, published_by=published_by)
         forecaster.log_publication(rows, pub.id, pub.version)
         done.append(Published(pub.week, pub.version, str(rows.metadata["model_version"]), len(rows.cells),
                               float(rows.metadata["expected_incidents"])))

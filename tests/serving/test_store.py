@@ -165,7 +165,7 @@ def test_each_product_has_its_own_versions_of_a_week(store):
     burglary = store.publish("area", "break-and-enter", WEEK, forecast_metadata(), make_cells(7, seed=1))
     assert (assault.version, burglary.version) == (1, 1) and (assault.product, burglary.product) == (
         "assault", "break-and-enter")
-    with pytest.raises(PublicationExists, match="of assault for the week"):
+    with pytest.raises(PublicationExists, match="already published .version 1."):
         store.publish("area", "assault", WEEK, forecast_metadata(), make_cells(5))
     assert store.latest("area", "break-and-enter").n_cells == 7
     assert [p.product for p in store.list("area", "assault")] == ["assault"]
