@@ -22,9 +22,9 @@ BRIEFING_RESPONSES = {
     200: {"description": "The briefing of the week with the product's champion model: the title (area, product, "
                          "week, model version, when made), a map of the top cells with the area's outline and "
                          "place labels, the top N table with places and reasons, what changed since last week, "
-                         "how last week's forecast did beside the best baseline on the same week, the caveat that recorded incidents are policing "
-                         "data, and provenance. PDF by default, HTML with `?format=html`; one or two A4 or Letter "
-                         "pages.",
+                         "how last week's forecast did beside the best baseline on the same week, the caveat that "
+                         "recorded incidents are policing data, and provenance. PDF by default, HTML with "
+                         "`?format=html`; one or two A4 or Letter pages.",
           "content": {"application/pdf": {"schema": {"type": "string", "format": "binary"}},
                       "text/html": {"schema": {"type": "string"}}},
           "headers": {"X-Hotspot-Week": {"description": "start of the week briefed", "schema": {"type": "string"}}}},
