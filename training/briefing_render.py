@@ -91,6 +91,7 @@ def _share(value: float) -> str:
 class BriefingText:
     title: str
     subtitle: str
+    others: str  # the area's other forecast products, in a sentence (HTML only: on paper there is nothing to pick)
     summary: str
     table_head: tuple[str, ...]
     table_rows: tuple[tuple[str, str, str, str, tuple[str, ...]], ...]  # rank, place, expected, change, reasons
@@ -134,7 +135,8 @@ def briefing_text(b: Briefing) -> BriefingText:
     n = len(b.top)
     top_expected = sum(c.expected for c in b.top)
     share = top_expected / b.expected_total if b.expected_total > 0 else float("nan")
-    summary = (f"Expected this week: {b.expected_total:,.0f} recorded incidents across the area's {b.n_cells:,} "
+    counted = f" ({b.product})" if b.product else ""
+    summary = (f"Expected this week: {b.expected_total:,.0f} recorded incidents{counted} across the area's {b.n_cells:,} "
                f"cells of {b.cell_size_m:g} m. The top {n} cells below are {100 * n / b.n_cells:.1f}% of the area "
                f"and expect {top_expected:,.1f} ({_share(share)}) of them.")
     rows = []
@@ -173,7 +175,8 @@ def briefing_text(b: Briefing) -> BriefingText:
         ("made", b.created_at),
     )
     return BriefingText(
-        title=f"Weekly briefing: {b.area}",
+        title=f"Weekly briefing: {b.product} · {b.area}" if b.product else f"Weekly briefing: {b.area}",
+        others=(f"Other forecast products for {b.area}: {', '.join(b.other_products)}." if b.other_products else ""),
         subtitle=(f"Week of {_day(b.week_start)} to {_day(b.week_end)}  ·  model {b.model} v{b.model_version}  ·  "
                   f"made {b.created_at}"),
         summary=summary,
@@ -513,8 +516,10 @@ def render_pdf(b: Briefing, paper: str = "a4") -> bytes:
         canvas.saveState()
         canvas.setFont(regular, 7.5)
         canvas.setFillColor(colors.HexColor("#555555"))
-        canvas.drawString(MARGIN_MM * mm, 8 * mm, f"{b.area}, week of {b.week_start}: {b.model} v{b.model_version}"
-                                                  f", data {b.data_fingerprint}. Policing data, not ground truth.")
+        product = f"{b.product} · " if b.product else ""  # a loose page still says which forecast it is
+        canvas.drawString(MARGIN_MM * mm, 8 * mm, f"{product}{b.area}, week of {b.week_start}: {b.model} "
+                                                  f"v{b.model_version}, data {b.data_fingerprint}. Policing data, "
+                                                  "not ground truth.")
         canvas.drawRightString((width_mm - MARGIN_MM) * mm, 8 * mm, f"page {doc.page}")
         canvas.restoreState()
 
