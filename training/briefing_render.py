@@ -110,14 +110,14 @@ class BriefingText:
     map_caption: str
 
 
-def _score_section(lw: LastWeek) -> tuple[list[str], str, list[tuple[str, str, str]]]:
+def _score_section(lw: LastWeek, counted: str = "") -> tuple[list[str], str, list[tuple[str, str, str]]]:
     """The score of last week's forecast in words, how it was made (small print), and the table beside baselines."""
     n, best = lw.n_cells, lw.best_baseline
     diff = lw.forecast.hits - best.hits
     verdict = ("the same as the forecast" if abs(diff) < 0.05 else
                f"{_count(abs(diff))} {'fewer' if diff > 0 else 'more'} than the forecast")
     lines = [lw.note] if lw.note else []
-    lines.append(f"{lw.recorded:,} incidents were recorded in the area in the week of {_day(lw.week_start)} to "
+    lines.append(f"{lw.recorded:,} incidents{counted} were recorded in the area in the week of {_day(lw.week_start)} to "
                  f"{_day(lw.week_end)}. Last week's top {n} cells held {_count(lw.forecast.hits)} of them "
                  f"({_share(lw.forecast.hit_rate)}). The best simple baseline that week, {baseline_label(best.model)}, "
                  f"held {_count(best.hits)} ({_share(best.hit_rate)}) in its own top {n} cells: {verdict}. One week "
@@ -163,7 +163,7 @@ def briefing_text(b: Briefing) -> BriefingText:
         score_lines, score_how, score_rows = [f"Not scored: {b.last_week_missing}."], "", []
     else:
         score_title = f"How last week's forecast did (week of {_day(b.last_week.week_start)})"
-        score_lines, score_how, score_rows = _score_section(b.last_week)
+        score_lines, score_how, score_rows = _score_section(b.last_week, counted)
     provenance = (
         ("model", f"{b.model} v{b.model_version} (the champion)"),
         ("data fingerprint", b.data_fingerprint + (f" (model trained on {b.model_data_fingerprint})"
@@ -516,10 +516,9 @@ def render_pdf(b: Briefing, paper: str = "a4") -> bytes:
         canvas.saveState()
         canvas.setFont(regular, 7.5)
         canvas.setFillColor(colors.HexColor("#555555"))
-        product = f"{b.product} · " if b.product else ""  # a loose page still says which forecast it is
-        canvas.drawString(MARGIN_MM * mm, 8 * mm, f"{product}{b.area}, week of {b.week_start}: {b.model} "
-                                                  f"v{b.model_version}, data {b.data_fingerprint}. Policing data, "
-                                                  "not ground truth.")
+        # the model's name (AREA-PRODUCT) says which product a loose page belongs to
+        canvas.drawString(MARGIN_MM * mm, 8 * mm, f"{b.area}, week of {b.week_start}: {b.model} v{b.model_version}"
+                                                  f", data {b.data_fingerprint}. Policing data, not ground truth.")
         canvas.drawRightString((width_mm - MARGIN_MM) * mm, 8 * mm, f"page {doc.page}")
         canvas.restoreState()
 
