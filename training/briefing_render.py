@@ -117,8 +117,9 @@ def _score_section(lw: LastWeek, counted: str = "") -> tuple[list[str], str, lis
     verdict = ("the same as the forecast" if abs(diff) < 0.05 else
                f"{_count(abs(diff))} {'fewer' if diff > 0 else 'more'} than the forecast")
     lines = [lw.note] if lw.note else []
-    lines.append(f"{lw.recorded:,} incidents{counted} were recorded in the area in the week of {_day(lw.week_start)} to "
-                 f"{_day(lw.week_end)}. Last week's top {n} cells held {_count(lw.forecast.hits)} of them "
+    lines.append(f"{lw.recorded:,} incidents{counted} were recorded in the area in the week of "
+                 f"{_day(lw.week_start)} to {_day(lw.week_end)}. Last week's top {n} cells held "
+                 f"{_count(lw.forecast.hits)} of them "
                  f"({_share(lw.forecast.hit_rate)}). The best simple baseline that week, {baseline_label(best.model)}, "
                  f"held {_count(best.hits)} ({_share(best.hit_rate)}) in its own top {n} cells: {verdict}. One week "
                  f"is a small sample; the backtest over many weeks is the firmer guide.")
@@ -136,9 +137,9 @@ def briefing_text(b: Briefing) -> BriefingText:
     top_expected = sum(c.expected for c in b.top)
     share = top_expected / b.expected_total if b.expected_total > 0 else float("nan")
     counted = f" ({b.product})" if b.product else ""
-    summary = (f"Expected this week: {b.expected_total:,.0f} recorded incidents{counted} across the area's {b.n_cells:,} "
-               f"cells of {b.cell_size_m:g} m. The top {n} cells below are {100 * n / b.n_cells:.1f}% of the area "
-               f"and expect {top_expected:,.1f} ({_share(share)}) of them.")
+    summary = (f"Expected this week: {b.expected_total:,.0f} recorded incidents{counted} across the area's "
+               f"{b.n_cells:,} cells of {b.cell_size_m:g} m. The top {n} cells below are {100 * n / b.n_cells:.1f}% "
+               f"of the area and expect {top_expected:,.1f} ({_share(share)}) of them.")
     rows = []
     for c in b.top:
         if b.previous_week is None or c.last_rank is None:

@@ -14,7 +14,7 @@ from hotspot.serving.schemas import ModelList
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
 
-@router.get("", response_model=ModelList, responses=errors(401, 403, 404, 503),
+@router.get("", response_model=ModelList, responses=errors(401, 403, 404, 422, 503),
             summary="Versions of a product's registered model, which one is champion, and their metrics")
 def list_models(state: State, _: Annotated[ApiKey, Depends(require("models:read"))], product: Product):
     listing = product.models.listing()
