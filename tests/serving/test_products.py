@@ -190,3 +190,32 @@ def test_a_store_made_before_products_is_served_as_the_default_product(trained_a
         listing = client.get("/v1/forecasts", headers={"X-API-Key": key}).json()
         assert [(p["week"], p["product"], p["url"]) for p in listing["publications"]] == [
             ("2021-07-19", implicit, "/v1/forecasts/2021-07-19?version=1")]
+
+
+def test_reports_are_found_per_product_by_the_run_tag_and_untagged_runs_are_the_defaults(tmp_path):
+    """A report run tagged product=assault is assault's; one made before products (no tag) is the default
+    product's; no other product sees either."""
+    import mlflow
+
+    from hotspot.features.config import load_config
+    from hotspot.serving.artifacts import ReportSource
+    from hotspot.training import tracking
+    from tests.conftest import SAMPLE_CONFIG
+    from tests.serving.conftest import log_report_run
+
+    base = load_config(SAMPLE_CONFIG)
+    untagged = log_report_run(SAMPLE_CONFIG, "backtest", "backtest", "accuracy", {"models": {}}, tmp_path / "old")
+    mlflow.MlflowClient(tracking.tracking_uri()).delete_tag(untagged, "product")  # as runs made before products
+    assault_cfg = base.for_product("assault")
+    (tmp_path / "new" / "backtest").mkdir(parents=True)
+    (tmp_path / "new" / "backtest" / "accuracy.json").write_text(json.dumps({"models": {"assault": 1}}))
+    with tracking.step_run(assault_cfg, "backtest", "fp"):
+        mlflow.log_artifact(str(tmp_path / "new" / "backtest" / "accuracy.json"), "backtest")
+        assault_run = mlflow.active_run().info.run_id
+
+    sources = {name: ReportSource(base.for_product(name), ttl_s=0, default_product=name == "all")
+               for name in PRODUCTS}
+    found = {name: source.latest("accuracy") for name, source in sources.items()}
+    assert found["all"].run_id == untagged and found["assault"].run_id == assault_run
+    assert found["break-and-enter"] is None
+    assert "--product break-and-enter" in sources["break-and-enter"].missing_message("accuracy")
