@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
+from hotspot.serving.dependencies import document_products
 from hotspot.serving.hotpath import LatestForecastFastPath, ReportFastPath
 from hotspot.serving.middleware import ServiceMiddleware, methods_by_path
 from hotspot.serving.rate_limit import RateLimiter, document_429
@@ -90,6 +91,7 @@ def _errors_as_json(app: FastAPI) -> None:
             state = getattr(app.state, "hotspot", None)
             if state is not None:
                 trends_router.document_areas(schema, state)
+                document_products(schema, state)
             app.openapi_schema = schema
         return app.openapi_schema
 
@@ -150,9 +152,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         _configure_logging(settings)
         state = await run_in_threadpool(ServiceState.open, settings)
         app.state.hotspot = state
+        for product in state.products.values():
+            if not await run_in_threadpool(product.forecaster.try_load_champion, 0.0):
+                log.warning("%s: %s", "not ready" if product is state.default else f"product {product.name}",
+                            product.forecaster.error)
         if state.forecaster is not None:
-            if not await run_in_threadpool(state.forecaster.try_load_champion, 0.0):
-                log.warning("not ready: %s", state.forecaster.error)
             if settings.warm_panel:  # build the panel in the background so the first publication is quick
                 threading.Thread(target=_warm_panel, args=(state,), name="hotspot-panel", daemon=True).start()
         elif state.config_error:

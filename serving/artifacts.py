@@ -28,9 +28,9 @@ from hotspot.features.config import StudyConfig
 
 REPORTS = {
     "accuracy": {"step": "backtest", "folder": "backtest", "json": "accuracy.json", "html": "accuracy.html",
-                 "missing": "no accuracy report yet: run `hotspot backtest --config {config}`"},
+                 "missing": "no accuracy report{of} yet: run `hotspot backtest --config {config}{option}`"},
     "fairness": {"step": "audit", "folder": "audit", "json": "audit.json", "html": "audit.html",
-                 "missing": "no fairness audit yet: run `hotspot audit --config {config}`"},
+                 "missing": "no fairness audit{of} yet: run `hotspot audit --config {config}{option}`"},
 }
 RUNS_KEPT = 20  # the latest runs of each report step looked at (and their reports kept) per refresh
 _IMG = re.compile(r'src="([A-Za-z0-9_.\-]+\.png)"')
@@ -141,8 +141,9 @@ class ReportSource:
     call (for tests that log a report and read it at once).
     """
 
-    def __init__(self, cfg: StudyConfig, ttl_s: float = 5.0):
+    def __init__(self, cfg: StudyConfig, ttl_s: float = 5.0, default_product: bool = True):
         self.cfg, self.ttl_s = cfg, ttl_s
+        self.default_product = default_product  # runs without a product tag (made before products) are its
         self.refreshed_at: float | None = None  # time.monotonic() of the last successful refresh
         self.error: str | None = None  # why the last refresh failed (None after a success)
         self._current: dict[str, Report | None] | None = None
@@ -151,7 +152,11 @@ class ReportSource:
         self._lock = threading.Lock()
 
     def missing_message(self, kind: str) -> str:
-        return REPORTS[kind]["missing"].format(config=self.cfg.source_path or "AREA.toml")
+        product = self.cfg.product
+        named = self.cfg.has_products
+        return REPORTS[kind]["missing"].format(config=self.cfg.source_path or "AREA.toml",
+                                               of=f" of {product.label}" if named else "",
+                                               option=f" --product {product.name}" if named else "")
 
     def latest(self, kind: str) -> Report | None:
         """The latest report of `kind` (None when no run has one); ReportsUnavailable before a first refresh."""
@@ -196,9 +201,13 @@ class ReportSource:
 
     def _find(self, client, experiment_id: str, kind: str) -> list[Report]:
         spec = REPORTS[kind]
-        runs = client.search_runs([experiment_id], filter_string=f"tags.step = '{spec['step']}' and "
-                                  "attributes.status = 'FINISHED'", order_by=["attributes.start_time DESC"],
-                                  max_results=RUNS_KEPT)
+        product = self.cfg.product.name.replace("'", "")  # a product name is [a-z0-9_-]+ (features.config)
+        step = f"tags.step = '{spec['step']}' and attributes.status = 'FINISHED'"
+        which = [f"tags.product = '{product}'"] + (["tags.product IS NULL"] if self.default_product else [])
+        runs = [run for condition in which
+                for run in client.search_runs([experiment_id], filter_string=f"{step} and {condition}",
+                                              order_by=["attributes.start_time DESC"], max_results=RUNS_KEPT)]
+        runs = sorted(runs, key=lambda r: -(r.info.start_time or 0))[:RUNS_KEPT]
         found = []
         for run in runs:
             key = (kind, run.info.run_id)
@@ -303,4 +312,4 @@ class ModelSource:
                 "metrics": finite(dict(run.data.metrics)) if run else {},
                 "tags": dict(mv.tags or {}),
             })
-        return {"name": name, "champion": champion, "versions": versions}
+        return {"name": name, "product": self.cfg.product.name, "champion": champion, "versions": versions}

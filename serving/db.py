@@ -3,6 +3,10 @@
 A publication is one header row plus one row per cell, written in ONE transaction: readers see all of it or none
 of it, and a publisher killed half-way leaves the database as it was (SQLite's WAL and PostgreSQL's MVCC discard
 the uncommitted rows). Publications are never updated or deleted; publishing a week again makes a new version.
+
+A publication belongs to an area AND a forecast product (`[[products]]`): versions and immutability are per (area,
+product, week). A store made before products is upgraded in place by `create_schema` (a `product` column, the unique
+key widened); its rows then have no product until `claim_unlabelled` gives them to the area's default product.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Column,
     DateTime,
     Float,
     ForeignKey,
@@ -27,7 +32,9 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    inspect,
     select,
+    update,
 )
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
@@ -42,11 +49,14 @@ class Base(DeclarativeBase):
 
 class PublicationRow(Base):
     __tablename__ = "publications"
-    __table_args__ = (UniqueConstraint("area", "week", "version", name="uq_publication_area_week_version"),
-                      Index("ix_publications_area_week", "area", "week"))
+    __table_args__ = (UniqueConstraint("area", "product", "week", "version",
+                                       name="uq_publication_area_product_week_version"),
+                      Index("ix_publications_area_product_week", "area", "product", "week"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     area: Mapped[str] = mapped_column(String(100))
+    # NULL only in a store made before products, until claim_unlabelled gives those rows to the default product
+    product: Mapped[str | None] = mapped_column(String(100))
     week: Mapped[str] = mapped_column(String(10))  # YYYY-MM-DD, the period start
     version: Mapped[int] = mapped_column(Integer)
     model_name: Mapped[str] = mapped_column(String(200))
@@ -136,15 +146,58 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
+OLD_UNIQUE = "uq_publication_area_week_version"  # (area, week, version): the key of a store made before products
+OLD_INDEX = "ix_publications_area_week"
+
+
 def create_schema(engine: Engine) -> None:
-    """Create the store's tables where they do not exist yet."""
+    """Create the store's tables where they do not exist yet, and upgrade a store made before products."""
     Base.metadata.create_all(engine)
+    columns = {c["name"] for c in inspect(engine).get_columns(PublicationRow.__tablename__)}
+    if "product" not in columns:
+        _add_products(engine)
+
+
+def _add_products(engine: Engine) -> None:
+    """Upgrade the publications table of a store made before products, in one transaction: a `product` column (NULL
+    for the rows already there) and the unique key (area, week, version) widened to (area, product, week, version),
+    so that each product has its own versions of a week. Alembic's batch mode does it: plain ALTERs on PostgreSQL;
+    on SQLite, which cannot drop a constraint, a copy of the table swapped in (foreign keys off meanwhile, as SQLite's
+    documented procedure asks, since publication_cells refers to the table)."""
+    from alembic.migration import MigrationContext
+    from alembic.operations import Operations
+
+    sqlite = engine.dialect.name == "sqlite"
+    with engine.connect() as conn:
+        if sqlite:  # outside a transaction, where SQLite honours it (this connection only)
+            conn.connection.dbapi_connection.execute("PRAGMA foreign_keys=OFF")
+        try:
+            with conn.execution_options(write=True).begin():
+                table = inspect(conn)
+                if "product" in {c["name"] for c in table.get_columns("publications")}:
+                    return  # another process upgraded it meanwhile
+                uniques = {u["name"] for u in table.get_unique_constraints("publications")}
+                indexes = {i["name"] for i in table.get_indexes("publications")}
+                op = Operations(MigrationContext.configure(conn))
+                with op.batch_alter_table("publications") as batch:
+                    batch.add_column(Column("product", String(100), nullable=True))
+                    if OLD_UNIQUE in uniques:
+                        batch.drop_constraint(OLD_UNIQUE, type_="unique")
+                    if OLD_INDEX in indexes:
+                        batch.drop_index(OLD_INDEX)
+                    batch.create_unique_constraint("uq_publication_area_product_week_version",
+                                                   ["area", "product", "week", "version"])
+                    batch.create_index("ix_publications_area_product_week", ["area", "product", "week"])
+        finally:
+            if sqlite:
+                conn.connection.dbapi_connection.execute("PRAGMA foreign_keys=ON")
 
 
 class PublicationExists(Exception):
-    def __init__(self, area: str, week: str, version: int):
-        self.area, self.week, self.version = area, week, version
-        super().__init__(f"a forecast for the week of {week} is already published (version {version}); "
+    def __init__(self, area: str, week: str, version: int, product: str | None = None):
+        self.area, self.week, self.version, self.product = area, week, version, product
+        super().__init__(f"a forecast{f' of {product}' if product else ''} for the week of {week} is already "
+                         f"published (version {version}); "
                          "publications are immutable: set new_version=true to publish version "
                          f"{version + 1}")
 
@@ -155,6 +208,7 @@ class Publication:
 
     id: int
     area: str
+    product: str | None
     week: str
     version: int
     model_name: str
@@ -169,7 +223,8 @@ class Publication:
 
     @classmethod
     def from_row(cls, row) -> Publication:
-        return cls(id=row.id, area=row.area, week=row.week, version=row.version, model_name=row.model_name,
+        return cls(id=row.id, area=row.area, product=row.product, week=row.week, version=row.version,
+                   model_name=row.model_name,
                    model_version=row.model_version, model_run_id=row.model_run_id,
                    data_fingerprint=row.data_fingerprint, code_version=row.code_version,
                    created_at=utc(row.created_at), published_by=row.published_by, n_cells=row.n_cells,
@@ -192,30 +247,34 @@ _P = PublicationRow.__table__
 _C = PublicationCellRow.__table__
 
 
+def _of(area: str, product: str) -> tuple:
+    return _P.c.area == area, _P.c.product == product
+
+
 class PublicationStore:
-    """Publish forecasts (one transaction each) and read committed ones back."""
+    """Publish forecasts (one transaction each) and read committed ones back, per area and forecast product."""
 
     def __init__(self, engine: Engine):
         self.engine = engine
 
-    def publish(self, area: str, week: str, metadata: dict[str, Any], cells: Sequence[CellRecord], *,
+    def publish(self, area: str, product: str, week: str, metadata: dict[str, Any], cells: Sequence[CellRecord], *,
                 new_version: bool = False, published_by: str | None = None,
                 on_cells_written: Callable[[int], None] | None = None) -> Publication:
-        """Store a forecast as the next version of its week, atomically.
+        """Store a forecast as the next version of its (area, product, week), atomically.
 
-        Refuses (PublicationExists) when the week is already published and `new_version` is false.
+        Refuses (PublicationExists) when the week is already published for the product and `new_version` is false.
         `on_cells_written(n)` is called inside the open transaction after each chunk of cell rows: a test hook
         for killing a publisher half-way.
         """
         created = now_utc()
-        header = {"area": area, "week": week, "model_name": str(metadata["model"]),
+        header = {"area": area, "product": product, "week": week, "model_name": str(metadata["model"]),
                   "model_version": str(metadata["model_version"]), "model_run_id": metadata.get("model_run_id"),
                   "data_fingerprint": metadata.get("data_fingerprint"), "code_version": metadata.get("code_version"),
                   "created_at": created, "published_by": published_by, "n_cells": len(cells)}
         try:
             with self.engine.connect().execution_options(write=True) as conn, conn.begin():
                 current = conn.execute(select(func.max(_P.c.version))
-                                       .where(_P.c.area == area, _P.c.week == week)).scalar()
+                                       .where(*_of(area, product), _P.c.week == week)).scalar()
                 if current is not None and not new_version:
                     raise PublicationExists(area, week, int(current))
                 version = int(current or 0) + 1
@@ -230,35 +289,42 @@ class PublicationStore:
                         on_cells_written(start + len(chunk))
         except IntegrityError:
             # a concurrent publisher took the same (week, version) first
-            latest = self.find(area, week)
+            latest = self.find(area, product, week)
             raise PublicationExists(area, week, latest.version if latest else 1) from None
         return self.get(pid)
+
+    def claim_unlabelled(self, area: str, default_product: str) -> int:
+        """Give the area's publications made before products (no product) to its default product; returns how many
+        (0 once done: cheap to call whenever a config opens the store)."""
+        with self.engine.connect().execution_options(write=True) as conn, conn.begin():
+            return conn.execute(update(_P).where(_P.c.area == area, _P.c.product.is_(None))
+                                .values(product=default_product)).rowcount
 
     def get(self, publication_id: int) -> Publication | None:
         with self.engine.connect() as conn:
             row = conn.execute(select(_P).where(_P.c.id == publication_id)).first()
         return Publication.from_row(row) if row else None
 
-    def latest(self, area: str) -> Publication | None:
-        """The highest version of the most recent week published for the area."""
+    def latest(self, area: str, product: str) -> Publication | None:
+        """The highest version of the most recent week published for the area's product."""
         with self.engine.connect() as conn:
-            row = conn.execute(select(_P).where(_P.c.area == area)
+            row = conn.execute(select(_P).where(*_of(area, product))
                                .order_by(_P.c.week.desc(), _P.c.version.desc()).limit(1)).first()
         return Publication.from_row(row) if row else None
 
-    def find(self, area: str, week: str, version: int | None = None) -> Publication | None:
-        """A week's publication: the given version, or the highest committed one."""
-        query = select(_P).where(_P.c.area == area, _P.c.week == week)
+    def find(self, area: str, product: str, week: str, version: int | None = None) -> Publication | None:
+        """A week's publication of the product: the given version, or the highest committed one."""
+        query = select(_P).where(*_of(area, product), _P.c.week == week)
         query = query.where(_P.c.version == version) if version is not None else \
             query.order_by(_P.c.version.desc()).limit(1)
         with self.engine.connect() as conn:
             row = conn.execute(query).first()
         return Publication.from_row(row) if row else None
 
-    def list(self, area: str, limit: int = 200) -> list[Publication]:
-        """Publications of the area, newest week first, highest version first."""
+    def list(self, area: str, product: str, limit: int = 200) -> list[Publication]:
+        """Publications of the area's product, newest week first, highest version first."""
         with self.engine.connect() as conn:
-            rows = conn.execute(select(_P).where(_P.c.area == area)
+            rows = conn.execute(select(_P).where(*_of(area, product))
                                 .order_by(_P.c.week.desc(), _P.c.version.desc()).limit(limit)).all()
         return [Publication.from_row(r) for r in rows]
 

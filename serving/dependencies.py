@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from hotspot.serving.auth import KEY_ID_CHARS, KEY_SCOPE, PERMISSIONS, REFUSED_KEY_SCOPE, ApiKey
 from hotspot.serving.rate_limit import RateLimiter
 from hotspot.serving.schemas import BBOX_PATTERN, MAX_TOP
-from hotspot.serving.state import ServiceState
+from hotspot.serving.state import ProductService, ServiceState, UnknownProduct
 
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="ApiKey",
                               description="an API key made with `hotspot keys create --role ROLE` "
@@ -129,6 +129,38 @@ async def forecast_query(
         json_at = min((i for i in (accept.find("json"),) if i >= 0), default=len(accept) + 1)
         fmt = "csv" if 0 <= csv_at < json_at else "geojson"
     return ForecastQuery(top, parse_bbox(bbox), fmt)
+
+PRODUCT_HELP = ("the forecast product: one of the area's products (`products` of `/v1/areas`: name, title and "
+                "offences; the enum lists them) [default: the first]; any other gets 422 naming them")
+
+
+async def product_param(
+    state: State,
+    product: Annotated[str | None, Query(max_length=100, description=PRODUCT_HELP)] = None,
+) -> ProductService:
+    """The product a request asks for with `?product=` (default: the area's first); 422 naming the products there
+    are for any other, 503 when no study area is configured."""
+    if not state.products:
+        raise HTTPException(503, state.config_error or "no study area configured")
+    try:
+        return state.product(product)
+    except UnknownProduct as exc:
+        raise validation_error("query", "product", str(exc), product) from None
+
+
+Product = Annotated[ProductService, Depends(product_param)]
+
+
+def document_products(schema: dict, state: ServiceState) -> None:
+    """List the area's products as the enum of every `?product=` in the OpenAPI spec."""
+    if not state.products:
+        return
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            for param in operation.get("parameters", []):
+                if param.get("name") == "product" and param.get("in") == "query":
+                    param["schema"] = {"type": "string", "enum": list(state.products), "maxLength": 100}
+
 
 def week_problem(forecaster, week: str | None, exc: Exception) -> str:
     """Why `week` cannot be forecast; a date pandas cannot hold (before 1677, after 2262) is named like any other

@@ -2,15 +2,17 @@
 a report.
 
 The handler for GET /v1/forecasts/latest remembers each response it sends, keyed by the raw query string and Accept
-header. When the same request comes again, with a key the service verified less than HOTSPOT_CACHE_TTL_S ago and
-while the latest-publication pointer is that fresh too, this middleware replays the remembered bytes without going
+header (the query names the product, if any, so each product's answers are kept apart). When the same request comes
+again, with a key the service verified less than HOTSPOT_CACHE_TTL_S ago and while that product's latest-publication
+pointer is that fresh too, this middleware replays the remembered bytes without going
 through routing and dependency resolution (most of a request's cost in FastAPI). Anything else (an unknown or
 stale key, a role without forecasts:read, a new publication, a query never answered before) goes the normal way, so
 the answers are the handler's own, byte for byte.
 
 The reports are rendered (and gzipped) bytes already (serving/artifacts.py); for a recently verified key whose role
-may read them and a plain query (none, ?format=json or ?format=html), ReportFastPath answers with the report
-handler's own `report_response`; a missing report, an unverified key or any other query goes the normal way.
+may read them and a plain query (none, ?format=json or ?format=html: the default product's), ReportFastPath
+answers with the report handler's own `report_response`; a missing report, an unverified key or any other query
+goes the normal way.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ REPORT_QUERIES = {b"": None, b"format=json": False, b"format=html": True}  # que
 
 @dataclass(frozen=True)
 class Remembered:
+    product: str  # the product the query asked for (its latest pointer says whether the answer is still current)
     publication_id: int
     headers: list[tuple[bytes, bytes]]
     body: bytes
@@ -41,11 +44,12 @@ class ResponseMemo:
         self._entries: dict[tuple[bytes, bytes], Remembered] = {}
         self._lock = threading.Lock()
 
-    def remember(self, query: bytes, accept: bytes, publication_id: int, response) -> None:
+    def remember(self, query: bytes, accept: bytes, product: str, publication_id: int, response) -> None:
         with self._lock:
             if len(self._entries) >= MAX_ENTRIES:
                 self._entries.clear()
-            self._entries[(query, accept)] = Remembered(publication_id, list(response.raw_headers), response.body)
+            self._entries[(query, accept)] = Remembered(product, publication_id, list(response.raw_headers),
+                                                        response.body)
 
     def get(self, query: bytes, accept: bytes) -> Remembered | None:
         return self._entries.get((query, accept))
@@ -90,11 +94,11 @@ class LatestForecastFastPath:
         record = _verified(state, scope, "forecasts:read")
         if record is None:
             return None
-        fresh, pub = state.latest_cached()
-        if not fresh or pub is None:
-            return None
         remembered = state.memo.get(scope["query_string"], _header(scope, b"accept"))
-        if remembered is None or remembered.publication_id != pub.id:
+        if remembered is None:
+            return None
+        fresh, pub = state.latest_cached(remembered.product)
+        if not fresh or pub is None or remembered.publication_id != pub.id:
             return None
         scope[KEY_SCOPE] = record  # for the access log
         return remembered

@@ -96,6 +96,7 @@ class PublishRequest(BaseModel):
 class PublicationSummary(BaseModel):
     id: int
     area: str
+    product: str | None = Field(description="the forecast product (`products` of /v1/areas)")
     week: str
     version: int
     model: str
@@ -111,6 +112,8 @@ class PublicationSummary(BaseModel):
 
 class PublicationList(BaseModel):
     area: str
+    product: str = Field(description="the forecast product listed (`?product=`)")
+    product_title: str = Field(description="its title, as readers see it")
     publications: list[PublicationSummary]
 
 
@@ -184,12 +187,22 @@ class AreaFeature(BaseModel):
     properties: AreaProperties
 
 
+class ProductInfo(BaseModel):
+    name: str = Field(description="what `?product=` takes")
+    title: str = Field(description="the name readers see")
+    offenses: list[str] | None = Field(description="the offences it counts; null = every accepted offence")
+    default: bool = Field(description="served when a request names no product")
+
+
 class AreaCollection(BaseModel):
     """RFC 7946 FeatureCollection (WGS84) of the study-area outline, then the named areas cells are called after."""
 
     type: Literal["FeatureCollection"]
     origin: str = Field(description="where the area names came from (a polygon file and its name column, or the "
                                     "incidents' own area labels); 'none' when the config names no places")
+    products: list[ProductInfo] = Field(description="the area's forecast products, the default first: what "
+                                                    "`?product=` takes on the forecast, briefing, report and model "
+                                                    "routes")
     features: list[AreaFeature]
 
 
@@ -221,6 +234,7 @@ class ModelVersion(BaseModel):
 
 class ModelList(BaseModel):
     name: str
+    product: str | None = Field(None, description="the forecast product whose registered model this is")
     champion: str | None
     versions: list[ModelVersion]
 
@@ -257,6 +271,8 @@ class TrendsLink(BaseModel):
 
 class ReportIndex(BaseModel):
     area: str | None
+    product: str | None = Field(None, description="the forecast product whose versions and reports these are")
+    product_title: str | None = None
     model: str | None = Field(description="the registered model's name (null before the first `hotspot train`)")
     champion: str | None
     versions: list[VersionReports] = Field(description="newest first")

@@ -45,7 +45,8 @@ def test_briefing_writes_a_pdf_and_an_html_page(trained_sample, tmp_path):
     pages = sorted(tmp_path.glob("page-*.png"))
     assert 1 <= len(pages) <= 2, f"{len(pages)} pages"  # one or two printable pages
     text = _pdf_text(pdf)
-    assert "Weekly briefing: toronto-sample" in text
+    assert "Weekly briefing: All offences · toronto-sample" in text  # the default product, by its title
+    assert "Other forecast products" not in text  # nothing to pick on paper
     assert "Mon 30 Dec 2019 to Sun 5 Jan 2020" in text
     assert "toronto-sample-all v1" in text
     assert "Church-Yonge Corridor" in text and "Moss Park" in text  # the places of the sample's top cells
@@ -56,7 +57,8 @@ def test_briefing_writes_a_pdf_and_an_html_page(trained_sample, tmp_path):
                    "--paper", "letter", env=trained_sample)
     assert proc.returncode == 0, proc.stderr
     page = html.read_text()
-    assert "<title>Weekly briefing: toronto-sample</title>" in page
+    assert "<title>Weekly briefing: All offences · toronto-sample</title>" in page
+    assert "Other forecast products for toronto-sample: Assault, Break and enter." in page
     assert "@page { size: letter" in page and "@media print" in page
     table = page[page.index('<table class="top">'):]
     table = table[:table.index("</table>")]

@@ -130,7 +130,7 @@ def test_demo_runs_end_to_end(tmp_path):
     from hotspot.serving.db import PublicationStore, make_engine
 
     engine = make_engine(f"sqlite:///{tmp_path / 'hotspot.db'}")
-    weeks = [p.week for p in PublicationStore(engine).list("toronto-sample")]
+    weeks = [p.week for p in PublicationStore(engine).list("toronto-sample", "all")]
     assert weeks == ["2019-12-30", "2019-12-23"]
     key = where.split("shown once")[1].split(":  ")[1].split()[0]
     assert KeyVerifier(engine).verify(key).role == "auditor"

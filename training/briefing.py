@@ -93,6 +93,8 @@ class Briefing:
     last_week_missing: str  # why there is no score of last week ("" when there is one)
     places_origin: str
     note: str = NOTE
+    product: str | None = None  # the forecast product's title where the config lists [[products]]
+    other_products: tuple[str, ...] = ()  # the titles of the area's other products
     # what the map draws, in the area CRS: the study-area outline and the named areas (name, geometry, label_x/y)
     crs: str = ""
     outline: shapely.Geometry | None = field(default=None, repr=False)
@@ -100,8 +102,9 @@ class Briefing:
 
     @property
     def title(self) -> str:
-        """The page title: area and week."""
-        return f"Weekly briefing: {self.area}, week of {self.week_start} to {self.week_end}"
+        """The page title: product (where the area has several), area and week."""
+        product = f"{self.product} · " if self.product else ""
+        return f"Weekly briefing: {product}{self.area}, week of {self.week_start} to {self.week_end}"
 
     def to_dict(self) -> dict:
         """Everything but the map geometry, as plain JSON values."""
@@ -250,6 +253,8 @@ def build_briefing(cfg: StudyConfig, prepared: Prepared, model: Forecaster, ref:
         expected_total=float(cells["risk"].sum()), top=tuple(now), left=tuple(left), previous_week=previous,
         last_week=last_week, last_week_missing=missing,
         places_origin=places.origin if places is not None else "no place names configured (cell centres in degrees)",
+        product=cfg.product.label if cfg.has_products else None,
+        other_products=tuple(p.label for p in cfg.product_list if p.name != cfg.product.name),
         crs=str(area.crs), outline=area.boundary,
         areas=places.areas[["name", "geometry", "label_x", "label_y"]] if places is not None else None,
     )

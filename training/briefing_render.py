@@ -91,6 +91,7 @@ def _share(value: float) -> str:
 class BriefingText:
     title: str
     subtitle: str
+    others: str  # the area's other forecast products, in a sentence (HTML only: on paper there is nothing to pick)
     summary: str
     table_head: tuple[str, ...]
     table_rows: tuple[tuple[str, str, str, str, tuple[str, ...]], ...]  # rank, place, expected, change, reasons
@@ -109,15 +110,16 @@ class BriefingText:
     map_caption: str
 
 
-def _score_section(lw: LastWeek) -> tuple[list[str], str, list[tuple[str, str, str]]]:
+def _score_section(lw: LastWeek, counted: str = "") -> tuple[list[str], str, list[tuple[str, str, str]]]:
     """The score of last week's forecast in words, how it was made (small print), and the table beside baselines."""
     n, best = lw.n_cells, lw.best_baseline
     diff = lw.forecast.hits - best.hits
     verdict = ("the same as the forecast" if abs(diff) < 0.05 else
                f"{_count(abs(diff))} {'fewer' if diff > 0 else 'more'} than the forecast")
     lines = [lw.note] if lw.note else []
-    lines.append(f"{lw.recorded:,} incidents were recorded in the area in the week of {_day(lw.week_start)} to "
-                 f"{_day(lw.week_end)}. Last week's top {n} cells held {_count(lw.forecast.hits)} of them "
+    lines.append(f"{lw.recorded:,} incidents{counted} were recorded in the area in the week of "
+                 f"{_day(lw.week_start)} to {_day(lw.week_end)}. Last week's top {n} cells held "
+                 f"{_count(lw.forecast.hits)} of them "
                  f"({_share(lw.forecast.hit_rate)}). The best simple baseline that week, {baseline_label(best.model)}, "
                  f"held {_count(best.hits)} ({_share(best.hit_rate)}) in its own top {n} cells: {verdict}. One week "
                  f"is a small sample; the backtest over many weeks is the firmer guide.")
@@ -134,9 +136,10 @@ def briefing_text(b: Briefing) -> BriefingText:
     n = len(b.top)
     top_expected = sum(c.expected for c in b.top)
     share = top_expected / b.expected_total if b.expected_total > 0 else float("nan")
-    summary = (f"Expected this week: {b.expected_total:,.0f} recorded incidents across the area's {b.n_cells:,} "
-               f"cells of {b.cell_size_m:g} m. The top {n} cells below are {100 * n / b.n_cells:.1f}% of the area "
-               f"and expect {top_expected:,.1f} ({_share(share)}) of them.")
+    counted = f" ({b.product})" if b.product else ""
+    summary = (f"Expected this week: {b.expected_total:,.0f} recorded incidents{counted} across the area's "
+               f"{b.n_cells:,} cells of {b.cell_size_m:g} m. The top {n} cells below are {100 * n / b.n_cells:.1f}% "
+               f"of the area and expect {top_expected:,.1f} ({_share(share)}) of them.")
     rows = []
     for c in b.top:
         if b.previous_week is None or c.last_rank is None:
@@ -161,7 +164,7 @@ def briefing_text(b: Briefing) -> BriefingText:
         score_lines, score_how, score_rows = [f"Not scored: {b.last_week_missing}."], "", []
     else:
         score_title = f"How last week's forecast did (week of {_day(b.last_week.week_start)})"
-        score_lines, score_how, score_rows = _score_section(b.last_week)
+        score_lines, score_how, score_rows = _score_section(b.last_week, counted)
     provenance = (
         ("model", f"{b.model} v{b.model_version} (the champion)"),
         ("data fingerprint", b.data_fingerprint + (f" (model trained on {b.model_data_fingerprint})"
@@ -173,7 +176,8 @@ def briefing_text(b: Briefing) -> BriefingText:
         ("made", b.created_at),
     )
     return BriefingText(
-        title=f"Weekly briefing: {b.area}",
+        title=f"Weekly briefing: {b.product} · {b.area}" if b.product else f"Weekly briefing: {b.area}",
+        others=(f"Other forecast products for {b.area}: {', '.join(b.other_products)}." if b.other_products else ""),
         subtitle=(f"Week of {_day(b.week_start)} to {_day(b.week_end)}  ·  model {b.model} v{b.model_version}  ·  "
                   f"made {b.created_at}"),
         summary=summary,
@@ -513,6 +517,7 @@ def render_pdf(b: Briefing, paper: str = "a4") -> bytes:
         canvas.saveState()
         canvas.setFont(regular, 7.5)
         canvas.setFillColor(colors.HexColor("#555555"))
+        # the model's name (AREA-PRODUCT) says which product a loose page belongs to
         canvas.drawString(MARGIN_MM * mm, 8 * mm, f"{b.area}, week of {b.week_start}: {b.model} v{b.model_version}"
                                                   f", data {b.data_fingerprint}. Policing data, not ground truth.")
         canvas.drawRightString((width_mm - MARGIN_MM) * mm, 8 * mm, f"page {doc.page}")

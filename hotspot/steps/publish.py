@@ -21,8 +21,9 @@ class Published:
 
 def publish_step(cfg: StudyConfig, weeks: list[str | None], database_url: str, prepared: Prepared | None = None,
                  new_version: bool = False, published_by: str = "cli") -> list[Published]:
-    """Forecast each week (None = the first unrecorded week) with the champion and publish it to the store at
-    `database_url`; a week already published is refused (PublicationExists) unless `new_version`."""
+    """Forecast each week (None = the first unrecorded week) with the champion of the config's product and publish it
+    to the store at `database_url` as that product's; a week already published is refused (PublicationExists) unless
+    `new_version`."""
     from hotspot.serving.db import PublicationStore, create_schema, make_engine
     from hotspot.serving.publishing import Forecaster
 
@@ -31,11 +32,12 @@ def publish_step(cfg: StudyConfig, weeks: list[str | None], database_url: str, p
     engine = make_engine(database_url)
     create_schema(engine)
     store = PublicationStore(engine)
+    store.claim_unlabelled(cfg.area.name, cfg.product_names[0])  # a store made before products: the default's
     done = []
     for week in weeks:
         rows = forecaster.forecast(week)
-        pub = store.publish(cfg.area.name, rows.week, rows.metadata, rows.cells, new_version=new_version,
-                            published_by=published_by)
+        pub = store.publish(cfg.area.name, cfg.product.name, rows.week, rows.metadata, rows.cells,
+                            new_version=new_version, published_by=published_by)
         forecaster.log_publication(rows, pub.id, pub.version)
         done.append(Published(pub.week, pub.version, str(rows.metadata["model_version"]), len(rows.cells),
                               float(rows.metadata["expected_incidents"])))

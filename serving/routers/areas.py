@@ -44,13 +44,18 @@ def area_collection(prepared) -> dict:
 
 
 def rendered_areas(state) -> bytes:
-    """The areas of the service's panel as GeoJSON bytes, computed on the first call and reused."""
+    """The areas of the service's panel as GeoJSON bytes, with the area's products, computed on the first call and
+    reused."""
     prepared = state.forecaster.panel()
     with _lock:
         hit = _cache.get(id(prepared))
         if hit is not None and hit[0] is prepared:
             return hit[1]
-        body = json.dumps(area_collection(prepared), separators=(",", ":")).encode()
+        collection = area_collection(prepared)
+        products = [p.describe(default=p is state.default) for p in state.products.values()]
+        collection = {"type": collection["type"], "origin": collection.get("origin"), "products": products,
+                      **{k: v for k, v in collection.items() if k not in ("type", "origin")}}
+        body = json.dumps(collection, separators=(",", ":")).encode()
         _cache.clear()
         _cache[id(prepared)] = (prepared, body)
         return body
@@ -61,9 +66,11 @@ def rendered_areas(state) -> bytes:
                              "description": "GeoJSON FeatureCollection (RFC 7946, WGS84): the study-area outline "
                                             "(kind = outline) first, then one feature per named area (kind = area) "
                                             "with its name, its number of cells and the point where its label "
-                                            "goes"},
+                                            "goes; `products` (a foreign member) lists the area's forecast "
+                                            "products with name, title and offences"},
                        **errors(401, 403, 503)},
-            summary="The study-area outline and its named areas (the places forecast cells are named after)")
+            summary="The study-area outline, its named areas (the places forecast cells are named after) and its "
+                    "forecast products")
 async def get_areas(state: State, _: Annotated[ApiKey, Depends(require("forecasts:read"))]) -> Response:
     if state.cfg is None or state.forecaster is None:
         raise HTTPException(503, state.config_error or "no study area configured")

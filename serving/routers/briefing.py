@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Response
 
 from hotspot.features.errors import HotspotError
 from hotspot.serving.auth import ApiKey
-from hotspot.serving.dependencies import State, require, validation_error, week_problem
+from hotspot.serving.dependencies import Product, State, require, validation_error, week_problem
 from hotspot.serving.responses import errors
 from hotspot.serving.schemas import WEEK_PATTERN, check_week
 
@@ -19,12 +19,12 @@ Reader = Annotated[ApiKey, Depends(require("forecasts:read"))]
 MEDIA_TYPES = {"pdf": "application/pdf", "html": "text/html; charset=utf-8"}
 
 BRIEFING_RESPONSES = {
-    200: {"description": "The briefing of the week with the champion model: the title (area, week, model version, "
-                         "when made), a map of the top cells with the area's outline and place labels, the top N "
-                         "table with places and reasons, what changed since last week, how last week's forecast did "
-                         "beside the best baseline on the same week, the caveat that recorded incidents are policing "
-                         "data, and provenance. PDF by default, HTML with `?format=html`; one or two A4 or Letter "
-                         "pages.",
+    200: {"description": "The briefing of the week with the product's champion model: the title (area, product, "
+                         "week, model version, when made), a map of the top cells with the area's outline and "
+                         "place labels, the top N table with places and reasons, what changed since last week, "
+                         "how last week's forecast did beside the best baseline on the same week, the caveat that "
+                         "recorded incidents are policing data, and provenance. PDF by default, HTML with "
+                         "`?format=html`; one or two A4 or Letter pages.",
           "content": {"application/pdf": {"schema": {"type": "string", "format": "binary"}},
                       "text/html": {"schema": {"type": "string"}}},
           "headers": {"X-Hotspot-Week": {"description": "start of the week briefed", "schema": {"type": "string"}}}},
@@ -35,7 +35,7 @@ BRIEFING_RESPONSES = {
 @router.get("", response_class=Response, responses=BRIEFING_RESPONSES,
             summary="The weekly briefing for command staff as PDF or HTML (viewers)")
 def weekly_briefing(
-    state: State, _: Reader,
+    state: State, _: Reader, product: Product,
     week: Annotated[str | None, Query(pattern=WEEK_PATTERN, description="YYYY-MM-DD start of the week "
                                       "[default: the first week not yet recorded]",
                                       json_schema_extra={"format": "date"})] = None,
@@ -43,24 +43,23 @@ def weekly_briefing(
     top: Annotated[int, Query(ge=1, le=100, description="cells in the top list and on the map")] = 10,
     paper: Annotated[Literal["a4", "letter"], Query(description="page size")] = "a4",
 ) -> Response:
-    if state.cfg is None or state.forecaster is None:
-        raise HTTPException(503, state.config_error or "no study area configured")
+    forecaster = product.forecaster
     if week is not None:
         try:
             check_week(week)
         except ValueError as exc:
             raise validation_error("query", "week", str(exc), week) from None
     try:
-        state.forecaster.load_champion()
+        forecaster.load_champion()
     except HotspotError as exc:
         raise HTTPException(503, str(exc).splitlines()[0]) from None
     try:
-        body, week_start = state.forecaster.briefing_page(week, top, format, paper)
+        body, week_start = forecaster.briefing_page(week, top, format, paper)
     except (ValueError, IndexError, HotspotError) as exc:
         # a real date that is no week of the data: there is no briefing of it (404, like an unpublished forecast)
-        raise HTTPException(404, f"no briefing for the week of {week}: {week_problem(state.forecaster, week, exc)}") \
+        raise HTTPException(404, f"no briefing for the week of {week}: {week_problem(forecaster, week, exc)}") \
             from None
-    filename = f"briefing-{state.area}-{week_start}.{format}"
+    filename = f"briefing-{product.cfg.model_key}-{week_start}.{format}"  # AREA-PRODUCT with [[products]]
     return Response(body, media_type=MEDIA_TYPES[format],
                     headers={"X-Hotspot-Week": week_start,
                              "Content-Disposition": f'inline; filename="{filename}"'})

@@ -13,6 +13,7 @@ from hotspot.serving.auth import ApiKey
 from hotspot.serving.db import Publication, PublicationExists
 from hotspot.serving.dependencies import (
     ForecastQuery,
+    Product,
     State,
     forecast_query,
     require,
@@ -58,13 +59,20 @@ class GeoJSONResponse(JSONResponse):
     media_type = GEOJSON
 
 
-def _summary(pub: Publication) -> PublicationSummary:
-    return PublicationSummary(id=pub.id, area=pub.area, week=pub.week, version=pub.version, model=pub.model_name,
+def _summary(pub: Publication, default: bool) -> PublicationSummary:
+    query = f"?version={pub.version}" + ("" if default else f"&product={pub.product}")
+    return PublicationSummary(id=pub.id, area=pub.area, product=pub.product, week=pub.week, version=pub.version,
+                              model=pub.model_name,
                               model_version=pub.model_version, model_run_id=pub.model_run_id,
                               data_fingerprint=pub.data_fingerprint, code_version=pub.code_version,
                               created_at=pub.created_at, published_by=pub.published_by, cells=pub.n_cells,
-                              url=f"/v1/forecasts/{pub.week}?version={pub.version}")
+                              url=f"/v1/forecasts/{pub.week}{query}")
 
+
+
+def _of(state: State, product) -> str:
+    """The area, and the product where the area has several: how a message names whose forecast is missing."""
+    return f"{product.title} in {state.area}" if state.cfg.has_products else str(state.area)
 
 
 def _require_area(state: State) -> None:
@@ -81,31 +89,34 @@ async def _respond(state: State, pub: Publication, q: ForecastQuery) -> Response
 
 @router.get("", response_model=PublicationList, responses=errors(401, 403, 422, 503),
             summary="Published forecasts, newest week first")
-def list_publications(state: State, _: Reader,
+def list_publications(state: State, _: Reader, product: Product,
                       limit: Annotated[int, Query(ge=1, le=1000, description="at most this many")] = 200):
     _require_area(state)
-    return PublicationList(area=state.area, publications=[_summary(p) for p in state.store.list(state.area, limit)])
+    default = product is state.default
+    return PublicationList(area=state.area, product=product.name, product_title=product.title,
+                           publications=[_summary(p, default) for p in state.store.list(state.area, product.name,
+                                                                                        limit)])
 
 
 @router.get("/latest", response_class=GeoJSONResponse, response_model=None, responses=FORECAST_RESPONSES,
             summary="The latest published forecast (highest version of the most recent week)")
-async def latest_forecast(state: State, q: Query_, _: Reader, request: Request) -> Response:
+async def latest_forecast(state: State, q: Query_, _: Reader, product: Product, request: Request) -> Response:
     _require_area(state)
-    fresh, pub = state.latest_cached()
+    fresh, pub = state.latest_cached(product.name)
     if not fresh:
-        pub = await run_in_threadpool(state.latest_publication)
+        pub = await run_in_threadpool(state.latest_publication, product.name)
     if pub is None:
-        raise HTTPException(404, f"no forecast published yet for {state.area}")
+        raise HTTPException(404, f"no forecast published yet for {_of(state, product)}")
     response = await _respond(state, pub, q)
-    state.memo.remember(request.scope["query_string"], request.headers.get("accept", "").encode("latin-1"), pub.id,
-                        response)
+    state.memo.remember(request.scope["query_string"], request.headers.get("accept", "").encode("latin-1"),
+                        product.name, pub.id, response)
     return response
 
 
 @router.get("/{week}", response_class=GeoJSONResponse, response_model=None, responses=FORECAST_RESPONSES,
             summary="The forecast published for one week (its highest version unless ?version=)")
 async def week_forecast(
-    state: State, q: Query_, _: Reader,
+    state: State, q: Query_, _: Reader, product: Product,
     week: Annotated[str, Path(pattern=WEEK_PATTERN, description="YYYY-MM-DD period start",
                               json_schema_extra={"format": "date"})],
     version: Annotated[int | None, Query(ge=1, le=1_000_000, description="a given version of the week")] = None,
@@ -115,26 +126,28 @@ async def week_forecast(
         check_week(week)
     except ValueError as exc:
         raise validation_error("path", "week", str(exc), week) from None
-    fresh, pub = state.week_cached(week, version)
+    fresh, pub = state.week_cached(week, version, product.name)
     if not fresh:
-        pub = await run_in_threadpool(state.week_publication, week, version)
+        pub = await run_in_threadpool(state.week_publication, week, version, product.name)
     if pub is None:
         which = f"version {version} of " if version else ""
-        raise HTTPException(404, f"no forecast published for {which}the week of {week} in {state.area}")
+        raise HTTPException(404, f"no forecast published for {which}the week of {week} for {_of(state, product)}")
     return await _respond(state, pub, q)
 
 
 @router.post("", status_code=201, response_model=PublicationSummary,
              responses=errors(400, 401, 403, 409, 413, 422, 503),
-             summary="Compute a week's forecast with the champion model and publish it (analysts)")
-def publish_forecast(body: PublishRequest, state: State, key: Publisher, response: Response) -> PublicationSummary:
+             summary="Compute a week's forecast of a product with its champion model and publish it (analysts)")
+def publish_forecast(body: PublishRequest, state: State, key: Publisher, product: Product,
+                     response: Response) -> PublicationSummary:
     _require_area(state)
-    forecaster = state.forecaster
+    forecaster = product.forecaster
+    named = product.name if state.cfg.has_products else None
     with state.publish_lock:
         if body.week and not body.new_version:  # refuse before computing anything
-            existing = state.store.find(state.area, body.week)
+            existing = state.store.find(state.area, product.name, body.week)
             if existing is not None:
-                raise HTTPException(409, str(PublicationExists(state.area, body.week, existing.version)))
+                raise HTTPException(409, str(PublicationExists(state.area, body.week, existing.version, named)))
         try:
             forecaster.load_champion()
         except HotspotError as exc:
@@ -144,12 +157,12 @@ def publish_forecast(body: PublishRequest, state: State, key: Publisher, respons
         except (ValueError, IndexError, HotspotError) as exc:
             raise validation_error("body", "week", week_problem(forecaster, body.week, exc), body.week) from None
         try:
-            pub = state.store.publish(state.area, rows.week, rows.metadata, rows.cells,
+            pub = state.store.publish(state.area, product.name, rows.week, rows.metadata, rows.cells,
                                       new_version=body.new_version, published_by=key.key_id)
         except PublicationExists as exc:
             raise HTTPException(409, str(exc)) from None
     state.published(pub)
     forecaster.log_publication(rows, pub.id, pub.version)
-    summary = _summary(pub)
+    summary = _summary(pub, product is state.default)
     response.headers["Location"] = summary.url
     return summary

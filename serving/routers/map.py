@@ -12,6 +12,7 @@ from markupsafe import Markup
 
 from hotspot.serving.dependencies import State
 from hotspot.serving.headers import map_policy, tile_source
+from hotspot.serving.routers.pages import products
 from hotspot.training.pages import render
 
 STATIC_DIR = Path(__file__).resolve().parents[1] / "static"  # the page's script, styles and bundled Leaflet
@@ -27,13 +28,17 @@ def config_script(config: dict) -> str:
 
 
 @router.get("/map", response_class=HTMLResponse)
-def map_page(state: State) -> HTMLResponse:
+def map_page(state: State, product: str | None = None) -> HTMLResponse:
     settings = state.settings
+    picker = products(state, product)  # ?product= chooses; the default when absent or unknown
+    # titles only where the config lists [[products]]: a single-product area's map reads as before
+    named = picker["products"] if state.cfg is not None and state.cfg.has_products else []
     script = config_script({"area": state.area, "tiles": settings.map_tile_url,
-                            "tileAttribution": settings.map_tile_attribution if settings.map_tile_url else None})
+                            "tileAttribution": settings.map_tile_attribution if settings.map_tile_url else None,
+                            "products": named})
     # Markup: the script is already safe (JSON with "<" escaped) and must reach the page byte for byte, since the
     # Content-Security-Policy allows it by its hash
-    page = render("map.html.j2", folder=TEMPLATES, inline_script=Markup(script))
+    page = render("map.html.j2", folder=TEMPLATES, inline_script=Markup(script), **picker)
     policy = map_policy(script, tile_source(settings.map_tile_url))
     return HTMLResponse(page, headers={"Cache-Control": "no-store", "Content-Security-Policy": policy})
 

@@ -68,16 +68,27 @@ def _page(template: str, **context) -> HTMLResponse:
                         headers={"Cache-Control": "no-store", "Content-Security-Policy": report_page_policy()})
 
 
+def products(state, product: str | None) -> dict:
+    """The picker's products (name, title; the default first) and the one chosen by `?product=` (the default when
+    absent or unknown: the API then names the products there are)."""
+    listed = [{"name": p.name, "title": p.title} for p in state.products.values()]
+    names = [p["name"] for p in listed]
+    return {"products": listed, "product": product if product in names else (names[0] if names else None)}
+
+
 @router.get("/reports", response_class=HTMLResponse)
-def reports_index_page(state: State) -> HTMLResponse:
-    return _page("reports_index.html.j2", area=state.area or "", roles=roles_with("reports:read"))
+def reports_index_page(state: State, product: str | None = None) -> HTMLResponse:
+    return _page("reports_index.html.j2", area=state.area or "", roles=roles_with("reports:read"),
+                 **products(state, product))
 
 
 @router.get("/reports/{kind}", response_class=HTMLResponse)
-def report_page(state: State, kind: Literal["accuracy", "fairness", "trends", "briefing"]) -> HTMLResponse:
+def report_page(state: State, kind: Literal["accuracy", "fairness", "trends", "briefing"],
+                product: str | None = None) -> HTMLResponse:
     title, permission, about = PAGES[kind]
+    # trends describe the area's records, whatever the product
     return _page("report_page.html.j2", kind=kind, title=title, about=about, area=state.area or "",
-                 roles=roles_with(permission))
+                 roles=roles_with(permission), **(products(state, product) if kind != "trends" else {"products": []}))
 
 
 def _inline_scripts(html: str) -> list[str]:

@@ -10,8 +10,9 @@ from starlette.concurrency import run_in_threadpool
 
 from hotspot.serving.artifacts import REPORTS, Report, ReportsUnavailable, report_response
 from hotspot.serving.auth import ApiKey
-from hotspot.serving.dependencies import State, require
+from hotspot.serving.dependencies import Product, State, require
 from hotspot.serving.responses import errors
+from hotspot.serving.routers.models import not_registered
 from hotspot.serving.schemas import ReportEnvelope, ReportIndex  # the bytes are rendered in artifacts.py
 
 router = APIRouter(prefix="/v1/reports", tags=["reports"])
@@ -28,30 +29,27 @@ REPORT_RESPONSES = {200: {"model": ReportEnvelope, "content": {"text/html": {"sc
 PAGES = "/reports"  # the browser pages (routers/pages.py) that ask for the key and show these reports
 
 
-def _listing(state) -> dict | None:
-    if state.models is None:
-        raise HTTPException(503, state.config_error or "no study area configured")
+def _listing(product) -> dict | None:
     try:
-        return state.models.listing()
+        return product.models.listing()
     except Exception as exc:  # noqa: BLE001 - the registry is MLflow: unreachable is a 503, not a 500
         raise HTTPException(503, f"model registry not readable: {str(exc).splitlines()[0] if str(exc) else exc}") \
             from None
 
 
-async def _serve(state: State, kind: str, request: Request, format: str | None, version: str | None) -> Response:
+async def _serve(state: State, kind: str, request: Request, format: str | None, version: str | None,
+                 product) -> Response:
     # MLflow-free for the latest report: the bytes rendered when the background refresh first saw its run;
     # hotpath.ReportFastPath answers most such requests before they get here, with the same report_response. A
     # version's report is one of the kept runs too; only the version list comes from the (cached) registry.
-    if state.reports is None:
-        raise HTTPException(503, state.config_error or "no study area configured")
     try:
-        report = state.reports.latest(kind)
+        report = product.reports.latest(kind)
         if version is not None:
-            report = await run_in_threadpool(_version_report, state, kind, version)
+            report = await run_in_threadpool(_version_report, state, kind, version, product)
     except ReportsUnavailable as exc:
         raise HTTPException(503, str(exc)) from None
     if report is None:
-        raise HTTPException(404, state.reports.missing_message(kind))
+        raise HTTPException(404, product.reports.missing_message(kind))
     wants_html = format == "html" or (format is None and "text/html" in request.headers.get("accept", ""))
     response = report_response(report, wants_html, request.headers.get("accept-encoding", ""))
     if response is None:
@@ -59,25 +57,26 @@ async def _serve(state: State, kind: str, request: Request, format: str | None, 
     return response
 
 
-def _version_report(state, kind: str, version: str) -> Report:
-    listing = _listing(state)
+def _version_report(state, kind: str, version: str, product) -> Report:
+    listing = _listing(product)
     if listing is None:
-        raise HTTPException(404, f"no model registered for {state.area} yet, so no version {version}")
+        raise HTTPException(404, f"{not_registered(state, product)}; so no version {version}")
     entry = next((v for v in listing["versions"] if v["version"] == version), None)
     if entry is None:
         known = ", ".join(v["version"] for v in listing["versions"])
         raise HTTPException(404, f"no version {version} of model {listing['name']}; versions: {known}")
-    report = state.reports.for_version(kind, entry)
+    report = product.reports.for_version(kind, entry)
     if report is None:
         raise HTTPException(404, f"no {kind} report for version {version} of model {listing['name']}: "
-                                 + state.reports.missing_message(kind).split(": ", 1)[-1])
+                                 + product.reports.missing_message(kind).split(": ", 1)[-1])
     return report
 
 
-def _link(kind: str, report: Report | None, version: str | None = None) -> dict | None:
+def _link(kind: str, report: Report | None, version: str | None = None, product: str | None = None) -> dict | None:
     if report is None:
         return None
-    query = f"?version={version}" if version is not None else ""
+    params = ([f"version={version}"] if version is not None else []) + ([f"product={product}"] if product else [])
+    query = "?" + "&".join(params) if params else ""
     return {"run_id": report.run_id, "created_at": report.created_at,
             "data_fingerprint": report.tags.get("data_fingerprint"), "code_version": report.tags.get("code_version"),
             "json": f"{router.prefix}/{kind}{query}",
@@ -85,46 +84,46 @@ def _link(kind: str, report: Report | None, version: str | None = None) -> dict 
             "page": f"{PAGES}/{kind}{query}"}
 
 
-def _index(state) -> dict:
+def _index(state, product) -> dict:
     from hotspot.serving.routers.trends import area_names
 
-    if state.reports is None:
-        raise HTTPException(503, state.config_error or "no study area configured")
+    named = None if product is state.default else product.name  # links name a product other than the default
     try:
-        latest = {kind: _link(kind, state.reports.latest(kind)) for kind in REPORTS}
-        listing = _listing(state)
+        latest = {kind: _link(kind, product.reports.latest(kind), product=named) for kind in REPORTS}
+        listing = _listing(product)
         versions = []
         for v in (listing or {}).get("versions", []):
             versions.append({
                 "version": v["version"], "champion": v["champion"], "aliases": v["aliases"], "status": v["status"],
                 "created_at": v["created_at"], "run_id": v["run_id"], "data_fingerprint": v["data_fingerprint"],
-                "reports": {kind: _link(kind, state.reports.for_version(kind, v), v["version"]) for kind in REPORTS}})
+                "reports": {kind: _link(kind, product.reports.for_version(kind, v), v["version"], named)
+                            for kind in REPORTS}})
     except ReportsUnavailable as exc:
         raise HTTPException(503, str(exc)) from None
     areas = area_names(state.cfg) or []
-    return {"area": state.area, "model": listing["name"] if listing else None,
+    return {"area": state.area, "product": product.name, "product_title": product.title,
+            "model": listing["name"] if listing else None,
             "champion": listing["champion"] if listing else None, "versions": versions, "latest": latest,
             "trends": {"areas": areas, "json": "/v1/trends", "page": f"{PAGES}/trends",
                        "made": "on request, from the data the published forecasts are made from"},
-            "note": None if listing else f"no model registered for {state.area} yet: run `hotspot train --config "
-                                         f"{state.cfg.source_path}`"}
+            "note": None if listing else not_registered(state, product)}
 
 
 @router.get("", response_model=ReportIndex, responses=errors(401, 403, 422, 503),
             summary="Every registered model version with the reports that judge it, the latest reports and the trends")
-async def report_index(state: State, _: Auditor):
-    return await run_in_threadpool(_index, state)
+async def report_index(state: State, _: Auditor, product: Product):
+    return await run_in_threadpool(_index, state, product)
 
 
 @router.get("/accuracy", response_model=None, responses=REPORT_RESPONSES,
             summary="The latest accuracy report (backtest: every model beside the baselines on the same weeks)")
-async def accuracy_report(state: State, request: Request, _: Auditor, format: Format = None,
+async def accuracy_report(state: State, request: Request, _: Auditor, product: Product, format: Format = None,
                           version: Version = None) -> Response:
-    return await _serve(state, "accuracy", request, format, version)
+    return await _serve(state, "accuracy", request, format, version, product)
 
 
 @router.get("/fairness", response_model=None, responses=REPORT_RESPONSES,
             summary="The latest fairness audit")
-async def fairness_report(state: State, request: Request, _: Auditor, format: Format = None,
+async def fairness_report(state: State, request: Request, _: Auditor, product: Product, format: Format = None,
                           version: Version = None) -> Response:
-    return await _serve(state, "fairness", request, format, version)
+    return await _serve(state, "fairness", request, format, version, product)

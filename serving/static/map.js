@@ -1,7 +1,9 @@
 // The command-staff map: the study area and its named areas, the top cells of a published forecast coloured by risk
 // class with a legend, the top list by place name (click or Enter zooms to the cell), and the cells new in the top
 // list since the week before. Data comes from /v1/areas and /v1/forecasts with the viewer's API key (kept in
-// sessionStorage); nothing is fetched from outside this server unless a tile server is configured.
+// sessionStorage); nothing is fetched from outside this server unless a tile server is configured. Where the area
+// has several forecast products, the picker chooses whose published forecast is shown (?product= in the page's URL,
+// so a link opens the same view).
 (function () {
   "use strict";
   var config = window.HOTSPOT_MAP || {};
@@ -37,6 +39,36 @@
 
   var state = { weeks: [], areas: null, areaLayer: null, labels: [], cells: null, byRank: {}, fitted: false };
   if (config.area) { el("area").textContent = "· " + config.area; }
+
+  // ---- the forecast product ----------------------------------------------------------------------------------------
+
+  var products = config.products || [];  // [{name, title}], the default first; empty for an area without [[products]]
+  var picker = el("product");
+
+  function currentProduct() {
+    var name = picker ? picker.value : (products.length ? products[0].name : null);
+    return products.filter(function (p) { return p.name === name; })[0] || products[0] || null;
+  }
+
+  // ?product= on an API or page address, for any product but the default (whose addresses stay as they were)
+  function withProduct(url) {
+    var p = currentProduct();
+    if (!p || p === products[0]) { return url; }
+    return url + (url.indexOf("?") >= 0 ? "&" : "?") + new URLSearchParams({ product: p.name }).toString();
+  }
+
+  function showProduct() {
+    var p = currentProduct();
+    el("product-title").textContent = p ? "· " + p.title : "";
+    el("briefing-link").href = withProduct("/reports/briefing");
+    document.body.dataset.product = p ? p.name : "";
+    // the page's own URL says which product it shows, so a copied link opens the same view
+    var q = new URLSearchParams(window.location.search);
+    if (p && p !== products[0]) { q.set("product", p.name); } else { q.delete("product"); }
+    var search = q.toString();
+    window.history.replaceState(null, "", window.location.pathname + (search ? "?" + search : ""));
+  }
+  showProduct();
 
   function setStatus(text, isError) {
     var s = el("status");
@@ -102,7 +134,8 @@
                   "analyst has published one: on the server, run the command below (it forecasts the first week after " +
                   "the data with the champion model; add --week YYYY-MM-DD for another week), or POST to " +
                   "/v1/forecasts with an analyst key.",
-                  "hotspot publish -c AREA.toml", false);
+                  "hotspot publish -c AREA.toml" + (currentProduct() && products.length > 1 ?
+                                                    " --product " + currentProduct().name : ""), false);
     } else {
       showMessage("The forecast could not be loaded", err.message || String(err), null, false);
     }
@@ -272,7 +305,9 @@
   function showLegend(collection, ends) {
     var box = document.createElement("div");
     var title = document.createElement("h3");
-    title.textContent = "Risk: expected recorded incidents in the week of " + collection.metadata.period_start;
+    var product = currentProduct();
+    title.textContent = (product ? product.title + " · risk" : "Risk") + ": expected recorded incidents in the week " +
+      "of " + collection.metadata.period_start;
     box.appendChild(title);
     var shown = collection.features.length;
     var table = document.createElement("table");
@@ -432,6 +467,17 @@
     showLegend(collection, ends);
   }
 
+  function clearForecast() {
+    if (state.cells) { map.removeLayer(state.cells); state.cells = null; }
+    state.byRank = {};
+    el("cells").replaceChildren();
+    el("legend").replaceChildren();
+    el("list-compare").textContent = "";
+    el("heading-week").textContent = "";
+    el("list-title").textContent = "Highest-risk cells";
+    document.body.dataset.cells = "0";
+  }
+
   function previousWeek(week) {
     var earlier = state.weeks.filter(function (w) { return w < week; });
     return earlier.length ? earlier[0] : null;  // the listing is newest first
@@ -453,7 +499,7 @@
   }
 
   function loadWeeks() {
-    return getJSON("/v1/forecasts?limit=200").then(function (listing) {
+    return getJSON(withProduct("/v1/forecasts?limit=200")).then(function (listing) {
       var select = el("week");
       var chosen = select.value;
       var seen = {};
@@ -487,11 +533,13 @@
     var week = el("week").value || "latest";
     var top = el("top").value;
     setStatus("loading…");
-    getJSON("/v1/forecasts/" + encodeURIComponent(week) + "?top=" + encodeURIComponent(top))
+    var shown = currentProduct();
+    getJSON(withProduct("/v1/forecasts/" + encodeURIComponent(week) + "?top=" + encodeURIComponent(top)))
       .then(function (collection) {
+        if (shown !== currentProduct()) { return; }  // another product was picked meanwhile: its answer will come
         var before = previousWeek(collection.metadata.period_start);
         if (!before) { return render(collection, null, null); }
-        return getJSON("/v1/forecasts/" + encodeURIComponent(before) + "?top=" + encodeURIComponent(top))
+        return getJSON(withProduct("/v1/forecasts/" + encodeURIComponent(before) + "?top=" + encodeURIComponent(top)))
           .then(function (previous) { render(collection, previous, before); },
                 function () { render(collection, null, null); });  // the comparison is extra: show the week anyway
       })
@@ -513,6 +561,14 @@
   el("change-key").addEventListener("click", askKey);
   el("message-key").addEventListener("click", askKey);
   el("week").addEventListener("change", load);
+  if (picker) {
+    // another product: its own published weeks (the week chosen is kept where it has one, else the latest)
+    picker.addEventListener("change", function () {
+      showProduct();
+      clearForecast();  // never another product's cells under this product's title
+      if (apiKey()) { loadWeeks().then(load).catch(showProblem); }
+    });
+  }
   el("top").addEventListener("change", load);
   start();
 })();

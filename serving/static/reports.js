@@ -8,6 +8,26 @@
   var body = document.body;
   var params = new URLSearchParams(window.location.search);
   var saved = null;
+  var picker = el("product");  // only where the area has several forecast products
+  var product = picker ? picker.value : null;  // the server chose it from ?product= (the default when absent)
+  var named = product && picker.selectedIndex > 0 ? product : null;  // a product other than the default
+
+  // ?product= added to an API or page address (the default product needs none, so old links stay as they were)
+  function withProduct(url) {
+    if (!named) { return url; }
+    return url + (url.indexOf("?") >= 0 ? "&" : "?") + new URLSearchParams({ product: named }).toString();
+  }
+
+  if (picker) {
+    // another product: the same page for it, its choice in the URL (a model version belongs to one product)
+    picker.addEventListener("change", function () {
+      var q = new URLSearchParams(window.location.search);
+      q.delete("version");
+      if (picker.selectedIndex > 0) { q.set("product", picker.value); } else { q.delete("product"); }
+      var search = q.toString();
+      window.location.href = window.location.pathname + (search ? "?" + search : "");
+    });
+  }
 
   function setStatus(text) { el("status").textContent = text || ""; }
 
@@ -60,10 +80,10 @@
     }
     if (kind === "briefing") {
       if (params.get("week")) { q.set("week", params.get("week")); }
-      return "/v1/briefing?" + q.toString();
+      return withProduct("/v1/briefing?" + q.toString());
     }
     if (params.get("version")) { q.set("version", params.get("version")); }
-    return "/v1/reports/" + encodeURIComponent(kind) + "?" + q.toString();
+    return withProduct("/v1/reports/" + encodeURIComponent(kind) + "?" + q.toString());
   }
 
   function showReport() {
@@ -83,7 +103,7 @@
         saved = URL.createObjectURL(new Blob([html], { type: "text/html" }));
         var save = el("save");
         save.href = saved;
-        save.download = kind + (version ? "-v" + version : "") + (area ? "-" + area.replace(/[^A-Za-z0-9]+/g, "_") : "") + ".html";
+        save.download = kind + (named ? "-" + named : "") + (version ? "-v" + version : "") + (area ? "-" + area.replace(/[^A-Za-z0-9]+/g, "_") : "") + ".html";
         save.hidden = false;
         setStatus("");
         body.dataset.loaded = "true";
@@ -130,7 +150,7 @@
       var link = index.latest[pair[0]];
       var li = node("li");
       if (link) {
-        li.appendChild(node("a", "Latest " + pair[1].toLowerCase(), { href: "/reports/" + pair[0] }));
+        li.appendChild(node("a", "Latest " + pair[1].toLowerCase(), { href: withProduct("/reports/" + pair[0]) }));
         li.appendChild(node("span", " made " + when(link.created_at) + " (run " + link.run_id.slice(0, 8) + ")",
                             { "class": "hs-when" }));
       } else {
@@ -155,7 +175,11 @@
   }
 
   function loadIndex() {
-    get("/v1/reports", "application/json", "the reports index").then(function (response) {
+    ["briefing-link", "map-link"].forEach(function (id) {
+      var a = el(id);
+      if (a) { a.href = withProduct(a.getAttribute("href")); }
+    });
+    get(withProduct("/v1/reports"), "application/json", "the reports index").then(function (response) {
       if (response) { return response.json().then(showIndex); }
     });
   }

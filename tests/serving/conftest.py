@@ -9,9 +9,10 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
-from tests.conftest import run_cli, write_config
+from tests.conftest import SAMPLE_CONFIG, run_cli, write_config
 
 POSTGRES_URL = os.environ.get("HOTSPOT_TEST_POSTGRES_URL")
 # CI sets this: there the PostgreSQL and Chromium tests must run, and a missing server or browser is a failure.
@@ -229,3 +230,73 @@ def log_report_run(cfg_path: Path, step: str, folder: str, stem: str, report: di
         for path in out.iterdir():
             mlflow.log_artifact(str(path), folder)
     return run.info.run_id
+
+
+SAMPLE_WEEKS = ("2019-12-23", "2019-12-30")  # published in this order: the second is the latest
+SECOND_PRODUCT = "assault"  # the sample's product published beside the default (`all`); break-and-enter stays untrained
+
+
+@dataclass
+class MapService:
+    url: str
+    keys: dict[str, str]
+    env: dict[str, str]
+    folder: Path
+
+    def get(self, path: str, role: str | None = None) -> httpx.Response:
+        headers = {"X-API-Key": self.keys[role]} if role else {}
+        return httpx.get(self.url + path, headers=headers, timeout=120)
+
+    def post(self, path: str, role: str, body: dict) -> httpx.Response:
+        return httpx.post(self.url + path, json=body, headers={"X-API-Key": self.keys[role]}, timeout=300)
+
+
+def new_key(role: str, env: dict, cwd: Path) -> str:
+    """A key made with `hotspot keys create` (printed once on stdout)."""
+    proc = run_cli("keys", "create", "--role", role, "--name", f"test {role}", env=env, cwd=cwd)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+@pytest.fixture(scope="session")
+def sample_service(tmp_path_factory):
+    """The bundled sample served by `hotspot serve` (real uvicorn), keys per role, with two products published: the
+    default (`all`) for both SAMPLE_WEEKS through the API, and SECOND_PRODUCT for the first week with `hotspot
+    publish --product` and the second through the API with `?product=`. break-and-enter has no model."""
+    folder = tmp_path_factory.mktemp("sample_service")
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}",
+           "HOTSPOT_DATABASE_URL": f"sqlite:///{folder / 'hotspot.db'}"}
+    for product in ("all", SECOND_PRODUCT):
+        trained = run_cli("train", "--config", str(SAMPLE_CONFIG), "--product", product, env=env, cwd=folder)
+        assert trained.returncode == 0, trained.stderr
+    published = run_cli("publish", "--config", str(SAMPLE_CONFIG), "--product", SECOND_PRODUCT, "--week",
+                        SAMPLE_WEEKS[0], env=env, cwd=folder)
+    assert published.returncode == 0, published.stderr
+    keys = {role: new_key(role, env, folder) for role in ("viewer", "auditor", "analyst", "public")}
+    server = Server(SAMPLE_CONFIG, env["HOTSPOT_DATABASE_URL"], env, folder, folder / "serve.log")
+    try:
+        server.wait_healthy()
+        service = MapService(server.url, keys, env, folder)
+        for week in SAMPLE_WEEKS:
+            made = service.post("/v1/forecasts", "analyst", {"week": week})
+            assert made.status_code == 201, made.text
+        made = service.post(f"/v1/forecasts?product={SECOND_PRODUCT}", "analyst", {"week": SAMPLE_WEEKS[1]})
+        assert made.status_code == 201, made.text
+        yield service
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Chromium (Debian's, driven by Playwright)."""
+    if not CHROMIUM.exists():
+        skip_or_fail(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield chromium
+        finally:
+            chromium.close()

@@ -7,71 +7,14 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
-from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.conftest import SAMPLE_CONFIG, run_cli
-from tests.serving.conftest import CHROMIUM, CHROMIUM_ARGS, Server, skip_or_fail
+from tests.conftest import SAMPLE_CONFIG
+from tests.serving.conftest import SAMPLE_WEEKS as WEEKS
+from tests.serving.conftest import MapService, Server, new_key
 
 pytestmark = pytest.mark.slow
-
-WEEKS = ("2019-12-23", "2019-12-30")  # published in this order: the second is the latest
-
-
-@dataclass
-class MapService:
-    url: str
-    keys: dict[str, str]
-    env: dict[str, str]
-    folder: Path
-
-    def get(self, path: str, role: str | None = None) -> httpx.Response:
-        headers = {"X-API-Key": self.keys[role]} if role else {}
-        return httpx.get(self.url + path, headers=headers, timeout=120)
-
-
-def _key(role: str, env: dict, cwd: Path) -> str:
-    proc = run_cli("keys", "create", "--role", role, "--name", f"map {role}", env=env, cwd=cwd)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout.strip()
-
-
-@pytest.fixture(scope="module")
-def sample_service(tmp_path_factory):
-    """The sample's champion, keys per role, and a running server with WEEKS published (the module's tests read)."""
-    folder = tmp_path_factory.mktemp("map_service")
-    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}",
-           "HOTSPOT_DATABASE_URL": f"sqlite:///{folder / 'hotspot.db'}"}
-    trained = run_cli("train", "--config", str(SAMPLE_CONFIG), env=env, cwd=folder)
-    assert trained.returncode == 0, trained.stderr
-    keys = {role: _key(role, env, folder) for role in ("viewer", "analyst", "public")}
-    server = Server(SAMPLE_CONFIG, env["HOTSPOT_DATABASE_URL"], env, folder, folder / "serve.log")
-    try:
-        server.wait_healthy()
-        for week in WEEKS:
-            made = httpx.post(f"{server.url}/v1/forecasts", json={"week": week}, timeout=300,
-                              headers={"X-API-Key": keys["analyst"]})
-            assert made.status_code == 201, made.text
-        yield MapService(server.url, keys, env, folder)
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        skip_or_fail(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 def _open_map(browser, url: str, key: str, size=(1400, 900)):
@@ -231,7 +174,7 @@ def test_a_refused_key_gets_a_full_width_message(sample_service, browser):
 def test_nothing_published_says_how_to_publish(sample_service, browser):
     env = {**sample_service.env, "HOTSPOT_DATABASE_URL": f"sqlite:///{sample_service.folder / 'empty.db'}",
            "HOTSPOT_WARM_PANEL": "false"}
-    key = _key("viewer", env, sample_service.folder)
+    key = new_key("viewer", env, sample_service.folder)
     server = Server(SAMPLE_CONFIG, env["HOTSPOT_DATABASE_URL"], env, sample_service.folder,
                     sample_service.folder / "empty.log")
     try:

@@ -244,6 +244,7 @@ def test_soak_mixed_readers_publishers_and_key_admins(trained_area, database_url
                            timeout=300)
         assert first.status_code == 201, first.text
         n_cells, first_week, area = first.json()["cells"], first.json()["week"], first.json()["area"]
+        product = first.json()["product"]
         top = httpx.get(f"{server.url}/v1/forecasts/latest?top=1", headers={"X-API-Key": keys["viewer"]}).json()
         lon, lat = top["features"][0]["properties"]["lon"], top["features"][0]["properties"]["lat"]
         bbox = f"{lon - 0.01},{lat - 0.01},{lon + 0.01},{lat + 0.01}"
@@ -261,7 +262,7 @@ def test_soak_mixed_readers_publishers_and_key_admins(trained_area, database_url
         server.stop()
 
     store = PublicationStore(engine)
-    stored = store.list(area, limit=10_000)
+    stored = store.list(area, product, limit=10_000)
     incomplete = [(p.week, p.version, p.n_cells, len(store.cells(p.id))) for p in stored
                   if not p.n_cells == n_cells == len(store.cells(p.id))]
     engine.dispose()
