@@ -58,7 +58,7 @@ class ServiceState:
         except ConfigError as exc:
             state.config_error = str(exc).splitlines()[0]
             return state
-        state.forecaster = Forecaster(state.cfg)
+        state.forecaster = Forecaster(state.cfg, pin=settings.forecast_model)
         state.reports = ReportSource(state.cfg, ttl_s=settings.reports_refresh_s)
         state.models = ModelSource(state.cfg, ttl_s=settings.reports_refresh_s)
         return state

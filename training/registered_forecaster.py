@@ -80,7 +80,8 @@ def describe_forecaster(cfg: StudyConfig, model: Forecaster, panel: Panel, spec:
     doc = (type(model).__doc__ or "").strip().splitlines()[0] if type(model).__doc__ else ""
     targets = ", ".join(cfg.model.target_offenses) if cfg.model.target_offenses else "all offences"
     span = period_range(spec["train_first_period"], spec["train_last_period"])
-    window = (f"fitted on the {panel.n_periods} {period_word(cfg)} {span} ({panel.grid.n_cells:,} cells of {panel.grid.cell_size_m:g} m; label: "
+    window = (f"fitted on the {panel.n_periods} {period_word(cfg)} {span} ({panel.grid.n_cells:,} cells of "
+              f"{panel.grid.cell_size_m:g} m; label: "
               f"{targets}), data fingerprint `{spec['data_fingerprint'] or 'unknown'}`, code `{code_version()}`")
     sel = spec.get("selection")
     if sel:

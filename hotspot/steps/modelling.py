@@ -12,7 +12,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from hotspot.features import safe_csv
 from hotspot.features.config import StudyConfig
-from hotspot.features.errors import HotspotError
 from hotspot.features.locking import locked, savefig_atomically, write_text_atomically
 from hotspot.steps.common import (
     Prepared,
@@ -364,18 +363,45 @@ def champion_forecast(cfg: StudyConfig, week: str, prepared: Prepared):
     return cells, forecast_provenance(cfg, panel, t, ref, prepared.incidents.fingerprint), ref
 
 
-def forecast_step(cfg: StudyConfig, week: str, out: Path, prepared: Prepared | None = None):
-    """Forecast one period with the champion model and write it as GeoJSON."""
+def model_forecast(cfg: StudyConfig, week: str, prepared: Prepared, pin: str | None = None):
+    """The forecast of one period by `auto` (pin None: fitted with only the weeks before it) or a pinned version
+    ('champion' or a number): cells with risk, rank, percentile (and reasons for LightGBM), the provenance and the
+    ForecastModel (training/forecast_model.py)."""
+    from hotspot.training.forecast import forecast_cells, forecast_provenance
+    from hotspot.training.forecast_model import forecast_model
+
+    panel = prepared.panel
+    t = panel.period_index(week)
+    fingerprint = prepared.incidents.fingerprint
+    if pin in (None, "auto"):
+        with console.status(f"auto: backtesting every candidate on the weeks before {week}", spinner="dots"):
+            chosen = forecast_model(cfg, panel, t, fingerprint, pin)
+    else:
+        chosen = forecast_model(cfg, panel, t, fingerprint, pin)
+    cells = forecast_cells(panel, chosen.model, t, places=prepared.places)
+    return cells, forecast_provenance(cfg, panel, t, chosen.ref, fingerprint, selection=chosen.selection), chosen
+
+
+def forecast_step(cfg: StudyConfig, week: str, out: Path, prepared: Prepared | None = None, pin: str | None = None):
+    """Forecast one period with `auto` (default) or a pinned version and write it as GeoJSON; the MLflow run logs
+    what forecast (for auto: the choice and every candidate's validation scores)."""
     from hotspot.training.forecast import write_geojson
 
     prepared = prepared or prepare(cfg)
-    cells, metadata, ref = champion_forecast(cfg, week, prepared)
+    cells, metadata, chosen = model_forecast(cfg, week, prepared, pin)
     write_geojson(cells, out, metadata)
     with tracking.step_run(cfg, "forecast", prepared.incidents.fingerprint,
-                           run_name=f"forecast {metadata['period_start']} v{ref.version}"):
+                           run_name=f"forecast {metadata['period_start']} {chosen.run_label}"):
         import mlflow
 
-        mlflow.log_params({"forecast_week": metadata["period_start"], "model_version": ref.version})
+        mlflow.log_params({"forecast_week": metadata["period_start"], "model": chosen.ref.name,
+                           "model_version": chosen.ref.version})
         mlflow.log_metrics({"expected_incidents": float(cells["risk"].sum()), "cells": len(cells)})
+        if chosen.selection:
+            mlflow.log_dict(chosen.selection, "forecast/selection.json")
+            mlflow.log_metrics({"selection_s": chosen.seconds,
+                                **{f"selection/{n}": v for n, v in chosen.selection["scores"].items()
+                                   if np.isfinite(v)}})
+        mlflow.set_tag(tracking.NOTE_TAG, f"Forecast of {metadata['period_start']} by {chosen.words}.")
         mlflow.log_artifact(str(out), "forecast")
     return cells, metadata
