@@ -68,7 +68,7 @@ def test_cli_flow_on_the_sample(tmp_path):
     assert (tmp_path / "bt" / "accuracy.html").exists() and (tmp_path / "bt" / "report_calibration.png").exists()
 
     out_file = tmp_path / "forecast.geojson"
-    proc = run_cli("forecast", "--config", cfg, "--week", "2019-12-30", "--out", str(out_file))
+    proc = run_cli("forecast", "--config", cfg, "--week", "2019-12-30", "--out", str(out_file), "--version", "1")
     assert proc.returncode == 0, proc.stderr
     fc = json.loads(out_file.read_text())
     assert fc["type"] == "FeatureCollection" and "crs" not in fc  # RFC 7946: WGS84 implied, no crs member
