@@ -22,13 +22,8 @@ import pandas as pd
 from hotspot.features.config import StudyConfig
 from hotspot.features.panel import Panel
 from hotspot.models import Forecaster
-from hotspot.training.registry import (
-    SPEC_ARTIFACT,
-    ModelRef,
-    finish_registration,
-    period_word,
-    registered_name,
-)
+
+SPEC_ARTIFACT = "model_spec.json"  # the same name as training/registry.py's (which imports this module)
 
 FORECASTER_MODEL_CODE = Path(__file__).with_name("forecaster_model.py")
 PICKLE_FILE = "forecaster.pkl"
@@ -72,15 +67,17 @@ def forecaster_spec(cfg: StudyConfig, model: Forecaster, panel: Panel, fingerpri
     return spec
 
 
-def describe_forecaster(cfg: StudyConfig, model: Forecaster, panel: Panel, spec: dict) -> str:
+def describe_forecaster(cfg: StudyConfig, model: Forecaster, panel: Panel, spec: dict, period_word: str) -> str:
     """How a baseline or auto version was fitted and what it is, in words (its registry description)."""
-    from hotspot.training.promotion import metric_words
     from hotspot.training.tracking import code_version, period_range
+
+    def metric_words(metric: str) -> str:
+        return "Poisson deviance" if metric == "poisson_deviance" else metric.upper()
 
     doc = (type(model).__doc__ or "").strip().splitlines()[0] if type(model).__doc__ else ""
     targets = ", ".join(cfg.model.target_offenses) if cfg.model.target_offenses else "all offences"
     span = period_range(spec["train_first_period"], spec["train_last_period"])
-    window = (f"fitted on the {panel.n_periods} {period_word(cfg)} {span} ({panel.grid.n_cells:,} cells of "
+    window = (f"fitted on the {panel.n_periods} {period_word} {span} ({panel.grid.n_cells:,} cells of "
               f"{panel.grid.cell_size_m:g} m; label: "
               f"{targets}), data fingerprint `{spec['data_fingerprint'] or 'unknown'}`, code `{code_version()}`")
     sel = spec.get("selection")
@@ -89,7 +86,7 @@ def describe_forecaster(cfg: StudyConfig, model: Forecaster, panel: Panel, spec:
         scores = ", ".join(f"{n} {v:.3f}" for n, v in sel["scores"].items() if np.isfinite(v))
         weeks = sel["validation_weeks"]
         what = (f"`auto`, the selection rule: it chooses among {names} the candidate with the best mean "
-                f"{metric_words(sel['metric'])} over the {len(weeks)} {period_word(cfg)} before its fit (rolling "
+                f"{metric_words(sel['metric'])} over the {len(weeks)} {period_word} before its fit (rolling "
                 f"origin, each week forecast by a candidate fitted only on earlier weeks), {window}. It chose "
                 f"**{sel['chosen']}** (validation {period_range(weeks[0], weeks[-1])}: {scores}) and forecasts with "
                 f"{sel['chosen']} fitted on every week; a backtest of this version (the promotion gate) chooses "
@@ -102,18 +99,14 @@ def describe_forecaster(cfg: StudyConfig, model: Forecaster, panel: Panel, spec:
             "DataFrame({'cell_id': [...]}))` returns the forecast it made of " + spec["forecast_period"] + ".")
 
 
-def log_and_register_forecaster(cfg: StudyConfig, model: Forecaster, panel: Panel,
-                                params_source: str = "config") -> ModelRef:
+def log_forecaster_model(cfg: StudyConfig, model: Forecaster, panel: Panel, spec: dict, name: str) -> str:
     """Log a fitted baseline or auto forecaster as a pyfunc (pickle, spec and next-period forecast as artifacts)
-    to the active run and register it as a version of the product's model, tagged with its kind and described in
-    words; the first registered version becomes the champion, later ones wait for `hotspot promote`."""
+    to the active run and register it under `name`; returns the new version (training/registry.py's
+    log_and_register tags, describes and names it)."""
     import mlflow
 
     from hotspot.training.tracking import quiet_console
 
-    run = mlflow.active_run()
-    fingerprint = run.data.tags.get("data_fingerprint") if run else None
-    spec = forecaster_spec(cfg, model, panel, fingerprint, params_source)
     mlflow.log_dict(spec, SPEC_ARTIFACT)
     risk = np.asarray(model.predict(panel), dtype=np.float64)
     with tempfile.TemporaryDirectory(prefix="hotspot-model-") as folder:
@@ -127,23 +120,28 @@ def log_and_register_forecaster(cfg: StudyConfig, model: Forecaster, panel: Pane
                 name="model", python_model=str(FORECASTER_MODEL_CODE),
                 artifacts={"forecaster": str(pickle_path), "model_spec": str(spec_path),
                            "next_period": str(next_path)},
-                registered_model_name=registered_name(cfg),
+                registered_model_name=name,
                 pip_requirements=[f"mlflow=={mlflow.__version__}", f"numpy=={np.__version__}",
                                   f"pandas=={pd.__version__}"])
-    tags = {"data_fingerprint": fingerprint or "", "model": spec["model"], "model_family": spec["model_family"],
-            "params_source": params_source, "train_last_period": spec["train_last_period"]}
+    return str(info.registered_model_version)
+
+
+def version_tags(spec: dict) -> dict[str, str]:
+    """The registry tags of a baseline or auto version: data fingerprint, model, family, training window."""
+    tags = {"data_fingerprint": spec["data_fingerprint"] or "", "model": spec["model"],
+            "model_family": spec["model_family"], "params_source": spec["params_source"],
+            "train_last_period": spec["train_last_period"]}
     if spec.get("selection"):
         tags["auto_chose"] = spec["selection"]["chosen"]
-    return finish_registration(cfg, str(info.registered_model_version), tags,
-                               describe_forecaster(cfg, model, panel, spec))
+    return tags
 
 
-def load_pickled(ref: ModelRef) -> Forecaster:
+def load_pickled(name: str, version: str) -> Forecaster:
     """The fitted forecaster a baseline or auto version was registered with (from its model's artifacts)."""
     import mlflow
 
     with tempfile.TemporaryDirectory(prefix="hotspot-model-") as folder:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{ref.name}/{ref.version}",
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}",
                                                          dst_path=folder))
         with open(local / "artifacts" / PICKLE_FILE, "rb") as f:
             return pickle.load(f)  # noqa: S301 - the registry's own artifact

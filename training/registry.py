@@ -1,4 +1,5 @@
-"""The MLflow model registry: registering trained LightGBM forecasters, the `champion` alias and its history.
+"""The MLflow model registry: registering trained forecasters (LightGBM; baselines and auto through
+training/registered_forecaster.py), the `champion` alias and its history.
 
 Each registered version is an MLflow pyfunc (`training/risk_model.py`, logged as code) whose `predict(features)`
 returns expected incidents per cell for any objective, with a signature and an input example; its artifacts are the
@@ -102,9 +103,7 @@ def log_and_register(cfg: StudyConfig, model, panel: Panel,
     registered version becomes the champion; later versions wait for `hotspot promote`. A forecaster other than
     LightGBM (a baseline, `auto`) is registered by training/registered_forecaster.py."""
     if not isinstance(model, LightGBMForecaster):
-        from hotspot.training.registered_forecaster import log_and_register_forecaster
-
-        return log_and_register_forecaster(cfg, model, panel, params_source)
+        return _log_and_register_other(cfg, model, panel, params_source)
     import lightgbm
     import mlflow
     from mlflow.models import ModelSignature, infer_signature
@@ -141,6 +140,20 @@ def log_and_register(cfg: StudyConfig, model, panel: Panel,
             "model": model.name, "model_family": "lightgbm"}
     description = training_description(cfg, model, panel, params_source, fingerprint)
     return finish_registration(cfg, str(info.registered_model_version), tags, description)
+
+
+def _log_and_register_other(cfg: StudyConfig, model: Forecaster, panel: Panel, params_source: str) -> ModelRef:
+    """A baseline or auto version: pickled forecaster pyfunc, spec, tags naming its kind, description in words."""
+    import mlflow
+
+    from hotspot.training import registered_forecaster as other
+
+    run = mlflow.active_run()
+    fingerprint = run.data.tags.get("data_fingerprint") if run else None
+    spec = other.forecaster_spec(cfg, model, panel, fingerprint, params_source)
+    version = other.log_forecaster_model(cfg, model, panel, spec, registered_name(cfg))
+    description = other.describe_forecaster(cfg, model, panel, spec, period_word(cfg))
+    return finish_registration(cfg, version, other.version_tags(spec), description)
 
 
 def finish_registration(cfg: StudyConfig, version: str, tags: dict[str, str], description: str) -> ModelRef:
@@ -269,7 +282,7 @@ def version_forecaster(cfg: StudyConfig, version: str | None = None) -> tuple[Fo
         from hotspot.training.registered_forecaster import load_pickled
         from hotspot.training.selection import named_clone
 
-        fitted = load_pickled(ref)
+        fitted = load_pickled(ref.name, ref.version)
         fitted.name = f"{spec.get('model', fitted.name)}_v{ref.version}"
         return named_clone(fitted), ref
     return LightGBMForecaster.from_spec(spec, name=f"lightgbm_v{ref.version}"), ref
@@ -286,7 +299,7 @@ def load_version(cfg: StudyConfig, version: str | None = None) -> tuple[Forecast
     if spec.get("model_family") in OTHER_FAMILIES:
         from hotspot.training.registered_forecaster import load_pickled
 
-        return load_pickled(ref), ref
+        return load_pickled(ref.name, ref.version), ref
     with tempfile.TemporaryDirectory(prefix="hotspot-model-") as folder:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{ref.name}/{ref.version}",
                                                          dst_path=folder))
