@@ -54,13 +54,24 @@ def cell_records(cells) -> list[CellRecord]:
 
 
 class Forecaster:
-    """The champion model and the study area's panel, loaded once and reloaded when the champion alias moves.
+    """The study area's panel and the model that forecasts: `auto` by default, or a pinned version.
+
+    `pin` None (or 'auto'): each week is forecast by the selection rule fitted with only the weeks before it
+    (training/forecast_model.py); the fitted choice is kept per (product, week, data fingerprint), so a second
+    request for the week is instant. `pin` 'champion': the registry's champion, reloaded when the alias moves; a
+    number: that registered version. The champion is also what the briefing uses (load_champion).
 
     Thread-safe: one forecast is computed at a time (they are CPU-bound and share the panel).
     """
 
-    def __init__(self, cfg: StudyConfig):
+    CHOICES_KEPT = 8  # fitted auto choices kept (weeks x data versions); the oldest goes first
+
+    def __init__(self, cfg: StudyConfig, pin: str | None = None):
+        from hotspot.training.forecast_model import pin_from
+
         self.cfg = cfg
+        self.pin = pin_from(pin)
+        self._choices: dict[tuple, object] = {}
         self.model = None
         self.ref = None
         self.prepared = None
@@ -125,21 +136,46 @@ class Forecaster:
                 log.info("panel ready in %.1f s", time.perf_counter() - start)
             return self.prepared
 
+    def model_for(self, t: int):
+        """The ForecastModel for period t of the panel: auto's fitted choice (kept per product, week and data
+        fingerprint), the champion (reloaded when the alias moves) or the pinned version (loaded once)."""
+        from hotspot.training.forecast_model import ForecastModel, fit_auto, pinned_model
+
+        with self._lock:
+            if self.pin == "champion":
+                model, ref = self.load_champion()
+                return ForecastModel(model, ref, None)
+            prepared = self.panel()
+            panel = prepared.panel
+            auto = self.pin is None
+            key = ((self.cfg.model_key, str(panel.period_starts[t].date()), prepared.incidents.fingerprint)
+                   if auto else ("version", self.pin))
+            if key not in self._choices:
+                chosen = fit_auto(self.cfg, panel, t, prepared.incidents.fingerprint) if auto else pinned_model(
+                    self.cfg, self.pin)
+                if auto:
+                    log.info("%s (%.1f s)", chosen.words, chosen.seconds)
+                while len(self._choices) >= self.CHOICES_KEPT:
+                    self._choices.pop(next(iter(self._choices)))
+                self._choices[key] = chosen
+            return self._choices[key]
+
     def forecast(self, week: str | None) -> ForecastRows:
-        """The forecast of `week` (default: the first unobserved week) with the current champion.
+        """The forecast of `week` (default: the first unobserved week) with auto's choice for that week, or the
+        pinned version (see the class); the metadata's `selection` says what auto chose and why.
 
         ValueError (or HotspotError) when the week is not a period of the panel.
         """
         from hotspot.training.forecast import forecast_cells, forecast_provenance
 
         with self._lock:
-            model, ref = self.load_champion()
             prepared = self.panel()
             panel = prepared.panel
             t = panel.period_index(week or str(panel.next_period_start.date()))
-            cells = forecast_cells(panel, model, t, places=prepared.places)
-            metadata = {**forecast_provenance(self.cfg, panel, t, ref, prepared.incidents.fingerprint,
-                                              with_model_fingerprint=True),
+            chosen = self.model_for(t)
+            cells = forecast_cells(panel, chosen.model, t, places=prepared.places)
+            metadata = {**forecast_provenance(self.cfg, panel, t, chosen.ref, prepared.incidents.fingerprint,
+                                              with_model_fingerprint=True, selection=chosen.selection),
                         "crs": "urn:ogc:def:crs:OGC:1.3:CRS84", "cells": int(len(cells)),
                         "expected_incidents": round(float(cells["risk"].sum()), 4)}
             return ForecastRows(metadata["period_start"], metadata, cell_records(cells))
@@ -173,13 +209,19 @@ class Forecaster:
         from hotspot.training import tracking
 
         try:
-            name = f"publish {rows.week} v{rows.metadata['model_version']} (#{publication_id}.{version})"
+            selection = rows.metadata.get("selection")
+            label = f"auto:{rows.metadata['model_version']}" if selection else f"v{rows.metadata['model_version']}"
+            name = f"publish {rows.week} {label} (#{publication_id}.{version})"
             with self._lock, tracking.step_run(self.cfg, "forecast", rows.metadata["data_fingerprint"] or "",
                                                run_name=name):
                 import mlflow
 
-                mlflow.log_params({"forecast_week": rows.week, "model_version": rows.metadata["model_version"],
+                mlflow.log_params({"forecast_week": rows.week, "model": rows.metadata["model"],
+                                   "model_version": rows.metadata["model_version"],
                                    "publication_id": publication_id, "publication_version": version})
+                if selection:  # why auto chose this model that week: every candidate's validation scores
+                    mlflow.log_dict(selection, "forecast/selection.json")
+                    mlflow.set_tag(tracking.NOTE_TAG, f"Published {rows.week}: {selection['sentence']}.")
                 mlflow.log_metrics({"expected_incidents": rows.metadata["expected_incidents"],
                                     "cells": rows.metadata["cells"]})
         except Exception as exc:  # noqa: BLE001 - bookkeeping must not undo a committed publication

@@ -19,6 +19,9 @@ class Settings(BaseSettings):
     config: Path | None = Field(None, description="study-area TOML file (HOTSPOT_CONFIG)")
     database_url: str = Field("sqlite:///hotspot.db", description="publications and keys; SQLite file or "
                                                                   "postgresql+psycopg://user@host/db")
+    forecast_model: str = Field("auto", description="which model forecasts published weeks: 'auto' (the "
+                                "selection rule, fitted for each week with only the weeks before it), 'champion' or "
+                                "a registered version number (HOTSPOT_FORECAST_MODEL)")
     max_top: int = Field(10_000, ge=1, description="largest ?top a client may ask for")
     max_body_bytes: int = Field(4_096, ge=64, description="largest request body accepted (413 above)")
     cache_ttl_s: float = Field(1.0, ge=0, description="how long the latest-publication pointer and API-key "

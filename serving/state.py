@@ -86,7 +86,7 @@ class ServiceState:
             return state
         for name in base.product_names:
             cfg = base.for_product(name)
-            state.products[name] = ProductService(cfg, Forecaster(cfg),
+            state.products[name] = ProductService(cfg, Forecaster(cfg, pin=settings.forecast_model),
                                                   ReportSource(cfg, ttl_s=settings.reports_refresh_s,
                                                                default_product=name == base.product_names[0]),
                                                   ModelSource(cfg, ttl_s=settings.reports_refresh_s))

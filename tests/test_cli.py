@@ -68,7 +68,7 @@ def test_cli_flow_on_the_sample(tmp_path):
     assert (tmp_path / "bt" / "accuracy.html").exists() and (tmp_path / "bt" / "report_calibration.png").exists()
 
     out_file = tmp_path / "forecast.geojson"
-    proc = run_cli("forecast", "--config", cfg, "--week", "2019-12-30", "--out", str(out_file))
+    proc = run_cli("forecast", "--config", cfg, "--week", "2019-12-30", "--out", str(out_file), "--version", "1")
     assert proc.returncode == 0, proc.stderr
     fc = json.loads(out_file.read_text())
     assert fc["type"] == "FeatureCollection" and "crs" not in fc  # RFC 7946: WGS84 implied, no crs member
@@ -168,10 +168,12 @@ def test_publish_puts_a_week_on_the_map_once_unless_a_new_version_is_asked_for(t
     db = f"sqlite:///{tmp_path / 'pub.db'}"
     first = run_cli("publish", "--config", str(config), "--database-url", db, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
-    assert "published the week of" in first.stdout and "(version 1, model v1)" in first.stdout
+    assert "published the week of" in first.stdout and "(version 1, auto: " in first.stdout
+    assert "auto chose " in first.stdout  # the choice and its validation scores, in words
     again = run_cli("publish", "--config", str(config), "--database-url", db, cwd=tmp_path)
     assert again.returncode == 2 and "already published" in again.stderr and "--new-version" in again.stderr
-    newer = run_cli("publish", "--config", str(config), "--database-url", db, "--new-version", cwd=tmp_path)
+    newer = run_cli("publish", "--config", str(config), "--database-url", db, "--new-version", "--version", "1",
+                    cwd=tmp_path)
     assert newer.returncode == 0 and "(version 2, model v1)" in newer.stdout
     bad = run_cli("publish", "--config", str(config), "--database-url", db, "--week", "1999-01-04", cwd=tmp_path)
     assert bad.returncode == 2 and "1999-01-04" in bad.stderr and "Traceback" not in bad.stderr

@@ -31,7 +31,7 @@ from hotspot.training.selection import AutoSelect, selection_rows
 
 __all__ = ["PREDICTION_COLUMNS", "BacktestResult", "forecast_periods", "run_backtest", "summarise",
            "lightgbm_from_config", "available_models", "make_models", "write_backtest", "summary_table",
-           "selection_candidates", "SELECTION_NAME"]
+           "selection_candidates", "SELECTION_NAME", "lightgbm_for_training", "training_model", "model_family"]
 
 
 def lightgbm_from_config(cfg: StudyConfig) -> LightGBMForecaster:
@@ -43,6 +43,47 @@ def lightgbm_from_config(cfg: StudyConfig) -> LightGBMForecaster:
 
 
 SELECTION_NAME = "auto"  # the model that chooses among the others (training/selection.py)
+
+
+def lightgbm_for_training(cfg: StudyConfig, params: str = "auto") -> tuple[LightGBMForecaster, str]:
+    """The LightGBM forecaster `hotspot train` fits: the tuned study's best spec ('study', or 'auto' when a study
+    exists), else the config's own parameters ('config'). Returns (forecaster, where its parameters came from)."""
+    from hotspot.features.errors import HotspotError
+    from hotspot.training.tuning import best_spec
+
+    if params not in ("auto", "study", "config"):
+        raise ValueError(f"--params must be auto, study or config, not {params!r}")
+    found = best_spec(cfg) if params != "config" else None
+    if params == "study" and found is None:
+        raise HotspotError(f"no tuned study for this config in {cfg.tune.storage}; run `hotspot tune --config "
+                           f"{cfg.source_path}` first or use --params config")
+    if found:
+        spec, name = found
+        # train with the config's share of empty cell-periods (tuning may have used a smaller one to save time)
+        spec = {**spec, "zero_row_fraction": cfg.model.lightgbm.zero_row_fraction}
+        return LightGBMForecaster.from_spec(spec), f"study:{name}"
+    return lightgbm_from_config(cfg), "config"
+
+
+def training_model(cfg: StudyConfig, name: str = "lightgbm", params: str = "auto") -> tuple[Forecaster, str]:
+    """The unfitted forecaster `hotspot train --model NAME` fits (any model of `make_models`) and where its
+    parameters came from. `lightgbm`, and the `lightgbm` candidate of `auto`, take the tuned study's best spec when
+    one exists (`params`, as lightgbm_for_training); the others are built from the config."""
+    if name == "lightgbm":
+        return lightgbm_for_training(cfg, params)
+    (model,) = make_models(cfg, [name])
+    if isinstance(model, AutoSelect):
+        tuned, source = lightgbm_for_training(cfg, params)
+        model.candidates = [tuned if c.name == "lightgbm" else c for c in model.candidates]
+        return model, (source if any(c.name == "lightgbm" for c in model.candidates) else "config")
+    return model, "config"
+
+
+def model_family(model: Forecaster) -> str:
+    """`lightgbm` (a LightGBM booster), `auto` (the selection rule) or `baseline` (every other forecaster)."""
+    if isinstance(model, LightGBMForecaster):
+        return "lightgbm"
+    return SELECTION_NAME if isinstance(model, AutoSelect) else "baseline"
 
 
 def available_models(cfg: StudyConfig) -> dict[str, Callable[[], Forecaster]]:

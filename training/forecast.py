@@ -54,12 +54,13 @@ def forecast_cells(panel: Panel, model: Forecaster, t: int, reasons: int = 3,
 
 
 def forecast_provenance(cfg: StudyConfig, panel: Panel, t: int, ref: ModelRef, data_fingerprint: str | None,
-                        with_model_fingerprint: bool = False) -> dict:
+                        with_model_fingerprint: bool = False, selection: dict | None = None) -> dict:
     """What made the forecast of period t: period, model version, data fingerprint, code version, area and the note.
 
     The one definition for the command line's forecast file and the API's publications; a publication also names
     the data fingerprint the model was trained on (`with_model_fingerprint`), in that place, so that its stored
-    JSON keeps its key order.
+    JSON keeps its key order. `selection`, last, is what `auto` chose and why (training/forecast_model.py says what
+    `model` and `model_version` hold then); None for a registered version.
     """
     provenance = {"period_start": str(panel.period_starts[t].date()), "model": ref.name,
                   "model_version": ref.version, "model_run_id": ref.run_id, "data_fingerprint": data_fingerprint}
@@ -68,7 +69,7 @@ def forecast_provenance(cfg: StudyConfig, panel: Panel, t: int, ref: ModelRef, d
     provenance.update({"code_version": tracking.code_version(), "area": cfg.area.name,
                        "product": cfg.product.name, "product_title": cfg.product.label,
                        "cell_size_m": panel.grid.cell_size_m, "retrospective": bool(t < panel.n_periods),
-                       "note": NOTE})
+                       "note": NOTE, "selection": selection})
     return provenance
 
 

@@ -1,4 +1,5 @@
-"""The MLflow model registry: registering trained LightGBM forecasters, the `champion` alias and its history.
+"""The MLflow model registry: registering trained forecasters (LightGBM; baselines and auto through
+training/registered_forecaster.py), the `champion` alias and its history.
 
 Each registered version is an MLflow pyfunc (`training/risk_model.py`, logged as code) whose `predict(features)`
 returns expected incidents per cell for any objective, with a signature and an input example; its artifacts are the
@@ -24,7 +25,7 @@ import pandas as pd
 from hotspot.features.config import StudyConfig
 from hotspot.features.errors import HotspotError
 from hotspot.features.panel import Panel
-from hotspot.models import LightGBMForecaster
+from hotspot.models import Forecaster, LightGBMForecaster
 
 CHAMPION = "champion"
 SPEC_ARTIFACT = "model_spec.json"
@@ -32,6 +33,7 @@ HISTORY_TAG = "champion_history"
 HISTORY_KEEP = 40  # entries kept in the tag (MLflow tag values are bounded)
 RISK_MODEL_CODE = Path(__file__).with_name("risk_model.py")  # the pyfunc, logged as code (needs no hotspot install)
 BOOSTER_FILE = "booster.txt"
+OTHER_FAMILIES = ("baseline", "auto")  # registered as a pickled forecaster (training/registered_forecaster.py)
 PERIOD_WORDS = {"W": "weeks", "D": "days", "M": "months", "Q": "quarters", "Y": "years", "A": "years", "h": "hours"}
 
 
@@ -94,17 +96,20 @@ def training_description(cfg: StudyConfig, model: LightGBMForecaster, panel: Pan
             "features)`, one row per cell, the columns of the signature.")
 
 
-def log_and_register(cfg: StudyConfig, model: LightGBMForecaster, panel: Panel,
+def log_and_register(cfg: StudyConfig, model, panel: Panel,
                      params_source: str = "config") -> ModelRef:
     """Log the fitted forecaster as a pyfunc that returns risk (booster and spec as artifacts, signature, input
     example) to the active run, register it with a description in words and name the run `train vN`. The first
-    registered version becomes the champion; later versions wait for `hotspot promote`."""
+    registered version becomes the champion; later versions wait for `hotspot promote`. A forecaster other than
+    LightGBM (a baseline, `auto`) is registered by training/registered_forecaster.py."""
+    if not isinstance(model, LightGBMForecaster):
+        return _log_and_register_other(cfg, model, panel, params_source)
     import lightgbm
     import mlflow
     from mlflow.models import ModelSignature, infer_signature
     from mlflow.types import ColSpec, Schema
 
-    from hotspot.training.tracking import NOTE_TAG, quiet_console, rename_run
+    from hotspot.training.tracking import quiet_console
 
     # doubles: a float32 column upcasts safely to a double one, while float64 input would fail a float signature
     example = panel.feature_frame(panel.n_periods)[list(model.feature_names_)].head(5).astype("float64")
@@ -130,13 +135,40 @@ def log_and_register(cfg: StudyConfig, model: LightGBMForecaster, panel: Panel,
                 signature=signature, input_example=example, registered_model_name=name,
                 pip_requirements=[f"mlflow=={mlflow.__version__}", f"lightgbm=={lightgbm.__version__}",
                                   f"numpy=={np.__version__}", f"pandas=={pd.__version__}"])
-    client = registry_client()
-    version = str(info.registered_model_version)
     tags = {"data_fingerprint": fingerprint or "", "objective": model.objective, "params_source": params_source,
-            "train_last_period": spec["train_last_period"], "n_features": str(len(model.feature_names_))}
+            "train_last_period": spec["train_last_period"], "n_features": str(len(model.feature_names_)),
+            "model": model.name, "model_family": "lightgbm"}
+    description = training_description(cfg, model, panel, params_source, fingerprint)
+    return finish_registration(cfg, str(info.registered_model_version), tags, description)
+
+
+def _log_and_register_other(cfg: StudyConfig, model: Forecaster, panel: Panel, params_source: str) -> ModelRef:
+    """A baseline or auto version: pickled forecaster pyfunc, spec, tags naming its kind, description in words."""
+    import mlflow
+
+    from hotspot.training import registered_forecaster as other
+
+    run = mlflow.active_run()
+    fingerprint = run.data.tags.get("data_fingerprint") if run else None
+    spec = other.forecaster_spec(cfg, model, panel, fingerprint, params_source)
+    version = other.log_forecaster_model(cfg, model, panel, spec, registered_name(cfg))
+    description = other.describe_forecaster(cfg, model, panel, spec, period_word(cfg))
+    return finish_registration(cfg, version, other.version_tags(spec), description)
+
+
+def finish_registration(cfg: StudyConfig, version: str, tags: dict[str, str], description: str) -> ModelRef:
+    """Tag and describe a version just registered from the active run, name the run `train vN` and make the
+    version the champion when there is none."""
+    import mlflow
+
+    from hotspot.training.tracking import NOTE_TAG, rename_run
+
+    client = registry_client()
+    name = registered_name(cfg)
+    run = mlflow.active_run()
+    fingerprint = tags.get("data_fingerprint") or None
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
-    description = training_description(cfg, model, panel, params_source, fingerprint)
     client.update_model_version(name, version, description=description)
     ref = ModelRef(name, version, run.info.run_id if run else None, fingerprint)
     if run:
@@ -196,7 +228,8 @@ def set_champion(cfg: StudyConfig, version: str, reason: str, rollback: bool = F
 
 def model_description(cfg: StudyConfig, history: list[dict]) -> str:
     """The registered model's description: what it is and the champion history as readable lines, newest first."""
-    lines = [f"LightGBM forecaster of **{cfg.area.name}**: each version returns expected incidents per cell for the "
+    lines = [f"Forecasters of **{cfg.area.name}** ({cfg.product.label}), LightGBM or a baseline or `auto` (the tag "
+             "`model` says which): each version returns expected incidents per cell for the "
              "next period (`mlflow.pyfunc.load_model(\"models:/" + registered_name(cfg) + "@champion\").predict("
              "features)`). The alias `champion` marks the version that serves; a new version takes it only through "
              "the promotion gate (`hotspot promote`).", "", "**Champion history** (newest first):", ""]
@@ -238,22 +271,35 @@ def version_spec(cfg: StudyConfig, version: str | None = None) -> tuple[dict, Mo
     return spec, ModelRef(mv.name, str(mv.version), mv.run_id, fingerprint)
 
 
-def version_forecaster(cfg: StudyConfig, version: str | None = None) -> tuple[LightGBMForecaster, ModelRef]:
+def version_forecaster(cfg: StudyConfig, version: str | None = None) -> tuple[Forecaster, ModelRef]:
     """An unfitted forecaster with the hyper-parameters and features a registered version (the champion when None)
-    was trained with, e.g. to backtest it or audit it on other weeks."""
+    was trained with, e.g. to backtest it or audit it on other weeks (a baseline's or auto's: its pickled forecaster,
+    cloned unfitted, named MODEL_vN)."""
     spec, ref = version_spec(cfg, version)
     if not spec:
         raise HotspotError(f"{ref.label} was registered without {SPEC_ARTIFACT}; retrain it with `hotspot train`")
+    if spec.get("model_family") in OTHER_FAMILIES:
+        from hotspot.training.registered_forecaster import load_pickled
+        from hotspot.training.selection import named_clone
+
+        fitted = load_pickled(ref.name, ref.version)
+        fitted.name = f"{spec.get('model', fitted.name)}_v{ref.version}"
+        return named_clone(fitted), ref
     return LightGBMForecaster.from_spec(spec, name=f"lightgbm_v{ref.version}"), ref
 
 
-def load_version(cfg: StudyConfig, version: str | None = None) -> tuple[LightGBMForecaster, ModelRef]:
+def load_version(cfg: StudyConfig, version: str | None = None) -> tuple[Forecaster, ModelRef]:
     """The fitted forecaster of a registered version (the champion when None), rebuilt from the booster and spec
-    kept with the registered pyfunc (or from a plain LightGBM model, as versions were once registered)."""
+    kept with the registered pyfunc (or from a plain LightGBM model, as versions were once registered); a baseline's
+    or auto's is its pickled fitted forecaster."""
     import lightgbm
     import mlflow
 
     spec, ref = version_spec(cfg, version)
+    if spec.get("model_family") in OTHER_FAMILIES:
+        from hotspot.training.registered_forecaster import load_pickled
+
+        return load_pickled(ref.name, ref.version), ref
     with tempfile.TemporaryDirectory(prefix="hotspot-model-") as folder:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{ref.name}/{ref.version}",
                                                          dst_path=folder))
@@ -265,7 +311,7 @@ def load_version(cfg: StudyConfig, version: str | None = None) -> tuple[LightGBM
     return LightGBMForecaster.from_booster(booster, spec or None, spec.get("calibration")), ref
 
 
-def load_champion(cfg: StudyConfig) -> tuple[LightGBMForecaster, ModelRef]:
+def load_champion(cfg: StudyConfig) -> tuple[Forecaster, ModelRef]:
     """Load the model version that holds the `champion` alias; a clear error when there is none."""
     return load_version(cfg, None)
 

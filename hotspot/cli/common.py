@@ -52,6 +52,11 @@ ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="study-area T
 ProductOption = Annotated[str | None, typer.Option(
     "--product", "-p", help="forecast product, by its name in the config's products [default: the first]",
     show_default=False)]
+ModelOption = Annotated[str, typer.Option(
+    "--model", "-m", help="what forecasts: 'auto' (the selection rule over [selection] candidates, fitted with only "
+                          "the weeks before the week) or 'champion' (the registry's alias)")]
+VersionOption = Annotated[str | None, typer.Option(
+    "--version", help="pin a registered version of the product's model (overrides --model)", show_default=False)]
 
 
 def fail(message: str) -> None:

@@ -88,7 +88,7 @@ def demo_cmd(
         trained = f"trained on every week as {tuned_ref.label} and " if tuned_ref else ""
         out.print(f"6. promotion gate, the tuned candidate {trained}{decision.reason}" + took(), highlight=False)
     week = str(prepared.panel.next_period_start.date())
-    cells, meta = forecast_step(cfg, week, out_dir / "forecast.geojson", prepared)
+    cells, meta = forecast_step(cfg, week, out_dir / "forecast.geojson", prepared, pin="champion")
     out.print(f"7. forecast for the week of {week} with the champion ({meta['model']} v{meta['model_version']}) "
               f"-> {out_dir / 'forecast.geojson'}" + took())
     audit, audit_paths = demo_audit_step(cfg, prepared, out_dir / "audit")
@@ -102,8 +102,9 @@ def demo_cmd(
     # a new version on every run: the demo retrains, so an earlier run's publication is another model's
     published = publish_step(cfg, [last_week, week], database_url, prepared=prepared, new_version=True,
                              published_by="demo")
-    out.print("10. published for the map: " + ", ".join(f"the week of {p.week} (version {p.version})"
-                                                         for p in published) + f" -> {database_url}" + took())
+    out.print("10. published for the map with auto: " + ", ".join(
+        f"the week of {p.week} (version {p.version}, auto chose {p.model_version})" for p in published)
+        + f" -> {database_url}" + took())
     _print_summary(bt.metrics, f"backtest, {len(bt.metrics['weeks'])} weeks {bt.metrics['weeks'][0]} .. "
                                f"{bt.metrics['weeks'][-1]}")
     print_top_cells(cells, 10, meta)

@@ -8,7 +8,18 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from hotspot.cli.common import ConfigOption, ProductOption, app, default_out, fail, handles_errors, load, out
+from hotspot.cli.common import (
+    ConfigOption,
+    ModelOption,
+    ProductOption,
+    VersionOption,
+    app,
+    default_out,
+    fail,
+    handles_errors,
+    load,
+    out,
+)
 from hotspot.features.config import StudyConfig
 
 
@@ -134,21 +145,39 @@ def train_cmd(
     params: Annotated[str, typer.Option(help="where the hyper-parameters come from: 'auto' (the tuned study's best "
                                              "when `hotspot tune` has run, else the config), 'study' or 'config'")
                       ] = "auto",
+    model_name: Annotated[str, typer.Option("--model", "-m", help="the forecaster to fit and register: lightgbm, "
+                                                                  "any baseline `hotspot backtest --model` takes "
+                                                                  "(ewm_hl26, naive_4w, sepp...) or auto (the "
+                                                                  "selection rule)")] = "lightgbm",
     product: ProductOption = None,
 ):
-    """Fit the LightGBM forecaster on all observed periods and register it in the MLflow model registry.
+    """Fit a forecaster (LightGBM by default, or any baseline, or auto) on all observed periods and register it as
+    a version of the product's model in the MLflow registry (tags `model`, `model_family`).
 
     The first registered version becomes the champion; later ones must pass `hotspot promote`."""
     from hotspot.steps import train_step
     from hotspot.training.registry import champion_version
 
     cfg = load(config, product)
-    model, ref = train_step(cfg, params=params)
-    first, last = model.train_periods_
+    model, ref = train_step(cfg, params=params, model_name=model_name)
     champion = champion_version(cfg)
-    out.print(f"trained {ref.label} ({model.objective}) on periods {first.date()} .. {last.date()} "
-              f"(run {ref.run_id}); champion is v{champion}"
-              + ("" if champion == ref.version else f"; promote with `hotspot promote --version {ref.version}`"))
+    if hasattr(model, "train_periods_"):
+        first, last = model.train_periods_
+        what = f"{ref.label} ({model.name}, {model.objective}) on periods {first.date()} .. {last.date()}"
+    else:
+        what = (f"{ref.label} ({model.name}) on the periods up to {model_panel_end(model, cfg)}"
+                + (f"; auto chose {model.chosen_}" if hasattr(model, "chosen_") else ""))
+    out.print(f"trained {what} (run {ref.run_id}); champion is v{champion}"
+              + ("" if champion == ref.version else f"; promote with `hotspot promote --version {ref.version}`"),
+              highlight=False)
+
+
+def model_panel_end(model, cfg: StudyConfig) -> str:
+    """The last training period of a registered baseline or auto version (from its registry tags)."""
+    from hotspot.training.registry import list_versions
+
+    latest = list_versions(cfg)
+    return latest[0]["tags"].get("train_last_period", "?") if latest else "?"
 
 
 @app.command("tune")
@@ -334,13 +363,17 @@ def forecast_cmd(
     week: Annotated[str, typer.Option(help="YYYY-MM-DD: start of the period to forecast")],
     out_file: Annotated[Path, typer.Option("--out", help="GeoJSON file to write")],
     top: Annotated[int, typer.Option(help="rows of the ranked list to print", min=0)] = 10,
+    model: ModelOption = "auto",
+    version: VersionOption = None,
     product: ProductOption = None,
 ):
-    """Forecast one period with the champion model: GeoJSON of every cell with risk, rank and percentile."""
+    """Forecast one period with `auto` (the selection rule, fitted with only the weeks before it) or a pinned
+    version: GeoJSON of every cell with risk, rank and percentile; the metadata says what forecast."""
     from hotspot.steps import forecast_step
+    from hotspot.training.forecast_model import pin_from
 
     cfg = load(config, product)
-    cells, meta = forecast_step(cfg, week, out_file)
+    cells, meta = forecast_step(cfg, week, out_file, pin=pin_from(model, version))
     print_top_cells(cells, top, meta)
     out.print(f"wrote {len(cells):,} cells to {out_file}")
 
@@ -349,8 +382,11 @@ def print_top_cells(cells, top: int, meta: dict) -> None:
     """The `top` highest-risk cells of a forecast as a table (rank, place, expected incidents), then their reasons."""
     if top <= 0:
         return
-    table = Table(title=f"Top {top} cells for the week of {meta['period_start']} ({meta['model']} "
-                        f"v{meta['model_version']})")
+    selection = meta.get("selection")
+    if selection:
+        out.print(selection["sentence"], highlight=False)
+    label = f"auto: {meta['model_version']}" if selection else f"{meta['model']} v{meta['model_version']}"
+    table = Table(title=f"Top {top} cells for the week of {meta['period_start']} ({label})")
     for col in ("rank", "place", "expected incidents", "cell_id"):
         table.add_column(col, justify="left" if col == "place" else "right")
     for row in cells.head(top).itertuples():

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from hotspot.cli.common import ProductOption, app, err, fail, handles_errors, load, out
+from hotspot.cli.common import ModelOption, ProductOption, VersionOption, app, err, fail, handles_errors, load, out
 
 DatabaseOption = Annotated[str, typer.Option("--database-url", envvar="HOTSPOT_DATABASE_URL",
                                              help="publications and keys database (SQLite file or PostgreSQL URL)")]
@@ -50,21 +50,28 @@ def publish_cmd(
              "week]")] = None,
     new_version: Annotated[bool, typer.Option(help="publish a new version of a week already published")] = False,
     database_url: DatabaseOption = "sqlite:///hotspot.db",
+    model: ModelOption = "auto",
+    version: VersionOption = None,
     product: ProductOption = None,
 ):
-    """Forecast a week with the champion and publish it for the map and the API (as POST /v1/forecasts does);
-    exits 2 when the week is already published (unless --new-version)."""
+    """Forecast a week with `auto` (or a pinned version) and publish it for the map and the API (as POST
+    /v1/forecasts does); exits 2 when the week is already published (unless --new-version)."""
     from hotspot.serving.db import PublicationExists
     from hotspot.steps.publish import publish_step
+    from hotspot.training.forecast_model import pin_from
 
     cfg = load(config, product)
     try:
-        done = publish_step(cfg, list(week or [None]), database_url, new_version=new_version)
+        done = publish_step(cfg, list(week or [None]), database_url, new_version=new_version,
+                            pin=pin_from(model, version))
     except PublicationExists as exc:
         fail(f"the week of {exc.week} is already published (version {exc.version}); publications are immutable: "
              f"add --new-version to publish version {exc.version + 1}")
     for p in done:
-        out.print(f"published the week of {p.week} (version {p.version}, model v{p.model_version}): {p.cells:,} "
+        if p.selection:
+            out.print(p.selection, highlight=False)
+        model_text = f"auto: {p.model_version}" if p.selection else f"model v{p.model_version}"
+        out.print(f"published the week of {p.week} (version {p.version}, {model_text}): {p.cells:,} "
                   f"cells, {p.expected_incidents:.1f} expected incidents -> {database_url}", highlight=False)
 
 

@@ -22,6 +22,7 @@ from hotspot.steps.modelling import (
     backtest_step,
     champion_forecast,
     forecast_step,
+    model_forecast,
     model_from_params,
     plot_study,
     promote_step,
@@ -35,7 +36,8 @@ from hotspot.steps.publish import publish_step
 __all__ = [
     "Prepared", "audit_metrics", "audit_step", "backtest_step", "briefing_step", "champion_forecast",
     "demo_audit_step", "feature_table",
-    "features_step", "forecast_step", "ingest_step", "intervention_step", "export_step", "log_feature_table",
+    "features_step", "forecast_step", "model_forecast", "ingest_step", "intervention_step", "export_step",
+    "log_feature_table",
     "model_from_params", "plot_study", "prepare", "promote_step", "publish_step", "reason_table", "rollback_step",
     "source_metrics", "train_step", "trends_step", "tune_step", "validate_step", "with_overrides",
 ]

@@ -12,7 +12,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from hotspot.features import safe_csv
 from hotspot.features.config import StudyConfig
-from hotspot.features.errors import HotspotError
 from hotspot.features.locking import locked, savefig_atomically, write_text_atomically
 from hotspot.steps.common import (
     Prepared,
@@ -34,51 +33,53 @@ from hotspot.training.run_inputs import log_inputs
 
 
 def model_from_params(cfg: StudyConfig, params: str = "auto"):
-    """The forecaster `hotspot train` fits: the tuned study's best spec ('study', or 'auto' when a study exists),
-    else the config's own parameters ('config'). Returns (forecaster, where its parameters came from)."""
+    """The LightGBM forecaster `hotspot train` fits and where its parameters came from (training.backtest's
+    lightgbm_for_training: the tuned study's best spec when one exists, else the config's)."""
+    from hotspot.training.backtest import lightgbm_for_training
+
+    return lightgbm_for_training(cfg, params)
+
+
+def train_step(cfg: StudyConfig, prepared: Prepared | None = None, params: str = "auto", model_name: str = "lightgbm"):
+    """Fit a forecaster on all observed periods and register it as a version of the product's model: LightGBM by
+    default (tuned parameters when a study exists; logged with its signature, spec and feature list), or any model
+    `hotspot backtest --model` takes (a baseline, or `auto`, whose LightGBM candidate takes the tuned spec too)."""
     from hotspot.models import LightGBMForecaster
-    from hotspot.training.backtest import lightgbm_from_config
-    from hotspot.training.tuning import best_spec
-
-    if params not in ("auto", "study", "config"):
-        raise ValueError(f"--params must be auto, study or config, not {params!r}")
-    found = best_spec(cfg) if params != "config" else None
-    if params == "study" and found is None:
-        raise HotspotError(f"no tuned study for this config in {cfg.tune.storage}; run `hotspot tune --config "
-                           f"{cfg.source_path}` first or use --params config")
-    if found:
-        spec, name = found
-        # train with the config's share of empty cell-periods (tuning may have used a smaller one to save time)
-        spec = {**spec, "zero_row_fraction": cfg.model.lightgbm.zero_row_fraction}
-        return LightGBMForecaster.from_spec(spec), f"study:{name}"
-    return lightgbm_from_config(cfg), "config"
-
-
-def train_step(cfg: StudyConfig, prepared: Prepared | None = None, params: str = "auto"):
-    """Fit LightGBM on all observed periods (tuned parameters when a study exists), log it with its signature,
-    spec and feature list, and register it."""
+    from hotspot.training.backtest import training_model
     from hotspot.training.registry import log_and_register
 
     prepared = prepared or prepare(cfg)
     panel = prepared.panel
-    model, source = model_from_params(cfg, params)
+    model, source = training_model(cfg, model_name, params)
+    is_gbm = isinstance(model, LightGBMForecaster)
     # named `train vN` once registration gives the version (log_and_register)
     with tracking.step_run(cfg, "train", prepared.incidents.fingerprint, run_name="train (registering)"):
         import mlflow
 
         log_inputs(cfg, prepared.incidents, panel, context="training")
-
-        with console.status(f"fitting LightGBM ({model.objective}, parameters from {source})", spinner="dots"):
+        what = (f"LightGBM ({model.objective}, parameters from {source})" if is_gbm else f"{model.name}"
+                + (" (backtesting every candidate on the validation weeks)" if model_name == "auto" else ""))
+        with console.status(f"fitting {what}", spinner="dots"):
             start = time.perf_counter()
             model.fit(panel)
             fit_s = time.perf_counter() - start
-        first, last = model.train_periods_
-        start_t, end_t = model.training_window(panel)
-        mlflow.log_params({"train_first_period": str(first.date()), "train_last_period": str(last.date()),
-                           "params_source": source, **{f"model_spec.{k}": v for k, v in tracking.flatten(
-                               "", {"params": model.params or {}, "num_boost_round": model.num_boost_round,
-                                    "train_periods": model.train_periods}).items()}})
-        mlflow.log_metrics({"fit_s": fit_s, "train_rows": (end_t - start_t) * panel.grid.n_cells})
+        mlflow.set_tags({"model": model.name})
+        if is_gbm:
+            first, last = model.train_periods_
+            start_t, end_t = model.training_window(panel)
+            mlflow.log_params({"train_first_period": str(first.date()), "train_last_period": str(last.date()),
+                               "params_source": source, **{f"model_spec.{k}": v for k, v in tracking.flatten(
+                                   "", {"params": model.params or {}, "num_boost_round": model.num_boost_round,
+                                        "train_periods": model.train_periods}).items()}})
+            mlflow.log_metrics({"fit_s": fit_s, "train_rows": (end_t - start_t) * panel.grid.n_cells})
+        else:
+            mlflow.log_params({"model": model.name, "train_first_period": str(panel.period_starts[0].date()),
+                               "train_last_period": str(panel.period_starts[-1].date()), "params_source": source})
+            mlflow.log_metrics({"fit_s": fit_s})
+            summary = getattr(model, "fit_summary_", None)
+            if summary is not None:  # what auto chose, and why: the validation scores
+                mlflow.log_dict(summary, "selection/selection.json")
+                mlflow.set_tag("auto_chose", summary["chosen"])
         log_feature_table(panel)
         ref = log_and_register(cfg, model, panel, params_source=source)
     return model, ref
@@ -363,18 +364,45 @@ def champion_forecast(cfg: StudyConfig, week: str, prepared: Prepared):
     return cells, forecast_provenance(cfg, panel, t, ref, prepared.incidents.fingerprint), ref
 
 
-def forecast_step(cfg: StudyConfig, week: str, out: Path, prepared: Prepared | None = None):
-    """Forecast one period with the champion model and write it as GeoJSON."""
+def model_forecast(cfg: StudyConfig, week: str, prepared: Prepared, pin: str | None = None):
+    """The forecast of one period by `auto` (pin None: fitted with only the weeks before it) or a pinned version
+    ('champion' or a number): cells with risk, rank, percentile (and reasons for LightGBM), the provenance and the
+    ForecastModel (training/forecast_model.py)."""
+    from hotspot.training.forecast import forecast_cells, forecast_provenance
+    from hotspot.training.forecast_model import forecast_model
+
+    panel = prepared.panel
+    t = panel.period_index(week)
+    fingerprint = prepared.incidents.fingerprint
+    if pin in (None, "auto"):
+        with console.status(f"auto: backtesting every candidate on the weeks before {week}", spinner="dots"):
+            chosen = forecast_model(cfg, panel, t, fingerprint, pin)
+    else:
+        chosen = forecast_model(cfg, panel, t, fingerprint, pin)
+    cells = forecast_cells(panel, chosen.model, t, places=prepared.places)
+    return cells, forecast_provenance(cfg, panel, t, chosen.ref, fingerprint, selection=chosen.selection), chosen
+
+
+def forecast_step(cfg: StudyConfig, week: str, out: Path, prepared: Prepared | None = None, pin: str | None = None):
+    """Forecast one period with `auto` (default) or a pinned version and write it as GeoJSON; the MLflow run logs
+    what forecast (for auto: the choice and every candidate's validation scores)."""
     from hotspot.training.forecast import write_geojson
 
     prepared = prepared or prepare(cfg)
-    cells, metadata, ref = champion_forecast(cfg, week, prepared)
+    cells, metadata, chosen = model_forecast(cfg, week, prepared, pin)
     write_geojson(cells, out, metadata)
     with tracking.step_run(cfg, "forecast", prepared.incidents.fingerprint,
-                           run_name=f"forecast {metadata['period_start']} v{ref.version}"):
+                           run_name=f"forecast {metadata['period_start']} {chosen.run_label}"):
         import mlflow
 
-        mlflow.log_params({"forecast_week": metadata["period_start"], "model_version": ref.version})
+        mlflow.log_params({"forecast_week": metadata["period_start"], "model": chosen.ref.name,
+                           "model_version": chosen.ref.version})
         mlflow.log_metrics({"expected_incidents": float(cells["risk"].sum()), "cells": len(cells)})
+        if chosen.selection:
+            mlflow.log_dict(chosen.selection, "forecast/selection.json")
+            mlflow.log_metrics({"selection_s": chosen.seconds,
+                                **{f"selection/{n}": v for n, v in chosen.selection["scores"].items()
+                                   if np.isfinite(v)}})
+        mlflow.set_tag(tracking.NOTE_TAG, f"Forecast of {metadata['period_start']} by {chosen.words}.")
         mlflow.log_artifact(str(out), "forecast")
     return cells, metadata

@@ -17,17 +17,18 @@ class Published:
     model_version: str
     cells: int
     expected_incidents: float
+    selection: str | None = None  # auto's choice in words
 
 
 def publish_step(cfg: StudyConfig, weeks: list[str | None], database_url: str, prepared: Prepared | None = None,
-                 new_version: bool = False, published_by: str = "cli") -> list[Published]:
-    """Forecast each week (None = the first unrecorded week) with the champion of the config's product and publish it
-    to the store at `database_url` as that product's; a week already published is refused (PublicationExists) unless
-    `new_version`."""
+                 new_version: bool = False, published_by: str = "cli", pin: str | None = None) -> list[Published]:
+    """Forecast each week (None = the first unrecorded week) for the config's product with `auto` (or the pinned
+    version: 'champion' or a number) and publish it to the store at `database_url` as that product's; a week already
+    published is refused (PublicationExists) unless `new_version`."""
     from hotspot.serving.db import PublicationStore, create_schema, make_engine
     from hotspot.serving.publishing import Forecaster
 
-    forecaster = Forecaster(cfg)
+    forecaster = Forecaster(cfg, pin=pin)
     forecaster.prepared = prepared or prepare(cfg)
     engine = make_engine(database_url)
     create_schema(engine)
@@ -40,5 +41,6 @@ def publish_step(cfg: StudyConfig, weeks: list[str | None], database_url: str, p
                             new_version=new_version, published_by=published_by)
         forecaster.log_publication(rows, pub.id, pub.version)
         done.append(Published(pub.week, pub.version, str(rows.metadata["model_version"]), len(rows.cells),
-                              float(rows.metadata["expected_incidents"])))
+                              float(rows.metadata["expected_incidents"]),
+                              (rows.metadata.get("selection") or {}).get("sentence")))
     return done

@@ -347,7 +347,8 @@
   function showProvenance(meta) {
     var dl = document.createElement("dl");
     [["Week", meta.period_start], ["Version", meta.publication_version],
-     ["Model", meta.model + " v" + meta.model_version],
+     ["Model", meta.selection ? "auto chose " + meta.model_version + " (best over the " +
+       meta.selection.validation_weeks.length + " weeks before)" : meta.model + " v" + meta.model_version],
      ["Data", (meta.data_fingerprint || "").slice(0, 16)], ["Made", meta.created_at],
      ["Cells shown", meta.returned_cells + " of " + meta.cells],
      ["Expected in all cells", meta.expected_incidents !== undefined ? expected(meta.expected_incidents) : "?"]]

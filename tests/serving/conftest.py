@@ -132,7 +132,7 @@ def service(trained_area, tmp_path, monkeypatch):
     # a private copy of the store: the report runs a test logs must not show in another test's reports
     monkeypatch.setenv("MLFLOW_TRACKING_URI", private_tracking_store(trained_area.tracking_uri, tmp_path))
     settings = Settings(config=trained_area.config, database_url=f"sqlite:///{tmp_path / 'hotspot.db'}",
-                        warm_panel=False, cache_ttl_s=0)
+                        warm_panel=False, cache_ttl_s=0, forecast_model="champion")  # auto: test_champion.py
     app = create_app(settings)
     with TestClient(app) as client:
         state = app.state.hotspot

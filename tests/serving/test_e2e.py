@@ -29,7 +29,8 @@ def _create_key(role: str, env: dict) -> str:
 
 def test_train_promote_publish_read_and_map(tmp_path):
     cfg = str(SAMPLE_CONFIG)
-    env = {"HOTSPOT_DATABASE_URL": f"sqlite:///{tmp_path / 'hotspot.db'}"}
+    # the service forecasts with the champion here (its moves are what this test follows; auto: test_champion.py)
+    env = {"HOTSPOT_DATABASE_URL": f"sqlite:///{tmp_path / 'hotspot.db'}", "HOTSPOT_FORECAST_MODEL": "champion"}
 
     assert "v1" in _ok(run_cli("train", "--config", cfg)).stdout
     assert "v2" in _ok(run_cli("train", "--config", cfg)).stdout

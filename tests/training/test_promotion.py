@@ -121,12 +121,14 @@ def test_promotion_gate_rollback_and_forecasts_follow_the_champion(two_configs, 
     assert "**Not promoted**" in described["3"] and "so v2 stays the champion" in described["3"]
     assert "Poisson deviance" in described["3"] and "lower is better" in described["3"]
 
-    _, meta = forecast_step(strong, "2021-07-19", tmp_path / "f2.geojson", prepared)
+    _, meta = forecast_step(strong, "2021-07-19", tmp_path / "f2.geojson", prepared,
+                            pin="champion")
     assert meta["model_version"] == "2"
 
     assert rollback_step(strong, why="drill") == ("2", "1")
     assert champion_version(strong) == "1"
-    _, meta = forecast_step(strong, "2021-07-19", tmp_path / "f1.geojson", prepared)
+    _, meta = forecast_step(strong, "2021-07-19", tmp_path / "f1.geojson", prepared,
+                            pin="champion")
     assert meta["model_version"] == "1"
     history = champion_history(strong)
     assert [h["version"] for h in history] == ["1", "2", "1"]

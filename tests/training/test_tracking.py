@@ -143,7 +143,7 @@ def test_forecast_without_a_champion_says_what_to_do(tmp_path):
 
     cfg = load_config(write_config(tmp_path / "area"))
     with pytest.raises(HotspotError, match="hotspot train"):
-        forecast_step(cfg, "2021-07-19", tmp_path / "f.geojson")
+        forecast_step(cfg, "2021-07-19", tmp_path / "f.geojson", pin="champion")
 
 
 PYFUNC_WITHOUT_HOTSPOT = """
