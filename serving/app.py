@@ -153,7 +153,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state = await run_in_threadpool(ServiceState.open, settings)
         app.state.hotspot = state
         for product in state.products.values():
-            if not await run_in_threadpool(product.forecaster.try_load_champion, 0.0):
+            if not await run_in_threadpool(product.forecaster.try_load_champion, 0.0) \
+                    and product.forecaster.needs_champion:
                 log.warning("%s: %s", "not ready" if product is state.default else f"product {product.name}",
                             product.forecaster.error)
         if state.forecaster is not None:

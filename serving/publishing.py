@@ -114,6 +114,16 @@ class Forecaster:
                 self._checked_at = time.monotonic()
             return self.model, self.ref
 
+    @property
+    def needs_champion(self) -> bool:
+        """Forecasts come from the registry's champion (pin 'champion'); auto and a pinned version do without one."""
+        return self.pin == "champion"
+
+    @property
+    def forecasts_with(self) -> str:
+        """What forecasts, in words: 'auto', 'champion' or 'version N'."""
+        return "auto" if self.pin is None else ("champion" if self.needs_champion else f"version {self.pin}")
+
     def try_load_champion(self, min_interval_s: float = 5.0) -> bool:
         """Load the champion if not loaded, at most every `min_interval_s` (for /ready); True when loaded."""
         if self.model is not None:

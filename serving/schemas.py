@@ -68,6 +68,8 @@ class Readiness(BaseModel):
     ready: bool
     area: str | None
     champion: ChampionInfo | None
+    forecasts_with: str | None = Field(None, description="what forecasts new weeks: 'auto' (the selection rule, "
+                                       "no champion needed), 'champion' or 'version N' (HOTSPOT_FORECAST_MODEL)")
     latest_forecast: PublishedWeek | None
     problems: list[str] = Field(description="why the service is not ready (empty when ready)")
 
@@ -75,7 +77,7 @@ class Readiness(BaseModel):
 # --- forecasts ------------------------------------------------------------------------------------------------------
 
 class PublishRequest(BaseModel):
-    """Compute the forecast of one week with the champion model and publish it."""
+    """Compute the forecast of one week (with auto, or the model HOTSPOT_FORECAST_MODEL pins) and publish it."""
 
     # strict: `"new_version": "yes"` or `1` is a mistake to report (422), not a true to guess
     model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [{"week": "2019-12-30"}]})

@@ -137,7 +137,7 @@ async def week_forecast(
 
 @router.post("", status_code=201, response_model=PublicationSummary,
              responses=errors(400, 401, 403, 409, 413, 422, 503),
-             summary="Compute a week's forecast of a product with its champion model and publish it (analysts)")
+             summary="Compute a week's forecast of a product (with auto, or the pinned model) and publish it (analysts)")
 def publish_forecast(body: PublishRequest, state: State, key: Publisher, product: Product,
                      response: Response) -> PublicationSummary:
     _require_area(state)
@@ -148,10 +148,11 @@ def publish_forecast(body: PublishRequest, state: State, key: Publisher, product
             existing = state.store.find(state.area, product.name, body.week)
             if existing is not None:
                 raise HTTPException(409, str(PublicationExists(state.area, body.week, existing.version, named)))
-        try:
-            forecaster.load_champion()
-        except HotspotError as exc:
-            raise HTTPException(503, str(exc).splitlines()[0]) from None
+        if forecaster.needs_champion:  # auto (the default) and a pinned version need no champion
+            try:
+                forecaster.load_champion()
+            except HotspotError as exc:
+                raise HTTPException(503, str(exc).splitlines()[0]) from None
         try:
             rows = forecaster.forecast(body.week)
         except (ValueError, IndexError, HotspotError) as exc:

@@ -278,6 +278,8 @@ def test_repeated_reads_are_answered_alike_and_logged(trained_area, tmp_path, mo
 
 
 def test_not_ready_without_a_champion_or_a_config(tmp_path):
+    """Pinned to the champion, an untrained area is not ready and refuses to publish; so is a service without a
+    config."""
     from fastapi.testclient import TestClient
 
     from hotspot.serving.app import create_app
@@ -288,7 +290,7 @@ def test_not_ready_without_a_champion_or_a_config(tmp_path):
     untrained = write_config(tmp_path / "untrained", name="untrained")
     for config, problem in [(untrained, "no champion model"), (None, "no study area configured")]:
         app = create_app(Settings(config=config, database_url=f"sqlite:///{tmp_path / 'hotspot.db'}",
-                                  warm_panel=False))
+                                  warm_panel=False, forecast_model="champion"))
         with TestClient(app) as client:
             analyst, _ = create_key(app.state.hotspot.engine, "analyst")
             ready = client.get("/ready")
@@ -296,6 +298,30 @@ def test_not_ready_without_a_champion_or_a_config(tmp_path):
             publish_attempt = client.post("/v1/forecasts", json={}, headers={"X-API-Key": analyst})
             assert publish_attempt.status_code == 503 and problem in publish_attempt.json()["detail"]
             assert client.get("/v1/forecasts/latest", headers={"X-API-Key": analyst}).status_code in (404, 503)
+
+
+def test_auto_needs_no_champion_to_publish_or_be_ready(tmp_path):
+    """With auto (the default) an area with no registered model publishes: the rule is fitted from the data."""
+    from fastapi.testclient import TestClient
+
+    from hotspot.serving.app import create_app
+    from hotspot.serving.auth import create_key
+    from hotspot.serving.settings import Settings
+    from tests.conftest import write_config
+
+    untrained = write_config(tmp_path / "untrained", name="untrained")
+    app = create_app(Settings(config=untrained, database_url=f"sqlite:///{tmp_path / 'hotspot.db'}",
+                              warm_panel=False))
+    with TestClient(app) as client:
+        analyst, _ = create_key(app.state.hotspot.engine, "analyst")
+        ready = client.get("/ready").json()
+        assert ready["problems"] == ["no forecast published yet: an analyst publishes one with POST /v1/forecasts"]
+        assert ready["forecasts_with"] == "auto" and ready["champion"] is None
+        published = client.post("/v1/forecasts", json={"week": "2021-06-28"}, headers={"X-API-Key": analyst})
+        assert published.status_code == 201, published.text
+        latest = client.get("/v1/forecasts/latest", headers={"X-API-Key": analyst}).json()
+        assert latest["metadata"]["model"] == "auto" and latest["metadata"]["selection"]["chosen"]
+        assert client.get("/ready").status_code == 200
 
 
 def test_the_service_on_each_database(database_url, trained_area, monkeypatch):
