@@ -68,7 +68,7 @@ def test_briefing_writes_a_pdf_and_an_html_page(trained_sample, tmp_path):
     assert "<svg" in page and "http://" not in page.split("<svg", 1)[0]  # the map inline, nothing fetched
 
 
-def test_briefing_hit_rates_match_the_recorded_counts(trained_sample, sample_prepared, monkeypatch):
+def test_briefing_hit_rates_match_the_recorded_counts(trained_sample, sample_prepared, monkeypatch, tmp_path):
     import mlflow
 
     from hotspot.features.places import build_places
@@ -106,6 +106,21 @@ def test_briefing_hit_rates_match_the_recorded_counts(trained_sample, sample_pre
     assert all(c.last_rank <= 10 < c.rank for c in b.left)
     assert len(b.left) == sum(c.new for c in b.top)
     assert b.top[0].place == prepared.places.cell_place[b.top[0].cell]
+
+    # reasons long enough to push the provenance onto a third page: the PDF keeps the first ones and says so
+    import dataclasses
+
+    from hotspot.training.briefing_render import render_pdf
+
+    long = tuple(f"reason {i}: " + "a long explanation of what this cell's history says " * 4 for i in range(5))
+    wordy = dataclasses.replace(b, top=tuple(dataclasses.replace(c, reasons=long) for c in b.top))
+    pdf = tmp_path / "wordy.pdf"
+    pdf.write_bytes(render_pdf(wordy))
+    text = _pdf_text(pdf)
+    assert "Provenance" in text and "reason 0:" in text and "reason 4:" not in text
+    assert "all in the HTML" in text
+    pages = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True, check=True).stdout
+    assert "Pages:           2" in pages, pages
 
 
 def test_last_week_not_fully_recorded_is_said_and_the_latest_full_week_scored(tmp_path):

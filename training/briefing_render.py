@@ -420,7 +420,19 @@ def _fonts() -> tuple[str, str, str]:
 
 
 def render_pdf(b: Briefing, paper: str = "a4") -> bytes:
-    """The briefing as a PDF of one or two pages on `paper` ('a4' or 'letter')."""
+    """The briefing as a PDF of one or two pages on `paper` ('a4' or 'letter'). When every cell's reasons would push
+    the provenance onto a third page (long reasons, a long top list), the table keeps each cell's first reasons and
+    says so; the HTML briefing always lists them all."""
+    body, pages = _render_pdf(b, paper, None)
+    for keep in (2, 1):
+        if pages <= 2:
+            break
+        body, pages = _render_pdf(b, paper, keep)
+    return body
+
+
+def _render_pdf(b: Briefing, paper: str, keep_reasons: int | None) -> tuple[bytes, int]:
+    """The PDF with at most `keep_reasons` reasons per cell (None: all), and its page count."""
     from xml.sax.saxutils import escape
 
     from reportlab.lib import colors
@@ -500,9 +512,13 @@ def render_pdf(b: Briefing, paper: str = "a4") -> bytes:
     story.append(KeepTogether([p("Read with care", h2), caveat]))
     # page 2 (on from page 1 when a short list leaves room): the top cells and why, then provenance
     story.append(CondPageBreak(110 * mm))
-    rows = [[p(h, head) for h in text.table_head]] + [
+    table_head = list(text.table_head)
+    if keep_reasons is not None and any(len(r) > keep_reasons for *_, r in text.table_rows):
+        table_head[-1] += f" (the first {keep_reasons}; all in the HTML briefing)" if keep_reasons > 1 else \
+            " (the first; all in the HTML briefing)"
+    rows = [[p(h, head) for h in table_head]] + [
         [p(rank, cell_bold), p(place, cell), p(expected, cell_right), p(change, cell),
-         p("  ".join("• " + escape(r) for r in reasons), cell, raw=True)]
+         p("  ".join("• " + escape(r) for r in reasons[:keep_reasons]), cell, raw=True)]
         for rank, place, expected, change, reasons in text.table_rows]
     widths = [13 * mm, 34 * mm, 21 * mm, 23 * mm]
     story += [p(f"Top {n} cells this week, and why", h2), table(rows, [*widths, inner - sum(widths)], [
@@ -529,7 +545,7 @@ def render_pdf(b: Briefing, paper: str = "a4") -> bytes:
                             title=text.title + f", week of {b.week_start}", author="hotspot",
                             subject="weekly briefing")
     doc.build(story, onFirstPage=footer, onLaterPages=footer)
-    return buffer.getvalue()
+    return buffer.getvalue(), doc.page
 
 
 def write_briefing(b: Briefing, path: Path, fmt: str | None = None, paper: str = "a4") -> Path:
