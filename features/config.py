@@ -322,6 +322,59 @@ class PromotionConfig(_Section):
     refit_every: Annotated[int, Field(gt=0)] | None = Field(None, description="[default: backtest.refit_every]")
 
 
+class FreshnessConfig(_Section):
+    """When `hotspot cycle` refuses a week's data as stale or incomplete (exit code 3, nothing changed)."""
+
+    max_silent_days: Annotated[int, Field(ge=0)] = Field(
+        2, description="refuse when the records stop more than this many days before the end of the last week")
+    min_volume_share: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.5, description="refuse when the last week recorded less than this share of the incidents expected for "
+                         "its weekdays (mean of the same weekdays over lookback_weeks) and below its 99% interval")
+    lookback_weeks: Annotated[int, Field(gt=0)] = Field(52, description="the weeks 'usual' is measured over")
+
+
+class DriftConfig(_Section):
+    """What `hotspot cycle` watches each week (training/monitoring/drift.py) and what it does about decay."""
+
+    lookback_weeks: Annotated[int, Field(gt=0)] = Field(52, description="the reference weeks for volume, offence "
+                                                                        "mix and feature distributions")
+    volume_level: Annotated[float, Field(gt=0, lt=1)] = Field(0.99, description="interval of the week's volume")
+    mix_alpha: Annotated[float, Field(gt=0, lt=1)] = Field(0.001, description="significance of the offence-mix test")
+    outside_share: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.05, description="flag when more than this share of the week's incidents fall in cells with none before")
+    psi_threshold: Annotated[float, Field(gt=0)] = Field(0.25, description="population stability index above which "
+                                                                           "a feature has moved")
+    window_weeks: Annotated[int, Field(gt=0)] = Field(8, description="live weeks the decay check compares")
+    min_weeks: Annotated[int, Field(gt=1)] = Field(4, description="live weeks needed before decay is judged")
+    on_decay: Literal["flag", "retrain", "baseline"] = Field(
+        "retrain", description="what the next cycle does when the published forecasts fall significantly below the "
+                               "best baseline: only flag it, retrain, or register the winning baseline and put it "
+                               "through the promotion gate")
+    on_drift: Literal["flag", "retrain"] = Field("flag", description="what the next cycle does on data drift")
+
+
+class CycleConfig(_Section):
+    """`hotspot cycle`: one idempotent run of the week (append, check, retrain when due, publish, score, watch)."""
+
+    inbox: Path | None = Field(None, description="folder the weekly extracts arrive in; each is appended once, then "
+                                                 "moved to inbox/processed [default: inbox/AREA next to the config]")
+    source: str | None = Field(None, description="the source whose mapping the extracts use [default: the first]")
+    pattern: str = Field("*", description="which files of the inbox are extracts (glob)")
+    products: list[str] | None = Field(None, description="products to publish [default: every product]")
+    model: str = Field("auto", description="what forecasts: auto, champion or a version number")
+    retrain_every: Annotated[int, Field(ge=0)] = Field(
+        4, description="retrain and run the promotion gate when the product's newest registered version is this "
+                       "many weeks old or more (0 = never)")
+    retrain_model: str = Field("lightgbm", description="the model a retrain registers")
+    freshness: FreshnessConfig = FreshnessConfig()
+    drift: DriftConfig = DriftConfig()
+
+    @field_validator("inbox", mode="before")
+    @classmethod
+    def _folder(cls, v, info: ValidationInfo):
+        return _resolve(v, info, must_exist=False)
+
+
 class SelectionConfig(_Section):
     """`--model auto`: at each refit, a rolling-origin backtest of every candidate on the `validation_weeks` weeks
     before it (scored by promotion.metric) picks the one that forecasts; see training/selection.py."""
@@ -652,6 +705,7 @@ class StudyConfig(_Section):
     tune: TuneConfig = TuneConfig()
     promotion: PromotionConfig = PromotionConfig()
     selection: SelectionConfig = SelectionConfig()
+    cycle: CycleConfig = CycleConfig()
     trends: TrendsConfig = TrendsConfig()
     places: PlacesConfig = PlacesConfig()
     privacy: PrivacyConfig = PrivacyConfig()
@@ -694,6 +748,13 @@ class StudyConfig(_Section):
         if self.history.path is not None:
             return self.history.path
         return None if self.source_path is None else self.source_path.parent / "history" / self.area.name
+
+    @property
+    def inbox_dir(self) -> Path | None:
+        """The folder `hotspot cycle` takes weekly extracts from: cycle.inbox, else inbox/AREA beside the config."""
+        if self.cycle.inbox is not None:
+            return self.cycle.inbox
+        return None if self.source_path is None else self.source_path.parent / "inbox" / self.area.name
 
     @model_validator(mode="after")
     def _demographics_not_features(self) -> StudyConfig:

@@ -3,9 +3,9 @@
 from hotspot.models.base import Forecaster
 from hotspot.models.gbm import LightGBMForecaster
 from hotspot.models.kde import KernelDensity, ProspectiveHotspots
-from hotspot.models.naive import EWMCounts, HistoryCounts, RecentCounts
+from hotspot.models.naive import EWMCounts, FlatRate, HistoryCounts, RecentCounts
 from hotspot.models.rtm import RiskTerrain
 from hotspot.models.sepp import SEPP
 
-__all__ = ["Forecaster", "LightGBMForecaster", "RecentCounts", "HistoryCounts", "EWMCounts", "KernelDensity",
-           "ProspectiveHotspots", "SEPP", "RiskTerrain"]
+__all__ = ["Forecaster", "LightGBMForecaster", "RecentCounts", "HistoryCounts", "EWMCounts", "FlatRate",
+           "KernelDensity", "ProspectiveHotspots", "SEPP", "RiskTerrain"]

@@ -59,3 +59,23 @@ class EWMCounts(Forecaster):
         age = np.arange(panel.n_periods - 1, -1, -1, dtype=np.float64)  # 0 = the last observed period
         weights = 0.5 ** (age / self.halflife)
         return (weights @ panel.target.astype(np.float64)) / weights.sum()
+
+
+class FlatRate(Forecaster):
+    """Every cell the area's mean count per cell over the last `weeks` periods: no ranking at all (PAI about 1, what
+    patrolling cells at random would catch). A floor for reports and the forecast a broken model degrades to; never
+    among the baselines a forecast is compared with."""
+
+    def __init__(self, weeks: int = 52):
+        self.weeks = weeks
+
+    def _default_name(self) -> str:
+        return "flat"
+
+    def fit(self, panel: Panel) -> FlatRate:
+        check_panel(panel)
+        return self
+
+    def predict(self, panel: Panel) -> np.ndarray:
+        check_panel(panel)
+        return np.full(panel.grid.n_cells, panel.target[-self.weeks:].mean(dtype=np.float64))

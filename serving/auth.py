@@ -26,12 +26,15 @@ KEY_ID_CHARS = 11  # "hs_" + 8 characters
 
 ROLES = ("viewer", "auditor", "analyst", "public")
 # `public` (a partner's or the public's key) may read only the public view of the trends: area units and coarse
-# blocks with small counts suppressed; never forecasts, cells, reports or models.
+# blocks with small counts suppressed; never forecasts, cells, reports or models. `live:read` is the live record
+# (how published forecasts did, beside the baselines); `cycles:read` the weekly cycles' runs and their drift and decay
+# flags, which are for the analysts who act on them.
 PERMISSIONS: dict[str, frozenset[str]] = {
     "viewer": frozenset({"forecasts:read", "trends:read", "trends:public"}),
-    "auditor": frozenset({"forecasts:read", "reports:read", "models:read", "trends:read", "trends:public"}),
-    "analyst": frozenset({"forecasts:read", "reports:read", "models:read", "forecasts:publish", "trends:read",
+    "auditor": frozenset({"forecasts:read", "reports:read", "models:read", "live:read", "trends:read",
                           "trends:public"}),
+    "analyst": frozenset({"forecasts:read", "reports:read", "models:read", "live:read", "cycles:read",
+                          "forecasts:publish", "trends:read", "trends:public"}),
     "public": frozenset({"trends:public"}),
 }
 

@@ -84,6 +84,42 @@ class PublicationCellRow(Base):
     properties_json: Mapped[str] = mapped_column(Text)  # every property, reasons included
 
 
+class LiveScoreRow(Base):
+    """A published forecast scored against what was recorded afterwards (the live record), or a baseline's forecast
+    of the same week scored the same way. A week is scored again when late records change what it recorded: the
+    newest score of a (publication, model) is the current one, the earlier ones say how much the figures moved."""
+
+    __tablename__ = "live_scores"
+    __table_args__ = (Index("ix_live_scores_area_product_week", "area", "product", "week"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    publication_id: Mapped[int] = mapped_column(ForeignKey("publications.id"))
+    area: Mapped[str] = mapped_column(String(100))
+    product: Mapped[str] = mapped_column(String(100))
+    week: Mapped[str] = mapped_column(String(10))
+    model: Mapped[str] = mapped_column(String(100))  # PUBLISHED for the publication's own forecast, else a baseline
+    scored_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    observed_total: Mapped[int] = mapped_column(Integer)  # incidents recorded in the week when it was scored
+    data_fingerprint: Mapped[str | None] = mapped_column(String(128))
+    metrics_json: Mapped[str] = mapped_column(Text)  # hit_rate/pai/pei at 1% and 5%, poisson_deviance
+
+
+class CycleRow(Base):
+    """One weekly cycle that changed something (`hotspot cycle`): its week, outcome and report."""
+
+    __tablename__ = "cycles"
+    __table_args__ = (Index("ix_cycles_area_week", "area", "week"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    area: Mapped[str] = mapped_column(String(100))
+    week: Mapped[str] = mapped_column(String(10))
+    status: Mapped[str] = mapped_column(String(20))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    data_fingerprint: Mapped[str | None] = mapped_column(String(128))  # of the incident history it ended with
+    report_json: Mapped[str] = mapped_column(Text)
+
+
 class ApiKeyRow(Base):
     __tablename__ = "api_keys"
 
@@ -245,6 +281,31 @@ class CellRecord:
 
 _P = PublicationRow.__table__
 _C = PublicationCellRow.__table__
+_S = LiveScoreRow.__table__
+_Y = CycleRow.__table__
+PUBLISHED = "published"  # LiveScoreRow.model of the publication's own forecast
+
+
+@dataclass(frozen=True)
+class PendingPublication:
+    """A forecast to publish as part of a cycle's single transaction (PublicationStore.commit_cycle)."""
+
+    product: str
+    week: str
+    metadata: dict[str, Any]
+    cells: Sequence[CellRecord]
+
+
+@dataclass(frozen=True)
+class LiveScore:
+    publication_id: int
+    product: str
+    week: str
+    model: str
+    observed_total: int
+    metrics: dict[str, float]
+    data_fingerprint: str | None = None
+    scored_at: datetime | None = None
 
 
 def _of(area: str, product: str) -> tuple:
@@ -266,32 +327,71 @@ class PublicationStore:
         `on_cells_written(n)` is called inside the open transaction after each chunk of cell rows: a test hook
         for killing a publisher half-way.
         """
-        created = now_utc()
-        header = {"area": area, "product": product, "week": week, "model_name": str(metadata["model"]),
-                  "model_version": str(metadata["model_version"]), "model_run_id": metadata.get("model_run_id"),
-                  "data_fingerprint": metadata.get("data_fingerprint"), "code_version": metadata.get("code_version"),
-                  "created_at": created, "published_by": published_by, "n_cells": len(cells)}
         try:
             with self.engine.connect().execution_options(write=True) as conn, conn.begin():
-                current = conn.execute(select(func.max(_P.c.version))
-                                       .where(*_of(area, product), _P.c.week == week)).scalar()
-                if current is not None and not new_version:
-                    raise PublicationExists(area, week, int(current))
-                version = int(current or 0) + 1
-                meta = {**metadata, "created_at": created.isoformat().replace("+00:00", "Z"),
-                        "publication_version": version, "published_by": published_by}
-                pid = conn.execute(insert(_P).values(**header, version=version,
-                                                     metadata_json=json.dumps(meta))).inserted_primary_key[0]
-                for start in range(0, len(cells), CELL_CHUNK):
-                    chunk = cells[start:start + CELL_CHUNK]
-                    conn.execute(insert(_C), [{"publication_id": pid, **c.__dict__} for c in chunk])
-                    if on_cells_written is not None:
-                        on_cells_written(start + len(chunk))
+                pid = _insert_publication(conn, area, product, week, metadata, cells, new_version, published_by,
+                                          on_cells_written)
         except IntegrityError:
             # a concurrent publisher took the same (week, version) first
             latest = self.find(area, product, week)
             raise PublicationExists(area, week, latest.version if latest else 1) from None
         return self.get(pid)
+
+    def commit_cycle(self, area: str, publications: Sequence[PendingPublication], scores: Sequence[LiveScore],
+                     cycle: dict[str, Any], on_step: Callable[[str], None] | None = None) -> tuple[list[Publication],
+                                                                                               int]:
+        """A weekly cycle's writes in ONE transaction: its publications, the live scores it computed (a score of a
+        publication made in this cycle refers to it by (product, week) with publication_id 0) and its cycle record
+        (`cycle`: week, status, started_at, data_fingerprint, report). All of it or none of it is stored; a week
+        already published for a product is refused (PublicationExists) and nothing is written.
+        `on_step(name)` is called inside the open transaction ('publications', 'scores', 'cycle'): a test hook."""
+        hook = on_step or (lambda _name: None)
+        try:
+            with self.engine.connect().execution_options(write=True) as conn, conn.begin():
+                ids, made = [], {}
+                for pending in publications:
+                    pid = _insert_publication(conn, area, pending.product, pending.week, pending.metadata,
+                                              pending.cells, False, "cycle", None)
+                    ids.append(pid)
+                    made[(pending.product, pending.week)] = pid
+                hook("publications")
+                now = now_utc()
+                rows = [{"publication_id": s.publication_id or made[(s.product, s.week)], "area": area,
+                         "product": s.product, "week": s.week, "model": s.model, "scored_at": s.scored_at or now,
+                         "observed_total": int(s.observed_total), "data_fingerprint": s.data_fingerprint,
+                         "metrics_json": json.dumps(s.metrics, allow_nan=False)} for s in scores]
+                if rows:
+                    conn.execute(insert(_S), rows)
+                hook("scores")
+                cycle_id = conn.execute(insert(_Y).values(
+                    area=area, week=cycle["week"], status=cycle["status"], started_at=cycle["started_at"],
+                    finished_at=now, data_fingerprint=cycle.get("data_fingerprint"),
+                    report_json=json.dumps(cycle["report"], allow_nan=False, default=str))).inserted_primary_key[0]
+                hook("cycle")
+        except IntegrityError:
+            raise PublicationExists(area, publications[0].week if publications else "?", 1) from None
+        return [self.get(pid) for pid in ids], int(cycle_id)
+
+    def live_scores(self, area: str, product: str, current: bool = True) -> list[LiveScore]:
+        """Live scores of the product's publications, oldest week first: only the newest score of each (publication,
+        model) when `current`, else every score made (late records re-score a week), oldest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(_S).where(_S.c.area == area, _S.c.product == product)
+                                .order_by(_S.c.week, _S.c.model, _S.c.scored_at, _S.c.id)).all()
+        scores = [LiveScore(r.publication_id, r.product, r.week, r.model, r.observed_total,
+                            json.loads(r.metrics_json), r.data_fingerprint, utc(r.scored_at)) for r in rows]
+        if not current:
+            return scores
+        newest = {(s.publication_id, s.model): s for s in scores}  # later rows win
+        return sorted(newest.values(), key=lambda s: (s.week, s.model))
+
+    def cycles(self, area: str, limit: int = 100) -> list[dict[str, Any]]:
+        """The area's recorded cycles, newest first: id, week, status, times, data fingerprint and report."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(_Y).where(_Y.c.area == area).order_by(_Y.c.id.desc()).limit(limit)).all()
+        return [{"id": r.id, "week": r.week, "status": r.status, "started_at": utc(r.started_at),
+                 "finished_at": utc(r.finished_at), "data_fingerprint": r.data_fingerprint,
+                 "report": json.loads(r.report_json)} for r in rows]
 
     def claim_unlabelled(self, area: str, default_product: str) -> int:
         """Give the area's publications made before products (no product) to its default product; returns how many
@@ -335,6 +435,31 @@ class PublicationStore:
                                 .order_by(_C.c.rank)).all()
         return [CellRecord(r.rank, r.cell_id, r.lon, r.lat, r.risk, r.percentile, r.geometry_json,
                            r.properties_json) for r in rows]
+
+
+def _insert_publication(conn: Connection, area: str, product: str, week: str, metadata: dict[str, Any],
+                        cells: Sequence[CellRecord], new_version: bool, published_by: str | None,
+                        on_cells_written: Callable[[int], None] | None) -> int:
+    """Insert a publication's header and cells inside the caller's open transaction; returns its id."""
+    created = now_utc()
+    header = {"area": area, "product": product, "week": week, "model_name": str(metadata["model"]),
+              "model_version": str(metadata["model_version"]), "model_run_id": metadata.get("model_run_id"),
+              "data_fingerprint": metadata.get("data_fingerprint"), "code_version": metadata.get("code_version"),
+              "created_at": created, "published_by": published_by, "n_cells": len(cells)}
+    current = conn.execute(select(func.max(_P.c.version)).where(*_of(area, product), _P.c.week == week)).scalar()
+    if current is not None and not new_version:
+        raise PublicationExists(area, week, int(current), product)
+    version = int(current or 0) + 1
+    meta = {**metadata, "created_at": created.isoformat().replace("+00:00", "Z"),
+            "publication_version": version, "published_by": published_by}
+    pid = conn.execute(insert(_P).values(**header, version=version,
+                                         metadata_json=json.dumps(meta))).inserted_primary_key[0]
+    for start in range(0, len(cells), CELL_CHUNK):
+        chunk = cells[start:start + CELL_CHUNK]
+        conn.execute(insert(_C), [{"publication_id": pid, **c.__dict__} for c in chunk])
+        if on_cells_written is not None:
+            on_cells_written(start + len(chunk))
+    return pid
 
 
 _ACCESS_COLUMNS = ("at", "key_id", "role", "method", "path", "status", "duration_ms")

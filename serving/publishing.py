@@ -190,10 +190,12 @@ class Forecaster:
                         "expected_incidents": round(float(cells["risk"].sum()), 4)}
             return ForecastRows(metadata["period_start"], metadata, cell_records(cells))
 
-    def briefing_page(self, week: str | None, top: int, fmt: str, paper: str) -> tuple[bytes, str]:
+    def briefing_page(self, week: str | None, top: int, fmt: str, paper: str,
+                      live: dict | None = None) -> tuple[bytes, str]:
         """The weekly briefing of `week` (default: the first unrecorded week) with the current champion, rendered as
-        'pdf' or 'html'; returns (body, week start). Kept for the champion version and data it was made from, since
-        scoring last week refits the champion's settings (seconds to minutes).
+        'pdf' or 'html'; returns (body, week start). Kept for the champion version and data it was made from (and the
+        live record given, a `live_record` of the product's published forecasts), since scoring last week refits the
+        champion's settings (seconds to minutes).
 
         ValueError (or HotspotError) when the week is not a period of the panel.
         """
@@ -204,10 +206,11 @@ class Forecaster:
             model, ref = self.load_champion()
             prepared = self.panel()
             week = week or str(prepared.panel.next_period_start.date())
-            key = (ref.version, prepared.incidents.fingerprint, week, top, fmt, paper)
+            live_key = json.dumps(live, sort_keys=True) if live else None  # a new score makes a new briefing
+            key = (ref.version, prepared.incidents.fingerprint, week, top, fmt, paper, live_key)
             cache = self._briefings
             if key not in cache:
-                briefing = build_briefing(self.cfg, prepared, model, ref, week, top)
+                briefing = build_briefing(self.cfg, prepared, model, ref, week, top, live=live)
                 body = render_pdf(briefing, paper) if fmt == "pdf" else render_html(briefing, paper).encode("utf-8")
                 while len(cache) >= 8:  # a handful of weeks and formats; the oldest goes first
                     cache.pop(next(iter(cache)))

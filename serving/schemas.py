@@ -281,3 +281,96 @@ class ReportIndex(BaseModel):
     latest: dict[Literal["accuracy", "fairness"], ReportLink | None]
     trends: TrendsLink
     note: str | None
+
+
+# --- the live record and the weekly cycles --------------------------------------------------------------------------
+
+class LiveWeek(BaseModel):
+    week: str = Field(description="start of the week forecast")
+    observed_total: int = Field(description="incidents recorded in the week when it was last scored")
+    published: dict[str, float | None] | None = Field(
+        description="the published forecast's metrics (hit_rate, pai and pei at 1% and 5%, poisson_deviance); "
+                    "null where only baselines were scored")
+    best_baseline: dict[str, float | None] | None = Field(description="the best baseline's metrics that week")
+    baselines: dict[str, float | None] = Field(description="each baseline's PAI at 1% that week")
+
+
+class LiveBaseline(BaseModel):
+    model: str
+    mean_pai_1: float = Field(alias="mean_pai@1%", description="its mean PAI at 1% over the weeks compared")
+    weeks: int = Field(description="weeks where it and the published forecast were both scored")
+    chosen: str = Field(description="how it was chosen (in hindsight, which favours the baselines)")
+
+
+class LiveMetricSummary(BaseModel):
+    published: float | None = Field(description="the published forecasts' mean over the weeks compared")
+    best_baseline: float | None = Field(description="the best baseline's mean over the same weeks")
+    difference: float | None = Field(description="mean weekly difference, published minus best baseline")
+    ci95: list[float | None] = Field(description="95% percentile-bootstrap interval of the difference (weeks "
+                                                 "resampled)")
+    weeks_better: int | None = Field(description="weeks the published forecast did better")
+    weeks: int = Field(description="weeks compared")
+
+
+class RescoredWeek(BaseModel):
+    week: str
+    model: str
+    times_scored: int
+    first_scored_at: str | None
+    scored_at: str | None
+    first_observed_total: int
+    observed_total: int
+    observed_change: int = Field(description="incidents recorded late, after the first score")
+    first_pai_1: float | None = Field(alias="first_pai@1%")
+    pai_1: float | None = Field(alias="pai@1%")
+    pai_change: float | None
+
+
+class CycleFlag(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    product: str | None = None
+    kind: str
+    sentence: str
+    flag: bool = True
+
+
+class CycleBrief(BaseModel):
+    id: int
+    week: str
+    status: str
+    sentence: str | None = Field(description="the cycle's outcome in one sentence")
+    flags: list[CycleFlag] = Field(description="drift and decay flagged that week (on /v1/reports/live only this "
+                                               "product's and the area's own)")
+
+
+class LiveReport(BaseModel):
+    area: str
+    product: str
+    n_weeks: int = Field(description="weeks whose published forecast has been scored (within `?weeks=`)")
+    window: int | None = Field(description="`?weeks=`: only the last N weeks scored [null: all]")
+    weeks: list[LiveWeek] = Field(description="oldest first")
+    best_baseline: LiveBaseline | None
+    summary: dict[str, LiveMetricSummary] = Field(description="per metric (hit_rate, pai, pei at 1% and 5%); empty "
+                                                              "when nothing is scored yet")
+    sentence: str = Field(description="the record in plain English, or that nothing is scored yet")
+    rescored: list[RescoredWeek] = Field(description="weeks whose figures moved when late records were scored")
+    note: str = Field(description="recorded incidents are policing data, not ground truth")
+    cycles: list[CycleBrief] = Field(description="the latest weekly cycles, newest first")
+
+
+class CycleRecord(BaseModel):
+    id: int
+    week: str
+    status: str
+    started_at: datetime
+    finished_at: datetime
+    data_fingerprint: str | None
+    sentence: str | None
+    flags: list[CycleFlag]
+    products: dict[str, Any] = Field(description="what the cycle did for each product (its report, unchanged)")
+
+
+class CycleList(BaseModel):
+    area: str
+    cycles: list[CycleRecord] = Field(description="newest first")

@@ -161,3 +161,68 @@ def test_briefing_refuses_bad_input_with_one_line(trained_sample, tmp_path):
     assert not (tmp_path / "b.pdf").exists()
     for proc in (outside, unwritable, folder, suffix, none):
         assert "Traceback" not in proc.stderr
+
+
+def _live_record(weeks: list[str]) -> dict:
+    from hotspot.training.monitoring.live import PUBLISHED, live_record
+
+    def metrics(hit: float) -> dict:
+        return {"hit_rate@1%": hit, "pai@1%": 50 * hit, "pei@1%": 0.5, "hit_rate@5%": 2 * hit, "pai@5%": 20 * hit,
+                "pei@5%": 0.6, "poisson_deviance": 1.0}
+
+    scores = []
+    for i, week in enumerate(weeks):
+        scores += [{"week": week, "model": PUBLISHED, "observed_total": 200 + i, "metrics": metrics(0.11 + i / 100),
+                    "scored_at": None},
+                   {"week": week, "model": "naive_4w", "observed_total": 200 + i, "metrics": metrics(0.07),
+                    "scored_at": None}]
+    return live_record(scores)
+
+
+def test_live_record_section_with_live_data_and_none_without(trained_sample, sample_prepared, monkeypatch, tmp_path):
+    import dataclasses
+
+    import mlflow
+
+    from hotspot.features.places import build_places
+    from hotspot.features.prepared import Prepared
+    from hotspot.training.briefing import build_briefing
+    from hotspot.training.briefing_render import render_html, render_pdf
+    from hotspot.training.registry import load_champion
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", trained_sample["MLFLOW_TRACKING_URI"])
+    mlflow.set_tracking_uri(trained_sample["MLFLOW_TRACKING_URI"])
+    cfg, result, panel = sample_prepared
+    prepared = Prepared(result, panel, {}, build_places(cfg, result.accepted, result.grid, result.area))
+    model, ref = load_champion(cfg)
+    weeks = [str(d.date()) for d in panel.period_starts[-10:]]
+    live = _live_record(weeks)
+    b = build_briefing(cfg, prepared, model, ref, WEEK, top=10, live=live)
+    assert b.live is live and build_briefing(cfg, prepared, model, ref, WEEK, top=10, live=_live_record([])).live \
+        is None  # nothing scored: no section
+
+    page = render_html(b)
+    section = page[page.index("The live record: how the published forecasts did (the last 8 of 10 weeks)"):]
+    section = section[:section.index("Provenance")]
+    assert section.count("<tr><td>") == 8 and "4 Nov 2019" not in section  # the latest 8 weeks only
+    assert "30 Dec 2019" in section and "20%" in section and "7%" in section  # the latest week: 0.20 against 0.07
+    assert "best baseline (naive_4w)" in section and live["sentence"] in section
+    pdf = tmp_path / "live.pdf"
+    pdf.write_bytes(render_pdf(b))
+    text = _pdf_text(pdf)
+    assert "The live record: how the published forecasts did" in text and "best baseline (naive_4w)" in text
+    assert "The best baseline is chosen in" in text and "20%" in text
+    assert "Pages:           2" in subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True).stdout
+
+    plain = dataclasses.replace(b, live=None)
+    assert "live record" not in render_html(plain).lower()
+    pdf.write_bytes(render_pdf(plain))
+    assert "live record" not in _pdf_text(pdf).lower()
+
+    # no room on two pages (long reasons): the PDF says in one line that the live record is in the HTML
+    long = tuple(f"reason {i}: " + "a long explanation of what this cell's history says " * 4 for i in range(3))
+    wordy = dataclasses.replace(b, top=tuple(dataclasses.replace(c, reasons=long) for c in b.top))
+    pdf.write_bytes(render_pdf(wordy))
+    text = _pdf_text(pdf)
+    assert "is in the HTML briefing" in text and "Provenance" in text
+    assert "Pages:           2" in subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True).stdout

@@ -18,6 +18,7 @@ from hotspot.features.locking import locked, replace_atomically, write_text_atom
 from hotspot.models import (
     SEPP,
     EWMCounts,
+    FlatRate,
     Forecaster,
     HistoryCounts,
     KernelDensity,
@@ -31,7 +32,8 @@ from hotspot.training.selection import AutoSelect, selection_rows
 
 __all__ = ["PREDICTION_COLUMNS", "BacktestResult", "forecast_periods", "run_backtest", "summarise",
            "lightgbm_from_config", "available_models", "make_models", "write_backtest", "summary_table",
-           "selection_candidates", "SELECTION_NAME", "lightgbm_for_training", "training_model", "model_family"]
+           "selection_candidates", "SELECTION_NAME", "FLAT", "REFERENCE_ONLY",
+           "lightgbm_for_training", "training_model", "model_family"]
 
 
 def lightgbm_from_config(cfg: StudyConfig) -> LightGBMForecaster:
@@ -43,6 +45,8 @@ def lightgbm_from_config(cfg: StudyConfig) -> LightGBMForecaster:
 
 
 SELECTION_NAME = "auto"  # the model that chooses among the others (training/selection.py)
+FLAT = "flat"  # every cell the same rate (models.naive.FlatRate): a floor, registered only when asked for by name
+REFERENCE_ONLY = (FLAT,)  # models never in "all", never auto's candidates, never a baseline a forecast is judged by
 
 
 def lightgbm_for_training(cfg: StudyConfig, params: str = "auto") -> tuple[LightGBMForecaster, str]:
@@ -101,12 +105,13 @@ def available_models(cfg: StudyConfig) -> dict[str, Callable[[], Forecaster]]:
     bc = cfg.backtest
     factories[f"ewm_hl{bc.ewm_halflife:g}"] = lambda: EWMCounts(halflife=bc.ewm_halflife)
     counts = ["lightgbm", *(n for n in factories if n.startswith(("naive_", "history", "ewm_")))]
+    factories[FLAT] = FlatRate  # a floor, never a baseline nor a candidate; not in "all" (REFERENCE_ONLY)
     factories[f"kde_{bc.kde_bandwidth_m:g}m"] = lambda: KernelDensity(bandwidth_m=bc.kde_bandwidth_m)
     factories["prospective"] = lambda: ProspectiveHotspots(bc.prospective_bandwidth_cells, bc.prospective_weeks)
     factories["sepp"] = lambda: SEPP(train_days=bc.sepp_train_days)
     if cfg.context:
         factories["rtm"] = RiskTerrain
-    sc, others = cfg.selection, dict(factories)
+    sc, others = cfg.selection, {n: f for n, f in factories.items() if n not in REFERENCE_ONLY}
     # candidates checked when auto is built, so that a slip in [selection] stops only the runs that use it
     factories[SELECTION_NAME] = lambda: AutoSelect(
         candidates=[others[n]() for n in selection_candidates(cfg, list(others), default=counts)],
@@ -132,7 +137,7 @@ def make_models(cfg: StudyConfig, names: list[str]) -> list[Forecaster]:
     factories = available_models(cfg)
     expanded: list[str] = []
     for name in names:
-        for n in ([f for f in factories if f != SELECTION_NAME] if name == "all" else [name]):
+        for n in ([f for f in factories if f not in (SELECTION_NAME, *REFERENCE_ONLY)] if name == "all" else [name]):
             if n not in expanded:
                 expanded.append(n)
     unknown = [n for n in expanded if n not in factories]

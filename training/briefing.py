@@ -29,7 +29,7 @@ from hotspot.training.registry import ModelRef, version_forecaster, version_spec
 
 # the models a forecast is never compared with as a "baseline": the LightGBM variants themselves, and auto (which
 # chooses among LightGBM and the baselines)
-NOT_BASELINES = ("lightgbm", "lightgbm_tuned", "auto")
+NOT_BASELINES = ("lightgbm", "lightgbm_tuned", "auto", "flat")
 
 
 @dataclass(frozen=True)
@@ -95,6 +95,8 @@ class Briefing:
     note: str = NOTE
     product: str | None = None  # the forecast product's title where the config lists [[products]]
     other_products: tuple[str, ...] = ()  # the titles of the area's other products
+    # the live record (training.monitoring.live.live_record) of the product's published forecasts, where one is kept
+    live: dict | None = None
     # what the map draws, in the area CRS: the study-area outline and the named areas (name, geometry, label_x/y)
     crs: str = ""
     outline: shapely.Geometry | None = field(default=None, repr=False)
@@ -214,8 +216,9 @@ def scored_week(panel: Panel, t: int, last_recorded: pd.Timestamp, freq: str) ->
 
 
 def build_briefing(cfg: StudyConfig, prepared: Prepared, model: Forecaster, ref: ModelRef, week: str,
-                   top: int = 10) -> Briefing:
-    """The briefing of `week` (a period start of the panel, up to the first unrecorded week) with the champion."""
+                   top: int = 10, live: dict | None = None) -> Briefing:
+    """The briefing of `week` (a period start of the panel, up to the first unrecorded week) with the champion;
+    `live`, a `live_record` of the product's published forecasts, adds how they did week by week."""
     panel = prepared.panel
     if top < 1:
         raise ValueError(f"--top must be at least 1, not {top}")
@@ -255,6 +258,7 @@ def build_briefing(cfg: StudyConfig, prepared: Prepared, model: Forecaster, ref:
         places_origin=places.origin if places is not None else "no place names configured (cell centres in degrees)",
         product=cfg.product.label if cfg.has_products else None,
         other_products=tuple(p.label for p in cfg.product_list if p.name != cfg.product.name),
+        live=live if live and live.get("n_weeks") else None,
         crs=str(area.crs), outline=area.boundary,
         areas=places.areas[["name", "geometry", "label_x", "label_y"]] if places is not None else None,
     )

@@ -108,6 +108,13 @@ class BriefingText:
     caveat: str
     provenance: tuple[tuple[str, str], ...]
     map_caption: str
+    # the live record (absent: live_title ""): the last weeks' rows (week, recorded, forecast's and best baseline's
+    # share in the top 1% of cells), its sentence, and the one line the PDF prints when the table leaves no room
+    live_title: str = ""
+    live_lines: tuple[str, ...] = ()
+    live_head: tuple[str, ...] = ()
+    live_rows: tuple[tuple[str, str, str, str], ...] = ()
+    live_elsewhere: str = ""
 
 
 def _score_section(lw: LastWeek, counted: str = "") -> tuple[list[str], str, list[tuple[str, str, str]]]:
@@ -129,6 +136,52 @@ def _score_section(lw: LastWeek, counted: str = "") -> tuple[list[str], str, lis
     rows = [(f"forecast ({lw.forecast.model})", _count(lw.forecast.hits), _share(lw.forecast.hit_rate))]
     rows += [(baseline_label(s.model), _count(s.hits), _share(s.hit_rate)) for s in lw.baselines]
     return lines, how, rows
+
+
+LIVE_WEEKS = 8  # the live record's weeks shown (the latest); its sentence covers every week scored
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.0f}%"
+
+
+def _live_section(live: dict) -> dict:
+    """The live record's title, sentence and table of its latest weeks (the published forecast beside the best
+    baseline's share of recorded incidents in the top 1% of cells)."""
+    weeks = [w for w in live["weeks"] if w.get("published")][-LIVE_WEEKS:]
+    best = (live.get("best_baseline") or {}).get("model")
+    shown = f"the last {len(weeks)} of {live['n_weeks']} weeks" if live["n_weeks"] > len(weeks) else \
+        f"{len(weeks)} week{'s' if len(weeks) != 1 else ''}"
+    rows = tuple((_short_day(w["week"]), f"{w['observed_total']:,}", _percent(w["published"].get("hit_rate@1%")),
+                  _percent((w.get("best_baseline") or {}).get("hit_rate@1%")) if best else "n/a") for w in weeks)
+    lines = [live["sentence"]]
+    moved = [r for r in live.get("rescored") or [] if r["week"] in {w["week"] for w in weeks}]
+    if moved:
+        changes = "; ".join(f"{_short_day(r['week'])}: {r['first_observed_total']:,} then {r['observed_total']:,}"
+                            for r in moved[:3])
+        lines.append(f"Late records changed the recorded count of {len(moved)} of these weeks after they were first "
+                     f"scored ({changes}{'; ...' if len(moved) > 3 else ''}); the table shows the current figures.")
+    return {"live_title": f"The live record: how the published forecasts did ({shown})",
+            "live_lines": tuple(lines),
+            "live_head": ("week of", "recorded", "forecast: share in top 1% of cells",
+                          f"best baseline ({best}): share" if best else "best baseline"),
+            "live_rows": rows,
+            "live_elsewhere": f"The live record ({live['n_weeks']} published weeks scored against what was recorded) "
+                              f"is in the HTML briefing: no room for it on two pages."}
+
+
+def _short_day(iso: str) -> str:
+    """A week start as '23 Dec 2019'."""
+    import pandas as pd
+
+    return pd.Timestamp(iso).strftime("%-d %b %Y")
+
+
+def _short_weeks(days: tuple[str, ...]) -> tuple[str, list[str]]:
+    """'23 Dec 2019' as '23 Dec', with the years they span ('2019' or '2019-20') said once (narrow columns)."""
+    years = sorted({day.split()[-1] for day in days})
+    span = years[0] if len(years) == 1 else f"{years[0]}-{years[-1][-2:]}"
+    return span, [day.rsplit(" ", 1)[0] for day in days]
 
 
 def briefing_text(b: Briefing) -> BriefingText:
@@ -194,6 +247,7 @@ def briefing_text(b: Briefing) -> BriefingText:
         provenance=provenance,
         map_caption=(f"The top {n} cells (numbers are ranks; colour is expected incidents this week) with the "
                      f"named areas that hold them; inset: the whole study area."),
+        **(_live_section(b.live) if b.live and b.live.get("n_weeks") else {}),
     )
 
 
@@ -424,15 +478,19 @@ def render_pdf(b: Briefing, paper: str = "a4") -> bytes:
     the provenance onto a third page (long reasons, a long top list), the table keeps each cell's first reasons and
     says so; the HTML briefing always lists them all."""
     body, pages = _render_pdf(b, paper, None)
-    for keep in (2, 1):
+    # the live record yields first (its table and sentence without the small print, then one line saying it is in
+    # the HTML), then the reasons beyond the first ones
+    tries = [(None, "short"), (None, "line"), (2, "line"), (1, "line")] if b.live is not None else [(2, ""), (1, "")]
+    for keep, live in tries:
         if pages <= 2:
             break
-        body, pages = _render_pdf(b, paper, keep)
+        body, pages = _render_pdf(b, paper, keep, live)
     return body
 
 
-def _render_pdf(b: Briefing, paper: str, keep_reasons: int | None) -> tuple[bytes, int]:
-    """The PDF with at most `keep_reasons` reasons per cell (None: all), and its page count."""
+def _render_pdf(b: Briefing, paper: str, keep_reasons: int | None, live: str = "full") -> tuple[bytes, int]:
+    """The PDF with at most `keep_reasons` reasons per cell (None: all), the live record ('full': table, sentence
+    and small print; 'short': table and sentence; 'line': one line saying where it is), and its page count."""
     from xml.sax.saxutils import escape
 
     from reportlab.lib import colors
@@ -524,6 +582,24 @@ def _render_pdf(b: Briefing, paper: str, keep_reasons: int | None) -> tuple[byte
     story += [p(f"Top {n} cells this week, and why", h2), table(rows, [*widths, inner - sum(widths)], [
         ("ROWBACKGROUNDS", (0, 1), (-1, -1), [colors.white, colors.HexColor("#f2f2f2")]),
         ("TOPPADDING", (0, 0), (-1, -1), 2), ("BOTTOMPADDING", (0, 0), (-1, -1), 3)])]
+    if text.live_title and live in ("full", "short"):
+        # on paper the weeks run across (a row per figure): four rows where a row per week would take nine
+        columns = list(zip(*text.live_rows))
+        years, days = _short_weeks(columns[0])
+        head_tiny = ParagraphStyle("head_tiny", parent=tiny_right, fontName=bold, textColor=colors.white)
+        rows = [[p(f"{text.live_head[0]} ({years})", head_small)] + [p(d, head_tiny) for d in days]]
+        rows += [[p(label, tiny)] + [p(v, tiny_right) for v in values]
+                 for label, values in zip(text.live_head[1:], columns[1:])]
+        label_w = inner * 0.3
+        story.append(KeepTogether([p(text.live_title, h2), table(
+            rows, [label_w] + [(inner - label_w) / LIVE_WEEKS] * len(text.live_rows), [
+                ("BACKGROUND", (0, 2), (-1, 2), colors.HexColor("#fdebd0")),
+                ("TOPPADDING", (0, 0), (-1, -1), 0.5), ("BOTTOMPADDING", (0, 0), (-1, -1), 1.5),
+                ("LEFTPADDING", (1, 0), (-1, -1), 2), ("RIGHTPADDING", (1, 0), (-1, -1), 4)]),
+            Spacer(1, 1.5 * mm), p(text.live_lines[0], small),
+            *(p(line, caption) for line in text.live_lines[1:] if live == "full")]))
+    elif text.live_title:
+        story.append(p(text.live_elsewhere, caption))
     prov = Table([[p(k, small), p(v, small)] for k, v in text.provenance], colWidths=[32 * mm, inner - 32 * mm])
     prov.setStyle(TableStyle([("TOPPADDING", (0, 0), (-1, -1), 0.5), ("BOTTOMPADDING", (0, 0), (-1, -1), 0.5),
                               ("LEFTPADDING", (0, 0), (-1, -1), 0)]))

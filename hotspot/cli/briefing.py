@@ -26,7 +26,9 @@ def briefing_cmd(
     product: ProductOption = None,
 ):
     """Weekly briefing with the champion: map of the top cells, the top list with places and reasons, what changed
-    since last week, how last week's forecast did beside the best baseline, and the caveat; one or two pages."""
+    since last week, how last week's forecast did beside the best baseline, and the caveat; one or two pages. With
+    a publication store (HOTSPOT_DATABASE_URL, default sqlite:///hotspot.db) whose weeks `hotspot cycle` has scored,
+    also the live record of the published forecasts."""
     from hotspot.steps import briefing_step
 
     cfg = load(config, product)
@@ -42,4 +44,6 @@ def briefing_cmd(
                   f"{lw.best_baseline.hits:g}", highlight=False)
     else:
         out.print(f"last week not scored: {briefing.last_week_missing}", highlight=False)
+    if briefing.live is not None:
+        out.print(f"live record: {briefing.live['sentence']}", highlight=False)
     out.print(f"wrote {path} in {time.perf_counter() - start:.1f} s", highlight=False)

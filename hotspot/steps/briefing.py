@@ -27,10 +27,42 @@ def check_writable(out: Path) -> None:
         raise HotspotError(f"cannot write the briefing to {out}: no permission to write in {folder}")
 
 
+DEFAULT_DATABASE_URL = "sqlite:///hotspot.db"  # what `hotspot publish` and `hotspot serve` use by default
+
+
+def stored_live(cfg: StudyConfig, database_url: str | None = None) -> dict | None:
+    """The product's live record from the publication store at `database_url` (default: HOTSPOT_DATABASE_URL, else
+    the commands' default), or None when there is no store: a SQLite file that does not exist is never created, and
+    a store without live scores (older, or no cycle run yet) gives None too."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from hotspot.serving.db import PublicationStore, make_engine
+    from hotspot.serving.live import stored_live_record
+
+    url = database_url or os.environ.get("HOTSPOT_DATABASE_URL") or DEFAULT_DATABASE_URL
+    try:
+        parsed = make_url(url)
+    except Exception:  # noqa: BLE001 - a URL the store could not open either: no live record, the briefing goes on
+        return None
+    if parsed.get_backend_name() == "sqlite" and (not parsed.database or parsed.database == ":memory:"
+                                                  or not Path(parsed.database).is_file()):
+        return None
+    engine = make_engine(url)
+    try:
+        record = stored_live_record(PublicationStore(engine), cfg.area.name, cfg.product.name)
+    except SQLAlchemyError:
+        return None
+    finally:
+        engine.dispose()
+    return record if record["n_weeks"] else None
+
+
 def briefing_step(cfg: StudyConfig, out: Path, week: str | None = None, top: int = 10, fmt: str | None = None,
-                  paper: str = "a4", prepared: Prepared | None = None):
+                  paper: str = "a4", prepared: Prepared | None = None, database_url: str | None = None):
     """Write the weekly briefing of `week` (default: the first unrecorded week) with the champion to `out` (PDF or
-    HTML, from `fmt` or the suffix) and log it to MLflow. Returns (briefing, path)."""
+    HTML, from `fmt` or the suffix) and log it to MLflow. Returns (briefing, path). The live record of the
+    product's published forecasts is added when the publication store (`stored_live`) holds one."""
     from hotspot.training.briefing import build_briefing
     from hotspot.training.briefing_render import briefing_format, paper_size, write_briefing
     from hotspot.training.registry import load_champion
@@ -45,7 +77,7 @@ def briefing_step(cfg: StudyConfig, out: Path, week: str | None = None, top: int
     except ValueError as exc:
         raise HotspotError(f"week {week}: {str(exc).splitlines()[0]}") from None
     model, ref = load_champion(cfg)
-    briefing = build_briefing(cfg, prepared, model, ref, week, top)
+    briefing = build_briefing(cfg, prepared, model, ref, week, top, live=stored_live(cfg, database_url))
     path = write_briefing(briefing, Path(out), kind, paper)
     with tracking.step_run(cfg, "briefing", prepared.incidents.fingerprint, run_name=f"briefing {week}"):
         import mlflow
@@ -56,5 +88,7 @@ def briefing_step(cfg: StudyConfig, out: Path, week: str | None = None, top: int
             lw = briefing.last_week
             mlflow.log_metrics({"last_week_hits": lw.forecast.hits, "last_week_recorded": lw.recorded,
                                 "last_week_best_baseline_hits": lw.best_baseline.hits})
+        if briefing.live is not None:
+            mlflow.log_metric("live_weeks_scored", briefing.live["n_weeks"])
         mlflow.log_artifact(str(path), "briefing")
     return briefing, path

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Response
 from hotspot.features.errors import HotspotError
 from hotspot.serving.auth import ApiKey
 from hotspot.serving.dependencies import Product, State, require, validation_error, week_problem
+from hotspot.serving.live import stored_live_record
 from hotspot.serving.responses import errors
 from hotspot.serving.schemas import WEEK_PATTERN, check_week
 
@@ -22,7 +23,8 @@ BRIEFING_RESPONSES = {
     200: {"description": "The briefing of the week with the product's champion model: the title (area, product, "
                          "week, model version, when made), a map of the top cells with the area's outline and "
                          "place labels, the top N table with places and reasons, what changed since last week, "
-                         "how last week's forecast did beside the best baseline on the same week, the caveat that "
+                         "how last week's forecast did beside the best baseline on the same week, the live record of "
+                         "the published forecasts (where `hotspot cycle` has scored some), the caveat that "
                          "recorded incidents are policing data, and provenance. PDF by default, HTML with "
                          "`?format=html`; one or two A4 or Letter pages.",
           "content": {"application/pdf": {"schema": {"type": "string", "format": "binary"}},
@@ -53,8 +55,9 @@ def weekly_briefing(
         forecaster.load_champion()
     except HotspotError as exc:
         raise HTTPException(503, str(exc).splitlines()[0]) from None
+    live = stored_live_record(state.store, state.area, product.name)  # the viewers' briefing carries it too
     try:
-        body, week_start = forecaster.briefing_page(week, top, format, paper)
+        body, week_start = forecaster.briefing_page(week, top, format, paper, live if live["n_weeks"] else None)
     except (ValueError, IndexError, HotspotError) as exc:
         # a real date that is no week of the data: there is no briefing of it (404, like an unpublished forecast)
         raise HTTPException(404, f"no briefing for the week of {week}: {week_problem(forecaster, week, exc)}") \

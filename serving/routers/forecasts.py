@@ -137,7 +137,7 @@ async def week_forecast(
 
 @router.post("", status_code=201, response_model=PublicationSummary,
              responses=errors(400, 401, 403, 409, 413, 422, 503),
-             summary="Compute a week's forecast of a product (with auto, or the pinned model) and publish it (analysts)")
+             summary="Compute a week's forecast of a product (auto, or the pinned model) and publish it (analysts)")
 def publish_forecast(body: PublishRequest, state: State, key: Publisher, product: Product,
                      response: Response) -> PublicationSummary:
     _require_area(state)

@@ -18,7 +18,8 @@ def health() -> Health:
     return Health(code_version=code_version())
 
 
-@router.get("/ready", response_model=Readiness, summary="The area is configured, a forecast is published, and the champion is loaded if forecasts are pinned to it",
+@router.get("/ready", response_model=Readiness,
+            summary="The area is configured, a forecast is published, and the champion is loaded if pinned",
             responses={503: {"model": Readiness, "description": "not ready; `problems` says why"}})
 async def ready(state: State):
     problems: list[str] = []

@@ -1,5 +1,7 @@
 """Accuracy and fairness reports (auditors and analysts), as JSON or as the HTML page, rendered from MLflow runs; the
-latest of each kind, or the one of a registered model version (`?version=`), and an index of them per version."""
+latest of each kind, or the one of a registered model version (`?version=`), and an index of them per version. Also
+the live record (how the published forecasts did against what was recorded, beside the baselines; auditors and
+analysts) and the weekly cycles with their drift and decay flags (analysts), both read from the publication store."""
 
 from __future__ import annotations
 
@@ -11,13 +13,22 @@ from starlette.concurrency import run_in_threadpool
 from hotspot.serving.artifacts import REPORTS, Report, ReportsUnavailable, report_response
 from hotspot.serving.auth import ApiKey
 from hotspot.serving.dependencies import Product, State, require
+from hotspot.serving.live import stored_live_record
 from hotspot.serving.responses import errors
 from hotspot.serving.routers.models import not_registered
-from hotspot.serving.schemas import ReportEnvelope, ReportIndex  # the bytes are rendered in artifacts.py
+from hotspot.serving.schemas import (  # the bytes are rendered in artifacts.py
+    CycleList,
+    LiveReport,
+    ReportEnvelope,
+    ReportIndex,
+)
 
 router = APIRouter(prefix="/v1/reports", tags=["reports"])
 
 Auditor = Annotated[ApiKey, Depends(require("reports:read"))]
+LiveReader = Annotated[ApiKey, Depends(require("live:read"))]
+CycleReader = Annotated[ApiKey, Depends(require("cycles:read"))]
+LIVE_CYCLES = 5  # the latest cycles shown beside the live record
 Format = Annotated[Literal["json", "html"] | None, Query(description="json (default) or html; `Accept: text/html` "
                                                                      "also gives the page")]
 Version = Annotated[str | None, Query(pattern=r"^[0-9]{1,9}$", description="a registered model version (see "
@@ -127,3 +138,49 @@ async def accuracy_report(state: State, request: Request, _: Auditor, product: P
 async def fairness_report(state: State, request: Request, _: Auditor, product: Product, format: Format = None,
                           version: Version = None) -> Response:
     return await _serve(state, "fairness", request, format, version, product)
+
+
+def _flags(report: dict, product: str | None = None) -> list[dict]:
+    """A cycle report's flags: all of them, or only `product`'s and the area's own (no product) when given."""
+    flags = [f for f in report.get("flags") or [] if isinstance(f, dict)]
+    return flags if product is None else [f for f in flags if f.get("product") in (None, product)]
+
+
+def _live(state, product, weeks: int | None) -> dict:
+    area, name = state.area, product.name
+    record = stored_live_record(state.store, area, name, weeks)
+    cycles = [{"id": c["id"], "week": c["week"], "status": c["status"], "sentence": c["report"].get("sentence"),
+               "flags": _flags(c["report"], name)} for c in state.store.cycles(area, LIVE_CYCLES)]
+    return {"area": area, "product": name, **record, "cycles": cycles}
+
+
+def _cycles(state, limit: int) -> dict:
+    if state.area is None:
+        raise HTTPException(503, state.config_error or "no study area configured")
+    return {"area": state.area,
+            "cycles": [{**{k: c[k] for k in ("id", "week", "status", "started_at", "finished_at",
+                                             "data_fingerprint")},
+                        "sentence": c["report"].get("sentence"), "flags": _flags(c["report"]),
+                        "products": c["report"].get("products") or {}} for c in state.store.cycles(state.area, limit)]}
+
+
+@router.get("/live", response_model=LiveReport, responses=errors(401, 403, 422, 503),
+            summary="The live record: each published forecast scored against what was recorded, beside the baselines")
+async def live_report(
+    state: State, _: LiveReader, product: Product,
+    weeks: Annotated[int | None, Query(ge=1, le=520, description="only the last N weeks scored [default: all]")] = None,
+):
+    """Every week whose published forecast `hotspot cycle` has scored, oldest first, with the baselines' scores of the
+    same weeks, the best baseline (chosen in hindsight), the mean of each metric beside it with the paired difference
+    and its 95% interval, the weeks re-scored after late records, and the latest cycles with this product's flags.
+    Nothing scored yet is a 200 whose `sentence` says so (`n_weeks` 0): the product exists, its record is empty."""
+    return await run_in_threadpool(_live, state, product, weeks)
+
+
+@router.get("/cycles", response_model=CycleList, responses=errors(401, 403, 422, 503),
+            summary="The recent weekly cycles (newest first) with their drift and decay flags (analysts)")
+async def cycle_list(
+    state: State, _: CycleReader,
+    limit: Annotated[int, Query(ge=1, le=200, description="how many cycles, newest first")] = 20,
+):
+    return await run_in_threadpool(_cycles, state, limit)

@@ -264,13 +264,14 @@ def sample_service(tmp_path_factory):
     default (`all`) for both SAMPLE_WEEKS through the API, and SECOND_PRODUCT for the first week with `hotspot
     publish --product` and the second through the API with `?product=`. break-and-enter has no model."""
     folder = tmp_path_factory.mktemp("sample_service")
+    # the champion forecasts here (these tests follow each product's own model; auto: tests/training/test_champion.py)
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}",
-           "HOTSPOT_DATABASE_URL": f"sqlite:///{folder / 'hotspot.db'}"}
+           "HOTSPOT_DATABASE_URL": f"sqlite:///{folder / 'hotspot.db'}", "HOTSPOT_FORECAST_MODEL": "champion"}
     for product in ("all", SECOND_PRODUCT):
         trained = run_cli("train", "--config", str(SAMPLE_CONFIG), "--product", product, env=env, cwd=folder)
         assert trained.returncode == 0, trained.stderr
     published = run_cli("publish", "--config", str(SAMPLE_CONFIG), "--product", SECOND_PRODUCT, "--week",
-                        SAMPLE_WEEKS[0], env=env, cwd=folder)
+                        SAMPLE_WEEKS[0], "--model", "champion", env=env, cwd=folder)
     assert published.returncode == 0, published.stderr
     keys = {role: new_key(role, env, folder) for role in ("viewer", "auditor", "analyst", "public")}
     server = Server(SAMPLE_CONFIG, env["HOTSPOT_DATABASE_URL"], env, folder, folder / "serve.log")
