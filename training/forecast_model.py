@@ -84,8 +84,21 @@ def auto_forecaster(cfg: StudyConfig) -> Forecaster:
     return training_model(cfg, AUTO)[0]
 
 
+def first_auto_period(cfg: StudyConfig, panel: Panel) -> int:
+    """The first period auto can forecast: the features' look-back, then its validation weeks."""
+    return panel.min_history + 1 + cfg.selection.validation_weeks
+
+
 def fit_auto(cfg: StudyConfig, panel: Panel, t: int, fingerprint: str | None) -> ForecastModel:
     """`auto` fitted for period t with only the periods before it; the chosen candidate forecasts."""
+    first = first_auto_period(cfg, panel)
+    if t < first:
+        raise ValueError(
+            f"auto cannot forecast {panel.period_starts[t].date()}: it chooses a model on the "
+            f"{cfg.selection.validation_weeks} weeks before the forecast week, after the features' look-back, so its "
+            f"forecasts start {panel.period_starts[first].date()} (forecastable weeks run "
+            f"{panel.period_starts[first].date()} .. {panel.next_period_start.date()}); pin a model "
+            "(--model champion or a version) for an earlier week")
     start = time.perf_counter()
     auto = auto_forecaster(cfg).fit(panel.until(t))
     week = str(panel.period_starts[t].date())

@@ -14,6 +14,7 @@ from hotspot.cli import briefing  # noqa: F401
 from hotspot.cli import audit  # noqa: F401
 from hotspot.cli import partners  # noqa: F401
 from hotspot.cli import service  # noqa: F401
+from hotspot.cli import cycle  # noqa: F401
 from hotspot.cli import demo  # noqa: F401
 # isort: on
 

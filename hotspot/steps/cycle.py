@@ -33,7 +33,7 @@ import pandas as pd
 from hotspot.features.config import StudyConfig
 from hotspot.features.errors import HotspotError
 from hotspot.features.prepared import Prepared
-from hotspot.steps.common import output_root, prepare
+from hotspot.steps.common import prepare
 
 EXIT_REFUSED = 3  # stale or incomplete data: the cycle changed nothing
 COVERAGES = [0.01, 0.05]
@@ -380,7 +380,7 @@ def run_cycle(cfg: StudyConfig, database_url: str, week: str | None = None, appe
     files = extracts_in(cfg) + [Path(p) for p in (append or [])]
     real = history.history_file(cfg)
     staging = real.parent / ".cycle-staging"
-    root = out_dir or output_root(cfg) / "cycle"
+    root = out_dir or Path("outputs") / cfg.area.name / "cycle"  # one report for the area's products
     engine = make_engine(database_url)
     create_schema(engine)
     store = PublicationStore(engine)
@@ -472,7 +472,7 @@ def run_cycle(cfg: StudyConfig, database_url: str, week: str | None = None, appe
     report["cycle_id"] = cycle_id
     report["publications"] = [{"product": p.product, "week": p.week, "version": p.version, "id": p.id}
                               for p in pubs]
-    seconds["total"] = round(time.perf_counter() - clock, 1)
+    seconds["total"] = report["seconds"]["total"] = round(time.perf_counter() - clock, 1)
     paths = write_report(cfg, report, root / wk_s)
     return CycleResult(wk_s, "done", report["sentence"], report, paths, cycle_id)
 

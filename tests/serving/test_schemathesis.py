@@ -72,6 +72,11 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(trained_area
         assert refused.status_code == 422, refused.text
         periods = re.search(r"periods run (\S+) \.\. (\S+?);", refused.json()["detail"])
         assert periods and periods.group(2) == published.json()["week"], refused.text
+        # auto forecasts only after the look-back and its validation weeks, and says from when: the hooks start there
+        early = httpx.post(f"{server.url}/v1/forecasts", json={"week": periods.group(1)}, headers={"X-API-Key": key})
+        assert early.status_code == 422, early.text
+        first = re.search(r"forecasts start (\S+) ", early.json()["detail"])
+        assert first and periods.group(1) < first.group(1) <= periods.group(2), early.text
         (tmp_path / "hooks.py").write_text(HOOKS)
         proc = subprocess.run(
             [str(Path(sys.executable).with_name("schemathesis")), "run", f"{server.url}/openapi.json",
@@ -80,7 +85,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(trained_area
              "--request-timeout", "60", "--no-color"],
             capture_output=True, text=True, timeout=600, cwd=tmp_path,
             env={**os.environ, "SCHEMATHESIS_HOOKS": str(tmp_path / "hooks.py"),
-                 "HOTSPOT_TEST_PERIODS": f"{periods.group(1)}..{periods.group(2)}"})
+                 "HOTSPOT_TEST_PERIODS": f"{first.group(1)}..{periods.group(2)}"})
     finally:
         server.stop()
     output = proc.stdout + proc.stderr

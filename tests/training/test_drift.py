@@ -192,7 +192,8 @@ def test_psi_sees_a_rare_value_become_common():
 
 def test_psi_handles_a_constant_feature():
     ref, week = np.zeros((1000, 1)), np.zeros((200, 1))
-    assert feature_psi(week, ref, ["const"])["psi"]["const"] == 0.0
+    same = feature_psi(week, ref, ["const"])
+    assert same["psi"]["const"] is None and same["week_wide"] == ["const"] and not same["flag"]
     week[:60] = 1.0  # 30% of cells leave the only value the reference had
     result = feature_psi(week, ref, ["const"])
     assert result["moved"] == ["const"] and result["psi"]["const"] > 1
@@ -263,3 +264,13 @@ def test_summary_counts_the_flags_in_one_line():
     assert summary["sentence"].startswith("1 flag: volume low")
     assert summarise(checks[1:]) == {"flags": [], "n_flags": 0, "sentence": "No drift or decay flagged."}
     json.dumps(summary, allow_nan=False)
+
+
+def test_psi_leaves_out_week_wide_features_like_the_calendar():
+    rng = np.random.default_rng(5)
+    ref = np.column_stack([rng.poisson(2, 5000), np.repeat(np.arange(1, 11), 500)])  # month 1..10 over the year
+    week = np.column_stack([rng.poisson(2, 500), np.full(500, 12)])  # December: one value over every cell
+    result = feature_psi(week, ref, ["lag_1", "month"], week="2019-12-02")
+    assert result["psi"]["month"] is None and result["week_wide"] == ["month"]
+    assert not result["flag"] and "none of the 1 features" in result["sentence"]
+    assert "Not scored: 1 feature with one value" in result["sentence"]

@@ -219,7 +219,12 @@ def feature_psi(X_week: np.ndarray, X_ref: np.ndarray, names: list[str], thresho
     if bins < 2:
         raise ValueError(f"feature_psi needs at least 2 bins; got {bins}")
     label = _week_label(week)
-    psi = {str(name): _num(_psi(X_ref[:, j], X_week[:, j], bins), 4) for j, name in enumerate(names)}
+    # a feature with one value over all the week's cells (calendar: month, holidays, week of year) describes the
+    # week, not where incidents are; its "shift" against a year of weeks is the season, so it is not scored
+    same = [str(name) for j, name in enumerate(names)
+            if len(X_week) and np.nanmin(X_week[:, j]) == np.nanmax(X_week[:, j])]
+    psi = {str(name): None if str(name) in same else _num(_psi(X_ref[:, j], X_week[:, j], bins), 4)
+           for j, name in enumerate(names)}
     moved = sorted((n for n, v in psi.items() if v is not None and v > threshold), key=lambda n: -psi[n])
     phrase = _week_phrase(label)
     against = (f"against {len(X_ref):,} reference cell-weeks (population stability index, threshold "
@@ -227,16 +232,19 @@ def feature_psi(X_week: np.ndarray, X_ref: np.ndarray, names: list[str], thresho
     if moved:
         named = ", ".join(f"{n} ({psi[n]:.2f})" for n in moved[:3]) + (f" and {len(moved) - 3} more"
                                                                        if len(moved) > 3 else "")
-        sentence = (f"{phrase}: {len(moved)} of {len(psi)} features of {len(X_week):,} cells moved away from their "
-                    f"usual distribution {against}: {named}.")
+        sentence = (f"{phrase}: {len(moved)} of {len(psi) - len(same)} features of {len(X_week):,} cells moved "
+                    f"away from their usual distribution {against}: {named}.")
     else:
         scored = {n: v for n, v in psi.items() if v is not None}
         largest = (f"; the largest shift is {max(scored, key=scored.get)} ({max(scored.values()):.2f})"
                    if scored else "")
-        sentence = (f"{phrase}: none of the {len(psi)} features of {len(X_week):,} cells moved away from their usual "
-                    f"distribution {against}{largest}.")
+        sentence = (f"{phrase}: none of the {len(psi) - len(same)} features of {len(X_week):,} cells moved away "
+                    f"from their usual distribution {against}{largest}.")
+    if same:
+        sentence += (f" Not scored: {len(same)} feature{'s' * (len(same) != 1)} with one value over every cell this "
+                     "week (calendar and other week-wide features).")
     return {"kind": "features", "week": label, "psi": psi, "moved": moved, "threshold": float(threshold),
-            "flag": bool(moved), "sentence": sentence}
+            "flag": bool(moved), "week_wide": same, "sentence": sentence}
 
 
 def decay_check(weeks: list[str], published: list[float], baseline: list[float], baseline_name: str,
