@@ -51,9 +51,6 @@ def cycle_cmd(
         out.print(f"dry run for the week of {result.week}: nothing was changed; the cycle would", highlight=False)
         for line in result.report["would"]:
             out.print(f"  - {line}", highlight=False)
-        fresh = result.report.get("freshness") or {}
-        if not fresh.get("ok", True):
-            out.print(f"  (and refuse: {'; '.join(fresh.get('problems', []))})", highlight=False)
         return
     out.print(result.sentence, highlight=False)
     if result.status == "noop":

@@ -394,7 +394,7 @@ def run_cycle(cfg: StudyConfig, database_url: str, week: str | None = None, appe
             t0 = lap("append", t0)
             wk = choose_week(cfg, rows["occurred_at"], week)
             wk_s = str(wk.date())
-            fresh = check_fresh(cfg, rows["occurred_at"], wk, accept_incomplete)
+            fresh = check_fresh(cfg, rows["occurred_at"], wk, accept_incomplete or dry_run)
             t0 = lap("freshness", t0)
             added = sum(a["added"] for a in appended)
             published = {p: store.find(area, p, wk_s) for p in names}
@@ -409,7 +409,7 @@ def run_cycle(cfg: StudyConfig, database_url: str, week: str | None = None, appe
                 return CycleResult(wk_s, "noop", words, {"week": wk_s, "status": "noop", "sentence": words})
             actions = pending_actions(recorded, wk_s)
             if dry_run:
-                plan = _plan(cfg, names, wk, published, appended, built, actions, store, fresh)
+                plan = _plan(cfg, names, wk, published, appended, built, actions, store, fresh, accept_incomplete)
                 return CycleResult(wk_s, "dry-run", plan["sentence"], plan)
             week_cfg = until_week(staged, wk)
             report_products, pending, scores = {}, [], []
@@ -502,17 +502,20 @@ def _live_summary(live: list[dict]) -> dict:
 
 
 def _sentence(report: dict) -> str:
+    from hotspot.training.monitoring.drift import flag_words
+
     pubs = [f"{p} ({r['published']['model']}: {r['published']['model_version']})"
             for p, r in report["products"].items() if r.get("published")]
     scored = sum(len(r["scored_weeks"]) for r in report["products"].values())
     flags = report["flags"]
     return (f"Week of {report['week']}: {report['history']['added']:,} new records; published "
             + (", ".join(pubs) if pubs else "nothing new") + f"; {scored} published week(s) scored; "
-            + (f"{len(flags)} flag(s): " + " ".join(f["sentence"] for f in flags[:3]) if flags
-               else "no drift or decay flagged."))
+            + (f"{len(flags)} flag(s): " + "; ".join((f"{f['product']}: " if f.get("product") else "")
+                                                      + flag_words(f) for f in flags) + " (see the report)"
+               if flags else "no drift or decay flagged."))
 
 
-def _plan(cfg, names, wk, published, appended, built, actions, store, fresh) -> dict:
+def _plan(cfg, names, wk, published, appended, built, actions, store, fresh, accept_incomplete) -> dict:
     """What the cycle would do (--dry-run), from the staged copy; nothing is stored."""
     wk_s = str(wk.date())
     todo = []
@@ -521,6 +524,13 @@ def _plan(cfg, names, wk, published, appended, built, actions, store, fresh) -> 
     for a in appended:
         todo.append(f"append {a['file']}: {a['added']:,} new rows ({a['already_stored']:,} already stored, "
                     f"{a['quarantined']:,} quarantined)")
+    if not fresh["ok"]:
+        problems = "; ".join(fresh["problems"])
+        if not accept_incomplete:
+            todo.append(f"refuse the week of {wk_s}: {problems} (exit code 3; nothing would change)")
+            return {"week": wk_s, "status": "dry-run", "would": todo, "freshness": fresh, "refuse": True,
+                    "sentence": f"dry run for the week of {wk_s}: " + "; ".join(todo)}
+        todo.append(f"publish the week of {wk_s} despite: {problems} (--accept-incomplete; flagged in the report)")
     for name in names:
         pcfg = until_week(cfg, wk).for_product(name)
         why, model = retrain_due(pcfg, wk, actions.get(name))

@@ -284,7 +284,7 @@ def decay_check(weeks: list[str], published: list[float], baseline: list[float],
     return result
 
 
-def _short(check: dict) -> str:
+def flag_words(check: dict) -> str:
     """A few words naming one flagged check, for the summary line."""
     kind = check.get("kind")
     if kind == "volume":
@@ -308,5 +308,5 @@ def summarise(checks: list[dict]) -> dict:
     if not flags:
         sentence = "No drift or decay flagged."
     else:
-        sentence = f"{len(flags)} flag{'s' * (len(flags) != 1)}: " + "; ".join(_short(c) for c in flags) + "."
+        sentence = f"{len(flags)} flag{'s' * (len(flags) != 1)}: " + "; ".join(flag_words(c) for c in flags) + "."
     return {"flags": flags, "n_flags": len(flags), "sentence": sentence}
