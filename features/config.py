@@ -346,6 +346,9 @@ class DriftConfig(_Section):
                                                                            "a feature has moved")
     window_weeks: Annotated[int, Field(gt=0)] = Field(8, description="live weeks the decay check compares")
     min_weeks: Annotated[int, Field(gt=1)] = Field(4, description="live weeks needed before decay is judged")
+    decay_alpha: Annotated[float, Field(gt=0, lt=1)] = Field(
+        0.05, description="significance of the decay test (one-sided paired t-test, divided by the number of "
+                          "baselines the best was picked from)")
     on_decay: Literal["flag", "retrain", "baseline"] = Field(
         "retrain", description="what the next cycle does when the published forecasts fall significantly below the "
                                "best baseline: only flag it, retrain, or register the winning baseline and put it "

@@ -310,7 +310,8 @@ def watch(cfg: StudyConfig, prepared: Prepared, live: list[dict], store, week: p
     if complete and weeks:
         best = max(complete, key=lambda m: np.mean([complete[m][w] for w in weeks]))
         checks.append(drift.decay_check(weeks, [published[w] for w in weeks], [complete[best][w] for w in weeks],
-                                        best, dc.window_weeks, dc.min_weeks))
+                                        best, dc.window_weeks, dc.min_weeks, compared=len(complete),
+                                        alpha=dc.decay_alpha))
     else:
         checks.append(drift.decay_check([], [], [], "", dc.window_weeks, dc.min_weeks))
     for c in checks:

@@ -229,7 +229,8 @@ def test_decay_flags_a_flat_forecast_beside_a_strong_baseline():
     result = decay_check(live_weeks(10), published.tolist(), baseline.tolist(), "ewma")
     assert result["flag"] and result["weeks"] == live_weeks(10)[-8:]
     assert result["difference"] == pytest.approx(-7, abs=1) and result["lo"] <= result["difference"] <= result["hi"] < 0
-    assert "ewma" in result["sentence"] and "95%" in result["sentence"] and "worse" in result["sentence"]
+    assert "ewma" in result["sentence"] and "90% interval" in result["sentence"] and "worse" in result["sentence"]
+    assert result["p_value"] < 0.05 and "t-test" in result["sentence"]
     assert_jsonable(result)
 
 
@@ -241,6 +242,17 @@ def test_decay_does_not_flag_an_equal_forecast():
     assert not result["flag"] and result["lo"] < 0 < result["hi"]
     assert "not significantly different" in result["sentence"]
     assert_jsonable(result)
+
+
+def test_decay_allows_for_picking_the_best_baseline_in_hindsight():
+    rng = np.random.default_rng(3)
+    baseline = 10.0 + rng.normal(0, 1.0, 8)
+    published = baseline - 0.6 + rng.normal(0, 0.6, 8)  # somewhat behind: enough against one, not the best of 6
+    alone = decay_check(live_weeks(8), published.tolist(), baseline.tolist(), "ewma")
+    picked = decay_check(live_weeks(8), published.tolist(), baseline.tolist(), "ewma", compared=6)
+    assert alone["p_value"] == picked["p_value"] < 0.05
+    assert alone["flag"] and not picked["flag"] and picked["threshold"] == pytest.approx(0.05 / 6, rel=1e-3)
+    assert "best of 6 baselines in hindsight" in picked["sentence"]
 
 
 def test_decay_says_too_few_weeks_below_the_minimum():

@@ -13,8 +13,6 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from hotspot.training.evaluation.stats import paired_comparison
-
 MIN_HISTORY_WEEKS = 8  # fewer lookback weeks than this give no usable estimate of the usual volume or its spread
 MIN_MIX_INCIDENTS = 20  # below this a chi-square test of the offence mix has almost no power
 MIN_EXPECTED = 5.0  # the chi-square approximation needs every expected count at least this large
@@ -248,39 +246,58 @@ def feature_psi(X_week: np.ndarray, X_ref: np.ndarray, names: list[str], thresho
 
 
 def decay_check(weeks: list[str], published: list[float], baseline: list[float], baseline_name: str,
-                window: int = 8, min_weeks: int = 4, metric: str = "pai@1%") -> dict:
+                window: int = 8, min_weeks: int = 4, metric: str = "pai@1%", compared: int = 1,
+                alpha: float = 0.05) -> dict:
     """Are the published forecasts, scored live, significantly worse than the best baseline over the last weeks?
 
+    A one-sided paired t-test on the weekly differences (scipy), at `alpha` divided by `compared`, the number of
+    baselines the best was picked from in hindsight (Bonferroni): picking the best of several after the fact and
+    testing against it would otherwise flag noise. With the 4 to 8 weeks of a window, a bootstrap interval is too
+    narrow (it resamples so few values that it misses most of their spread), so the t-distribution's is used.
     Weeks where either score is missing (None or NaN) are left out before the window is taken.
     """
     if not len(weeks) == len(published) == len(baseline):
         raise ValueError(f"decay_check expects one score per week; got {len(weeks)} weeks, {len(published)} "
                          f"published and {len(baseline)} baseline scores")
+    if compared < 1 or not 0 < alpha < 1:
+        raise ValueError(f"decay_check needs compared >= 1 and 0 < alpha < 1; got {compared} and {alpha}")
     pub = np.asarray([np.nan if v is None else v for v in published], dtype=float)
     base = np.asarray([np.nan if v is None else v for v in baseline], dtype=float)
     scored = np.flatnonzero(np.isfinite(pub) & np.isfinite(base))[-window:]
     window_weeks = [_week_label(weeks[i]) for i in scored]
     pub, base = pub[scored], base[scored]
+    level = alpha / compared
     result = {"kind": "decay", "weeks": window_weeks, "metric": metric,
               "published_mean": _num(pub.mean(), 4) if len(pub) else None,
               "baseline_mean": _num(base.mean(), 4) if len(base) else None, "baseline_name": baseline_name,
-              "difference": None, "lo": None, "hi": None, "flag": False}
+              "difference": None, "lo": None, "hi": None, "interval_level": _num(1 - 2 * level, 4), "p_value": None,
+              "threshold": _num(level, 6), "compared": int(compared), "flag": False}
     if len(scored) < min_weeks:
         result["sentence"] = (f"Too few weeks to judge decay: {len(scored)} week{'s' * (len(scored) != 1)} of "
                               f"published forecasts scored by {metric} beside {baseline_name}, and the check needs "
                               f"at least {min_weeks}.")
         return result
-    comparison = paired_comparison(pub.tolist(), base.tolist())
-    difference, (lo, hi) = comparison["difference"], comparison["ci95"]
-    flag = difference < 0 and hi < 0
-    result.update(difference=_num(difference, 4), lo=_num(lo, 4), hi=_num(hi, 4), flag=bool(flag))
+    d = pub - base
+    n, difference, spread = len(d), float(d.mean()), float(d.std(ddof=1))
+    if spread == 0:  # every week the same difference: no spread to test against
+        lo = hi = difference
+        p = 0.0 if difference < 0 else 1.0
+    else:
+        p = float(stats.ttest_1samp(d, 0.0, alternative="less").pvalue)
+        half = float(stats.t.ppf(1 - level, n - 1)) * spread / np.sqrt(n)
+        lo, hi = difference - half, difference + half
+    flag = difference < 0 and p < level
+    result.update(difference=_num(difference, 4), lo=_num(lo, 4), hi=_num(hi, 4), p_value=_num(p, 6),
+                  flag=bool(flag))
     verdict = ("significantly worse than the baseline" if flag
                else "significantly better than the baseline" if lo > 0
                else "not significantly different from the baseline")
-    result["sentence"] = (f"Over the {len(scored)} scored weeks {window_weeks[0]} to {window_weeks[-1]}, the published "
+    picked = (f"; {baseline_name} is the best of {compared} baselines in hindsight, so the test is at "
+              f"{alpha:g}/{compared}" if compared > 1 else "")
+    result["sentence"] = (f"Over the {n} scored weeks {window_weeks[0]} to {window_weeks[-1]}, the published "
                           f"forecasts averaged {metric} {pub.mean():.2f} against {base.mean():.2f} for {baseline_name} "
-                          f"on the same weeks (difference {difference:+.2f}, 95% bootstrap interval {lo:+.2f} to "
-                          f"{hi:+.2f}): {verdict}.")
+                          f"on the same weeks (difference {difference:+.2f}, {100 * (1 - 2 * level):.4g}% interval "
+                          f"{lo:+.2f} to {hi:+.2f}; one-sided paired t-test p = {p:.3g}{picked}): {verdict}.")
     return result
 
 
