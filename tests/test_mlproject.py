@@ -18,7 +18,7 @@ from tests.conftest import REPO_ROOT, SAMPLE_CONFIG
 def test_entry_points_cover_every_step():
     spec = yaml.safe_load((REPO_ROOT / "MLproject").read_text())
     assert {"validate", "features", "train", "tune", "promote", "rollback", "backtest", "forecast",
-            "demo"} <= set(spec["entry_points"])
+            "demo", "cycle"} <= set(spec["entry_points"])
     for name, entry in spec["entry_points"].items():
         assert entry["command"].startswith("hotspot "), name
 

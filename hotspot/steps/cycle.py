@@ -414,11 +414,13 @@ def run_cycle(cfg: StudyConfig, database_url: str, week: str | None = None, appe
                 return CycleResult(wk_s, "dry-run", plan["sentence"], plan)
             week_cfg = until_week(staged, wk)
             report_products, pending, scores = {}, [], []
+            incidents = None  # validated once: the records and the grid are the area's, whatever the product
             for name in names:
                 pcfg = week_cfg.for_product(name)
                 t0 = time.perf_counter()
                 say(f"{name}: building the panel")
-                prepared = prepare(pcfg, quiet=True)
+                prepared = prepare(pcfg, quiet=True, incidents=incidents)
+                incidents = prepared.incidents
                 t0 = lap("panel", t0)
                 trained = retrain(pcfg, prepared, wk, actions.get(name))
                 t0 = lap("retrain", t0)

@@ -124,3 +124,18 @@ def test_nothing_scored_yet():
         assert record["n_weeks"] == 0 and record["summary"] == {} and record["best_baseline"] is None
         assert record["sentence"].startswith("Nothing is scored yet")
         assert not any(isinstance(v, float) and math.isnan(v) for v in record.values())
+
+
+def test_two_weeks_are_too_few_to_tell_and_the_interval_is_the_t_interval():
+    record = live_record([s for s in scores() if s["week"] in WEEKS[:2]])
+    hit = record["summary"]["hit_rate@1%"]
+    d = [p - h for p, h in zip(PUBLISHED_HITS[:2], HISTORY_HITS[:2])]  # +0.02 both weeks: no spread
+    assert hit["weeks"] == 2 and hit["ci95"] == pytest.approx([0.02, 0.02])
+    assert hit["difference"] == pytest.approx(sum(d) / 2)
+    assert "too few weeks to tell them apart (it takes at least 4)" in record["sentence"]
+    three = live_record([s for s in scores() if s["week"] in WEEKS[1:]])["summary"]["hit_rate@1%"]
+    diffs = [p - h for p, h in zip(PUBLISHED_HITS[1:], HISTORY_HITS[1:])]
+    mean = sum(diffs) / 3
+    sd = math.sqrt(sum((x - mean) ** 2 for x in diffs) / 2)
+    half = 4.302653 * sd / math.sqrt(3)  # t(0.975, 2 degrees of freedom)
+    assert three["ci95"] == pytest.approx([mean - half, mean + half], rel=1e-5)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from hotspot.training.evaluation.stats import paired_comparison
+import numpy as np
+from scipy import stats
 
 PUBLISHED = "published"  # the model name of a publication's own forecast (serving.db.PUBLISHED says the same)
 METRICS = ("hit_rate@1%", "pai@1%", "pei@1%", "hit_rate@5%", "pai@5%", "pei@5%")
@@ -45,6 +46,23 @@ def _current(scores: list[dict]) -> dict[str, dict[str, dict]]:
     for _, score in ordered:
         by_week.setdefault(str(score["week"]), {})[str(score["model"])] = score
     return by_week
+
+
+MIN_WEEKS = 4  # fewer scored weeks than this: too few to tell the published forecasts from the baseline
+
+
+def paired_t(published: list[float], other: list[float]) -> dict:
+    """Mean weekly difference published - other with its 95% t-interval (a bootstrap of a few live weeks is too
+    narrow: it resamples so few values that it misses most of their spread), and the weeks the published won."""
+    d = np.asarray(published, float) - np.asarray(other, float)
+    n = len(d)
+    mean = float(d.mean()) if n else float("nan")
+    if n < 2:
+        lo = hi = float("nan")
+    else:
+        half = float(stats.t.ppf(0.975, n - 1)) * float(d.std(ddof=1)) / math.sqrt(n)
+        lo, hi = mean - half, mean + half
+    return {"difference": mean, "ci95": [lo, hi], "weeks_better": int((d > 0).sum()), "weeks": n}
 
 
 def _mean(values: list[float]) -> float | None:
@@ -87,7 +105,7 @@ def _summary(by_week: dict[str, dict[str, dict]], baseline: str | None) -> dict[
             summary[metric] = {"published": None, "best_baseline": None, "difference": None, "ci95": [None, None],
                                "weeks_better": None, "weeks": 0}
             continue
-        paired = paired_comparison(published, other)
+        paired = paired_t(published, other)
         summary[metric] = {"published": _mean(published), "best_baseline": _mean(other),
                            "difference": _num(paired["difference"]), "ci95": [_num(v) for v in paired["ci95"]],
                            "weeks_better": paired["weeks_better"], "weeks": paired["weeks"]}
@@ -106,7 +124,9 @@ def _sentence(n_weeks: int, best: dict | None, summary: dict[str, dict]) -> str:
                 f"{_fmt(pai['published'])}); no baseline was scored on the same weeks, so there is nothing to "
                 f"compare them with yet.")
     lo, hi = hit["ci95"]
-    if lo is not None and lo > 0:
+    if hit["weeks"] < MIN_WEEKS:
+        verdict = f"too few weeks to tell them apart (it takes at least {MIN_WEEKS})"
+    elif lo is not None and lo > 0:
         verdict = "the published forecasts caught more"
     elif hi is not None and hi < 0:
         verdict = "the best baseline caught more"
