@@ -341,7 +341,10 @@ class DriftConfig(_Section):
     volume_level: Annotated[float, Field(gt=0, lt=1)] = Field(0.99, description="interval of the week's volume")
     mix_alpha: Annotated[float, Field(gt=0, lt=1)] = Field(0.001, description="significance of the offence-mix test")
     outside_share: Annotated[float, Field(ge=0, le=1)] = Field(
-        0.05, description="flag when more than this share of the week's incidents fall in cells with none before")
+        0.05, description="flag when more than this share of the week's incidents fall in cells with none before "
+                          "(and significantly more than usual over the lookback weeks, outside_alpha)")
+    outside_alpha: Annotated[float, Field(gt=0, lt=1)] = Field(
+        0.001, description="significance of the binomial test of the week's share in new cells against its usual")
     psi_threshold: Annotated[float, Field(gt=0)] = Field(0.25, description="population stability index above which "
                                                                            "a feature has moved")
     window_weeks: Annotated[int, Field(gt=0)] = Field(8, description="live weeks the decay check compares")

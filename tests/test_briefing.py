@@ -219,10 +219,12 @@ def test_live_record_section_with_live_data_and_none_without(trained_sample, sam
     pdf.write_bytes(render_pdf(plain))
     assert "live record" not in _pdf_text(pdf).lower()
 
-    # no room on two pages (long reasons): the PDF says in one line that the live record is in the HTML
+    # no room on two pages (long reasons): the PDF gives the live record in two lines and points to the HTML
     long = tuple(f"reason {i}: " + "a long explanation of what this cell's history says " * 4 for i in range(3))
     wordy = dataclasses.replace(b, top=tuple(dataclasses.replace(c, reasons=long) for c in b.top))
     pdf.write_bytes(render_pdf(wordy))
     text = _pdf_text(pdf)
-    assert "is in the HTML briefing" in text and "Provenance" in text
+    flat = " ".join(text.split())
+    assert "Live record (10 published weeks scored): the forecasts caught" in flat and "Provenance" in text
+    assert "the best baseline (naive_4w)" in flat and "Week by week in the HTML briefing." in flat
     assert "Pages:           2" in subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True).stdout

@@ -166,8 +166,23 @@ def _live_section(live: dict) -> dict:
             "live_head": ("week of", "recorded", "forecast: share in top 1% of cells",
                           f"best baseline ({best}): share" if best else "best baseline"),
             "live_rows": rows,
-            "live_elsewhere": f"The live record ({live['n_weeks']} published weeks scored against what was recorded) "
-                              f"is in the HTML briefing: no room for it on two pages."}
+            "live_elsewhere": _live_compact(live)}
+
+
+def _live_compact(live: dict) -> str:
+    """The live record in two lines, for a PDF with no room for its table."""
+    hit = (live.get("summary") or {}).get("hit_rate@1%") or {}
+    best = (live.get("best_baseline") or {}).get("model")
+    n = live["n_weeks"]
+    head = f"Live record ({n} published week{'s' if n != 1 else ''} scored): the forecasts caught " \
+           f"{_percent(hit.get('published'))} of recorded incidents in their top 1% of cells"
+    if not best:
+        return head + "; no baseline was scored on the same weeks. Week by week in the HTML briefing."
+    lo, hi = hit.get("ci95") or [None, None]
+    verdict = ("too few weeks to tell" if (hit.get("weeks") or 0) < 4 else "the forecasts did better" if lo and lo > 0
+               else "the baseline did better" if hi is not None and hi < 0 else "within chance")
+    return (f"{head}, the best baseline ({best}) {_percent(hit.get('best_baseline'))}: {verdict}. Week by week in "
+            "the HTML briefing.")
 
 
 def _short_day(iso: str) -> str:

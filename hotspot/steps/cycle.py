@@ -285,7 +285,9 @@ def watch(cfg: StudyConfig, prepared: Prepared, live: list[dict], store, week: p
     checks = [drift.volume_check(weekly, panel.period_starts[T - 1], dc.lookback_weeks, dc.volume_level)]
     seen = panel.grid.cell_id[panel.target[: T - 1].sum(axis=0) > 0]
     week_cells = np.repeat(panel.grid.cell_id, panel.target[T - 1].astype(int))
-    checks.append(drift.outside_share(week_cells, seen, dc.outside_share, week=last))
+    checks.append(drift.outside_share(week_cells, seen, dc.outside_share, week=last,
+                                      usual=usual_outside(panel.target[:T - 1], dc.lookback_weeks),
+                                      alpha=dc.outside_alpha))
     ref = panel.X[max(0, T - dc.lookback_weeks):T].reshape(-1, panel.X.shape[2])
     checks.append(drift.feature_psi(panel.X[T], ref, list(panel.feature_names), dc.psi_threshold,
                                     week=str(week.date())))
@@ -317,6 +319,15 @@ def watch(cfg: StudyConfig, prepared: Prepared, live: list[dict], store, week: p
     for c in checks:
         c["product"] = cfg.product.name
     return {"checks": checks, **drift.summarise(checks)}
+
+
+def usual_outside(target: np.ndarray, lookback_weeks: int) -> tuple[int, int]:
+    """(incidents in cells with none before their week, incidents) summed over the last `lookback_weeks` weeks of
+    `target` (weeks x cells), each week against the cells seen in the weeks before it."""
+    seen_before = np.vstack([np.zeros((1, target.shape[1]), bool), np.cumsum(target, axis=0)[:-1] > 0])
+    weeks = slice(max(1, len(target) - lookback_weeks), len(target))
+    counts = target[weeks]
+    return int(counts[~seen_before[weeks]].sum()), int(counts.sum())
 
 
 def next_action(cfg: StudyConfig, watched: dict) -> dict | None:

@@ -161,6 +161,28 @@ def test_outside_share_needs_a_share_above_threshold_and_three_incidents():
     assert_jsonable(empty)
 
 
+def test_outside_share_of_a_rare_offence_is_judged_against_its_usual_share():
+    seen = np.arange(100)
+    week = np.concatenate([np.arange(89), np.arange(500, 511)])  # 11% in new cells
+    rare = outside_share(week, seen, week="2021-12-20", usual=(520, 5200))  # robbery: 10% every week
+    assert rare["usual_share"] == 0.1 and rare["p_value"] > 0.1 and not rare["flag"]
+    assert "not above the usual share" in rare["sentence"] and "10.0% over the lookback weeks" in rare["sentence"]
+    common = outside_share(week, seen, week="2021-12-20", usual=(52, 5200))  # all offences: 1% usually
+    assert common["flag"] and common["p_value"] < 0.001 and "above both" in common["sentence"]
+    assert_jsonable(rare)
+
+
+def test_usual_outside_counts_each_week_against_the_cells_seen_before_it():
+    from hotspot.steps.cycle import usual_outside
+
+    target = np.array([[1, 0, 0, 0],   # week 0: cell 0 (nothing seen before: not counted, the lookback starts at 1)
+                       [1, 2, 0, 0],   # week 1: cell 1 new (2 of 3)
+                       [0, 1, 0, 1],   # week 2: cell 3 new (1 of 2)
+                       [1, 1, 0, 0]])  # week 3: nothing new (0 of 2)
+    assert usual_outside(target, 52) == (3, 7)
+    assert usual_outside(target, 2) == (1, 4)
+
+
 # features
 
 

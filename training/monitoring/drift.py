@@ -160,25 +160,41 @@ def mix_check(offense_counts: pd.DataFrame, week: pd.Timestamp, lookback_weeks: 
 
 
 def outside_share(week_cells: np.ndarray, seen_cells: np.ndarray, threshold: float = 0.05,
-                  week: str | None = None) -> dict:
-    """Share of the week's incidents in cells that never had one before (a geocoding or boundary change)."""
+                  week: str | None = None, usual: tuple[int, int] | None = None, alpha: float = 0.001) -> dict:
+    """Share of the week's incidents in cells that never had one before (a geocoding or boundary change).
+
+    usual: (outside, incidents) summed over the lookback weeks, each week counted against the cells seen before it.
+    With it, the share must also be significantly above that usual share (one-sided binomial test at `alpha`,
+    scipy): a rare offence lands in new cells every week, and that is not drift.
+    """
     week_cells, seen_cells = np.asarray(week_cells).ravel(), np.asarray(seen_cells).ravel()
     label = _week_label(week)
     incidents = len(week_cells)
     outside = int((~np.isin(week_cells, seen_cells)).sum())
     share = outside / incidents if incidents else None
-    flag = share is not None and share > threshold and outside >= MIN_OUTSIDE
+    usual_share = usual[0] / usual[1] if usual and usual[1] else None
+    p_value = (float(stats.binomtest(outside, incidents, usual_share, alternative="greater").pvalue)
+               if usual_share is not None and incidents and 0 < usual_share < 1 else None)
+    unusual = p_value is None or p_value < alpha
+    flag = share is not None and share > threshold and outside >= MIN_OUTSIDE and unusual
     phrase = _week_phrase(label)
     if share is None:
         sentence = f"{phrase}: no incidents recorded, so there is no share in cells without earlier incidents."
     else:
-        verdict = ("above the threshold, which may mean a change in geocoding or in the area's boundary" if flag
+        against = f"a threshold of {threshold:.1%}"
+        if usual_share is not None:
+            against += f" and a usual share of {usual_share:.1%} over the lookback weeks"
+        verdict = ("above both, which may mean a change in geocoding or in the area's boundary" if flag
                    else "within the threshold" if share <= threshold
-                   else f"above the threshold but fewer than {MIN_OUTSIDE} incidents, so not flagged")
+                   else f"above the threshold but fewer than {MIN_OUTSIDE} incidents, so not flagged"
+                   if outside < MIN_OUTSIDE
+                   else f"above the threshold but not above the usual share (binomial p = {p_value:.2g}), so not "
+                        "flagged")
         sentence = (f"{phrase}: {outside:,} of {incidents:,} incidents ({share:.1%}) fell in cells with no earlier "
-                    f"recorded incident, against a threshold of {threshold:.1%}; {verdict}.")
+                    f"recorded incident, against {against}; {verdict}.")
     return {"kind": "outside", "week": label, "incidents": incidents, "outside": outside, "share": _num(share, 4),
-            "threshold": float(threshold), "flag": bool(flag), "sentence": sentence}
+            "threshold": float(threshold), "usual_share": _num(usual_share, 4), "p_value": _num(p_value, 6),
+            "flag": bool(flag), "sentence": sentence}
 
 
 def _bin_shares(ref: np.ndarray, cur: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
