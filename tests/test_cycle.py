@@ -311,3 +311,23 @@ def test_a_decayed_champion_is_flagged_and_replaced_through_the_gate(tmp_path, m
     assert str(champion_version(load_config(config).for_product("all"))) == str(recovered["retrain"]["version"])
     # the new champion starts a new record: its weeks are judged on their own
     assert not any(c["kind"] == "decay" for c in results[4].report["flags"])
+
+
+def test_a_report_that_cannot_be_written_leaves_the_cycle_stored_and_the_next_run_writes_it(twelve, tmp_path,
+                                                                                           monkeypatch):
+    config = clone(twelve, tmp_path / "area")
+    use_tracking(config.parent, monkeypatch)
+    monkeypatch.chdir(config.parent)
+    deliver(config.parent, next_week_extract(config.parent))
+    said: list[str] = []
+    with monkeypatch.context() as mp:
+        mp.setattr(cycle_mod, "write_report", lambda *_a: (_ for _ in ()).throw(OSError("disk full")))
+        done = run_cycle(load_config(config), f"sqlite:///{config.parent / 'hotspot.db'}",
+                         out_dir=config.parent / "reports", say=said.append)
+    assert done.status == "done" and done.paths == {} and any("disk full" in s for s in said)
+    assert not (config.parent / "reports" / "2020-01-06").exists()
+    store = PublicationStore(make_engine(f"sqlite:///{config.parent / 'hotspot.db'}"))
+    assert store.find(AREA, "all", "2020-01-06") is not None and store.cycles(AREA, 1)[0]["week"] == "2020-01-06"
+    again = cycle(config)
+    assert again.status == "noop" and again.paths["html"].exists()
+    assert json.loads(again.paths["json"].read_text())["cycle_id"] == done.cycle_id

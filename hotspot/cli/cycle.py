@@ -54,6 +54,8 @@ def cycle_cmd(
         return
     out.print(result.sentence, highlight=False)
     if result.status == "noop":
+        if result.paths:
+            out.print(f"wrote the missing report {result.paths.get('html')}", highlight=False)
         return
     for name, entry in result.report["products"].items():
         live = entry.get("live") or {}
@@ -61,5 +63,6 @@ def cycle_cmd(
         if entry.get("next"):
             out.print(f"{name}: next cycle will {entry['next']['action']}: {entry['next']['reason']}",
                       highlight=False)
-    out.print(f"cycle #{result.cycle_id}: report {result.paths.get('html')} (and cycle.json beside it)",
-              highlight=False)
+    if result.paths:
+        out.print(f"cycle #{result.cycle_id}: report {result.paths.get('html')} (and cycle.json beside it)",
+                  highlight=False)

@@ -415,10 +415,13 @@ def run_cycle(cfg: StudyConfig, database_url: str, week: str | None = None, appe
             if not built and added == 0 and all(published.values()) and same is not None \
                     and same["data_fingerprint"] == fingerprint:
                 _move(files, cfg)  # extracts that added nothing (already stored) leave the inbox
+                paths = {}
+                if not (root / wk_s / "cycle.html").exists():  # the run that committed could not write it
+                    paths = _report_files(cfg, {**same["report"], "cycle_id": same["id"]}, root / wk_s, say)
                 words = (f"week of {wk_s}: nothing to do; already published ("
                          + ", ".join(f"{p} v{published[p].version}" for p in names)
                          + f") by cycle #{same['id']}, no new records, every published week scored")
-                return CycleResult(wk_s, "noop", words, {"week": wk_s, "status": "noop", "sentence": words})
+                return CycleResult(wk_s, "noop", words, {"week": wk_s, "status": "noop", "sentence": words}, paths)
             actions = pending_actions(recorded, wk_s)
             if dry_run:
                 plan = _plan(cfg, names, wk, published, appended, built, actions, store, fresh, accept_incomplete)
@@ -487,8 +490,19 @@ def run_cycle(cfg: StudyConfig, database_url: str, week: str | None = None, appe
     report["publications"] = [{"product": p.product, "week": p.week, "version": p.version, "id": p.id}
                               for p in pubs]
     seconds["total"] = report["seconds"]["total"] = round(time.perf_counter() - clock, 1)
-    paths = write_report(cfg, report, root / wk_s)
+    paths = _report_files(cfg, report, root / wk_s, say)
     return CycleResult(wk_s, "done", report["sentence"], report, paths, cycle_id)
+
+
+def _report_files(cfg: StudyConfig, report: dict, folder: Path, say) -> dict[str, Path]:
+    """write_report after the commit: a failure there is reported, not raised (the cycle is stored, its report too,
+    in the cycle record; the next run of the week writes the files it finds missing)."""
+    try:
+        return write_report(cfg, report, folder)
+    except Exception as exc:  # noqa: BLE001 - what was committed stays; the files can be written again
+        say(f"warning: the cycle is stored, but its report files could not be written to {folder}: {exc}; "
+            "run the cycle again to write them")
+        return {}
 
 
 def commit(store, area, pending, scores, cycle):

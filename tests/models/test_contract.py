@@ -17,6 +17,7 @@ from hotspot.features.panel import build_panel
 from hotspot.models import (
     SEPP,
     EWMCounts,
+    FlatRate,
     Forecaster,
     HistoryCounts,
     KernelDensity,
@@ -43,6 +44,7 @@ MODELS = {
     "prospective": lambda: ProspectiveHotspots(bandwidth_cells=1, weeks=8),
     "sepp": lambda: SEPP(train_days=300),
     "rtm": RiskTerrain,
+    "flat": FlatRate,
 }
 NEEDS_CONTEXT = {"rtm"}  # the panel must have context-layer features
 
@@ -118,7 +120,7 @@ def test_fit_on_the_past_predicts_a_finite_non_negative_risk_per_cell(request, n
     assert risk.sum() > 0
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", [n for n in MODELS if n != "flat"])  # flat ranks nothing: the floor of the tests
 def test_planted_hotspot_ranks_first(request, name):
     panel = prepared_for(request, name)[2]
     hot_cell = planted_cell(panel)
@@ -126,6 +128,13 @@ def test_planted_hotspot_ranks_first(request, name):
     risk = MODELS[name]().fit(past).predict(past)
     assert int(np.argmax(risk)) == hot_cell
     assert risk[hot_cell] > np.delete(risk, hot_cell).max()  # strictly first, not a tie
+
+
+def test_flat_forecasts_every_cell_the_mean_rate(request):
+    panel = prepared_for(request, "flat")[2]
+    past = panel.until(60)
+    risk = FlatRate().fit(past).predict(past)
+    assert np.ptp(risk) == 0 and risk.sum() == pytest.approx(past.target[-52:].sum() / 52)
 
 
 @pytest.mark.parametrize("name", MODELS)
