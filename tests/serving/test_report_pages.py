@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_cli, write_config
-from tests.serving.conftest import CHROMIUM, CHROMIUM_ARGS, Server, skip_or_fail
+from tests.serving.conftest import Server
 
 
 def _png(path: Path) -> Path:
@@ -163,11 +163,8 @@ def _natural_widths(page) -> list[int]:
 
 
 @pytest.mark.slow
-def test_reports_and_docs_in_the_browser(tmp_path):
-    if not CHROMIUM.exists():
-        skip_or_fail(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
+def test_reports_and_docs_in_the_browser(tmp_path, browser):
+    # the session's Chromium (tests/serving/conftest.py): a second sync_playwright() while it runs is refused
     from hotspot.serving.auth import create_key
     from hotspot.serving.db import create_schema, make_engine
 
@@ -189,87 +186,88 @@ def test_reports_and_docs_in_the_browser(tmp_path):
     try:
         server.wait_healthy()
         url = server.url
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-            try:
-                def new_page():
-                    page = browser.new_context(viewport={"width": 1280, "height": 860}).new_page()
-                    page.context.on("request", lambda r: requested.append(r.url))
-                    page.on("console", lambda m: console.append(m.text))
-                    return page
+        contexts = []  # the session's browser (conftest), one context per page
+        try:
+            def new_page():
+                contexts.append(browser.new_context(viewport={"width": 1280, "height": 860}))
+                page = contexts[-1].new_page()
+                page.context.on("request", lambda r: requested.append(r.url))
+                page.on("console", lambda m: console.append(m.text))
+                return page
 
-                # the index, after the key dialog: the version, the champion, links to its reports
-                page = new_page()
-                page.goto(f"{url}/reports")
-                assert page.locator("#key-dialog").is_visible()
-                page.fill("#api-key", keys["auditor"])
-                page.click("#key-submit")
-                row = page.locator('#versions tbody tr[data-version="1"]')
-                row.wait_for(timeout=30_000)
-                assert "champion" in row.inner_text() and "made 20" in row.inner_text()
-                assert row.locator("a").evaluate_all("links => links.map(a => a.getAttribute('href'))") == [
-                    "/reports/accuracy?version=1", "/reports/fairness?version=1"]
-                assert page.locator("#trends a").first.get_attribute("href") == "/reports/trends"
-                page.screenshot(path=str(tmp_path / "index.png"), full_page=True)
+            # the index, after the key dialog: the version, the champion, links to its reports
+            page = new_page()
+            page.goto(f"{url}/reports")
+            assert page.locator("#key-dialog").is_visible()
+            page.fill("#api-key", keys["auditor"])
+            page.click("#key-submit")
+            row = page.locator('#versions tbody tr[data-version="1"]')
+            row.wait_for(timeout=30_000)
+            assert "champion" in row.inner_text() and "made 20" in row.inner_text()
+            assert row.locator("a").evaluate_all("links => links.map(a => a.getAttribute('href'))") == [
+                "/reports/accuracy?version=1", "/reports/fairness?version=1"]
+            assert page.locator("#trends a").first.get_attribute("href") == "/reports/trends"
+            page.screenshot(path=str(tmp_path / "index.png"), full_page=True)
 
-                # a report from the index: no second key prompt (the tab keeps it), its figures load
-                row.locator("a").first.click()
-                page.wait_for_url("**/reports/accuracy?version=1")
-                page.wait_for_selector("body[data-loaded=true]", timeout=30_000)
-                assert not page.locator("#key-dialog").is_visible()
-                frame = page.frame_locator("#report")
-                assert "Accuracy report" in frame.locator("h1").inner_text()
-                widths = _natural_widths(page)
-                assert len(widths) >= 2 and all(w > 0 for w in widths), widths
-                assert page.locator("#save").get_attribute("download") == "accuracy-v1.html"
+            # a report from the index: no second key prompt (the tab keeps it), its figures load
+            row.locator("a").first.click()
+            page.wait_for_url("**/reports/accuracy?version=1")
+            page.wait_for_selector("body[data-loaded=true]", timeout=30_000)
+            assert not page.locator("#key-dialog").is_visible()
+            frame = page.frame_locator("#report")
+            assert "Accuracy report" in frame.locator("h1").inner_text()
+            widths = _natural_widths(page)
+            assert len(widths) >= 2 and all(w > 0 for w in widths), widths
+            assert page.locator("#save").get_attribute("download") == "accuracy-v1.html"
 
-                page.goto(f"{url}/reports/fairness?version=1")
-                page.wait_for_selector("body[data-loaded=true]", timeout=30_000)
-                assert "fairness audit" in page.frame_locator("#report").locator("h1").inner_text()
-                assert _natural_widths(page) and all(_natural_widths(page))
+            page.goto(f"{url}/reports/fairness?version=1")
+            page.wait_for_selector("body[data-loaded=true]", timeout=30_000)
+            assert "fairness audit" in page.frame_locator("#report").locator("h1").inner_text()
+            assert _natural_widths(page) and all(_natural_widths(page))
 
-                # trends with a viewer key: a role the reports refuse but the trends allow
-                page = new_page()
-                page.goto(f"{url}/reports/trends")
-                page.fill("#api-key", keys["viewer"])
-                page.click("#key-submit")
-                page.wait_for_selector("body[data-loaded=true]", timeout=120_000)
-                assert "Trends" in page.frame_locator("#report").locator("h1").inner_text()
-                assert all(w > 0 for w in _natural_widths(page))
+            # trends with a viewer key: a role the reports refuse but the trends allow
+            page = new_page()
+            page.goto(f"{url}/reports/trends")
+            page.fill("#api-key", keys["viewer"])
+            page.click("#key-submit")
+            page.wait_for_selector("body[data-loaded=true]", timeout=120_000)
+            assert "Trends" in page.frame_locator("#report").locator("h1").inner_text()
+            assert all(w > 0 for w in _natural_widths(page))
 
-                # the weekly briefing for command staff, with the same viewer key: the page, its title and top table
-                page.goto(f"{url}/reports/briefing")
-                page.wait_for_selector("body[data-loaded=true]", timeout=120_000)
-                briefing = page.frame_locator("#report")
-                assert "Weekly briefing: reportpages" in briefing.locator("h1").inner_text()
-                assert briefing.locator("table").count() >= 2
-                assert "policing data" in briefing.locator("body").inner_text()
+            # the weekly briefing for command staff, with the same viewer key: the page, its title and top table
+            page.goto(f"{url}/reports/briefing")
+            page.wait_for_selector("body[data-loaded=true]", timeout=120_000)
+            briefing = page.frame_locator("#report")
+            assert "Weekly briefing: reportpages" in briefing.locator("h1").inner_text()
+            assert briefing.locator("table").count() >= 2
+            assert "policing data" in briefing.locator("body").inner_text()
 
-                # refused keys: a full-width message; a wrong role says which role is needed
-                page.goto(f"{url}/reports/fairness")  # the same tab: its viewer key is used at once
-                refusal = page.locator("#refused")
-                refusal.wait_for(timeout=30_000)
-                text = page.locator("#refused-text").inner_text()
-                assert "viewer role" in text and "auditor or analyst role" in text, text
-                box = refusal.bounding_box()
-                assert box and box["width"] >= 1270 and not page.locator("#report").is_visible()
-                page.click("#refused-retry")
-                page.fill("#api-key", "hs_" + "x" * 43)
-                page.click("#key-submit")
-                page.wait_for_selector("#refused-text:has-text('unknown')", timeout=30_000)
-                assert page.evaluate("() => sessionStorage.getItem('hotspot.apiKey')") is None
+            # refused keys: a full-width message; a wrong role says which role is needed
+            page.goto(f"{url}/reports/fairness")  # the same tab: its viewer key is used at once
+            refusal = page.locator("#refused")
+            refusal.wait_for(timeout=30_000)
+            text = page.locator("#refused-text").inner_text()
+            assert "viewer role" in text and "auditor or analyst role" in text, text
+            box = refusal.bounding_box()
+            assert box and box["width"] >= 1270 and not page.locator("#report").is_visible()
+            page.click("#refused-retry")
+            page.fill("#api-key", "hs_" + "x" * 43)
+            page.click("#key-submit")
+            page.wait_for_selector("#refused-text:has-text('unknown')", timeout=30_000)
+            assert page.evaluate("() => sessionStorage.getItem('hotspot.apiKey')") is None
 
-                # the API docs, offline: Swagger UI lists the operations, ReDoc its menu
-                page = new_page()
-                page.goto(f"{url}/docs")
-                page.wait_for_selector(".opblock", timeout=30_000)
-                assert page.locator(".opblock").count() >= 8
-                assert page.locator(".opblock-summary-path", has_text="/v1/reports/accuracy").first.is_visible()
-                page.goto(f"{url}/redoc")
-                page.get_by_role("heading", name=re.compile(r"hotspot")).first.wait_for(timeout=30_000)
-                assert page.locator("li[data-item-id]").count() >= 5
-            finally:
-                browser.close()
+            # the API docs, offline: Swagger UI lists the operations, ReDoc its menu
+            page = new_page()
+            page.goto(f"{url}/docs")
+            page.wait_for_selector(".opblock", timeout=30_000)
+            assert page.locator(".opblock").count() >= 8
+            assert page.locator(".opblock-summary-path", has_text="/v1/reports/accuracy").first.is_visible()
+            page.goto(f"{url}/redoc")
+            page.get_by_role("heading", name=re.compile(r"hotspot")).first.wait_for(timeout=30_000)
+            assert page.locator("li[data-item-id]").count() >= 5
+        finally:
+            for context in contexts:
+                context.close()
     finally:
         server.stop()
     assert requested, "no request was seen"
