@@ -224,3 +224,47 @@ def test_a_store_made_before_products_is_upgraded_and_its_rows_go_to_the_default
             assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
             assert not conn.exec_driver_sql("PRAGMA foreign_key_check").all()
     engine.dispose()
+
+
+def test_a_cycle_is_stored_whole_or_not_at_all(store):
+    """commit_cycle: the week's publications, the live scores (one refers to a publication of the same transaction
+    by product and week) and the cycle record in one transaction; a failure inside it, or a week already published,
+    leaves nothing."""
+    from hotspot.serving.db import LiveScore, PendingPublication, now_utc
+
+    earlier = store.publish("test", "all", "2021-07-12", forecast_metadata("2021-07-12"), make_cells(20))
+    pending = [PendingPublication("all", WEEK, forecast_metadata(WEEK), make_cells(20, week=WEEK))]
+    scores = [LiveScore(earlier.id, "all", "2021-07-12", "published", 30, {"pai@1%": 12.5}),
+              LiveScore(earlier.id, "all", "2021-07-12", "naive_4w", 30, {"pai@1%": 10.0})]
+    record = {"week": WEEK, "status": "done", "started_at": now_utc(), "data_fingerprint": "fp1",
+              "report": {"sentence": "the week"}}
+    before = _counts(store)
+
+    def boom(step: str) -> None:
+        if step == "cycle":
+            raise RuntimeError("killed inside the transaction")
+
+    with pytest.raises(RuntimeError):
+        store.commit_cycle("test", pending, scores, record, on_step=boom)
+    assert _counts(store) == before and store.live_scores("test", "all") == [] and store.cycles("test") == []
+
+    pubs, cycle_id = store.commit_cycle("test", pending, scores, record)
+    assert [p.week for p in pubs] == [WEEK] and pubs[0].version == 1 and len(store.cells(pubs[0].id)) == 20
+    assert {(s.week, s.model) for s in store.live_scores("test", "all")} == {("2021-07-12", "published"),
+                                                                           ("2021-07-12", "naive_4w")}
+    (cycle,) = store.cycles("test")
+    assert cycle["id"] == cycle_id and cycle["data_fingerprint"] == "fp1" and cycle["report"]["sentence"] == "the week"
+
+    # late records: the week scored again; the newest score is current, both are kept
+    rescored = [LiveScore(earlier.id, "all", "2021-07-12", "published", 34, {"pai@1%": 11.0})]
+    store.commit_cycle("test", [], rescored, {**record, "data_fingerprint": "fp2"})
+    current = {s.model: s for s in store.live_scores("test", "all")}
+    assert current["published"].observed_total == 34 and current["naive_4w"].observed_total == 30
+    assert [s.observed_total for s in store.live_scores("test", "all", current=False)
+            if s.model == "published"] == [30, 34]
+
+    # the same week again: refused, nothing written
+    after = (_counts(store), len(store.live_scores("test", "all", current=False)), len(store.cycles("test")))
+    with pytest.raises(PublicationExists):
+        store.commit_cycle("test", pending, scores, record)
+    assert (_counts(store), len(store.live_scores("test", "all", current=False)), len(store.cycles("test"))) == after
