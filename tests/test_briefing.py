@@ -68,14 +68,14 @@ def test_briefing_writes_a_pdf_and_an_html_page(trained_sample, tmp_path):
     assert "<svg" in page and "http://" not in page.split("<svg", 1)[0]  # the map inline, nothing fetched
 
 
-def test_briefing_hit_rates_match_the_recorded_counts(trained_sample, sample_prepared, monkeypatch, tmp_path):
+def champion_briefing(trained_sample, sample_prepared, monkeypatch, **kwargs):
+    """The sample's briefing of WEEK (top 10) with the trained sample's champion, and what made it (prepared, model,
+    ref) for a second briefing."""
     import mlflow
 
     from hotspot.features.places import build_places
     from hotspot.features.prepared import Prepared
-    from hotspot.models import RecentCounts
     from hotspot.training.briefing import build_briefing
-    from hotspot.training.evaluation.metrics import hits_at
     from hotspot.training.registry import load_champion
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", trained_sample["MLFLOW_TRACKING_URI"])
@@ -83,7 +83,15 @@ def test_briefing_hit_rates_match_the_recorded_counts(trained_sample, sample_pre
     cfg, result, panel = sample_prepared
     prepared = Prepared(result, panel, {}, build_places(cfg, result.accepted, result.grid, result.area))
     model, ref = load_champion(cfg)
-    b = build_briefing(cfg, prepared, model, ref, WEEK, top=10)
+    return build_briefing(cfg, prepared, model, ref, WEEK, top=10, **kwargs), (prepared, model, ref)
+
+
+def test_briefing_hit_rates_match_the_recorded_counts(trained_sample, sample_prepared, monkeypatch, tmp_path):
+    from hotspot.models import RecentCounts
+    from hotspot.training.evaluation.metrics import hits_at
+
+    cfg, result, panel = sample_prepared
+    b, (prepared, _, _) = champion_briefing(trained_sample, sample_prepared, monkeypatch)
 
     e = panel.period_index("2019-12-23")
     observed = panel.target[e]
@@ -182,22 +190,13 @@ def _live_record(weeks: list[str]) -> dict:
 def test_live_record_section_with_live_data_and_none_without(trained_sample, sample_prepared, monkeypatch, tmp_path):
     import dataclasses
 
-    import mlflow
-
-    from hotspot.features.places import build_places
-    from hotspot.features.prepared import Prepared
     from hotspot.training.briefing import build_briefing
     from hotspot.training.briefing_render import render_html, render_pdf
-    from hotspot.training.registry import load_champion
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", trained_sample["MLFLOW_TRACKING_URI"])
-    mlflow.set_tracking_uri(trained_sample["MLFLOW_TRACKING_URI"])
     cfg, result, panel = sample_prepared
-    prepared = Prepared(result, panel, {}, build_places(cfg, result.accepted, result.grid, result.area))
-    model, ref = load_champion(cfg)
     weeks = [str(d.date()) for d in panel.period_starts[-10:]]
     live = _live_record(weeks)
-    b = build_briefing(cfg, prepared, model, ref, WEEK, top=10, live=live)
+    b, (prepared, model, ref) = champion_briefing(trained_sample, sample_prepared, monkeypatch, live=live)
     assert b.live is live and build_briefing(cfg, prepared, model, ref, WEEK, top=10, live=_live_record([])).live \
         is None  # nothing scored: no section
 
