@@ -16,6 +16,8 @@ from scipy import stats
 
 from hotspot.features.config import FreshnessConfig
 
+MIN_REFERENCE_WEEKS = 8  # fewer earlier weeks than this give no usable expectation: the volume is not judged
+
 
 @dataclass(frozen=True)
 class Freshness:
@@ -27,7 +29,8 @@ class Freshness:
 def check(occurred_at: pd.Series, week: pd.Timestamp, period_days: int, rules: FreshnessConfig) -> Freshness:
     """Judge the records before `week` (the week to forecast): do they reach the end of the last week
     (`max_silent_days`), and did the last week record at least `min_volume_share` of what its weekdays usually
-    record, or stay within the 99% Poisson interval of it? `occurred_at`: every stored incident's time."""
+    record on the days the extract reaches, or stay within the 99% Poisson interval of it? `occurred_at`: every
+    stored incident's time."""
     week = pd.Timestamp(week).normalize()
     times = pd.to_datetime(occurred_at)
     times = times[times < week]
@@ -51,13 +54,16 @@ def check(occurred_at: pd.Series, week: pd.Timestamp, period_days: int, rules: F
     history = days[(days < last_start) & (days >= last_start - pd.Timedelta(weeks=rules.lookback_weeks))]
     weeks_seen = int(np.ceil((last_start - history.min()) / pd.Timedelta(weeks=1))) if len(history) else 0
     figures.update({"recorded": observed, "reference_weeks": weeks_seen})
-    if weeks_seen >= 8:
-        per_weekday = history.dt.dayofweek.value_counts().reindex(range(7), fill_value=0) / weeks_seen
-        covered = pd.date_range(last_start, last_day, freq="D").dayofweek
+    if weeks_seen >= MIN_REFERENCE_WEEKS:
+        per_weekday = history.dt.day_of_week.value_counts().reindex(range(7), fill_value=0) / weeks_seen
+        # the days the extract reaches: a lag within max_silent_days is allowed, so its days are not expected yet
+        reached = min(last_day, latest.normalize()) if silent <= rules.max_silent_days else last_day
+        covered = pd.date_range(last_start, reached, freq="D").day_of_week
         expected = float(per_weekday.iloc[covered].sum())
         lower = float(stats.poisson.ppf(0.005, expected)) if expected > 0 else 0.0
         share = observed / expected if expected > 0 else 1.0
-        figures.update({"expected": round(expected, 1), "share_of_usual": round(share, 3), "lower_99": lower,
+        figures.update({"days_expected": len(covered), "expected": round(expected, 1),
+                        "share_of_usual": round(share, 3), "lower_99": lower,
                         "min_volume_share": rules.min_volume_share})
         if share < rules.min_volume_share and observed < lower:
             problems.append(f"incomplete: the week of {last_start.date()} recorded {observed:,} incidents, "

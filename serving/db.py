@@ -40,6 +40,8 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from hotspot.training.monitoring import PUBLISHED  # noqa: F401 - LiveScoreRow.model of a publication's own forecast
+
 CELL_CHUNK = 2_000  # cell rows per INSERT statement (one transaction holds them all)
 
 
@@ -283,7 +285,6 @@ _P = PublicationRow.__table__
 _C = PublicationCellRow.__table__
 _S = LiveScoreRow.__table__
 _Y = CycleRow.__table__
-PUBLISHED = "published"  # LiveScoreRow.model of the publication's own forecast
 
 
 @dataclass(frozen=True)

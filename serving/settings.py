@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from hotspot.serving import DEFAULT_DATABASE_URL
 from hotspot.training.tracking import tracking_uri
 
 
@@ -17,7 +18,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HOTSPOT_", extra="ignore")
 
     config: Path | None = Field(None, description="study-area TOML file (HOTSPOT_CONFIG)")
-    database_url: str = Field("sqlite:///hotspot.db", description="publications and keys; SQLite file or "
+    database_url: str = Field(DEFAULT_DATABASE_URL, description="publications and keys; SQLite file or "
                                                                   "postgresql+psycopg://user@host/db")
     forecast_model: str = Field("auto", description="which model forecasts published weeks: 'auto' (the "
                                 "selection rule, fitted for each week with only the weeks before it), 'champion' or "

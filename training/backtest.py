@@ -32,7 +32,7 @@ from hotspot.training.selection import AutoSelect, selection_rows
 
 __all__ = ["PREDICTION_COLUMNS", "BacktestResult", "forecast_periods", "run_backtest", "summarise",
            "lightgbm_from_config", "available_models", "make_models", "write_backtest", "summary_table",
-           "selection_candidates", "SELECTION_NAME", "FLAT", "REFERENCE_ONLY",
+           "selection_candidates", "SELECTION_NAME", "FLAT", "REFERENCE_ONLY", "COUNT_BASELINES",
            "lightgbm_for_training", "training_model", "model_family"]
 
 
@@ -46,6 +46,7 @@ def lightgbm_from_config(cfg: StudyConfig) -> LightGBMForecaster:
 
 SELECTION_NAME = "auto"  # the model that chooses among the others (training/selection.py)
 FLAT = "flat"  # every cell the same rate (models.naive.FlatRate): a floor, registered only when asked for by name
+COUNT_BASELINES = ("naive_", "history", "ewm_")  # name prefixes of the count baselines (cheap to refit)
 REFERENCE_ONLY = (FLAT,)  # models never in "all", never auto's candidates, never a baseline a forecast is judged by
 
 
@@ -104,7 +105,7 @@ def available_models(cfg: StudyConfig) -> dict[str, Callable[[], Forecaster]]:
     factories["history"] = HistoryCounts
     bc = cfg.backtest
     factories[f"ewm_hl{bc.ewm_halflife:g}"] = lambda: EWMCounts(halflife=bc.ewm_halflife)
-    counts = ["lightgbm", *(n for n in factories if n.startswith(("naive_", "history", "ewm_")))]
+    counts = ["lightgbm", *(n for n in factories if n.startswith(COUNT_BASELINES))]
     factories[FLAT] = FlatRate  # a floor, never a baseline nor a candidate; not in "all" (REFERENCE_ONLY)
     factories[f"kde_{bc.kde_bandwidth_m:g}m"] = lambda: KernelDensity(bandwidth_m=bc.kde_bandwidth_m)
     factories["prospective"] = lambda: ProspectiveHotspots(bc.prospective_bandwidth_cells, bc.prospective_weeks)

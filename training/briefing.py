@@ -22,14 +22,14 @@ from hotspot.features.panel import Panel
 from hotspot.features.prepared import Prepared
 from hotspot.models import Forecaster
 from hotspot.training import tracking
-from hotspot.training.backtest import available_models, run_backtest
+from hotspot.training.backtest import REFERENCE_ONLY, available_models, run_backtest
 from hotspot.training.evaluation.metrics import hits_at
 from hotspot.training.forecast import NOTE, forecast_cells
 from hotspot.training.registry import ModelRef, version_forecaster, version_spec
 
 # the models a forecast is never compared with as a "baseline": the LightGBM variants themselves, and auto (which
 # chooses among LightGBM and the baselines)
-NOT_BASELINES = ("lightgbm", "lightgbm_tuned", "auto", "flat")
+NOT_BASELINES = ("lightgbm", "lightgbm_tuned", "auto", *REFERENCE_ONLY)
 
 
 @dataclass(frozen=True)

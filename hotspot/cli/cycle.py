@@ -9,6 +9,7 @@ import typer
 
 from hotspot.cli.common import ConfigOption, app, err, handles_errors, load_config, out
 from hotspot.cli.service import DatabaseOption
+from hotspot.serving import DEFAULT_DATABASE_URL
 
 
 @app.command("cycle")
@@ -29,7 +30,7 @@ def cycle_cmd(
                                     "report)")] = False,
     out_dir: Annotated[Path | None, typer.Option(
         "--out", help="folder for the cycle report (default: outputs/AREA/cycle/WEEK)", show_default=False)] = None,
-    database_url: DatabaseOption = "sqlite:///hotspot.db",
+    database_url: DatabaseOption = DEFAULT_DATABASE_URL,
 ):
     """The weekly cycle: append the inbox's new extracts (cycle.inbox, default inbox/AREA beside the config),
     refuse stale or incomplete data (exit code 3, nothing changed), retrain and run the promotion gate when

@@ -13,6 +13,7 @@ from rich.table import Table
 from hotspot.cli.common import SAMPLE_CONFIG, ConfigOption, ProductOption, app, handles_errors, load, out
 from hotspot.cli.pipeline import print_top_cells
 from hotspot.features.config import StudyConfig
+from hotspot.serving import DEFAULT_DATABASE_URL
 
 # The demo's tuning budget (stated on screen): a taste of the study in seconds, not a study. LambdaRank is left to
 # real studies: on the sample a trial of it takes 30 s, and a ranker needs a calibration to give counts.
@@ -97,7 +98,7 @@ def demo_cmd(
     briefing_path = out_dir / "briefing.pdf"
     briefing_step(cfg, briefing_path, week, prepared=prepared)
     out.print(f"9. briefing for the week of {week} -> {briefing_path}" + took())
-    database_url = os.environ.get("HOTSPOT_DATABASE_URL", "sqlite:///hotspot.db")
+    database_url = os.environ.get("HOTSPOT_DATABASE_URL", DEFAULT_DATABASE_URL)
     last_week = str(prepared.panel.period_starts[-2].date())
     # a new version on every run: the demo retrains, so an earlier run's publication is another model's
     published = publish_step(cfg, [last_week, week], database_url, prepared=prepared, new_version=True,
@@ -139,7 +140,7 @@ def _print_where_to_look(cfg: StudyConfig, config: Path, database_url: str, brie
     engine = make_engine(database_url)
     create_schema(engine)
     key, record = create_key(engine, "auditor", "demo")  # reads forecasts, the map and the reports
-    db = "" if database_url == "sqlite:///hotspot.db" else f" --database-url {database_url}"
+    db = "" if database_url == DEFAULT_DATABASE_URL else f" --database-url {database_url}"
     out.rule("[bold]Where to look")
     out.print(f"Command staff:   the weekly briefing  {briefing.resolve()}", highlight=False)
     out.print(f"                 the map: run  hotspot serve -c {config}{db}", highlight=False)

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from hotspot.cli.common import ModelOption, ProductOption, VersionOption, app, err, fail, handles_errors, load, out
+from hotspot.serving import DEFAULT_DATABASE_URL
 
 DatabaseOption = Annotated[str, typer.Option("--database-url", envvar="HOTSPOT_DATABASE_URL",
                                              help="publications and keys database (SQLite file or PostgreSQL URL)")]
@@ -23,7 +24,7 @@ def serve_cmd(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on", min=0, max=65535)] = 8000,
     workers: Annotated[int, typer.Option(help="worker processes", min=1)] = 1,
-    database_url: DatabaseOption = "sqlite:///hotspot.db",
+    database_url: DatabaseOption = DEFAULT_DATABASE_URL,
     access_log: Annotated[bool, typer.Option(help="print one JSON line per request (the access_log table is "
                                                   "written either way)")] = True,
 ):
@@ -49,7 +50,7 @@ def publish_cmd(
         help="week to publish (YYYY-MM-DD, a period start; repeat for several) [default: the first unrecorded "
              "week]")] = None,
     new_version: Annotated[bool, typer.Option(help="publish a new version of a week already published")] = False,
-    database_url: DatabaseOption = "sqlite:///hotspot.db",
+    database_url: DatabaseOption = DEFAULT_DATABASE_URL,
     model: ModelOption = "auto",
     version: VersionOption = None,
     product: ProductOption = None,
@@ -93,7 +94,7 @@ def keys_create_cmd(
     role: Annotated[str, typer.Option(help="public (aggregated public trends only), viewer (forecasts, map), "
                                            "auditor (+ reports, models) or analyst (+ publish)")],
     name: Annotated[str | None, typer.Option(help="who or what the key is for")] = None,
-    database_url: DatabaseOption = "sqlite:///hotspot.db",
+    database_url: DatabaseOption = DEFAULT_DATABASE_URL,
 ):
     """Create an API key; the key is printed once (only its hash is stored)."""
     from hotspot.serving.auth import create_key
@@ -108,7 +109,7 @@ def keys_create_cmd(
 @handles_errors
 def keys_revoke_cmd(
     key_id: Annotated[str, typer.Argument(help="the key id (hs_ and 8 characters) or the key itself")],
-    database_url: DatabaseOption = "sqlite:///hotspot.db",
+    database_url: DatabaseOption = DEFAULT_DATABASE_URL,
 ):
     """Revoke an API key: requests with it get 401 from then on."""
     from hotspot.serving.auth import revoke_key
@@ -122,7 +123,7 @@ def keys_revoke_cmd(
 
 @keys_app.command("list")
 @handles_errors
-def keys_list_cmd(database_url: DatabaseOption = "sqlite:///hotspot.db"):
+def keys_list_cmd(database_url: DatabaseOption = DEFAULT_DATABASE_URL):
     """List API keys (ids, roles, when created and revoked; never the keys)."""
     from hotspot.serving.auth import list_keys
 

@@ -27,9 +27,6 @@ def check_writable(out: Path) -> None:
         raise HotspotError(f"cannot write the briefing to {out}: no permission to write in {folder}")
 
 
-DEFAULT_DATABASE_URL = "sqlite:///hotspot.db"  # what `hotspot publish` and `hotspot serve` use by default
-
-
 def stored_live(cfg: StudyConfig, database_url: str | None = None) -> dict | None:
     """The product's live record from the publication store at `database_url` (default: HOTSPOT_DATABASE_URL, else
     the commands' default), or None when there is no store: a SQLite file that does not exist is never created, and
@@ -37,6 +34,7 @@ def stored_live(cfg: StudyConfig, database_url: str | None = None) -> dict | Non
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import SQLAlchemyError
 
+    from hotspot.serving import DEFAULT_DATABASE_URL
     from hotspot.serving.db import PublicationStore, make_engine
     from hotspot.serving.live import stored_live_record
 

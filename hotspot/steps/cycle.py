@@ -37,7 +37,6 @@ from hotspot.steps.common import prepare
 
 EXIT_REFUSED = 3  # stale or incomplete data: the cycle changed nothing
 COVERAGES = [0.01, 0.05]
-LIVE_BASELINES = ("naive_", "history", "ewm_")  # the count baselines a live week is scored beside (cheap to refit)
 
 
 class CycleRefused(HotspotError):
@@ -209,9 +208,9 @@ def forecast(cfg: StudyConfig, prepared: Prepared, week: pd.Timestamp):
 # ---------------------------------------------------------------------------------------------------- (5) scoring
 def baseline_models(cfg: StudyConfig) -> list:
     """The baselines a live score compares the published forecast with."""
-    from hotspot.training.backtest import available_models
+    from hotspot.training.backtest import COUNT_BASELINES, available_models
 
-    return [factory() for name, factory in available_models(cfg).items() if name.startswith(LIVE_BASELINES)]
+    return [factory() for name, factory in available_models(cfg).items() if name.startswith(COUNT_BASELINES)]
 
 
 def score_publications(cfg: StudyConfig, prepared: Prepared, store, week: pd.Timestamp, fingerprint: str

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-PUBLISHED = "published"  # the model name of a publication's own forecast (serving.db.PUBLISHED says the same)
+from hotspot.training.monitoring import PUBLISHED
+
 METRICS = ("hit_rate@1%", "pai@1%", "pei@1%", "hit_rate@5%", "pai@5%", "pei@5%")
 RANK_BY = "pai@1%"  # the best baseline is the one with the highest mean of this
 NOTE = ("Recorded incidents are policing data, not ground truth: they show where crime was reported and recorded, "

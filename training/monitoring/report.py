@@ -18,7 +18,8 @@ KINDS = {"volume": "Incident volume", "mix": "Offence mix", "outside": "Incident
 FRESHNESS = {"week": "week to publish", "last_week": "last observed week", "last_day": "its last day",
              "latest_record": "newest record", "silent_days": "days without records at its end",
              "max_silent_days": "allowed days without records", "recorded": "records in the last observed week",
-             "reference_weeks": "weeks it is compared with", "expected": "expected for its weekday mix",
+             "reference_weeks": "weeks it is compared with", "days_expected": "days of it the extract reaches",
+             "expected": "expected for those weekdays",
              "share_of_usual": "share of the expected", "lower_99": "lowest usual count (99%)",
              "min_volume_share": "refused below this share"}
 
