@@ -31,7 +31,7 @@ from hotspot.features.locking import locked, replace_atomically
 KEEP = 2  # entries kept per area (the current inputs and the ones before, e.g. before and after an append)
 FORMAT = 1  # bumped when what an entry holds changes shape
 # config sections that do not change the validated incidents, the panel or the place names
-NOT_DATA = ("tune", "promotion", "backtest", "selection", "fairness", "trends", "privacy", "cycle")
+NOT_DATA = ("tune", "promotion", "backtest", "selection", "fairness", "trends", "privacy", "cycle", "engine")
 LIBRARIES = ("numpy", "pandas", "scipy", "geopandas", "shapely", "pyproj", "holidays", "pyarrow")
 
 

@@ -320,6 +320,30 @@ class PromotionConfig(_Section):
         False, description="also require the 95% interval of the paired weekly difference to exclude 0")
     weeks: Annotated[int, Field(gt=0)] | None = Field(None, description="[default: backtest.weeks]")
     refit_every: Annotated[int, Field(gt=0)] | None = Field(None, description="[default: backtest.refit_every]")
+    renew_same_settings: bool = Field(
+        True, description="a candidate with exactly the champion's settings (model, hyper-parameters, features), "
+                          "fitted on later weeks, replaces it without a backtest: a backtest refits both alike, so "
+                          "their scores would be identical and a tie would keep the older fit forever")
+
+
+class EngineConfig(_Section):
+    """`[engine]`: where validate, ingest, features, train, tune, backtest and audit run their heavy parts
+    (features/engine.py); `--engine` and `--scheduler` win over it. 'local' runs in the command's process; 'dask'
+    on the Dask cluster at `scheduler`, or on a LocalCluster the command starts and stops itself without one."""
+
+    kind: Literal["local", "dask"] = Field("local", description="'local' (one process) or 'dask'")
+    scheduler: str | None = Field(None, description="address of a running Dask scheduler, e.g. tcp://10.0.0.5:8786 "
+                                                    "[default: start a LocalCluster]")
+    connect_timeout_s: Annotated[float, Field(gt=0)] = Field(30, description="seconds to reach the scheduler")
+    workers: Annotated[int, Field(gt=0)] = Field(2, description="LocalCluster: worker processes")
+    threads_per_worker: Annotated[int, Field(gt=0)] = Field(1, description="LocalCluster: threads per worker")
+    memory_limit: str = Field("auto", description="LocalCluster: memory per worker, as Dask writes it ('6GB'); "
+                                                  "'auto' shares the machine's memory among the workers")
+    processes: bool = Field(True, description="LocalCluster: workers are processes (False: threads of this one)")
+    tile_cells: Annotated[int, Field(ge=8)] = Field(
+        128, description="rows and columns of cells per tile when the panel is built by tiles (plus a halo)")
+    partition_rows: Annotated[int, Field(gt=0)] = Field(
+        250_000, description="rows per part of a partitioned read or check (Parquet row groups are kept whole)")
 
 
 class FreshnessConfig(_Section):
@@ -391,6 +415,10 @@ class SelectionConfig(_Section):
     validation_weeks: Annotated[int, Field(gt=0)] = Field(8, description="weeks each choice is scored on")
     refit_every: Annotated[int, Field(gt=0)] | None = Field(
         None, description="refit each candidate every K validation weeks [default: backtest.refit_every]")
+    forecast_refit_every: Annotated[int, Field(gt=0)] | None = Field(
+        None, description="weeks between auto's refits when it forecasts (cycle, publish, service): it is refitted "
+                          "on the weeks whose number since 1970-01-01 is a multiple of K and forecasts the weeks up "
+                          "to the next one, as a backtest refits it; 1 refits every week [default: refit_every]")
     sticky: bool = Field(
         True, description="a refit keeps the previous choice unless another candidate beats it distinguishably "
                           "(95% paired interval over the validation weeks)")
@@ -712,6 +740,7 @@ class StudyConfig(_Section):
     promotion: PromotionConfig = PromotionConfig()
     selection: SelectionConfig = SelectionConfig()
     cycle: CycleConfig = CycleConfig()
+    engine: EngineConfig = EngineConfig()
     trends: TrendsConfig = TrendsConfig()
     places: PlacesConfig = PlacesConfig()
     privacy: PrivacyConfig = PrivacyConfig()

@@ -76,6 +76,22 @@ class Grid:
             x=cx[inside], y=cy[inside], lon=np.asarray(lon), lat=np.asarray(lat), raster_index=raster_index,
         )
 
+    def window(self, row0: int, row1: int, col0: int, col1: int) -> tuple[Grid, np.ndarray]:
+        """The cells of raster rows [row0, row1) and columns [col0, col1) as a grid of their own (same CRS, cell
+        size and ids), with their compact indices in this grid (the tiles of features/tiles.py)."""
+        row0, col0 = max(0, row0), max(0, col0)
+        row1, col1 = min(self.n_rows, row1), min(self.n_cols, col1)
+        keep = np.flatnonzero((self.row >= row0) & (self.row < row1) & (self.col >= col0) & (self.col < col1))
+        n_rows, n_cols = row1 - row0, col1 - col0
+        row, col = self.row[keep] - row0, self.col[keep] - col0
+        raster_index = np.full(n_rows * n_cols, -1, dtype=np.int32)
+        raster_index[row * n_cols + col] = np.arange(len(keep), dtype=np.int32)
+        s = self.cell_size_m
+        sub = Grid(crs=self.crs, cell_size_m=s, x0=self.x0 + col0 * s, y0=self.y0 + row0 * s, n_cols=n_cols,
+                   n_rows=n_rows, cell_id=self.cell_id[keep], row=row.astype(np.int32), col=col.astype(np.int32),
+                   x=self.x[keep], y=self.y[keep], lon=self.lon[keep], lat=self.lat[keep], raster_index=raster_index)
+        return sub, keep
+
     def locate(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Compact cell index of each point (area CRS), -1 where the point is in no cell of the area."""
         col = np.floor((np.asarray(x) - self.x0) / self.cell_size_m)

@@ -128,15 +128,24 @@ def place(cfg: StudyConfig, found: Candidates, history_file: Path | None = None)
     if n == 0:
         raise nothing_passed(found)
     area = read_boundary(cfg.area) if cfg.area.boundary else derive_boundary(cfg.area, lon, lat)
-    to_area = Transformer.from_crs(WGS84, area.crs, always_xy=True)
-    x, y = to_area.transform(lon, lat)
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    inside = area.contains(x, y)
-    reason[~inside] = "outside_boundary"
     grid = Grid.from_area(area, cfg.area.cell_size_m, cfg.area.max_cells)
+    from hotspot.features.engine import current
+
+    client = current()
+    if client is not None:  # the Dask engine: the same join, by chunks on the workers
+        from hotspot.features.partitioned import locate
+
+        x, y, inside, located = locate(client, area, grid, lon, lat)
+    else:
+        to_area = Transformer.from_crs(WGS84, area.crs, always_xy=True)
+        x, y = to_area.transform(lon, lat)
+        x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+        inside = area.contains(x, y)
+        located = None
+    reason[~inside] = "outside_boundary"
     ok = reason == ""
     cell = np.full(n, -1, dtype=np.int32)
-    cell[ok] = grid.locate(x[ok], y[ok])
+    cell[ok] = grid.locate(x[ok], y[ok]) if located is None else located[ok]
     reason[ok & (cell < 0)] = "cell_outside_area"
 
     ok = reason == ""

@@ -120,6 +120,55 @@ def period_starts_for(first: pd.Timestamp, data_end: pd.Timestamp, freq: str) ->
     return starts[: n_complete + 1], n_complete
 
 
+@dataclass
+class Built:
+    """The features of a panel as `build_features` makes them: names and metadata in build order, the cube."""
+
+    names: list[str]
+    descriptions: dict[str, str]
+    units: dict[str, str]
+    families: dict[str, str]
+    reasons: dict[str, str]
+    skipped: dict[str, str]
+    lookback: int
+    X: np.ndarray  # (T + 1, C, F) float32
+
+
+def build_features(ctx: BuildContext, chosen: list[str],
+                   on_family: Callable[[str, int, int], None] | None = None) -> Built:
+    """Build the `chosen` families (features.registry) on the context, in order; `on_family(name, i, n)` is told
+    before each one."""
+    cfg = ctx.cfg
+    skipped: dict[str, str] = {}
+    names, descriptions, units, families, reasons, columns = [], {}, {}, {}, {}, []
+    lookback = 0
+    for i, fam_name in enumerate(chosen):
+        if on_family is not None:
+            on_family(fam_name, i, len(chosen))
+        fam = FAMILIES[fam_name]
+        reason = fam.unavailable(ctx)
+        if reason:
+            if cfg.features.families and fam_name in cfg.features.families:
+                raise ValueError(f"feature family '{fam_name}' was asked for in [features] families but cannot be "
+                                 f"built: {reason}")
+            skipped[fam_name] = reason
+            continue
+        lookback = max(lookback, fam.lookback(cfg, ctx.periods_per_year))
+        for feat in fam.build(ctx):
+            if feat.name in descriptions:
+                raise ValueError(f"feature {feat.name!r} is built by two families")
+            names.append(feat.name)
+            descriptions[feat.name] = feat.description
+            units[feat.name] = feat.unit
+            families[feat.name] = fam_name
+            reasons[feat.name] = feat.reason
+            columns.append(feat.values)
+    X = np.empty((ctx.n_periods + 1, ctx.grid.n_cells, len(columns)), dtype=np.float32)
+    for f, values in enumerate(columns):
+        X[:, :, f] = values  # a static (C,) feature broadcasts over periods
+    return Built(names, descriptions, units, families, reasons, skipped, lookback, X)
+
+
 def build_panel(cfg: StudyConfig, incidents: pd.DataFrame, grid: Grid,
                 on_family: Callable[[str, int, int], None] | None = None) -> Panel:
     """Count accepted incidents per cell and period, then build every selected feature family (features.registry);
@@ -131,7 +180,6 @@ def build_panel(cfg: StudyConfig, incidents: pd.DataFrame, grid: Grid,
     if T < 2:
         raise ValueError(f"the data covers {T} complete period(s) of {cfg.period.freq}; at least 2 are needed")
 
-    skipped: dict[str, str] = {}
     period = starts.searchsorted(incidents["occurred_at"].to_numpy(), side="right") - 1
     in_range = (period >= 0) & (period < T)
     groups = tuple(str(g) for g in incidents["offense"].cat.categories)
@@ -155,36 +203,20 @@ def build_panel(cfg: StudyConfig, incidents: pd.DataFrame, grid: Grid,
     order = np.argsort(event_days, kind="stable")
     ctx = BuildContext(cfg=cfg, grid=grid, period_starts=starts, groups=groups, counts=counts, target=target,
                        incidents=known)
-    names, descriptions, units, families, reasons, columns = [], {}, {}, {}, {}, []
-    lookback = 0
-    chosen = selected_families(cfg)
-    for i, fam_name in enumerate(chosen):
-        if on_family is not None:
-            on_family(fam_name, i, len(chosen))
-        fam = FAMILIES[fam_name]
-        reason = fam.unavailable(ctx)
-        if reason:
-            if cfg.features.families and fam_name in cfg.features.families:
-                raise ValueError(f"feature family '{fam_name}' was asked for in [features] families but cannot be "
-                                 f"built: {reason}")
-            skipped[fam_name] = reason
-            continue
-        lookback = max(lookback, fam.lookback(cfg, ctx.periods_per_year))
-        for feat in fam.build(ctx):
-            if feat.name in descriptions:
-                raise ValueError(f"feature {feat.name!r} is built by two families")
-            names.append(feat.name)
-            descriptions[feat.name] = feat.description
-            units[feat.name] = feat.unit
-            families[feat.name] = fam_name
-            reasons[feat.name] = feat.reason
-            columns.append(feat.values)
-    if not columns:
-        raise ValueError("no feature family could be built; check [features] families and exclude")
+    from hotspot.features.engine import current
 
-    X = np.empty((T + 1, C, len(columns)), dtype=np.float32)
-    for f, values in enumerate(columns):
-        X[:, :, f] = values  # a static (C,) feature broadcasts over periods
+    client = current()
+    if client is not None:  # the Dask engine: the same features, built by spatial tiles on the workers
+        from hotspot.features.tiles import build_tiled
+
+        built = build_tiled(client, ctx, selected_families(cfg), on_family)
+    else:
+        built = build_features(ctx, selected_families(cfg), on_family)
+    names, descriptions, units, families, reasons = (built.names, built.descriptions, built.units, built.families,
+                                                     built.reasons)
+    skipped, lookback, X = built.skipped, built.lookback, built.X
+    if not names:
+        raise ValueError("no feature family could be built; check [features] families and exclude")
     return Panel(
         grid=grid, period_starts=starts, groups=groups, counts=counts, target=target, X=X,
         feature_names=tuple(names), feature_descriptions=descriptions, feature_units=units,

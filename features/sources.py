@@ -91,14 +91,17 @@ def _parse_timestamps(raw: pd.Series, src: IncidentsConfig) -> tuple[pd.Series, 
     parsed = pd.to_datetime(text.where(~missing), format=fmt, errors="coerce", utc=True)
     parsed = parsed.dt.tz_localize(None)
     unparseable = parsed.isna().to_numpy() & ~missing
-    n_present = int((~missing).sum())
-    if n_present >= 10 and unparseable.sum() > n_present / 2:
-        sample = text[unparseable].iloc[0]
+    return parsed, missing, unparseable
+
+
+def check_parsed(src: IncidentsConfig, n_present: int, n_unparseable: int, sample) -> None:
+    """Refuse a source whose timestamps mostly do not parse (the format is wrong, not a few rows)."""
+    if n_present >= 10 and n_unparseable > n_present / 2:
+        fmt = src.timestamp_format or "ISO8601"
         raise InputError(
             f"source '{src.name}': column '{src.timestamp}' does not parse as "
-            f"{'ISO 8601' if fmt == 'ISO8601' else repr(fmt)} for {int(unparseable.sum()):,} of {n_present:,} rows, "
+            f"{'ISO 8601' if fmt == 'ISO8601' else repr(fmt)} for {n_unparseable:,} of {n_present:,} rows, "
             f"e.g. {sample!r}; set timestamp_format for this source")
-    return parsed, missing, unparseable
 
 
 def _raw_coordinates(df: pd.DataFrame, src: IncidentsConfig):
@@ -157,13 +160,43 @@ def record_keys(df: pd.DataFrame, src: IncidentsConfig, columns: list[str]) -> n
     return np.array([hashlib.sha256(f"{src.name}\x1f{v}".encode()).hexdigest()[:32] for v in values], dtype=object)
 
 
-def check_source(cfg: StudyConfig, src: IncidentsConfig, today: date | None = None, reference=None) -> SourceRows:
-    """Read one source and apply the record-level checks in the order of features.ingest.ALL_REASONS.
+@dataclass
+class RowChecks:
+    """The record-level checks of some rows of a source that need no other row (features/partitioned.py runs them
+    per partition): the first failing reason and its detail per row, with what the whole-source checks need."""
 
-    `reference`: (inside(lon, lat) -> mask, description) where the points should lie, for the whole-source check;
-    absent = the boundary or the area CRS's area of use, when the config has one."""
-    df = read_table(src)
-    personal = screen(df, src, cfg.personal_data)
+    reason: np.ndarray
+    detail: np.ndarray
+    placed: np.ndarray  # rows whose coordinates could be placed (the whole-source placement check looks at these)
+    coords_ok: np.ndarray  # rows without a timestamp or coordinate problem (a misplaced source flags them all)
+    ts: pd.Series
+    lon: np.ndarray
+    lat: np.ndarray
+    raw_a: np.ndarray  # the coordinates as numbers in the source's CRS
+    raw_b: np.ndarray
+    crs: CRS
+    raw_text: np.ndarray
+    offense: pd.Series
+    ts_present: int
+    ts_unparseable: int
+    ts_sample: str | None  # the first unparseable timestamp, for the message
+
+    @classmethod
+    def concat(cls, parts: list[RowChecks]) -> RowChecks:
+        """The checks of consecutive partitions as one (row order kept)."""
+        if len(parts) == 1:
+            return parts[0]
+        arrays = {name: np.concatenate([getattr(p, name) for p in parts])
+                  for name in ("reason", "detail", "placed", "coords_ok", "lon", "lat", "raw_a", "raw_b", "raw_text")}
+        samples = [p.ts_sample for p in parts if p.ts_sample is not None]
+        return cls(**arrays, ts=pd.concat([p.ts for p in parts], ignore_index=True), crs=parts[0].crs,
+                   offense=pd.concat([p.offense for p in parts], ignore_index=True),
+                   ts_present=sum(p.ts_present for p in parts), ts_unparseable=sum(p.ts_unparseable for p in parts),
+                   ts_sample=samples[0] if samples else None)
+
+
+def row_checks(src: IncidentsConfig, df: pd.DataFrame, today: date | None = None) -> RowChecks:
+    """The record-level checks, in the order of features.ingest.ALL_REASONS, that look at one row at a time."""
     n = len(df)
     reason = np.full(n, "", dtype=object)
     detail = np.full(n, "", dtype=object)
@@ -178,6 +211,9 @@ def check_source(cfg: StudyConfig, src: IncidentsConfig, today: date | None = No
     ts_text = src.timestamp + "=" + df[src.timestamp].astype("string").fillna("<empty>").to_numpy(dtype=object)
     flag(ts_missing, "missing_timestamp", ts_text)
     flag(ts_bad, "unparseable_timestamp", ts_text)
+    sample = None
+    if ts_bad.any():
+        sample = df[src.timestamp].astype("string").str.strip()[ts_bad].iloc[0]
 
     lon, lat, raw_xy, c_missing, c_invalid, c_zero, c_range, names = _coordinates(df, src)
     raw_a, raw_b = (df["__x"], df["__y"]) if "__x" in df.columns else (df[names[0]], df[names[1]])
@@ -187,12 +223,8 @@ def check_source(cfg: StudyConfig, src: IncidentsConfig, today: date | None = No
     flag(c_invalid, "invalid_coordinates", raw_text)
     flag(c_zero, "zero_coordinates", f"{names[0]},{names[1]}=0,0")
     flag(c_range, "coordinates_out_of_range", raw_text)
-    placed = (reason == "") | c_range
-    misplaced = check_placement(cfg, src, lon, lat, raw_xy, placed, reference)
-    problem = misplaced.message if misplaced else None
-    if misplaced is not None:  # every row of the source is suspect: none is used, each says why in short (the
-        # whole finding, with the figures and what to change, is the run's error message and validation.json)
-        flag(placed, "source_misplaced", raw_text + f" ({misplaced.cause}, like the whole source)")
+    coords_ok = reason == ""
+    placed = coords_ok | c_range
 
     label = df[src.offense].astype("string").str.strip()
     off_missing = (label.isna() | (label == "")).to_numpy()
@@ -212,6 +244,54 @@ def check_source(cfg: StudyConfig, src: IncidentsConfig, today: date | None = No
         flag((day < pd.Timestamp(src.earliest_date)).fillna(False).to_numpy(), "before_earliest_date", ts_text)
     latest = pd.Timestamp(src.latest_date or today or date.today())
     flag((day > latest).fillna(False).to_numpy(), "future_date", ts_text)
+    av, bv, crs = raw_xy
+    return RowChecks(reason, detail, placed, coords_ok, ts.reset_index(drop=True), lon, lat, av, bv, crs, raw_text,
+                     offense.reset_index(drop=True), int((~ts_missing).sum()), int(ts_bad.sum()), sample)
+
+
+def check_source(cfg: StudyConfig, src: IncidentsConfig, today: date | None = None, reference=None) -> SourceRows:
+    """Read one source and apply the record-level checks in the order of features.ingest.ALL_REASONS: the row-by-
+    row ones (`row_checks`; by partition on the Dask engine, features/partitioned.py), then the whole-source ones.
+
+    `reference`: (inside(lon, lat) -> mask, description) where the points should lie, for the whole-source check;
+    absent = the boundary or the area CRS's area of use, when the config has one."""
+    from hotspot.features.engine import current
+
+    client = current()
+    if client is not None:
+        from hotspot.features.partitioned import read_and_check
+
+        df, checks = read_and_check(client, src, today)
+    else:
+        df = read_table(src)
+        checks = row_checks(src, df, today)
+    return finish_source(cfg, src, df, checks, reference)
+
+
+def finish_source(cfg: StudyConfig, src: IncidentsConfig, df: pd.DataFrame, checks: RowChecks,
+                  reference=None) -> SourceRows:
+    """The checks that need the whole source (timestamps that mostly fail, a misplaced source, duplicates), then
+    the candidate rows and the quarantine."""
+    personal = screen(df, src, cfg.personal_data)
+    check_parsed(src, checks.ts_present, checks.ts_unparseable, checks.ts_sample)
+    n = len(df)
+    reason, detail = checks.reason.copy(), checks.detail.copy()
+
+    def flag(mask: np.ndarray, name: str, what: pd.Series | np.ndarray | str) -> None:
+        new = mask & (reason == "")
+        if new.any():
+            reason[new] = name
+            detail[new] = what[new] if not isinstance(what, str) else what
+
+    misplaced = check_placement(cfg, src, checks.lon, checks.lat, (checks.raw_a, checks.raw_b, checks.crs),
+                                checks.placed, reference)
+    problem = misplaced.message if misplaced else None
+    if misplaced is not None:  # every row of the source is suspect: none is used, each says why in short (the
+        # whole finding, with the figures and what to change, is the run's error message and validation.json);
+        # it comes before the offence and date reasons, which the row checks gave these rows
+        mask = checks.coords_ok
+        reason[mask] = "source_misplaced"
+        detail[mask] = (checks.raw_text + f" ({misplaced.cause}, like the whole source)")[mask]
 
     dup_cols = src.duplicate_columns or [c for c in df.columns if not c.startswith("__")]
     unknown = [c for c in dup_cols if c not in df.columns]
@@ -230,9 +310,9 @@ def check_source(cfg: StudyConfig, src: IncidentsConfig, today: date | None = No
 
     ok = reason == ""
     candidates = pd.DataFrame({
-        "occurred_at": ts[ok].to_numpy(dtype="datetime64[ns]"),
-        "offense": offense[ok].to_numpy(dtype=object),
-        "lon": lon[ok], "lat": lat[ok],
+        "occurred_at": checks.ts[ok].to_numpy(dtype="datetime64[ns]"),
+        "offense": checks.offense[ok].to_numpy(dtype=object),
+        "lon": checks.lon[ok], "lat": checks.lat[ok],
         "source": src.name,
         "source_row": np.flatnonzero(ok).astype(np.int64),
         "premises": None, "place": None, "record_key": keys[ok],

@@ -116,16 +116,23 @@ class LightGBMForecaster(Forecaster):
             X, y, period = X[keep], y[keep], period[keep]
             weight = np.where(y > 0, 1.0, 1.0 / self.zero_row_fraction)
         names = [panel.feature_names[i] for i in cols]
-        if self.is_ranker:
-            # one query per period; rows are period-major, so group sizes are the rows kept per period.
-            # LightGBM takes ranking weights per query, so the empty-row weights are not passed.
-            groups = np.bincount(period, minlength=end - start)
-            data = lgb.Dataset(X, label=np.minimum(np.rint(y), RANK_MAX_LABEL).astype(np.int32),
-                               group=groups[groups > 0], feature_name=names, free_raw_data=True)
+        from hotspot.features.engine import current
+
+        client = current()
+        if client is not None:  # the Dask engine: LightGBM's own distributed training, brought back as a booster
+            self.booster_ = dask_booster(client, self._lgb_params(), X, y, period, None if self.zero_row_fraction
+                                         >= 1.0 else weight, names, self.num_boost_round, self.is_ranker)
         else:
-            data = lgb.Dataset(X, label=y, weight=None if self.zero_row_fraction >= 1.0 else weight,
-                               feature_name=names, free_raw_data=True)
-        self.booster_ = lgb.train(self._lgb_params(), data, num_boost_round=self.num_boost_round)
+            if self.is_ranker:
+                # one query per period; rows are period-major, so group sizes are the rows kept per period.
+                # LightGBM takes ranking weights per query, so the empty-row weights are not passed.
+                groups = np.bincount(period, minlength=end - start)
+                data = lgb.Dataset(X, label=np.minimum(np.rint(y), RANK_MAX_LABEL).astype(np.int32),
+                                   group=groups[groups > 0], feature_name=names, free_raw_data=True)
+            else:
+                data = lgb.Dataset(X, label=y, weight=None if self.zero_row_fraction >= 1.0 else weight,
+                                   feature_name=names, free_raw_data=True)
+            self.booster_ = lgb.train(self._lgb_params(), data, num_boost_round=self.num_boost_round)
         self.feature_names_ = tuple(names)
         self.train_periods_ = (panel.period_starts[start], panel.period_starts[end - 1])
         # Booster.predict is typed to return a list or sparse matrix too; for dense input it is an ndarray
@@ -182,3 +189,41 @@ class LightGBMForecaster(Forecaster):
         """Total split gain of each feature in the fitted booster."""
         gains = self.booster_.feature_importance(importance_type="gain")
         return dict(zip(self.feature_names_, map(float, gains)))
+
+
+def dask_booster(client, params: dict, X: np.ndarray, y: np.ndarray, period: np.ndarray, weight: np.ndarray | None,
+                 names: list[str], rounds: int, ranker: bool) -> lgb.Booster:
+    """The booster of `lightgbm.dask`'s estimator trained on the rows split among the cluster's workers (whole
+    periods per part, so a ranking objective's queries stay on one worker), converted with `to_local()`.
+
+    LightGBM's distributed (data-parallel) learner builds its histograms from every worker's rows, so the model is
+    equivalent to the single-process one, not bit-identical (the equivalence test states the tolerance)."""
+    import dask.array as da
+    from lightgbm.dask import DaskLGBMRanker, DaskLGBMRegressor
+
+    workers = max(1, len(client.scheduler_info()["workers"]))
+    starts = np.flatnonzero(np.r_[True, period[1:] != period[:-1]])  # first row of each period (period-major)
+    cuts = [int(starts[i]) for i in np.linspace(0, len(starts), workers + 1).astype(int)[1:-1]]
+    bounds = [0, *cuts, len(y)]
+    chunks = tuple(b - a for a, b in zip(bounds[:-1], bounds[1:]) if b > a)
+    dX = da.from_array(X, chunks=(chunks, X.shape[1]))
+    kwargs = {"feature_name": names}
+    options = {k: v for k, v in params.items() if k != "num_boost_round"}
+    if ranker:
+        groups = np.bincount(period)
+        groups = groups[groups > 0]
+        per_part = tuple(len(np.unique(period[a:b])) for a, b in zip(bounds[:-1], bounds[1:]) if b > a)
+        model = DaskLGBMRanker(client=client, n_estimators=rounds, **options)
+        model.fit(dX, da.from_array(np.minimum(np.rint(y), RANK_MAX_LABEL).astype(np.int32), chunks=(chunks,)),
+                  group=da.from_array(groups, chunks=(per_part,)), **kwargs)
+    else:
+        # rows dealt out in turn, so that every worker's part (from which it builds its share of the features'
+        # bins) looks like the whole: by periods, one worker would bin the early years and another the late ones
+        order = np.argsort(np.arange(len(y)) % workers, kind="stable")
+        size = np.bincount(np.arange(len(y)) % workers, minlength=workers)
+        chunks = tuple(int(n) for n in size if n > 0)
+        dX = da.from_array(X[order], chunks=(chunks, X.shape[1]))
+        model = DaskLGBMRegressor(client=client, n_estimators=rounds, **options)
+        dw = None if weight is None else da.from_array(np.asarray(weight, dtype=np.float64)[order], chunks=(chunks,))
+        model.fit(dX, da.from_array(y[order], chunks=(chunks,)), sample_weight=dw, **kwargs)
+    return model.to_local().booster_

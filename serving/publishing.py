@@ -56,10 +56,11 @@ def cell_records(cells) -> list[CellRecord]:
 class Forecaster:
     """The study area's panel and the model that forecasts: `auto` by default, or a pinned version.
 
-    `pin` None (or 'auto'): each week is forecast by the selection rule fitted with only the weeks before it
-    (training/forecast_model.py); the fitted choice is kept per (product, week, data fingerprint), so a second
-    request for the week is instant. `pin` 'champion': the registry's champion, reloaded when the alias moves; a
-    number: that registered version. The champion is also what the briefing uses (load_champion).
+    `pin` None (or 'auto'): each week is forecast by the selection rule fitted at the week's refit week with only
+    the weeks before that (training/forecast_model.py); the fit is kept per (refit week, data fingerprint) and the
+    week's choice per (product, week, data fingerprint), so a second request for the week is instant. `pin`
+    'champion': the registry's champion, reloaded when the alias moves; a number: that registered version. The
+    champion is also what the briefing uses (load_champion).
 
     Thread-safe: one forecast is computed at a time (they are CPU-bound and share the panel).
     """
@@ -72,6 +73,7 @@ class Forecaster:
         self.cfg = cfg
         self.pin = pin_from(pin)
         self._choices: dict[tuple, object] = {}
+        self._auto_fits: dict[tuple, object] = {}  # auto fitted at a refit week, shared by the weeks it forecasts
         self.model = None
         self.ref = None
         self.prepared = None
@@ -147,8 +149,8 @@ class Forecaster:
             return self.prepared
 
     def model_for(self, t: int):
-        """The ForecastModel for period t of the panel: auto's fitted choice (kept per product, week and data
-        fingerprint), the champion (reloaded when the alias moves) or the pinned version (loaded once)."""
+        """The ForecastModel for period t of the panel: auto's choice (kept per product, week and data fingerprint;
+        its fit per refit week), the champion (reloaded when the alias moves) or the pinned version (loaded once)."""
         from hotspot.training.forecast_model import ForecastModel, fit_auto, pinned_model
 
         with self._lock:
@@ -161,13 +163,14 @@ class Forecaster:
             key = ((self.cfg.model_key, str(panel.period_starts[t].date()), prepared.incidents.fingerprint)
                    if auto else ("version", self.pin))
             if key not in self._choices:
-                chosen = fit_auto(self.cfg, panel, t, prepared.incidents.fingerprint) if auto else pinned_model(
-                    self.cfg, self.pin)
+                chosen = (fit_auto(self.cfg, panel, t, prepared.incidents.fingerprint, self._auto_fits) if auto
+                          else pinned_model(self.cfg, self.pin))
                 if auto:
                     log.info("%s (%.1f s)", chosen.words, chosen.seconds)
-                while len(self._choices) >= self.CHOICES_KEPT:
-                    self._choices.pop(next(iter(self._choices)))
                 self._choices[key] = chosen
+                for kept in (self._choices, self._auto_fits):  # the oldest go first
+                    while len(kept) > self.CHOICES_KEPT:
+                        kept.pop(next(iter(kept)))
             return self._choices[key]
 
     def forecast(self, week: str | None) -> ForecastRows:

@@ -139,6 +139,7 @@ def test_twelve_cycles_publish_and_score_what_one_batch_run_does(twelve, tmp_pat
     batch_config = make_area(batch)
     shutil.copytree(twelve.folder / "history", batch / "history")
     use_tracking(batch, monkeypatch)
+    monkeypatch.setenv("HOTSPOT_CACHE_DIR", str(batch / "cache"))  # the batch fits from scratch: no stored fits
     from hotspot.steps.common import prepare
     from hotspot.steps.publish import publish_step
 
@@ -149,6 +150,10 @@ def test_twelve_cycles_publish_and_score_what_one_batch_run_does(twelve, tmp_pat
     batch_store = PublicationStore(make_engine(f"sqlite:///{batch / 'hotspot.db'}"))
     batch_scores, _ = score_publications(cfg, prepared, batch_store, last, prepared.incidents.fingerprint)
 
+    # each cycle is its own process: auto's fit at a refit week is kept on disk, forecasts the weeks to the next
+    # refit from there, and the next refit starts from its stored scores (training/auto_store.py)
+    fits = [store.find(AREA, "all", week).metadata["selection"]["fit"] for week in PUBLISHED_WEEKS]
+    assert fits.count("stored") >= 8 and "fitted from the previous refit's stored scores" in fits, fits
     for week in PUBLISHED_WEEKS:
         cycled, batched = store.find(AREA, "all", week), batch_store.find(AREA, "all", week)
         assert cycled.version == 1 and cycled.model_version == batched.model_version, week

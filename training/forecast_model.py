@@ -1,9 +1,12 @@
 """Which model forecasts a week: `auto` by default, or a pinned registered version.
 
-`auto` (the selection rule, training/selection.py) is fitted for the forecast week with only the weeks before it:
-every `[selection]` candidate is backtested, rolling origin, on the `validation_weeks` weeks before the forecast week
-and the best mean of the promotion metric forecasts (a fresh choice per forecast week, the rule's first fit: no
-earlier choice to keep). Its `lightgbm` candidate takes the product's tuned spec when a study exists, as `hotspot
+`auto` (the selection rule, training/selection.py) forecasting a week is fitted at the week's refit week with only
+the weeks before that: every `[selection]` candidate is backtested, rolling origin, on the `validation_weeks` weeks
+before the refit week and the best mean of the promotion metric forecasts (each refit a fresh choice, the rule's
+first fit: no earlier choice to keep). Refit weeks are every `forecast_refit_every` weeks, counted from 1970-01-01 so
+that every run refits on the same weeks, as a backtest refits every `refit_every` weeks: the weeks up to the next
+refit are forecast by that fit with their own features (known before each starts). Fits are kept on disk
+(training/auto_store.py). Its `lightgbm` candidate takes the product's tuned spec when a study exists, as `hotspot
 train` does. A pin is `champion` (the registry's alias) or a version number.
 
 Provenance of an `auto` forecast (`forecast_provenance` with this module's `ForecastModel.ref`): `model` is "auto",
@@ -74,7 +77,9 @@ def selection_sentence(summary: dict, forecast_week: str) -> str:
             f"{metric_words(summary['metric'])} over the {len(weeks)} weeks {weeks[0]}..{weeks[-1]} before it, each "
             "forecast by candidates fitted only on earlier weeks ("
             + ", ".join(f"{n} {v:.3f}" for n, v in ranked if np.isfinite(v))
-            + ("" if not tie else "; a tie, so the first candidate listed") + ")")
+            + ("" if not tie else "; a tie, so the first candidate listed") + ")"
+            + (f"; its choice at the refit of {summary['refit_week']}, refitted every {summary['refit_every']} weeks"
+               if summary.get("refit_week") not in (None, forecast_week) else ""))
 
 
 def auto_forecaster(cfg: StudyConfig) -> Forecaster:
@@ -89,8 +94,70 @@ def first_auto_period(cfg: StudyConfig, panel: Panel) -> int:
     return panel.min_history + 1 + cfg.selection.validation_weeks
 
 
-def fit_auto(cfg: StudyConfig, panel: Panel, t: int, fingerprint: str | None) -> ForecastModel:
-    """`auto` fitted for period t with only the periods before it; the chosen candidate forecasts."""
+def forecast_refit_every(cfg: StudyConfig) -> int:
+    """Weeks between auto's refits when it forecasts: selection.forecast_refit_every, else its refit_every, else
+    the backtest's."""
+    sc = cfg.selection
+    return sc.forecast_refit_every or sc.refit_every or cfg.backtest.refit_every
+
+
+def refit_period(cfg: StudyConfig, panel: Panel, t: int) -> int:
+    """The period auto forecasting period t is fitted at: the latest refit week at or before t (a week whose number
+    since 1970-01-01 is a multiple of `forecast_refit_every`, so every run, whatever its data's first week, refits
+    on the same weeks), and never before auto's first forecastable week."""
+    k = forecast_refit_every(cfg)
+    week_number = int(panel.period_starts[t].value // (86_400 * 10**9)) // 7
+    return max(t - week_number % k, first_auto_period(cfg, panel))
+
+
+@dataclass(frozen=True)
+class AutoFit:
+    """auto fitted at one refit week: the forecasting model and the fit's summary (its choice and scores)."""
+    model: Forecaster
+    chosen: str
+    summary: dict
+    refit: int  # the period index it was fitted at (with periods [0, refit))
+    how: str  # "fitted", "fitted from the previous refit's stored scores" or "stored"
+    seconds: float
+
+
+def auto_fit(cfg: StudyConfig, panel: Panel, r: int) -> AutoFit:
+    """auto fitted at period r (on periods [0, r)), or the stored fit for the same data and settings
+    (training/auto_store.py); a refit reuses the previous refit's stored scores and final fits when its data is
+    unchanged. The result is the same either way."""
+    from hotspot.training import auto_store
+
+    start = time.perf_counter()
+    auto = auto_forecaster(cfg)
+    week = str(panel.period_starts[r].date())
+    first = first_auto_period(cfg, panel)
+    previous = refit_period(cfg, panel, r - 1) if r - 1 >= first else None
+    keep = auto_store.folder(cfg.model_key) is not None
+    digests = auto_store.panel_digests(panel, [r] + ([previous] if previous is not None else [])) if keep else {}
+    spec = auto_store.spec_digest(auto) if keep else ""
+    entry = auto_store.load(cfg.model_key, spec, week, digests[r]) if keep else None
+    if entry is not None:
+        return AutoFit(entry["model"], entry["chosen"], entry["summary"], r, "stored", time.perf_counter() - start)
+    how = "fitted"
+    if previous is not None and keep:
+        before = auto_store.load(cfg.model_key, spec, str(panel.period_starts[previous].date()), digests[previous])
+        if before is not None:
+            auto.seed(before["scores"])
+            how = "fitted from the previous refit's stored scores"
+    auto.fit(panel.until(r))
+    summary = {**auto.fit_summary_, "candidates": [c.name for c in auto.candidates]}
+    if keep:
+        auto_store.store(cfg.model_key, spec, week, digests[r], {"model": auto.model_, "chosen": auto.chosen_,
+                                                                  "summary": summary,
+                                                                  "scores": auto.stored_scores()})
+    return AutoFit(auto.model_, auto.chosen_, summary, r, how, time.perf_counter() - start)
+
+
+def fit_auto(cfg: StudyConfig, panel: Panel, t: int, fingerprint: str | None,
+             fits: dict | None = None) -> ForecastModel:
+    """`auto` for period t: fitted at t's refit week (`refit_period`) with only the periods before that, forecasting
+    t with the features known when t starts; `fits`, when given, keeps the fits by (refit week, fingerprint) for the
+    caller (weeks that share a refit week share the fit)."""
     first = first_auto_period(cfg, panel)
     if t < first:
         raise ValueError(
@@ -100,12 +167,19 @@ def fit_auto(cfg: StudyConfig, panel: Panel, t: int, fingerprint: str | None) ->
             f"{panel.period_starts[first].date()} .. {panel.next_period_start.date()}); pin a model "
             "(--model champion or a version) for an earlier week")
     start = time.perf_counter()
-    auto = auto_forecaster(cfg).fit(panel.until(t))
+    r = refit_period(cfg, panel, t)
+    key = (str(panel.period_starts[r].date()), fingerprint)
+    fit = None if fits is None else fits.get(key)
+    if fit is None:
+        fit = auto_fit(cfg, panel, r)
+        if fits is not None:
+            fits[key] = fit
     week = str(panel.period_starts[t].date())
-    summary = {**auto.fit_summary_, "candidates": [c.name for c in auto.candidates], "forecast_week": week,
-               "fitted_through": str(panel.period_starts[t - 1].date())}
+    summary = {**fit.summary, "forecast_week": week,
+               "fitted_through": str(panel.period_starts[r - 1].date()), "refit_week": key[0],
+               "refit_every": forecast_refit_every(cfg), "fit": fit.how}
     summary["sentence"] = selection_sentence(summary, week)
-    return ForecastModel(auto.model_, ModelRef(AUTO, auto.chosen_, None, fingerprint), summary,
+    return ForecastModel(fit.model, ModelRef(AUTO, fit.chosen, None, fingerprint), summary,
                          time.perf_counter() - start)
 
 

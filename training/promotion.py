@@ -96,6 +96,18 @@ def judge(candidate: list[dict], champion: list[dict], metric: str, margin: floa
     return True, "promoted: " + text, cand, champ, paired
 
 
+def same_settings(cfg: StudyConfig, version: str, other: str) -> bool:
+    """Whether two registered versions were made with the same model and settings (only their training weeks
+    differ): the same class and parameters of the unfitted forecaster a backtest refits, its name aside."""
+    a, b = version_forecaster(cfg, version)[0], version_forecaster(cfg, other)[0]
+
+    def settings(model) -> str:
+        params = {k: v for k, v in model.get_params(deep=False).items() if k != "name"}
+        return json.dumps([type(model).__module__, type(model).__qualname__, params], sort_keys=True, default=repr)
+
+    return settings(a) == settings(b)
+
+
 def promote(cfg: StudyConfig, panel: Panel, fingerprint: str, version: str, periods: np.ndarray,
             on_step: Callable[[str, int], None] | None = None) -> Decision:
     """Judge `version` against the champion on `periods`; move the alias when it wins. The decision and its reason
@@ -110,6 +122,10 @@ def promote(cfg: StudyConfig, panel: Panel, fingerprint: str, version: str, peri
         decision = Decision(version, None, True, "promoted: there was no champion", metric, margin, weeks)
     elif current == str(version):
         raise HotspotError(f"version {version} of '{registered_name(cfg)}' is already the champion")
+    elif pc.renew_same_settings and same_settings(cfg, version, current):
+        decision = Decision(version, current, True, f"renewed: v{version} has the champion v{current}'s settings "
+                            "(model, hyper-parameters, features), fitted on later weeks; a backtest refits both "
+                            "alike, so their scores on any weeks are identical", metric, margin, weeks)
     else:
         cand = version_weekly_scores(cfg, panel, version, periods, refit, fingerprint, on_step)
         champ = version_weekly_scores(cfg, panel, current, periods, refit, fingerprint, on_step)
@@ -142,6 +158,8 @@ def decision_words(decision: Decision) -> str:
 
     today = datetime.now(UTC).date().isoformat()
     verdict = "**Promoted**" if decision.promoted else "**Not promoted**"
+    if decision.reason.startswith("renewed:"):
+        return f"Promotion gate, {today}: {verdict} ({decision.reason})."
     if decision.champion is None or decision.candidate_score is None or decision.champion_score is None:
         return f"Promotion gate, {today}: {verdict}: there was no champion to compare with."
     higher = HIGHER_IS_BETTER.get(decision.metric, True)

@@ -130,8 +130,22 @@ class AutoSelect(Forecaster):
                 and panel.target.__array_interface__["data"][0] == root.__array_interface__["data"][0])
         if same:
             return previous
+        if (self.reuse_scores and previous is not None and previous.get("seeded")
+                and previous["metric"] == self.metric and previous["candidates"] == [repr(c) for c in self.candidates]):
+            return {**previous, "root": root, "seeded": False}  # a stored fit's scores, checked by the caller
         return {"root": root, "metric": self.metric, "candidates": [repr(c) for c in self.candidates], "scores": {},
                 "forecasts": {}, "fitted": {}}
+
+    def seed(self, stored: dict) -> AutoSelect:
+        """Reuse the weekly scores and final fits of an earlier fit (`stored_scores()` of it, e.g. read back from
+        disk) in the next `fit`. The caller vouches that the panel this object is fitted on next starts with the
+        same data as the one the earlier fit saw (training/forecast_model.py checks a digest of it)."""
+        self.score_cache_ = {**stored, "root": None, "seeded": True}
+        return self
+
+    def stored_scores(self) -> dict:
+        """What `seed` takes: this fit's weekly scores, forecasts and final fits, without the panel's array."""
+        return {k: v for k, v in self.score_cache_.items() if k not in ("root", "seeded")}
 
     def fit(self, panel: Panel) -> AutoSelect:
         """Backtest every candidate on the panel's last validation weeks, then fit the best one on the whole panel."""

@@ -8,7 +8,17 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from hotspot.cli.common import ConfigOption, ProductOption, app, handles_errors, load, out
+from hotspot.cli.common import (
+    ConfigOption,
+    EngineOption,
+    ProductOption,
+    SchedulerOption,
+    app,
+    handles_errors,
+    load,
+    on_engine,
+    out,
+)
 
 
 @app.command("audit")
@@ -28,6 +38,8 @@ def audit_cmd(
     refit_every: Annotated[int | None, typer.Option(help="refit every K weeks [default: backtest.refit_every]",
                                                        min=1)] = None,
     product: ProductOption = None,
+    engine: EngineOption = None,
+    scheduler: SchedulerOption = None,
 ):
     """Fairness audit of a registered model beside the baselines: flag shares and rates by demographic group,
     disparate impact, accuracy within groups, persistence, feedback-loop simulation, reporting-rate sensitivity,
@@ -36,7 +48,8 @@ def audit_cmd(
 
     cfg = load(config, product)
     names = None if baselines is None else [n.strip() for n in baselines.split(",") if n.strip() not in ("", "none")]
-    audit, paths = audit_step(cfg, model_version, weeks, end, out_dir, names, refit_every)
+    with on_engine(cfg, engine, scheduler):
+        audit, paths = audit_step(cfg, model_version, weeks, end, out_dir, names, refit_every)
     _print_audit(audit)
     out.print(f"[dim]{audit['note']}[/]")
     out.print(f"took {sum(audit['seconds'].values()):.1f} s; report: {paths['audit_html']} "

@@ -55,6 +55,12 @@ ProductOption = Annotated[str | None, typer.Option(
 ModelOption = Annotated[str, typer.Option(
     "--model", "-m", help="what forecasts: 'auto' (the selection rule over [selection] candidates, fitted with only "
                           "the weeks before the week) or 'champion' (the registry's alias)")]
+EngineOption = Annotated[str | None, typer.Option(
+    "--engine", help="where the step runs: 'local' (this process) or 'dask' (a Dask cluster: --scheduler's, or a "
+                     "LocalCluster started for this run) [default: [engine] kind, else local]", show_default=False)]
+SchedulerOption = Annotated[str | None, typer.Option(
+    "--scheduler", help="address of a running Dask scheduler (tcp://HOST:8786); implies --engine dask "
+                        "[default: [engine] scheduler]", show_default=False)]
 VersionOption = Annotated[str | None, typer.Option(
     "--version", help="pin a registered version of the product's model (overrides --model)", show_default=False)]
 
@@ -89,3 +95,10 @@ def load(config: Path, product: str | None = None) -> StudyConfig:
     """Load and validate a study config for one of its products (None = the first); errors are turned into messages
     by `handles_errors`."""
     return load_config(config).for_product(product)
+
+
+def on_engine(cfg: StudyConfig, engine: str | None, scheduler: str | None):
+    """The engine the command runs on (features/engine.py), announced on the console when it is Dask."""
+    from hotspot.features.engine import engine as open_engine
+
+    return open_engine(cfg, engine, scheduler, say=lambda text: out.print(text, highlight=False))

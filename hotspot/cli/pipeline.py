@@ -10,14 +10,17 @@ from rich.table import Table
 
 from hotspot.cli.common import (
     ConfigOption,
+    EngineOption,
     ModelOption,
     ProductOption,
+    SchedulerOption,
     VersionOption,
     app,
     default_out,
     fail,
     handles_errors,
     load,
+    on_engine,
     out,
 )
 from hotspot.features.config import StudyConfig
@@ -29,13 +32,16 @@ def validate_cmd(
     config: ConfigOption,
     out_dir: Annotated[Path | None, typer.Option("--out", help="folder for quarantine.csv and validation.json "
                                                                   "[default: outputs/AREA/validate]")] = None,
+    engine: EngineOption = None,
+    scheduler: SchedulerOption = None,
 ):
     """Read and validate the incidents: counts of accepted and quarantined rows by reason, quarantine file."""
     from hotspot.steps import reason_table, validate_step
 
     cfg = load(config)
     out_dir = out_dir or default_out(cfg, "validate")
-    result, path = validate_step(cfg, out_dir)
+    with on_engine(cfg, engine, scheduler):
+        result, path = validate_step(cfg, out_dir)
     table = Table(title=f"{cfg.area.name}: {result.n_read:,} rows read from {cfg.incidents.path.name}")
     table.add_column("outcome")
     table.add_column("rows", justify="right")
@@ -73,6 +79,8 @@ def ingest_cmd(
                                                                    "[default: the first]")] = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="folder for quarantine.csv and ingest.json "
                                                                   "[default: outputs/AREA/ingest]")] = None,
+    engine: EngineOption = None,
+    scheduler: SchedulerOption = None,
 ):
     """Store the validated incidents as a history, or append a new file to it (idempotent; late rows flagged).
 
@@ -82,7 +90,8 @@ def ingest_cmd(
     if source is not None and append is None:
         fail("--source goes with --append")
     cfg = load(config)
-    report, summary = ingest_step(cfg, out_dir or default_out(cfg, "ingest"), append, source)
+    with on_engine(cfg, engine, scheduler):
+        report, summary = ingest_step(cfg, out_dir or default_out(cfg, "ingest"), append, source)
     verb = f"appended {append.name}:" if append is not None else "built from every source:"
     out.print(f"history {verb} {report.added:,} rows added, {report.rows_stored:,} stored in {report.path}")
     if append is not None:
@@ -106,6 +115,8 @@ def features_cmd(
                                                                   "[default: outputs/AREA/PRODUCT/features]")] = None,
     list_families: Annotated[bool, typer.Option("--list", help="print the feature families and exit")] = False,
     product: ProductOption = None,
+    engine: EngineOption = None,
+    scheduler: SchedulerOption = None,
 ):
     """Build the cell x period panel (counts, label, features) and write it as Parquet with its schema."""
     if list_families:
@@ -116,7 +127,8 @@ def features_cmd(
     from hotspot.steps import features_step
 
     cfg = load(config, product)
-    prepared, panel_path, schema_path = features_step(cfg, out_dir or default_out(cfg, "features"))
+    with on_engine(cfg, engine, scheduler):
+        prepared, panel_path, schema_path = features_step(cfg, out_dir or default_out(cfg, "features"))
     p = prepared.panel
     out.print(f"panel: {p.n_periods} periods x {p.grid.n_cells:,} cells x {len(p.feature_names)} features "
               f"(+ the forecast period {p.next_period_start.date()}) -> {panel_path}")
@@ -150,6 +162,8 @@ def train_cmd(
                                                                   "(ewm_hl26, naive_4w, sepp...) or auto (the "
                                                                   "selection rule)")] = "lightgbm",
     product: ProductOption = None,
+    engine: EngineOption = None,
+    scheduler: SchedulerOption = None,
 ):
     """Fit a forecaster (LightGBM by default, or any baseline, or auto) on all observed periods and register it as
     a version of the product's model in the MLflow registry (tags `model`, `model_family`).
@@ -159,7 +173,8 @@ def train_cmd(
     from hotspot.training.registry import champion_version
 
     cfg = load(config, product)
-    model, ref = train_step(cfg, params=params, model_name=model_name)
+    with on_engine(cfg, engine, scheduler):
+        model, ref = train_step(cfg, params=params, model_name=model_name)
     champion = champion_version(cfg)
     if hasattr(model, "train_periods_"):
         first, last = model.train_periods_
@@ -194,13 +209,16 @@ def tune_cmd(
     out_dir: Annotated[Path | None, typer.Option("--out", help="folder for trials.csv, best_spec.json and the "
                                                      "plot [default: outputs/AREA/PRODUCT/tune]")] = None,
     product: ProductOption = None,
+    engine: EngineOption = None,
+    scheduler: SchedulerOption = None,
 ):
     """Tune LightGBM with Optuna over rolling-origin folds (never a random split); the study is stored (tune.storage)
     and resumes where it stopped; `hotspot train` then uses its best parameters."""
     from hotspot.steps import tune_step
 
     cfg = load(config, product)
-    result, paths = tune_step(cfg, trials, before, out_dir=out_dir)
+    with on_engine(cfg, engine, scheduler):
+        result, paths = tune_step(cfg, trials, before, out_dir=out_dir)
     table = Table(title=f"study {result.study.study_name}: {len(result.study.trials)} trials "
                         f"({result.trials_run} run now in {result.seconds:.0f} s)")
     table.add_column("best " + cfg.tune.metric, justify="right")
@@ -280,6 +298,8 @@ def backtest_cmd(
                                                               "removed, beside the baselines; writes "
                                                               "ablation.csv/.png")] = False,
     product: ProductOption = None,
+    engine: EngineOption = None,
+    scheduler: SchedulerOption = None,
 ):
     """Rolling weekly backtest: each week forecast by models fitted only on the weeks before it."""
     from hotspot.steps import backtest_step, with_overrides
@@ -291,8 +311,9 @@ def backtest_cmd(
     cfg = with_overrides(base, without=without, targets=target)
     names = [n.strip() for item in model for n in item.split(",") if n.strip()]
     out_dir = out_dir or default_out(cfg, "backtest")
-    result, paths = backtest_step(cfg, names, weeks or cfg.backtest.weeks, end, out_dir, refit_every,
-                                  ablation=ablation)
+    with on_engine(cfg, engine, scheduler):
+        result, paths = backtest_step(cfg, names, weeks or cfg.backtest.weeks, end, out_dir, refit_every,
+                                      ablation=ablation)
     _print_report(paths["accuracy_json"])
     if ablation:
         _print_ablation(paths["ablation_table"])

@@ -147,3 +147,26 @@ def test_promotion_gate_rollback_and_forecasts_follow_the_champion(two_configs, 
         promote_step(strong, "9", weeks=6, prepared=prepared)
     versions = list_versions(strong)
     assert [v["version"] for v in versions] == ["3", "2", "1"] and versions[2]["champion"]
+
+
+def test_a_retrain_with_the_champions_settings_renews_it_without_a_backtest(two_configs, monkeypatch):
+    import hotspot.training.promotion as promotion
+
+    weak = two_configs["weak"]
+    prepared = prepare(weak, quiet=True)
+    train_step(weak, prepared, params="config")  # v1, champion
+    train_step(weak, prepared, params="config")  # v2: the same settings, as a scheduled retrain makes
+    with monkeypatch.context() as mp:
+        mp.setattr(promotion, "version_weekly_scores", lambda *a, **k: pytest.fail("the gate backtested"))
+        decision = promote_step(weak, "2", weeks=6, prepared=prepared)
+    assert decision.promoted and decision.reason.startswith("renewed: v2 has the champion v1's settings")
+    assert champion_version(weak) == "2"
+    described = MlflowClient().get_model_version(registered_name(weak), "2").description
+    assert "**Promoted** (renewed: v2 has the champion v1's settings" in described
+
+    # without renewal the gate backtests both, and the same settings refitted alike tie: the older fit stays
+    train_step(weak, prepared, params="config")  # v3
+    strict = weak.model_copy(update={"promotion": weak.promotion.model_copy(update={"renew_same_settings": False})})
+    refused = promote_step(strict, "3", weeks=6, prepared=prepared)
+    assert not refused.promoted and refused.candidate_score == refused.champion_score
+    assert champion_version(weak) == "2"

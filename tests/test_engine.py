@@ -1,0 +1,195 @@
+"""The engine switch (features/engine.py, issue 18): `--engine local|dask` and `--scheduler`, and LightGBM trained
+with `lightgbm.dask` on a LocalCluster of two worker processes, equivalent to the local engine's."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hotspot.features.config import load_config
+from hotspot.features.engine import chosen, engine
+from hotspot.features.errors import HotspotError
+from tests.conftest import SAMPLE_CONFIG, run_cli
+
+
+def test_flags_win_over_the_config_and_an_address_means_dask():
+    cfg = load_config(SAMPLE_CONFIG)
+    assert chosen(cfg) == ("local", None)
+    assert chosen(cfg, scheduler="tcp://10.0.0.5:8786") == ("dask", "tcp://10.0.0.5:8786")
+    assert chosen(cfg, "dask") == ("dask", None)  # no address: a LocalCluster
+    configured = cfg.model_copy(update={"engine": cfg.engine.model_copy(update={"kind": "dask",
+                                                                                 "scheduler": "tcp://h:1"})})
+    assert chosen(configured) == ("dask", "tcp://h:1")
+    assert chosen(configured, "local") == ("local", None)  # the flag wins
+    with pytest.raises(HotspotError, match="--engine: expected one of"):
+        chosen(cfg, "spark")
+    with pytest.raises(HotspotError, match="--scheduler goes with --engine dask"):
+        chosen(cfg, "local", "tcp://h:1")
+
+
+def test_the_local_engine_never_imports_dask():
+    code = ("import sys; from hotspot.features.config import load_config; from hotspot.features.engine import engine;"
+            f"cfg = load_config({str(SAMPLE_CONFIG)!r})\n"
+            "with engine(cfg) as client: assert client is None\n"
+            "assert 'distributed' not in sys.modules and 'dask' not in sys.modules, 'dask imported'")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+def test_an_unreachable_scheduler_is_a_clear_error():
+    cfg = load_config(SAMPLE_CONFIG)
+    cfg = cfg.model_copy(update={"engine": cfg.engine.model_copy(update={"connect_timeout_s": 2})})
+    with pytest.raises(HotspotError, match=r"--scheduler tcp://127.0.0.1:9: cannot reach the Dask scheduler"):
+        with engine(cfg, scheduler="tcp://127.0.0.1:9"):
+            pass
+
+
+def top_cells(frame: pd.DataFrame, share: float = 0.01) -> set:
+    k = max(1, int(round(share * len(frame))))
+    return set(frame.nlargest(k, "risk")["cell_id"])
+
+
+@pytest.mark.slow
+def test_lightgbm_on_the_dask_engine_forecasts_what_the_local_engine_does(tmp_path):
+    """A 12-week backtest of LightGBM on the sample refitted every week (the last 12 weeks), local and on a
+    LocalCluster of 2 worker processes (the command starts it): mean PAI@1% within 1% and the top 1% of cells
+    overlapping by at least 90% (LightGBM's data-parallel learner bins on each worker's rows, so a few fits differ
+    by a cell; most are identical)."""
+    runs = {}
+    for kind in ("local", "dask"):
+        out = tmp_path / kind
+        done = run_cli("backtest", "-c", str(SAMPLE_CONFIG), "-m", "lightgbm", "--weeks", "12", "--refit-every", "1",
+                       "--end", "2019-12-30", "--out", str(out), "--engine", kind, cwd=tmp_path)
+        assert done.returncode == 0, done.stdout + done.stderr
+        if kind == "dask":
+            assert "engine: dask, started a LocalCluster of 2 worker processes" in done.stdout
+        runs[kind] = (json.loads((out / "metrics.json").read_text()), pd.read_parquet(out / "predictions.parquet"))
+    local, dask = (runs[k][0]["models"]["lightgbm"]["mean"]["pai@1%"] for k in ("local", "dask"))
+    assert abs(dask - local) <= 0.01 * local, (local, dask)
+    frames = {k: runs[k][1] for k in runs}
+    shared = total = 0
+    for week, frame in frames["local"].groupby("period_start"):
+        other = frames["dask"][frames["dask"]["period_start"] == week]
+        a, b = top_cells(frame), top_cells(other)
+        shared, total = shared + len(a & b), total + len(a)
+        assert np.isclose(frame["risk"].sum(), other["risk"].sum(), rtol=0.03)  # the same expected total
+    assert shared >= 0.9 * total, (shared, total)
+
+
+def planted_sample(folder, fmt: str) -> tuple:
+    """The sample with problems planted across parts (a duplicate of an early row near the end, an empty timestamp,
+    bad and zero coordinates, a date in the future), as Parquet in row groups of 7,000 rows or as CSV, and a copy of
+    the sample's config reading it in parts of 10,000 rows."""
+    from hotspot.features.config import load_config as load
+
+    rows = pd.read_parquet(SAMPLE_CONFIG.parent.parent / "data" / "toronto_sample" / "incidents.parquet")
+    extra = rows.iloc[[5, 6, 7, 8, 9]].copy()
+    extra.loc[extra.index[1], "datetime_local"] = pd.NaT
+    extra.loc[extra.index[2], ["Lat", "Long"]] = [np.nan, -79.4]
+    extra.loc[extra.index[3], ["Lat", "Long"]] = [0.0, 0.0]
+    extra.loc[extra.index[4], "datetime_local"] = pd.Timestamp("2031-01-01")
+    planted = pd.concat([rows, extra], ignore_index=True)  # extra's first row repeats row 5: a duplicate
+    folder.mkdir(parents=True, exist_ok=True)
+    data = folder / f"incidents.{fmt}"
+    if fmt == "parquet":
+        planted.to_parquet(data, row_group_size=7_000, index=False)
+    else:
+        planted.to_csv(data, index=False)
+    text = SAMPLE_CONFIG.read_text().replace('path = "../data/toronto_sample/incidents.parquet"',
+                                             f'path = "{data}"')
+    text = text.replace("[backtest]", "[engine]\npartition_rows = 10000\n\n[backtest]", 1)
+    config = folder / "area.toml"
+    config.write_text(text)
+    return load(config), len(planted)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_validation_by_parts_on_dask_gives_the_local_counts_and_quarantine(tmp_path, fmt):
+    from hotspot.features.ingest import validate
+
+    cfg, n = planted_sample(tmp_path / fmt, fmt)
+    local = validate(cfg)
+    with engine(cfg, "dask", say=lambda _: None) as client:
+        assert client is not None and len(client.scheduler_info()["workers"]) == 2
+        spread = validate(cfg)
+    assert local.n_read == spread.n_read == n
+    counts = local.reason_counts()
+    assert {"duplicate", "missing_timestamp", "zero_coordinates", "future_date"} <= set(counts), counts
+    assert spread.reason_counts() == counts
+    pd.testing.assert_frame_equal(spread.accepted, local.accepted)
+    pd.testing.assert_frame_equal(spread.quarantine.reset_index(drop=True), local.quarantine.reset_index(drop=True))
+    assert spread.fingerprint == local.fingerprint and spread.grid.n_cells == local.grid.n_cells
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_a_running_scheduler_by_its_address(tmp_path):
+    """docs/scale-out.md's cluster by hand: `dask scheduler`, `dask worker`, then `--scheduler ADDRESS`."""
+    import time
+    from pathlib import Path
+
+    dask_cli = str(Path(sys.executable).parent / "dask")
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    procs = [subprocess.Popen([dask_cli, "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                               "--dashboard-address", ":0"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        time.sleep(2)
+        procs.append(subprocess.Popen([dask_cli, "worker", address, "--nworkers", "1", "--nthreads", "2",
+                                       "--memory-limit", "6GB"], stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL, cwd=tmp_path))
+        cfg, n = planted_sample(tmp_path / "area", "parquet")
+        local = run_cli("validate", "-c", str(cfg.source_path), "--out", str(tmp_path / "local"), cwd=tmp_path)
+        assert local.returncode == 0, local.stderr
+        from distributed import Client
+
+        with Client(address, timeout="30s") as client:  # the worker has registered with the scheduler
+            client.wait_for_workers(1, timeout=60)
+        done = run_cli("validate", "-c", str(cfg.source_path), "--scheduler", address, "--out",
+                       str(tmp_path / "dask"), cwd=tmp_path)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"engine: dask, scheduler {address} (1 workers)" in done.stdout
+        counts = [json.loads((tmp_path / k / "validation.json").read_text()) for k in ("local", "dask")]
+        assert counts[0]["read"] == counts[1]["read"] == n
+        assert counts[0]["by_reason"] == counts[1]["by_reason"] and counts[0]["accepted"] == counts[1]["accepted"]
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_the_panel_built_by_tiles_on_dask_is_the_local_panel(sample_prepared):
+    """Tiles of 12 x 12 cells (several dozen on the sample) with their halo give every feature of every cell and
+    period bit for bit."""
+    from hotspot.features.panel import build_panel
+    from hotspot.features.tiles import halo_cells, tiles
+
+    cfg, result, local = sample_prepared
+    small = cfg.model_copy(update={"engine": cfg.engine.model_copy(update={"tile_cells": 12})})
+    with engine(small, "dask", say=lambda _: None):
+        tiled = build_panel(small, result.accepted, result.grid)
+    assert tiled.feature_names == local.feature_names
+    assert tiled.feature_families == local.feature_families and tiled.min_history == local.min_history
+    assert tiled.skipped_families == local.skipped_families
+    assert np.array_equal(tiled.X, local.X, equal_nan=True)
+    assert np.array_equal(tiled.target, local.target) and np.array_equal(tiled.counts, local.counts)
+    # the test means something: many tiles, and a halo as wide as the widest kernel of the config
+    from hotspot.features.registry import BuildContext
+
+    ctx = BuildContext(cfg=small, grid=result.grid, period_starts=local.period_starts, groups=local.groups,
+                       counts=local.counts, target=local.target, incidents=result.accepted)
+    assert len(tiles(ctx, 12)) >= 6 and halo_cells(ctx) >= 3
