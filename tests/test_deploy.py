@@ -138,3 +138,44 @@ def test_systemd_analyze_verifies_the_units(tmp_path):
     refused = subprocess.run([analyze, "verify", str(units / SERVICE.name), str(broken)],
                              capture_output=True, text=True, cwd=units)
     assert refused.returncode != 0 or "Failed to parse" in refused.stderr, refused.stderr  # the check can fail
+
+
+COMPOSE = REPO_ROOT / "compose.yaml"
+
+
+def test_the_compose_example_names_services_and_commands_that_exist():
+    """compose.yaml (docs/scale-out.md): its services, the files its image copies, and every command it runs takes
+    the options it is given; `docker compose config` validates it where docker exists."""
+    import yaml
+
+    spec = yaml.safe_load(COMPOSE.read_text())
+    services = spec["services"]
+    assert {"postgres", "mlflow", "scheduler", "worker", "api", "hotspot"} <= set(services)
+    assert services["worker"]["deploy"]["replicas"] == 2
+    dockerfile = REPO_ROOT / services["api"]["build"]["dockerfile"]
+    for line in dockerfile.read_text().splitlines():
+        if line.startswith("COPY "):
+            for name in line.split()[1:-1]:
+                assert (REPO_ROOT / name).exists(), f"{dockerfile.name} copies {name}, which is not in the repository"
+    for volume in services["postgres"]["volumes"]:
+        if volume.startswith("./"):
+            assert (REPO_ROOT / volume.split(":")[0]).exists(), volume
+    bin_dir = Path(sys.executable).parent
+    for name, service in services.items():
+        command = service.get("command")
+        if not command:
+            continue
+        words = shlex.split(command.replace("${POSTGRES_PASSWORD:-hotspot}", "pw"))
+        options = [w for w in words if w.startswith("--")]
+        exe = shutil.which(words[0], path=str(bin_dir)) or shutil.which(words[0])
+        assert exe, f"{name}: {words[0]} is not installed"
+        sub = [w for w in words[1:3] if not w.startswith("-")][:1]
+        helped = subprocess.run([exe, *sub, "--help"], capture_output=True, text=True, timeout=120)
+        assert helped.returncode == 0, f"{name}: {words[0]} {sub} --help failed: {helped.stderr[-300:]}"
+        for option in options:
+            assert option in helped.stdout, f"{name}: `{' '.join([words[0], *sub])}` has no option {option}"
+    docker = shutil.which("docker")
+    if docker and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0:
+        checked = subprocess.run([docker, "compose", "-f", str(COMPOSE), "config", "--quiet"], capture_output=True,
+                                 text=True, timeout=120)
+        assert checked.returncode == 0, checked.stderr

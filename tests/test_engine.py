@@ -193,3 +193,39 @@ def test_the_panel_built_by_tiles_on_dask_is_the_local_panel(sample_prepared):
     ctx = BuildContext(cfg=small, grid=result.grid, period_starts=local.period_starts, groups=local.groups,
                        counts=local.counts, target=local.target, incidents=result.accepted)
     assert len(tiles(ctx, 12)) >= 6 and halo_cells(ctx) >= 3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
+def test_tuning_on_two_workers_shares_one_study_and_runs_the_trials_asked(tmp_path, store):
+    """Optuna trials as tasks on a LocalCluster of 2 workers, one study in the storage (PostgreSQL as on a cluster;
+    a SQLite file on one machine): exactly the trials asked for, run by both workers, no parameters twice."""
+    import optuna
+
+    from hotspot.training.tuning import study_name, tune
+    from tests.serving.conftest import POSTGRES_URL, _postgres_database, skip_or_fail
+    from tests.training.test_tuning import panel_of, tuned_config
+
+    if store == "postgresql":
+        if not POSTGRES_URL:
+            skip_or_fail("no PostgreSQL server (set HOTSPOT_TEST_POSTGRES_URL; .ci/run starts one)")
+        url, drop = _postgres_database(POSTGRES_URL)
+    else:
+        url, drop = f"sqlite:///{tmp_path / 'optuna.db'}", lambda: None
+    try:
+        path = tuned_config(tmp_path / "area")
+        path.write_text(path.read_text().replace(f'storage = "sqlite:///{tmp_path / "area" / "optuna.db"}"',
+                                                 f'storage = "{url}"'))
+        cfg, panel = panel_of(path)
+        assert cfg.tune.storage == url
+        with engine(cfg, "dask", say=lambda _: None):
+            result = tune(cfg, panel, n_trials=6)
+        study = optuna.load_study(study_name=study_name(cfg), storage=url)
+        finished = [t for t in study.trials if t.state.is_finished()]
+        assert result.trials_run == 6 and len(finished) == 6, [t.state for t in study.trials]
+        assert len({t.user_attrs["worker"] for t in finished}) == 2
+        proposed = [json.dumps(t.params, sort_keys=True) for t in finished if t.params]
+        assert len(set(proposed)) == len(proposed)
+        assert result.best_spec == study.best_trial.user_attrs["spec"]
+    finally:
+        drop()

@@ -65,7 +65,8 @@ def pin_from(model: str | None = None, version: str | None = None) -> str | None
 
 
 def selection_sentence(summary: dict, forecast_week: str) -> str:
-    """`auto chose X for the week of W: the best mean METRIC over the N weeks a..b before it (X 1.23, Y 1.20...)`."""
+    """`auto chose X for the week of W: the best mean METRIC over the N weeks a..b before it (X 1.23, Y 1.20...)`,
+    or for a blend its weights; "before its refit week R" when the fit was made at an earlier refit week."""
     from hotspot.training.promotion import metric_words
 
     weeks, scores = summary["validation_weeks"], summary["scores"]
@@ -73,13 +74,24 @@ def selection_sentence(summary: dict, forecast_week: str) -> str:
                     reverse=summary["metric"] == "poisson_deviance")
     finite = [v for v in scores.values() if np.isfinite(v)]
     tie = len(finite) > 1 and len(set(finite)) == 1
-    return (f"auto chose {summary['chosen']} for the week of {forecast_week}: the best mean "
-            f"{metric_words(summary['metric'])} over the {len(weeks)} weeks {weeks[0]}..{weeks[-1]} before it, each "
-            "forecast by candidates fitted only on earlier weeks ("
-            + ", ".join(f"{n} {v:.3f}" for n, v in ranked if np.isfinite(v))
-            + ("" if not tie else "; a tie, so the first candidate listed") + ")"
-            + (f"; its choice at the refit of {summary['refit_week']}, refitted every {summary['refit_every']} weeks"
-               if summary.get("refit_week") not in (None, forecast_week) else ""))
+    means = ", ".join(f"{n} {v:.3f}" for n, v in ranked if np.isfinite(v))
+    refit = summary.get("refit_week")
+    before = ("before it" if refit in (None, forecast_week) else
+              f"before its refit week {refit} (auto is refitted every {summary['refit_every']} weeks)")
+    if summary.get("weights"):  # a blend: what it weighed, then the candidates' own validation means
+        weights = ", ".join(f"{n} {w:.2f}" for n, w in sorted(summary["weights"].items(), key=lambda kv: -kv[1])
+                            if w > 0)
+        how = ("weights minimising the Poisson deviance" if summary.get("combine", "blend") == "blend"
+               else "equal shares brought to the recorded level")
+        head = (f"auto blended its candidates for the week of {forecast_week} ({weights}): {how} over the "
+                f"{len(weeks)} weeks {weeks[0]}..{weeks[-1]} {before}, each forecast by candidates fitted only on "
+                f"earlier weeks (their mean {metric_words(summary['metric'])} there: {means})")
+    else:
+        head = (f"auto chose {summary['chosen']} for the week of {forecast_week}: the best mean "
+                f"{metric_words(summary['metric'])} over the {len(weeks)} weeks {weeks[0]}..{weeks[-1]} {before}, "
+                f"each forecast by candidates fitted only on earlier weeks ({means}"
+                + ("" if not tie else "; a tie, so the first candidate listed") + ")")
+    return head
 
 
 def auto_forecaster(cfg: StudyConfig) -> Forecaster:

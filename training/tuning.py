@@ -13,10 +13,12 @@ only after a trial ends and cannot log per-fold metrics or pruned trials' partia
 from __future__ import annotations
 
 import math
+import os
 import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -143,30 +145,24 @@ def tune(cfg: StudyConfig, panel: Panel, n_trials: int | None = None, before: st
     remaining = max(0, n_trials - len(finished))
     _enqueue_first_trials(study, tc.objectives, remaining)
 
-    def objective(trial) -> float:
-        spec = base_spec(cfg) if trial.user_attrs.get("from") == "config" else suggest_spec(trial, cfg)
-        trial.set_user_attr("spec", spec)
-        fold_scores = []
-        try:
-            for k, block in enumerate(blocks):
-                scores = score_fold(panel, spec, block, coverages, tc.zero_row_fraction)
-                fold_scores.append(scores)
-                running = float(np.mean([s[metric] for s in fold_scores]))
-                trial.set_user_attr(f"fold{k}", {m: scores[m] for m in ("pai@1%", "poisson_deviance", metric)})
-                trial.report(running, step=k)
-                if trial.should_prune():
-                    raise optuna.TrialPruned(f"fold {k}: {metric} {running:.4f} below the median of earlier trials")
-            value = float(np.mean([s[metric] for s in fold_scores]))
-            if not math.isfinite(value):
-                raise optuna.TrialPruned(f"{metric} is not finite")
-            return value
-        finally:
-            if log_trial:
-                log_trial(trial, spec, fold_scores)
-
+    objective = partial(_objective, cfg=cfg, panel=panel, blocks=blocks, coverages=coverages, metric=metric,
+                        log_trial=log_trial)
     start = time.perf_counter()
     callbacks = [lambda study, trial: on_trial(trial)] if on_trial else []
-    if remaining:
+    from hotspot.features.engine import current
+
+    client = current()
+    if remaining and client is not None:  # the Dask engine: the trials run on the workers, one shared study
+        before_run = {t.number for t in study.trials}
+        _optimize_on_workers(client, cfg, panel, blocks, coverages, metric, remaining)
+        study = optuna.load_study(study_name=study_name(cfg), storage=_storage(cfg))
+        for trial in study.trials:  # logged from here: the workers do not write to this command's MLflow run
+            if trial.number not in before_run and trial.state.is_finished():
+                if log_trial:
+                    log_trial(trial, trial.user_attrs.get("spec") or {}, _fold_scores(trial, len(blocks)))
+                if on_trial:
+                    on_trial(trial)
+    elif remaining:
         study.optimize(objective, n_trials=remaining, timeout=tc.timeout_s, callbacks=callbacks, catch=())
     completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not completed:
@@ -177,6 +173,79 @@ def tune(cfg: StudyConfig, panel: Panel, n_trials: int | None = None, before: st
     study.set_user_attr("best_trial", best.number)
     study.set_user_attr("metric", metric)
     return TuneResult(study, best_spec, float(best.value), remaining, time.perf_counter() - start)
+
+
+def _objective(trial, cfg: StudyConfig, panel: Panel, blocks: list[np.ndarray], coverages: list[float], metric: str,
+               log_trial: Callable[[object, dict, list], None] | None = None) -> float:
+    """One trial: the spec (the config's, or sampled), scored fold by fold with pruning (module docstring)."""
+    import optuna
+
+    spec = base_spec(cfg) if trial.user_attrs.get("from") == "config" else suggest_spec(trial, cfg)
+    trial.set_user_attr("spec", spec)
+    fold_scores = []
+    try:
+        for k, block in enumerate(blocks):
+            scores = score_fold(panel, spec, block, coverages, cfg.tune.zero_row_fraction)
+            fold_scores.append(scores)
+            running = float(np.mean([s[metric] for s in fold_scores]))
+            trial.set_user_attr(f"fold{k}", {m: scores[m] for m in ("pai@1%", "poisson_deviance", metric)})
+            trial.report(running, step=k)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"fold {k}: {metric} {running:.4f} below the median of earlier trials")
+        value = float(np.mean([s[metric] for s in fold_scores]))
+        if not math.isfinite(value):
+            raise optuna.TrialPruned(f"{metric} is not finite")
+        return value
+    finally:
+        if log_trial:
+            log_trial(trial, spec, fold_scores)
+
+
+def _fold_scores(trial, n_folds: int) -> list[dict]:
+    """The per-fold scores a trial kept in its user attributes (the metrics it records per fold)."""
+    return [trial.user_attrs[f"fold{k}"] for k in range(n_folds) if f"fold{k}" in trial.user_attrs]
+
+
+def _optimize_part(cfg: StudyConfig, panel: Panel, blocks: list[np.ndarray], coverages: list[float], metric: str,
+                   n_trials: int, seed: int) -> int:
+    """On a worker: `n_trials` trials of the shared study (loaded from its storage), with a sampler of its own
+    seed so that two workers do not propose the same parameters. Returns the trials it ran."""
+    import socket
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning, module="optuna")
+    tc = cfg.tune
+    study = optuna.load_study(
+        study_name=study_name(cfg), storage=_storage(cfg),
+        sampler=optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=tc.pruner_startup_trials, n_warmup_steps=0))
+    where = f"{socket.gethostname()}:{os.getpid()}"
+
+    def objective(trial) -> float:
+        trial.set_user_attr("worker", where)
+        return _objective(trial, cfg, panel, blocks, coverages, metric)
+
+    study.optimize(objective, n_trials=n_trials, timeout=tc.timeout_s, catch=())
+    return n_trials
+
+
+def _optimize_on_workers(client, cfg: StudyConfig, panel: Panel, blocks: list[np.ndarray], coverages: list[float],
+                         metric: str, remaining: int) -> None:
+    """The remaining trials shared out among the cluster's workers (exactly `remaining` in all), each worker
+    running its share against the one study in the storage (an RDB: PostgreSQL on a cluster; a SQLite file only
+    when every worker is on this machine)."""
+    if cfg.tune.storage.startswith("sqlite:") and client.cluster is None:
+        raise HotspotError(f"tune.storage {cfg.tune.storage}: trials on a remote cluster share the study through a "
+                           "database every worker reaches; set tune.storage to a PostgreSQL URL")
+    workers = sorted(client.scheduler_info()["workers"])
+    shares = [remaining // len(workers) + (i < remaining % len(workers)) for i in range(len(workers))]
+    [panel_f] = client.scatter([panel], broadcast=True)
+    futures = [client.submit(_optimize_part, cfg, panel_f, blocks, coverages, metric, n, cfg.tune.seed + 1 + i,
+                             workers=[w], pure=False)
+               for i, (w, n) in enumerate(zip(workers, shares, strict=True)) if n]
+    client.gather(futures)
 
 
 def _enqueue_first_trials(study, objectives: list[str], slots: int) -> None:

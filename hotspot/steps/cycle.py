@@ -190,7 +190,8 @@ def retrain(cfg: StudyConfig, prepared: Prepared, week: pd.Timestamp, action: di
         out.update({"promoted": True, "decision": "the first registered version is the champion"})
     else:
         decision = promote_step(cfg, ref.version, prepared=prepared)
-        out.update({"promoted": bool(decision.promoted), "decision": decision_words(decision)})
+        # the words are the registry description's (Markdown); the cycle report shows them as text
+        out.update({"promoted": bool(decision.promoted), "decision": decision_words(decision).replace("**", "")})
     out["seconds"] = round(time.perf_counter() - start, 1)
     return out
 

@@ -82,7 +82,7 @@ def test_stored_and_seeded_fits_forecast_what_fits_from_scratch_do(blend, tmp_pa
     assert seeded.selection["fit"] == "fitted from the previous refit's stored scores"
     assert np.array_equal(got2, want2)
     assert seeded.selection["scores"] == scratch2.selection["scores"]
-    assert "its choice at the refit of" in again.selection["sentence"]
+    assert f"before its refit week {panel.period_starts[r1].date()}" in again.selection["sentence"]
 
     # a damaged entry is ignored and refitted, never trusted in part
     for path in (tmp_path / "cache" / "auto" / cfg.model_key).glob("*.pkl"):
