@@ -8,10 +8,11 @@ means the local engine, which never imports Dask (the single-machine path stays 
 What runs on the cluster (docs/scale-out.md): `validate` and `ingest` read Parquet sources by row groups, check
 the rows by part and join them to the study area by chunks on the workers (features/partitioned.py); `features`
 (and every command that builds the panel under `--engine dask`) builds the time-varying feature families by spatial
-tiles with a halo on the workers (features/tiles.py); every LightGBM fit of `train`, `backtest` and `audit` trains
-with LightGBM's own Dask estimator (`lightgbm.dask`, data-parallel over the workers), converted to a local booster
-(`to_local()`) before anything is registered or predicted, so every later step sees the same kind of model; `tune`
-runs its Optuna trials as tasks on the workers, one study shared through its storage (training/tuning.py). The rest
+tiles with a halo on the workers (features/tiles.py); a backtest (`backtest`, `audit`, the promotion gate) runs each
+model's refit blocks as tasks (training/rolling.py); `tune` runs its Optuna trials as tasks, one study shared through
+its storage (training/tuning.py); a single LightGBM fit in the command's process (`train`) trains with LightGBM's
+own Dask estimator (`lightgbm.dask`, data-parallel over the workers), converted to a local booster (`to_local()`)
+before anything is registered or predicted, so every later step sees the same kind of model. The rest
 runs in the command's process, which still holds the whole panel once the tiles are put together.
 """
 

@@ -193,37 +193,42 @@ class LightGBMForecaster(Forecaster):
 
 def dask_booster(client, params: dict, X: np.ndarray, y: np.ndarray, period: np.ndarray, weight: np.ndarray | None,
                  names: list[str], rounds: int, ranker: bool) -> lgb.Booster:
-    """The booster of `lightgbm.dask`'s estimator trained on the rows split among the cluster's workers (whole
-    periods per part, so a ranking objective's queries stay on one worker), converted with `to_local()`.
+    """The booster of `lightgbm.dask`'s estimator trained on the rows split among the cluster's workers, converted
+    with `to_local()`. A ranking objective keeps whole periods per part (a query never straddles two workers); the
+    others deal the rows out in turn, so that every worker's part (from which it builds its share of the features'
+    bins) looks like the whole.
 
     LightGBM's distributed (data-parallel) learner builds its histograms from every worker's rows, so the model is
-    equivalent to the single-process one, not bit-identical (the equivalence test states the tolerance)."""
+    equivalent to the single-process one, not bit-identical (tests/test_engine.py states the tolerance). The parts
+    are scattered to the workers, not embedded in the task graph."""
     import dask.array as da
     from lightgbm.dask import DaskLGBMRanker, DaskLGBMRegressor
 
     workers = max(1, len(client.scheduler_info()["workers"]))
-    starts = np.flatnonzero(np.r_[True, period[1:] != period[:-1]])  # first row of each period (period-major)
-    cuts = [int(starts[i]) for i in np.linspace(0, len(starts), workers + 1).astype(int)[1:-1]]
-    bounds = [0, *cuts, len(y)]
-    chunks = tuple(b - a for a, b in zip(bounds[:-1], bounds[1:]) if b > a)
-    dX = da.from_array(X, chunks=(chunks, X.shape[1]))
-    kwargs = {"feature_name": names}
-    options = {k: v for k, v in params.items() if k != "num_boost_round"}
     if ranker:
-        groups = np.bincount(period)
-        groups = groups[groups > 0]
-        per_part = tuple(len(np.unique(period[a:b])) for a, b in zip(bounds[:-1], bounds[1:]) if b > a)
-        model = DaskLGBMRanker(client=client, n_estimators=rounds, **options)
-        model.fit(dX, da.from_array(np.minimum(np.rint(y), RANK_MAX_LABEL).astype(np.int32), chunks=(chunks,)),
-                  group=da.from_array(groups, chunks=(per_part,)), **kwargs)
+        starts = np.flatnonzero(np.r_[True, period[1:] != period[:-1]])  # first row of each period (period-major)
+        cuts = [int(starts[i]) for i in np.linspace(0, len(starts), workers + 1).astype(int)[1:-1]]
+        bounds = [0, *cuts, len(y)]
+        parts = [np.arange(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
     else:
-        # rows dealt out in turn, so that every worker's part (from which it builds its share of the features'
-        # bins) looks like the whole: by periods, one worker would bin the early years and another the late ones
-        order = np.argsort(np.arange(len(y)) % workers, kind="stable")
-        size = np.bincount(np.arange(len(y)) % workers, minlength=workers)
-        chunks = tuple(int(n) for n in size if n > 0)
-        dX = da.from_array(X[order], chunks=(chunks, X.shape[1]))
+        parts = [np.arange(w, len(y), workers) for w in range(min(workers, len(y)))]
+
+    def spread(values: np.ndarray):
+        pieces = [np.ascontiguousarray(values[rows]) for rows in parts]
+        futures = client.scatter(pieces)
+        return da.concatenate([da.from_delayed(f, shape=p.shape, dtype=p.dtype) for f, p in zip(futures, pieces)])
+
+    options = {k: v for k, v in params.items() if k not in ("num_boost_round", "num_threads", "n_jobs")}
+    kwargs = {"feature_name": names}
+    if ranker:
+        groups = tuple(np.bincount(period[rows] - period[rows][0]) for rows in parts)
+        groups = [g[g > 0] for g in groups]
+        model = DaskLGBMRanker(client=client, n_estimators=rounds, **options)
+        group = da.concatenate([da.from_delayed(f, shape=g.shape, dtype=g.dtype)
+                                for f, g in zip(client.scatter(groups), groups)])
+        model.fit(spread(X), spread(np.minimum(np.rint(y), RANK_MAX_LABEL).astype(np.int32)), group=group, **kwargs)
+    else:
         model = DaskLGBMRegressor(client=client, n_estimators=rounds, **options)
-        dw = None if weight is None else da.from_array(np.asarray(weight, dtype=np.float64)[order], chunks=(chunks,))
-        model.fit(dX, da.from_array(y[order], chunks=(chunks,)), sample_weight=dw, **kwargs)
+        model.fit(spread(X), spread(y), sample_weight=None if weight is None else spread(
+            np.asarray(weight, dtype=np.float64)), **kwargs)
     return model.to_local().booster_

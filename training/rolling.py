@@ -48,9 +48,25 @@ def run_backtest(panel: Panel, models: list[Forecaster], periods: np.ndarray, re
     record per refit under metrics["models"][name]["refits"], each with the week it forecast first."""
     import time
 
-    grid = panel.grid
+    from hotspot.features.engine import current
+
     frames, weekly, seconds, refits = [], {}, {}, {}
+    client = current()
+    spread = [m for m in models if not getattr(m, "sequential_refits", False)] if client is not None else []
+    n_blocks = -(-len(periods) // refit_every)
+    if len(spread) * n_blocks < 2:  # one fit: nothing to spread (a LightGBM fit then uses the workers itself)
+        spread = []
+    done = _blocks_on_workers(client, panel, spread, periods, refit_every, coverages, on_step) if spread else {}
     for model in models:
+        if model.name in done:  # the Dask engine: its refit blocks ran as tasks on the workers
+            risks, rows, summaries, seconds[model.name] = done[model.name]
+            for t, risk in zip(periods, risks, strict=True):
+                frames.append(_frame(panel, int(t), risk, model.name))
+            weekly[model.name] = rows
+            if any(s is not None for s in summaries):
+                refits[model.name] = [{"refit_week": str(panel.period_starts[periods[b * refit_every]].date()), **s}
+                                      for b, s in enumerate(summaries) if s is not None]
+            continue
         start = time.perf_counter()
         rows = []
         for i, t in enumerate(periods):
@@ -62,13 +78,9 @@ def run_backtest(panel: Panel, models: list[Forecaster], periods: np.ndarray, re
                     refits.setdefault(model.name, []).append(
                         {"refit_week": str(panel.period_starts[t].date()), **summary})
             risk = model.predict(known)
-            observed = panel.target[t]
-            frames.append(pd.DataFrame({
-                "period_start": panel.period_starts[t].date(), "cell_id": grid.cell_id, "x": grid.x, "y": grid.y,
-                "lon": grid.lon, "lat": grid.lat, "risk": risk, "observed": observed.astype(np.int32),
-                "model": model.name,
-            }))
-            rows.append({"period_start": str(panel.period_starts[t].date()), **week_metrics(risk, observed, coverages)})
+            frames.append(_frame(panel, int(t), risk, model.name))
+            rows.append({"period_start": str(panel.period_starts[t].date()),
+                         **week_metrics(risk, panel.target[t], coverages)})
             if on_step:
                 on_step(model.name, i + 1)
         weekly[model.name] = rows
@@ -81,6 +93,71 @@ def run_backtest(panel: Panel, models: list[Forecaster], periods: np.ndarray, re
     for name, s in seconds.items():
         metrics["models"][name]["fit_predict_s"] = s
     return BacktestResult(predictions, metrics, seconds)
+
+
+def _frame(panel: Panel, t: int, risk: np.ndarray, name: str) -> pd.DataFrame:
+    """One week's prediction rows (PREDICTION_COLUMNS)."""
+    grid = panel.grid
+    return pd.DataFrame({
+        "period_start": panel.period_starts[t].date(), "cell_id": grid.cell_id, "x": grid.x, "y": grid.y,
+        "lon": grid.lon, "lat": grid.lat, "risk": risk, "observed": panel.target[t].astype(np.int32), "model": name,
+    })
+
+
+def _run_block(model: Forecaster, panel: Panel, block: np.ndarray, coverages: list[float]):
+    """On a worker: fit the model on the weeks before the block, forecast each week of it. Returns the forecasts,
+    the weekly metrics, the fit's summary (or None), the seconds and the fitted model."""
+    import time
+
+    start = time.perf_counter()
+    model.fit(panel.until(int(block[0])))
+    risks, rows = [], []
+    for t in block:
+        risk = np.asarray(model.predict(panel.until(int(t))), dtype=np.float64)
+        risks.append(risk)
+        rows.append({"period_start": str(panel.period_starts[t].date()),
+                     **week_metrics(risk, panel.target[t], coverages)})
+    return risks, rows, getattr(model, "fit_summary_", None), time.perf_counter() - start, model
+
+
+def _blocks_on_workers(client, panel: Panel, models: list[Forecaster], periods: np.ndarray, refit_every: int,
+                       coverages: list[float], on_step: Callable[[str, int], None] | None) -> dict:
+    """The Dask engine: every (model, refit block) as a task on the workers, each fitting its own copy of the model
+    (the fits of one block do not depend on another's: the same forecasts as the loop below). The models passed in
+    end fitted as the loop leaves them (on the last block). Returns name -> (risks, weekly rows, refit summaries,
+    seconds)."""
+    from distributed import as_completed
+    from sklearn.base import clone
+
+    def named_clone(model: Forecaster) -> Forecaster:  # an unfitted copy with the name it was given
+        copy = clone(model)
+        copy.name = model.name
+        return copy
+
+    blocks = [periods[i:i + refit_every] for i in range(0, len(periods), refit_every)]
+    [panel_f] = client.scatter([panel], broadcast=True)
+    tasks, futures = {}, []
+    for model in models:
+        for b, block in enumerate(blocks):
+            future = client.submit(_run_block, named_clone(model), panel_f, block, coverages, pure=False)
+            tasks[future.key] = (model.name, b)
+            futures.append(future)
+    results: dict = {}
+    steps: dict[str, int] = {}
+    for future in as_completed(futures):
+        name, b = tasks[future.key]
+        results[(name, b)] = future.result()
+        future.release()
+        steps[name] = steps.get(name, 0) + len(blocks[b])
+        if on_step:
+            on_step(name, steps[name])
+    out = {}
+    for model in models:
+        parts = [results[(model.name, b)] for b in range(len(blocks))]
+        model.__dict__.update(parts[-1][4].__dict__)  # the caller's model, fitted on the last block
+        out[model.name] = ([r for p in parts for r in p[0]], [row for p in parts for row in p[1]],
+                           [p[2] for p in parts], sum(p[3] for p in parts))
+    return out
 
 
 def summarise(weekly: dict[str, list[dict]], coverages: list[float], panel: Panel, periods: np.ndarray,

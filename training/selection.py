@@ -85,6 +85,10 @@ class AutoSelect(Forecaster):
     """Chooses among `candidates` by a rolling-origin backtest on the fitted panel's last weeks; forecasts with the
     choice (see the module's docstring for the rule)."""
 
+    # a refit keeps the previous choice (sticky) and reuses the previous fit's scores: a backtest refits it in
+    # order, never its blocks as separate tasks (training/rolling.py on the Dask engine)
+    sequential_refits = True
+
     def __init__(self, candidates: list[Forecaster], validation_weeks: int = 8, refit_every: int = 4,
                  metric: str = "pai@1%", sticky: bool = True, reuse_scores: bool = True, combine: str = "choose"):
         self.candidates = candidates
