@@ -14,7 +14,14 @@ import pandas as pd
 from hotspot.features.config import IncidentsConfig, StudyConfig
 from hotspot.features.errors import RejectedInput
 from hotspot.features.quarantine import combine_quarantine, quarantine_frame
-from hotspot.features.sources import CANDIDATE_COLUMNS, check_source, drop_cross_source_duplicates, points_reference
+from hotspot.features.sources import (
+    CANDIDATE_COLUMNS,
+    SourceRows,
+    check_source,
+    drop_cross_source_duplicates,
+    finish_source,
+    points_reference,
+)
 
 
 def file_sha256(path: Path) -> str:
@@ -38,6 +45,20 @@ class Candidates:
     sources: list[IncidentsConfig] = field(default_factory=list)  # the sources read (none: the stored history)
 
 
+def checked(cfg: StudyConfig, src: IncidentsConfig, today: date | None, reference) -> SourceRows:
+    """One source checked (features.sources.check_source), or on the Dask engine read and checked by parts on the
+    workers (features/partitioned.py), the whole-source checks then run here: the same rows and reasons."""
+    from hotspot.features.engine import current
+
+    client = current()
+    if client is None:
+        return check_source(cfg, src, today, reference)
+    from hotspot.features.partitioned import read_and_check
+
+    df, checks = read_and_check(client, src, today)
+    return finish_source(cfg, src, df, checks, reference)
+
+
 def read_sources(cfg: StudyConfig, today: date | None = None,
                  sources: list[IncidentsConfig] | None = None, pool: pd.DataFrame | None = None) -> Candidates:
     """Check every source (or `sources`) and drop rows that repeat an earlier source's row (or a row of `pool`)."""
@@ -46,7 +67,7 @@ def read_sources(cfg: StudyConfig, today: date | None = None,
     kept, quarantined, raw, read, digests, problems = [], [], {}, {}, [], []
     pool = pool if pool is not None else pd.DataFrame(columns=CANDIDATE_COLUMNS)
     for src in sources:
-        part = check_source(cfg, src, today, reference)
+        part = checked(cfg, src, today, reference)
         if reference is None and cfg.area.boundary is None and cfg.area.crs is None:
             reference = points_reference(part.candidates, src.name)
         raw[src.name], read[src.name] = part.raw, part.n_read

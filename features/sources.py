@@ -251,21 +251,12 @@ def row_checks(src: IncidentsConfig, df: pd.DataFrame, today: date | None = None
 
 def check_source(cfg: StudyConfig, src: IncidentsConfig, today: date | None = None, reference=None) -> SourceRows:
     """Read one source and apply the record-level checks in the order of features.ingest.ALL_REASONS: the row-by-
-    row ones (`row_checks`; by partition on the Dask engine, features/partitioned.py), then the whole-source ones.
+    row ones (`row_checks`; by part on the Dask engine, features/partitioned.py), then the whole-source ones.
 
     `reference`: (inside(lon, lat) -> mask, description) where the points should lie, for the whole-source check;
     absent = the boundary or the area CRS's area of use, when the config has one."""
-    from hotspot.features.engine import current
-
-    client = current()
-    if client is not None:
-        from hotspot.features.partitioned import read_and_check
-
-        df, checks = read_and_check(client, src, today)
-    else:
-        df = read_table(src)
-        checks = row_checks(src, df, today)
-    return finish_source(cfg, src, df, checks, reference)
+    df = read_table(src)
+    return finish_source(cfg, src, df, row_checks(src, df, today), reference)
 
 
 def finish_source(cfg: StudyConfig, src: IncidentsConfig, df: pd.DataFrame, checks: RowChecks,

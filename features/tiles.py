@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from hotspot.features.panel import Built, build_features
+from hotspot.features.build import Built, build_features
 from hotspot.features.registry import BuildContext
 
 GLOBAL_FAMILIES = ("calendar", "context")  # built once, in the command's process (see the module docstring)
@@ -91,15 +91,18 @@ def build_tiled(client, ctx: BuildContext, chosen: list[str],
         futures.append(future)
         where[future.key] = cells
     whole = build_features(ctx, local) if local else None
-    X, layout, done = None, None, 0
+    X: np.ndarray | None = None
+    layout: Built | None = None
+    done = 0
     for future in as_completed(futures):
         built = future.result()
-        if X is None:  # every tile builds the same features; the first one to finish gives their names
+        if X is None or layout is None:  # every tile builds the same features; the first one to finish names them
             layout = _merge(chosen, built, whole)
             X = np.empty((ctx.n_periods + 1, ctx.grid.n_cells, len(layout.names)), dtype=np.float32)
             if whole is not None:
                 for f, name in enumerate(whole.names):
                     X[:, :, layout.names.index(name)] = whole.X[:, :, f]
+        assert X is not None and layout is not None
         columns = [layout.names.index(n) for n in built.names]
         cells = where[future.key]
         for f, column in enumerate(columns):
@@ -108,9 +111,9 @@ def build_tiled(client, ctx: BuildContext, chosen: list[str],
         done += 1
         if on_family is not None:
             on_family(f"tile {done} of {len(windows)}", done - 1, len(windows))
-    if X is None:  # no time-varying family chosen
-        layout = _merge(chosen, None, whole)
-        X = whole.X
+    if X is None or layout is None:  # no time-varying family chosen: the whole-grid families are all there is
+        assert whole is not None
+        return whole
     layout.X = X
     return layout
 

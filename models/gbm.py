@@ -219,16 +219,16 @@ def dask_booster(client, params: dict, X: np.ndarray, y: np.ndarray, period: np.
         return da.concatenate([da.from_delayed(f, shape=p.shape, dtype=p.dtype) for f, p in zip(futures, pieces)])
 
     options = {k: v for k, v in params.items() if k not in ("num_boost_round", "num_threads", "n_jobs")}
-    kwargs = {"feature_name": names}
     if ranker:
-        groups = tuple(np.bincount(period[rows] - period[rows][0]) for rows in parts)
-        groups = [g[g > 0] for g in groups]
+        counts = [np.bincount(period[rows] - period[rows][0]) for rows in parts]
+        groups = [g[g > 0] for g in counts]
         model = DaskLGBMRanker(client=client, n_estimators=rounds, **options)
         group = da.concatenate([da.from_delayed(f, shape=g.shape, dtype=g.dtype)
                                 for f, g in zip(client.scatter(groups), groups)])
-        model.fit(spread(X), spread(np.minimum(np.rint(y), RANK_MAX_LABEL).astype(np.int32)), group=group, **kwargs)
+        labels = np.minimum(np.rint(y), RANK_MAX_LABEL).astype(np.int32)
+        model.fit(spread(X), spread(labels), group=group, feature_name=names)
     else:
         model = DaskLGBMRegressor(client=client, n_estimators=rounds, **options)
         model.fit(spread(X), spread(y), sample_weight=None if weight is None else spread(
-            np.asarray(weight, dtype=np.float64)), **kwargs)
+            np.asarray(weight, dtype=np.float64)), feature_name=names)
     return model.to_local().booster_
