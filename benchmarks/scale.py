@@ -54,8 +54,10 @@ def child(region: Path, kind: str, workers: int, worker_memory: str, weeks: int)
     from hotspot.training.rolling import forecast_periods, run_backtest
 
     cfg = load_config(region / "region.toml")
-    cfg = cfg.model_copy(update={"engine": cfg.engine.model_copy(update={
-        "workers": workers, "memory_limit": worker_memory, "threads_per_worker": max(1, 2 // workers)})})
+    if kind == "dask":  # the machine's cores shared among the workers
+        cfg = cfg.model_copy(update={"engine": cfg.engine.model_copy(update={
+            "workers": workers, "memory_limit": worker_memory,
+            "threads_per_worker": max(1, (os.cpu_count() or 2) // workers)})})
     with engine(cfg, kind, say=lambda text: print(json.dumps({"say": text}), flush=True)) as client:
         def report(step: str, start: float, rows: int) -> None:
             seconds = time.perf_counter() - start

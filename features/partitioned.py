@@ -83,7 +83,7 @@ def read_and_check(client, src: IncidentsConfig, today: date | None = None, rows
     chunks = [df.iloc[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
     if len(chunks) == 1:
         return df, row_checks(src, df, today)
-    scattered = client.scatter(chunks)
+    scattered = client.scatter(chunks, hash=False)
     checks = client.gather(client.map(_check_part, [src] * len(chunks), scattered, [today] * len(chunks),
                                       pure=False))
     return df, RowChecks.concat(checks)
@@ -121,7 +121,7 @@ def locate(client, area, grid, lon: np.ndarray, lat: np.ndarray, rows: int | Non
     bounds = list(range(0, len(lon), rows)) + [len(lon)]
     if len(bounds) <= 2:
         return _locate_part(area, grid, lon, lat)
-    [area_f, grid_f] = client.scatter([area, grid], broadcast=True)
+    [area_f, grid_f] = client.scatter([area, grid], broadcast=True, hash=False)
     done = client.gather(client.map(_locate_part, *zip(*[(area_f, grid_f, lon[a:b], lat[a:b])
                                                            for a, b in zip(bounds[:-1], bounds[1:])]), pure=False))
     return tuple(np.concatenate([d[k] for d in done]) for k in range(4))

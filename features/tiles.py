@@ -86,7 +86,7 @@ def build_tiled(client, ctx: BuildContext, chosen: list[str],
     futures, where = [], {}
     for window in windows:
         tile, own, cells = _tile_context(ctx, window, halo)
-        [tile_f] = client.scatter([tile])
+        [tile_f] = client.scatter([tile], hash=False)
         future = client.submit(_build_tile, tile_f, own, spread, pure=False)
         futures.append(future)
         where[future.key] = cells

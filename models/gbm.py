@@ -215,7 +215,7 @@ def dask_booster(client, params: dict, X: np.ndarray, y: np.ndarray, period: np.
 
     def spread(values: np.ndarray):
         pieces = [np.ascontiguousarray(values[rows]) for rows in parts]
-        futures = client.scatter(pieces)
+        futures = client.scatter(pieces, hash=False)
         return da.concatenate([da.from_delayed(f, shape=p.shape, dtype=p.dtype) for f, p in zip(futures, pieces)])
 
     options = {k: v for k, v in params.items() if k not in ("num_boost_round", "num_threads", "n_jobs")}
@@ -224,7 +224,7 @@ def dask_booster(client, params: dict, X: np.ndarray, y: np.ndarray, period: np.
         groups = [g[g > 0] for g in counts]
         model = DaskLGBMRanker(client=client, n_estimators=rounds, **options)
         group = da.concatenate([da.from_delayed(f, shape=g.shape, dtype=g.dtype)
-                                for f, g in zip(client.scatter(groups), groups)])
+                                for f, g in zip(client.scatter(groups, hash=False), groups)])
         labels = np.minimum(np.rint(y), RANK_MAX_LABEL).astype(np.int32)
         model.fit(spread(X), spread(labels), group=group, feature_name=names)
     else:

@@ -135,7 +135,7 @@ def _blocks_on_workers(client, panel: Panel, models: list[Forecaster], periods: 
         return copy
 
     blocks = [periods[i:i + refit_every] for i in range(0, len(periods), refit_every)]
-    [panel_f] = client.scatter([panel], broadcast=True)
+    [panel_f] = client.scatter([panel], broadcast=True, hash=False)
     tasks, futures = {}, []
     for model in models:
         for b, block in enumerate(blocks):

@@ -241,7 +241,7 @@ def _optimize_on_workers(client, cfg: StudyConfig, panel: Panel, blocks: list[np
                            "database every worker reaches; set tune.storage to a PostgreSQL URL")
     workers = sorted(client.scheduler_info()["workers"])
     shares = [remaining // len(workers) + (i < remaining % len(workers)) for i in range(len(workers))]
-    [panel_f] = client.scatter([panel], broadcast=True)
+    [panel_f] = client.scatter([panel], broadcast=True, hash=False)
     futures = [client.submit(_optimize_part, cfg, panel_f, blocks, coverages, metric, n, cfg.tune.seed + 1 + i,
                              workers=[w], pure=False)
                for i, (w, n) in enumerate(zip(workers, shares, strict=True)) if n]
