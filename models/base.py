@@ -50,3 +50,12 @@ def check_panel(panel: Panel, min_periods: int = 1) -> None:
     if panel.n_periods < min_periods:
         raise ValueError(f"need at least {min_periods} observed period(s) before {panel.next_period_start.date()},"
                          f" the panel has {panel.n_periods}")
+
+
+def named_clone(model: Forecaster) -> Forecaster:
+    """An unfitted copy of a forecaster that keeps the name it was given (clone rebuilds from parameters only)."""
+    from sklearn.base import clone
+
+    copy = clone(model)
+    copy.name = model.name
+    return copy

@@ -46,8 +46,6 @@ def run_backtest(panel: Panel, models: list[Forecaster], periods: np.ndarray, re
 
     A model that describes its fit in `fit_summary_` (a JSON-able dict; `auto` says what it chose and why) has one
     record per refit under metrics["models"][name]["refits"], each with the week it forecast first."""
-    import time
-
     from hotspot.features.engine import current
 
     frames, weekly, seconds, refits = [], {}, {}, {}
@@ -58,33 +56,17 @@ def run_backtest(panel: Panel, models: list[Forecaster], periods: np.ndarray, re
         spread = []
     done = _blocks_on_workers(client, panel, spread, periods, refit_every, coverages, on_step) if spread else {}
     for model in models:
-        if model.name in done:  # the Dask engine: its refit blocks ran as tasks on the workers
-            risks, rows, summaries, seconds[model.name] = done[model.name]
-            for t, risk in zip(periods, risks, strict=True):
-                frames.append(_frame(panel, int(t), risk, model.name))
-            weekly[model.name] = rows
-            if any(s is not None for s in summaries):
-                refits[model.name] = [{"refit_week": str(panel.period_starts[periods[b * refit_every]].date()), **s}
-                                      for b, s in enumerate(summaries) if s is not None]
-            continue
-        start = time.perf_counter()
-        rows = []
-        for i, t in enumerate(periods):
-            known = panel.until(int(t))
-            if i % refit_every == 0:
-                model.fit(known)
-                summary = getattr(model, "fit_summary_", None)
-                if summary is not None:
-                    refits.setdefault(model.name, []).append(
-                        {"refit_week": str(panel.period_starts[t].date()), **summary})
-            risk = model.predict(known)
+        # the Dask engine ran its refit blocks as tasks on the workers; otherwise here, in order (a model may keep
+        # state from one refit to the next)
+        risks, rows, summaries, seconds[model.name] = done.get(model.name) or _in_order(
+            model, panel, periods, refit_every, coverages, on_step)
+        for t, risk in zip(periods, risks, strict=True):
             frames.append(_frame(panel, int(t), risk, model.name))
-            rows.append({"period_start": str(panel.period_starts[t].date()),
-                         **week_metrics(risk, panel.target[t], coverages)})
-            if on_step:
-                on_step(model.name, i + 1)
         weekly[model.name] = rows
-        seconds[model.name] = time.perf_counter() - start
+        if any(s is not None for s in summaries):
+            refits[model.name] = [{"refit_week": str(panel.period_starts[block[0]].date()), **s}
+                                  for block, s in zip(_blocks(periods, refit_every), summaries, strict=True)
+                                  if s is not None]
     predictions = pd.concat(frames, ignore_index=True)[PREDICTION_COLUMNS]
     predictions["model"] = predictions["model"].astype("category")
     metrics = summarise(weekly, coverages, panel, periods, refit_every)
@@ -104,37 +86,54 @@ def _frame(panel: Panel, t: int, risk: np.ndarray, name: str) -> pd.DataFrame:
     })
 
 
+def _blocks(periods: np.ndarray, refit_every: int) -> list[np.ndarray]:
+    """The test periods in refit blocks: each block is forecast by one fit on the weeks before its first."""
+    return [periods[i:i + refit_every] for i in range(0, len(periods), refit_every)]
+
+
 def _run_block(model: Forecaster, panel: Panel, block: np.ndarray, coverages: list[float]):
-    """On a worker: fit the model on the weeks before the block, forecast each week of it. Returns the forecasts,
-    the weekly metrics, the fit's summary (or None), the seconds and the fitted model."""
+    """Fit the model on the weeks before the block and forecast each week of it (here, or as a task on a worker).
+    Returns the forecasts, the weekly metrics, the fit's summary (or None), the seconds and the fitted model."""
     import time
 
     start = time.perf_counter()
     model.fit(panel.until(int(block[0])))
     risks, rows = [], []
     for t in block:
-        risk = np.asarray(model.predict(panel.until(int(t))), dtype=np.float64)
+        risk = model.predict(panel.until(int(t)))
         risks.append(risk)
         rows.append({"period_start": str(panel.period_starts[t].date()),
                      **week_metrics(risk, panel.target[t], coverages)})
     return risks, rows, getattr(model, "fit_summary_", None), time.perf_counter() - start, model
 
 
+def _in_order(model: Forecaster, panel: Panel, periods: np.ndarray, refit_every: int, coverages: list[float],
+              on_step: Callable[[str, int], None] | None):
+    """Every refit block of one model, in order, in this process: (risks, weekly rows, refit summaries, seconds)."""
+    risks, rows, summaries, seconds, weeks = [], [], [], 0.0, 0
+    for block in _blocks(periods, refit_every):
+        block_risks, block_rows, summary, block_seconds, _ = _run_block(model, panel, block, coverages)
+        risks += block_risks
+        rows += block_rows
+        summaries.append(summary)
+        seconds += block_seconds
+        weeks += len(block)
+        if on_step:
+            on_step(model.name, weeks)
+    return risks, rows, summaries, seconds
+
+
 def _blocks_on_workers(client, panel: Panel, models: list[Forecaster], periods: np.ndarray, refit_every: int,
                        coverages: list[float], on_step: Callable[[str, int], None] | None) -> dict:
     """The Dask engine: every (model, refit block) as a task on the workers, each fitting its own copy of the model
-    (the fits of one block do not depend on another's: the same forecasts as the loop below). The models passed in
+    (the fits of one block do not depend on another's: the same forecasts as the loop in order). The models passed in
     end fitted as the loop leaves them (on the last block). Returns name -> (risks, weekly rows, refit summaries,
     seconds)."""
     from distributed import as_completed
-    from sklearn.base import clone
 
-    def named_clone(model: Forecaster) -> Forecaster:  # an unfitted copy with the name it was given
-        copy = clone(model)
-        copy.name = model.name
-        return copy
+    from hotspot.models.base import named_clone
 
-    blocks = [periods[i:i + refit_every] for i in range(0, len(periods), refit_every)]
+    blocks = _blocks(periods, refit_every)
     [panel_f] = client.scatter([panel], broadcast=True, hash=False)
     tasks, futures = {}, []
     for model in models:

@@ -35,10 +35,9 @@ import math
 
 import numpy as np
 import pandas as pd
-from sklearn.base import clone
 
 from hotspot.features.panel import Panel
-from hotspot.models.base import Forecaster
+from hotspot.models.base import Forecaster, named_clone  # noqa: F401  (named_clone: used here and by the registry)
 from hotspot.training.rolling import forecast_periods, run_backtest
 from hotspot.training.tuning import HIGHER_IS_BETTER
 
@@ -56,13 +55,6 @@ def metric_coverage(metric: str) -> float:
     if not label.endswith("%"):
         raise ValueError(f"metric {metric!r}: expected a coverage in percent after '@', such as 'pai@1%'")
     return float(label[:-1]) / 100
-
-
-def named_clone(model: Forecaster) -> Forecaster:
-    """An unfitted copy of a forecaster that keeps the name it was given (clone rebuilds from parameters only)."""
-    copy = clone(model)
-    copy.name = model.name
-    return copy
 
 
 def choose(means: dict[str, float], metric: str) -> str:

@@ -137,8 +137,7 @@ def tune(cfg: StudyConfig, panel: Panel, n_trials: int | None = None, before: st
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning, module="optuna")
     study = optuna.create_study(
         study_name=study_name(cfg), storage=_storage(cfg), load_if_exists=True, direction=direction(metric),
-        sampler=optuna.samplers.TPESampler(seed=tc.seed, multivariate=True, group=True),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=tc.pruner_startup_trials, n_warmup_steps=0))
+        **_search(cfg, tc.seed))
     _check_study(study, cfg, blocks, panel)
     _fail_stale_trials(study)  # a killed run's trials: failed, and queued again with the same parameters
     finished = [t for t in study.trials if t.state.is_finished() and t.state != optuna.trial.TrialState.FAIL]
@@ -173,6 +172,14 @@ def tune(cfg: StudyConfig, panel: Panel, n_trials: int | None = None, before: st
     study.set_user_attr("best_trial", best.number)
     study.set_user_attr("metric", metric)
     return TuneResult(study, best_spec, float(best.value), remaining, time.perf_counter() - start)
+
+
+def _search(cfg: StudyConfig, seed: int) -> dict:
+    """The study's sampler (TPE, seeded) and pruner (median), for the study here and on each worker."""
+    import optuna
+
+    return {"sampler": optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True),
+            "pruner": optuna.pruners.MedianPruner(n_startup_trials=cfg.tune.pruner_startup_trials, n_warmup_steps=0)}
 
 
 def _objective(trial, cfg: StudyConfig, panel: Panel, blocks: list[np.ndarray], coverages: list[float], metric: str,
@@ -218,9 +225,7 @@ def _optimize_part(cfg: StudyConfig, panel: Panel, blocks: list[np.ndarray], cov
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning, module="optuna")
     tc = cfg.tune
     study = optuna.load_study(
-        study_name=study_name(cfg), storage=_storage(cfg),
-        sampler=optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=tc.pruner_startup_trials, n_warmup_steps=0))
+        study_name=study_name(cfg), storage=_storage(cfg), **_search(cfg, seed))
     where = f"{socket.gethostname()}:{os.getpid()}"
 
     def objective(trial) -> float:
