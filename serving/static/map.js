@@ -344,11 +344,18 @@
     el("legend").replaceChildren.apply(el("legend"), Array.prototype.slice.call(box.childNodes));
   }
 
+  // what auto did, in short: a blend or a choice, judged on the weeks before its (refit) week
+  function autoWords(sel, chosen) {
+    var weeks = sel.validation_weeks.length + " weeks before " +
+      (sel.refit_week && sel.refit_week !== sel.forecast_week ? "its refit of " + sel.refit_week : "it");
+    return sel.weights ? "auto: a blend of its candidates, weighed on the " + weeks
+                       : "auto chose " + chosen + " (best over the " + weeks + ")";
+  }
+
   function showProvenance(meta) {
     var dl = document.createElement("dl");
     [["Week", meta.period_start], ["Version", meta.publication_version],
-     ["Model", meta.selection ? "auto chose " + meta.model_version + " (best over the " +
-       meta.selection.validation_weeks.length + " weeks before)" : meta.model + " v" + meta.model_version],
+     ["Model", meta.selection ? autoWords(meta.selection, meta.model_version) : meta.model + " v" + meta.model_version],
      ["Data", (meta.data_fingerprint || "").slice(0, 16)], ["Made", meta.created_at],
      ["Cells shown", meta.returned_cells + " of " + meta.cells],
      ["Expected in all cells", meta.expected_incidents !== undefined ? expected(meta.expected_incidents) : "?"]]
