@@ -44,6 +44,36 @@ class Forecaster(BaseEstimator, metaclass=ABCMeta):
     def predict(self, panel: Panel) -> np.ndarray:
         """Expected incident count of every cell in the panel's next period."""
 
+    def reason_features(self, panel: Panel) -> list[str]:
+        """The panel's features that carry the evidence this forecaster reads (a 52-week count reads `count_w52`):
+        what its reasons are told from. None by default (no reasons)."""
+        return []
+
+    def explain(self, panel: Panel) -> tuple[list[str], np.ndarray] | None:
+        """Per-cell contributions to the log of the forecast, by feature: (feature names, (C, F) array), or None
+        when the forecaster cannot say. By default the forecast's log ratio to the area's mean cell, shared equally
+        among its `reason_features` (a count baseline's one piece of evidence is the count it reads); LightGBM
+        gives its own TreeSHAP values, a blend its parts' contributions weighted by their share of each cell."""
+        names = [n for n in self.reason_features(panel) if n in panel.feature_names]
+        if not names:
+            return None
+        ratio = log_ratio(np.asarray(self.predict(panel), dtype=np.float64))
+        return names, np.repeat(ratio[:, None] / len(names), len(names), axis=1)
+
+
+def log_ratio(risk: np.ndarray) -> np.ndarray:
+    """log(risk / the mean cell's risk), with a floor of a thousandth of the mean so that a cell forecast at zero
+    gets a large negative value rather than minus infinity."""
+    mean = float(np.mean(risk)) if len(risk) else 0.0
+    if not mean > 0:
+        return np.zeros(len(risk))
+    return np.log(np.maximum(risk, 1e-3 * mean) / mean)
+
+
+def family_features(panel: Panel, family: str, prefix: str = "") -> list[str]:
+    """The panel's features of one family (whose names start with `prefix`), in panel order."""
+    return [n for n in panel.feature_names if panel.feature_families.get(n) == family and n.startswith(prefix)]
+
 
 def check_panel(panel: Panel, min_periods: int = 1) -> None:
     """Reject a panel a forecaster cannot learn from, with a message that says what was expected."""

@@ -185,6 +185,10 @@ class LightGBMForecaster(Forecaster):
             contrib = contrib * calibration[1]
         return contrib
 
+    def explain(self, panel: Panel) -> tuple[list[str], np.ndarray] | None:
+        """Its own TreeSHAP contributions (`contributions`), by its features."""
+        return list(self.feature_names_), self.contributions(panel)
+
     def gain_importance(self) -> dict[str, float]:
         """Total split gain of each feature in the fitted booster."""
         gains = self.booster_.feature_importance(importance_type="gain")

@@ -10,7 +10,7 @@ import numpy as np
 
 from hotspot.features.panel import Panel
 from hotspot.features.spatial import gaussian_smooth
-from hotspot.models.base import Forecaster, check_panel
+from hotspot.models.base import Forecaster, check_panel, family_features
 
 
 class KernelDensity(Forecaster):
@@ -32,6 +32,11 @@ class KernelDensity(Forecaster):
         recent = panel.target[-self.weeks:].mean(axis=0, dtype=np.float64)
         # the smoothed surface keeps the total expected count of the cells (mass leaving the area is lost)
         return gaussian_smooth(panel.grid, recent, self.bandwidth_m)
+
+    def reason_features(self, panel: Panel) -> list[str]:
+        """The smoothed counts of the same bandwidth and window, else the panel's smoothed counts."""
+        own = f"kde{self.bandwidth_m:g}m_w{self.weeks}"
+        return [own] if own in panel.feature_names else family_features(panel, "spatial", "kde")
 
 
 class ProspectiveHotspots(Forecaster):
@@ -69,3 +74,7 @@ class ProspectiveHotspots(Forecaster):
         # a score, not a count: scale it to the recent mean total so deviance and calibration stay comparable
         total = panel.target[-min(52, panel.n_periods):].sum(axis=1).mean()
         return score * (total / score.sum()) if score.sum() > 0 else np.full(len(score), total / len(score))
+
+    def reason_features(self, panel: Panel) -> list[str]:
+        """Recent incidents around the cell: the near-repeat counts, else the ring counts."""
+        return family_features(panel, "near_repeat") or family_features(panel, "spatial", "ring")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from hotspot.features.panel import Panel
-from hotspot.models.base import Forecaster, check_panel
+from hotspot.models.base import Forecaster, check_panel, family_features
 
 
 class RecentCounts(Forecaster):
@@ -25,6 +25,11 @@ class RecentCounts(Forecaster):
         check_panel(panel)
         return panel.target[-self.weeks:].mean(axis=0, dtype=np.float64)
 
+    def reason_features(self, panel: Panel) -> list[str]:
+        """The window count it averages (the cell's own past when the panel has no such window)."""
+        own = f"count_w{self.weeks}"
+        return [own] if own in panel.feature_names else family_features(panel, "temporal")
+
 
 class HistoryCounts(Forecaster):
     """Mean count per period over all observed history."""
@@ -39,6 +44,10 @@ class HistoryCounts(Forecaster):
     def predict(self, panel: Panel) -> np.ndarray:
         check_panel(panel)
         return panel.target.mean(axis=0, dtype=np.float64)
+
+    def reason_features(self, panel: Panel) -> list[str]:
+        """The all-history rate (the cell's own past when the panel lacks it)."""
+        return ["rate_all"] if "rate_all" in panel.feature_names else family_features(panel, "temporal")
 
 
 class EWMCounts(Forecaster):
@@ -59,6 +68,11 @@ class EWMCounts(Forecaster):
         age = np.arange(panel.n_periods - 1, -1, -1, dtype=np.float64)  # 0 = the last observed period
         weights = 0.5 ** (age / self.halflife)
         return (weights @ panel.target.astype(np.float64)) / weights.sum()
+
+    def reason_features(self, panel: Panel) -> list[str]:
+        """The weighted mean of the same half-life (the cell's own past when the panel lacks it)."""
+        own = f"ewm_hl{self.halflife:g}"
+        return [own] if own in panel.feature_names else family_features(panel, "temporal")
 
 
 class FlatRate(Forecaster):

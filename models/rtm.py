@@ -51,3 +51,12 @@ class RiskTerrain(Forecaster):
         if not hasattr(self, "model_"):
             raise RuntimeError("RiskTerrain.predict called before fit")
         return self.model_.predict(self._design(panel))
+
+    def explain(self, panel: Panel) -> tuple[list[str], np.ndarray] | None:
+        """Exact: the regression's log-linear terms, coefficient x (scaled layer value - its mean over the cells),
+        one per context feature."""
+        if not hasattr(self, "model_"):
+            raise RuntimeError("RiskTerrain.explain called before fit")
+        z = self.model_[:-1].transform(self._design(panel))
+        terms = self.model_[-1].coef_ * (z - z.mean(axis=0))
+        return [panel.feature_names[i] for i in self.columns_], terms

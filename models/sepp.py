@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from hotspot.features.panel import Panel
-from hotspot.models.base import Forecaster, check_panel
+from hotspot.models.base import Forecaster, check_panel, family_features
 
 
 def _pairs(times: np.ndarray, cells: np.ndarray, max_lag_days: float, max_pairs_per_event: int):
@@ -103,6 +103,10 @@ class SEPP(Forecaster):
         age = horizon - times
         carry = self.theta_ * (np.exp(-self.omega_ * age) - np.exp(-self.omega_ * (age + length)))
         return self.mu_ * length + np.bincount(cells, weights=carry, minlength=panel.grid.n_cells)
+
+    def reason_features(self, panel: Panel) -> list[str]:
+        """The cell's own past (its background rate and the excitation of its recent incidents)."""
+        return family_features(panel, "temporal")
 
 
 def simulate_sepp(mu: np.ndarray, theta: float, omega: float, horizon_days: float,

@@ -28,7 +28,7 @@ def forecast_cells(panel: Panel, model: Forecaster, t: int, reasons: int = 3,
     """Risk, rank (1 = highest) and percentile of every cell for period t, with cell squares in WGS84, and each
     cell's `place` name (features.places; the cell centre in degrees where the config names no places).
 
-    Models that expose per-prediction contributions (LightGBM) add `reasons`: up to `reasons` sentences per cell
+    Models that explain their forecasts (`Forecaster.explain`: LightGBM, the count baselines, blends) add `reasons`: up to `reasons` sentences per cell
     on what raises its risk most, and `reason_details` with the features, values and contributions behind them.
     """
     from hotspot.training.reasons import cell_reasons
@@ -48,7 +48,7 @@ def forecast_cells(panel: Panel, model: Forecaster, t: int, reasons: int = 3,
     cells["rank"] = rank
     # share of cells with lower risk, in percent: the top cell is near 100, ties share a value
     cells["percentile"] = np.round(100.0 * (np.searchsorted(np.sort(risk), risk, side="left") / len(risk)), 2)
-    if reasons > 0 and hasattr(model, "contributions"):
+    if reasons > 0 and hasattr(model, "explain"):
         cells["reasons"], cells["reason_details"] = cell_reasons(model, known, top=reasons)
     return cells.drop(columns=["x", "y"]).sort_values("rank").reset_index(drop=True)
 

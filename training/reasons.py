@@ -1,7 +1,8 @@
 """Per-cell reasons: the kinds of evidence that raise each cell's forecast most, as sentences a shift commander reads.
 
 The contributions are LightGBM's own per-prediction TreeSHAP values (`pred_contrib`), so the reasons are exactly the
-model's arithmetic, not a second model's guess. Features are grouped by the kind of evidence they carry (KINDS, one
+model's arithmetic, not a second model's guess; a count baseline's are its forecast's log ratio to the mean cell, on
+the count it reads (`Forecaster.explain`), and a blend's its parts' weighted by their share of each cell. Features are grouped by the kind of evidence they carry (KINDS, one
 table keyed by feature family): every count of the cell's own past (windows, weighted means, trend, same weeks last
 year) is one kind, told in one sentence, whose contribution is the sum of theirs. A kind is told by its own teller
 with the cell's real values ("about 3 incidents a week here, steady over the last year"); a kind whose values say
@@ -251,11 +252,16 @@ def cell_reasons(model, known: Panel, top: int = 3,
     log risk and factor = exp(contribution) (x2 = doubles the risk against the model's average cell). A cell nothing
     raises gets none.
 
-    `model` is a fitted forecaster with `contributions(panel)` (C, F) and `feature_names_`; `known` is the panel
-    as known when the forecast period starts (its X_next is what the model sees).
+    `model` is a fitted forecaster whose `explain(panel)` gives (feature names, (C, F) contributions) (LightGBM:
+    its TreeSHAP values; a count baseline: its log ratio on the count it reads; a blend: its parts' by their
+    shares); `known` is the panel as known when the forecast period starts (its X_next is what the model sees).
+    A model that cannot explain gives every cell no reasons.
     """
-    contrib = np.asarray(model.contributions(known), dtype=np.float64)
-    names = list(model.feature_names_)
+    explained = model.explain(known)
+    if explained is None:
+        return [[] for _ in range(known.grid.n_cells)], [[] for _ in range(known.grid.n_cells)]
+    names = list(explained[0])
+    contrib = np.asarray(explained[1], dtype=np.float64)
     position = {n: i for i, n in enumerate(known.feature_names)}
     values = known.X_next[:, [position[n] for n in names]].astype(np.float64)
     units = [kind_of(known, n) for n in names]

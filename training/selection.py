@@ -240,6 +240,12 @@ class AutoSelect(Forecaster):
             raise ValueError("auto: fit it on a panel before predicting")
         return self.model_.predict(panel)
 
+    def explain(self, panel: Panel) -> tuple[list[str], np.ndarray] | None:
+        """The contributions of what it forecasts with (the chosen candidate or the blend)."""
+        if not hasattr(self, "model_"):
+            raise ValueError("auto: fit it on a panel before explaining")
+        return self.model_.explain(panel)
+
 
 def average_weights(forecasts: np.ndarray, observed: np.ndarray) -> np.ndarray:
     """Equal shares of K forecasts, (K, ...), each scaled so that its total matches the observed total: the plain
@@ -290,6 +296,27 @@ class _Blend(Forecaster):
         return sum(w * np.asarray(m.predict(panel), dtype=np.float64) for m, w in zip(self.models, self.weights,
                                                                                         strict=True))
 
+    def explain(self, panel: Panel) -> tuple[list[str], np.ndarray] | None:
+        """Each part's contributions weighted by its share of each cell's forecast (w_k x forecast_k / the blend):
+        a cell the LightGBM part drives is told by LightGBM's own reasons, one a count baseline drives by the count
+        it reads. The shares make this a weighted average of the parts' explanations, exact for each part, an
+        approximation of the sum's own log (which no part-wise split gives exactly). None when no part can say."""
+        parts = [(w * np.asarray(m.predict(panel), dtype=np.float64), m.explain(panel))
+                 for m, w in zip(self.models, self.weights, strict=True) if w > 0]
+        total = sum(f for f, _ in parts)
+        if not parts or all(e is None for _, e in parts):
+            return None
+        names: list[str] = []
+        for _, e in parts:
+            names += [n for n in (e[0] if e else []) if n not in names]
+        position = {n: i for i, n in enumerate(names)}
+        contrib = np.zeros((len(total), len(names)))
+        share_of = np.divide(1.0, total, out=np.zeros_like(total), where=total > 0)
+        for forecast, e in parts:
+            if e is not None:
+                contrib[:, [position[n] for n in e[0]]] += (forecast * share_of)[:, None] * e[1]
+        return names, contrib
+
 
 class _AlreadyFitted(Forecaster):
     """A fitted forecaster whose `fit` does nothing: a validation block reusing the previous fit's final model."""
@@ -307,6 +334,10 @@ class _AlreadyFitted(Forecaster):
     def predict(self, panel: Panel) -> np.ndarray:
         """The wrapped model's forecast."""
         return self.model.predict(panel)
+
+    def explain(self, panel: Panel) -> tuple[list[str], np.ndarray] | None:
+        """The wrapped model's contributions."""
+        return self.model.explain(panel)
 
 
 def selection_rows(metrics: dict) -> pd.DataFrame:

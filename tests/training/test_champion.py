@@ -150,7 +150,9 @@ def test_a_pinned_version_forecasts_and_publish_names_the_choice(tmp_path):
     t = prepared.panel.period_index(WEEK)
     np.testing.assert_allclose(cells.sort_values("cell_id")["risk"],
                                np.round(baseline.predict(prepared.panel.until(t)), 6))
-    assert "reasons" not in cells  # a baseline has no contributions: no invented reasons
+    # a count baseline's reasons are the count it reads (the 4-week count): the cell's own history, nothing invented
+    top = cells.sort_values("rank").iloc[0]
+    assert {d["kind"] for d in top["reason_details"]} == {"history"}
     _, meta = forecast_step(cfg, WEEK, tmp_path / "v1.geojson", prepared, pin="champion")
     assert meta["model_version"] == "1"
     db = f"sqlite:///{tmp_path / 'pub.db'}"

@@ -232,7 +232,7 @@ def test_break_and_enter_target_is_named_in_the_reasons(tmp_path):
     assert "Break and Enter incident" in text
 
 
-def test_forecast_cells_carry_reasons_for_lightgbm_and_none_for_count_baselines(fitted):
+def test_forecast_cells_carry_reasons_for_lightgbm_and_for_count_baselines(fitted):
     panel, _, model = fitted
     cells = forecast_cells(panel, model, 70)
     top = cells.iloc[0]
@@ -240,7 +240,46 @@ def test_forecast_cells_carry_reasons_for_lightgbm_and_none_for_count_baselines(
     assert all(isinstance(r, str) for r in top["reasons"])
     assert {"kind", "feature", "features", "value", "values", "contribution", "factor"} <= set(
         top["reason_details"][0])
-    assert "reasons" not in forecast_cells(panel, EWMCounts(halflife=8), 70)
+    # a count baseline's reason is the count it reads: the cell's own history, told with its real counts
+    ewm = forecast_cells(panel, EWMCounts(halflife=4), 70).iloc[0]
+    assert ewm["reason_details"][0]["kind"] == "history" and ewm["reason_details"][0]["feature"] == "ewm_hl4"
+    assert re.search(r"incidents? (a week here|here in the last year)|rising|falling", ewm["reasons"][0])
+
+
+def test_a_blend_explains_each_cell_by_its_parts_weighted_by_their_share_of_it(fitted):
+    from hotspot.models.base import log_ratio
+    from hotspot.training.selection import _Blend
+
+    panel, known, model = fitted
+    ewm = EWMCounts(halflife=4).fit(known)
+    blend = _Blend([model, ewm], [0.6, 0.5])
+    names, contrib = blend.explain(known)
+    assert names[: len(model.feature_names_)] == list(model.feature_names_) and "ewm_hl4" in names
+    f_lgb, f_ewm = 0.6 * model.predict(known), 0.5 * ewm.predict(known)
+    share = f_lgb / (f_lgb + f_ewm)
+    expected = share * model.contributions(known).sum(axis=1) + (1 - share) * log_ratio(ewm.predict(known))
+    np.testing.assert_allclose(contrib.sum(axis=1), expected, rtol=1e-9, atol=1e-12)
+    # a part with no weight says nothing: the blend is then explained as its one part
+    alone_names, alone = _Blend([model, ewm], [0.0, 1.0]).explain(known)
+    assert alone_names == ["ewm_hl4"]
+    seen = ewm.predict(known) > 0  # a cell forecast at zero has no share to weigh: nothing raises it
+    np.testing.assert_allclose(alone[seen, 0], log_ratio(ewm.predict(known))[seen])
+    assert not alone[~seen].any()
+    # and its cells get sentences, the top one its history
+    cells = forecast_cells(panel, blend, 70)
+    assert len(cells.iloc[0]["reasons"]) >= 1
+
+
+def test_the_risk_terrain_baseline_is_explained_by_its_own_log_linear_terms(every_family):
+    from hotspot.models import RiskTerrain
+
+    _, panel = every_family
+    known = panel.until(panel.n_periods - 1)
+    rtm = RiskTerrain(weeks=26).fit(known)
+    names, terms = rtm.explain(known)
+    assert names and all(known.feature_families[n] == "context" for n in names)
+    log_risk = np.log(rtm.predict(known))
+    np.testing.assert_allclose(terms.sum(axis=1), log_risk - log_risk.mean(), atol=1e-8)
 
 
 def test_the_first_period_with_nothing_recorded_before_it_still_gets_its_forecast_and_reasons(fitted):
