@@ -28,8 +28,9 @@ def forecast_cells(panel: Panel, model: Forecaster, t: int, reasons: int = 3,
     """Risk, rank (1 = highest) and percentile of every cell for period t, with cell squares in WGS84, and each
     cell's `place` name (features.places; the cell centre in degrees where the config names no places).
 
-    Models that explain their forecasts (`Forecaster.explain`: LightGBM, the count baselines, blends) add `reasons`: up to `reasons` sentences per cell
-    on what raises its risk most, and `reason_details` with the features, values and contributions behind them.
+    Models that explain their forecasts (`Forecaster.explain`: LightGBM, the count baselines, blends) add
+    `reasons`: up to `reasons` sentences per cell on what raises its risk most, and `reason_details` with the
+    features, values and contributions behind them.
     """
     from hotspot.training.reasons import cell_reasons
 

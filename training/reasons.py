@@ -2,7 +2,8 @@
 
 The contributions are LightGBM's own per-prediction TreeSHAP values (`pred_contrib`), so the reasons are exactly the
 model's arithmetic, not a second model's guess; a count baseline's are its forecast's log ratio to the mean cell, on
-the count it reads (`Forecaster.explain`), and a blend's its parts' weighted by their share of each cell. Features are grouped by the kind of evidence they carry (KINDS, one
+the count it reads (`Forecaster.explain`), and a blend's its parts' weighted by their share of each cell.
+Features are grouped by the kind of evidence they carry (KINDS, one
 table keyed by feature family): every count of the cell's own past (windows, weighted means, trend, same weeks last
 year) is one kind, told in one sentence, whose contribution is the sum of theirs. A kind is told by its own teller
 with the cell's real values ("about 3 incidents a week here, steady over the last year"); a kind whose values say
