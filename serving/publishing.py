@@ -156,7 +156,7 @@ class Forecaster:
         with self._lock:
             if self.pin == "champion":
                 model, ref = self.load_champion()
-                return ForecastModel(model, ref, None)
+                return ForecastModel(model, ref, None, champion=True)
             prepared = self.panel()
             panel = prepared.panel
             auto = self.pin is None
@@ -195,10 +195,10 @@ class Forecaster:
 
     def briefing_page(self, week: str | None, top: int, fmt: str, paper: str,
                       live: dict | None = None) -> tuple[bytes, str]:
-        """The weekly briefing of `week` (default: the first unrecorded week) with the current champion, rendered as
-        'pdf' or 'html'; returns (body, week start). Kept for the champion version and data it was made from (and the
-        live record given, a `live_record` of the product's published forecasts), since scoring last week refits the
-        champion's settings (seconds to minutes).
+        """The weekly briefing of `week` (default: the first unrecorded week) with what forecasts the service's
+        weeks (`model_for`: auto, the champion or the pinned version), rendered as 'pdf' or 'html'; returns (body,
+        week start). Kept for the model and data it was made from (and the live record given, a `live_record` of the
+        product's published forecasts), since scoring last week fits models (seconds to minutes).
 
         ValueError (or HotspotError) when the week is not a period of the panel.
         """
@@ -206,14 +206,17 @@ class Forecaster:
         from hotspot.training.briefing_render import render_html, render_pdf
 
         with self._lock:
-            model, ref = self.load_champion()
+            if self.needs_champion:
+                self.load_champion()
             prepared = self.panel()
             week = week or str(prepared.panel.next_period_start.date())
             live_key = json.dumps(live, sort_keys=True) if live else None  # a new score makes a new briefing
-            key = (ref.version, prepared.incidents.fingerprint, week, top, fmt, paper, live_key)
+            # auto's forecast follows from the data and the config; a champion's from its version
+            made_by = self.ref.version if self.needs_champion and self.ref is not None else self.forecasts_with
+            key = (made_by, prepared.incidents.fingerprint, week, top, fmt, paper, live_key)
             cache = self._briefings
             if key not in cache:
-                briefing = build_briefing(self.cfg, prepared, model, ref, week, top, live=live)
+                briefing = build_briefing(self.cfg, prepared, self.model_for, week, top, live=live)
                 body = render_pdf(briefing, paper) if fmt == "pdf" else render_html(briefing, paper).encode("utf-8")
                 while len(cache) >= 8:  # a handful of weeks and formats; the oldest goes first
                     cache.pop(next(iter(cache)))

@@ -48,13 +48,14 @@ def test_briefing_writes_a_pdf_and_an_html_page(trained_sample, tmp_path):
     assert "Weekly briefing: All offences · toronto-sample" in text  # the default product, by its title
     assert "Other forecast products" not in text  # nothing to pick on paper
     assert "Mon 30 Dec 2019 to Sun 5 Jan 2020" in text
-    assert "toronto-sample-all v1" in text
+    assert "model auto: " in text and "auto, the selection rule" in text  # auto, as the map and the forecast
+    assert "toronto-sample-all v1" not in text
     assert "Church-Yonge Corridor" in text and "Moss Park" in text  # the places of the sample's top cells
     assert "How last week's forecast did" in text and "naive_4w" in text
     assert "not ground truth" in text
 
     proc = run_cli("briefing", "-c", str(SAMPLE_CONFIG), "--week", WEEK, "--out", str(html), "--top", "5",
-                   "--paper", "letter", env=trained_sample)
+                   "--paper", "letter", "--model", "champion", env=trained_sample)
     assert proc.returncode == 0, proc.stderr
     page = html.read_text()
     assert "<title>Weekly briefing: All offences · toronto-sample</title>" in page
@@ -76,6 +77,7 @@ def champion_briefing(trained_sample, sample_prepared, monkeypatch, **kwargs):
     from hotspot.features.places import build_places
     from hotspot.features.prepared import Prepared
     from hotspot.training.briefing import build_briefing
+    from hotspot.training.forecast_model import ForecastModel
     from hotspot.training.registry import load_champion
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", trained_sample["MLFLOW_TRACKING_URI"])
@@ -83,7 +85,8 @@ def champion_briefing(trained_sample, sample_prepared, monkeypatch, **kwargs):
     cfg, result, panel = sample_prepared
     prepared = Prepared(result, panel, {}, build_places(cfg, result.accepted, result.grid, result.area))
     model, ref = load_champion(cfg)
-    return build_briefing(cfg, prepared, model, ref, WEEK, top=10, **kwargs), (prepared, model, ref)
+    chosen = ForecastModel(model, ref, None, champion=True)
+    return build_briefing(cfg, prepared, lambda t: chosen, WEEK, top=10, **kwargs), (prepared, chosen)
 
 
 def test_briefing_hit_rates_match_the_recorded_counts(trained_sample, sample_prepared, monkeypatch, tmp_path):
@@ -91,7 +94,7 @@ def test_briefing_hit_rates_match_the_recorded_counts(trained_sample, sample_pre
     from hotspot.training.evaluation.metrics import hits_at
 
     cfg, result, panel = sample_prepared
-    b, (prepared, _, _) = champion_briefing(trained_sample, sample_prepared, monkeypatch)
+    b, (prepared, _) = champion_briefing(trained_sample, sample_prepared, monkeypatch)
 
     e = panel.period_index("2019-12-23")
     observed = panel.target[e]
@@ -131,6 +134,38 @@ def test_briefing_hit_rates_match_the_recorded_counts(trained_sample, sample_pre
     assert "Pages:           2" in pages, pages
 
 
+def test_the_default_briefing_is_autos_forecast_scored_as_it_was_made(sample_prepared, monkeypatch, tmp_path):
+    """auto's briefing shows and scores what auto forecast: last week's forecast is auto fitted at that week's refit
+    week with only the weeks before it (no champion needed), the top cells carry reasons, and the provenance says
+    what auto weighed or chose."""
+    import mlflow
+
+    from hotspot.features.places import build_places
+    from hotspot.features.prepared import Prepared
+    from hotspot.training.briefing import build_briefing
+    from hotspot.training.briefing_render import render_html
+    from hotspot.training.evaluation.metrics import hits_at
+    from hotspot.training.forecast_model import fit_auto
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")  # an empty store: no champion
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("HOTSPOT_CACHE_DIR", str(tmp_path / "cache"))
+    cfg, result, panel = sample_prepared
+    prepared = Prepared(result, panel, {}, build_places(cfg, result.accepted, result.grid, result.area))
+    fits: dict = {}
+    b = build_briefing(cfg, prepared, lambda t: fit_auto(cfg, panel, t, result.fingerprint, fits), WEEK, top=10)
+    assert b.model == "auto" and b.model_label.startswith("auto: ") and "auto, the selection rule" in b.model_words
+    e = panel.period_index("2019-12-23")
+    lw = b.last_week
+    assert lw.forecast.model == b.model_label.replace(b.model_version, fit_auto(cfg, panel, e, None).ref.version)
+    assert "auto as it forecast that week" in lw.how and "with only the weeks before it" in lw.how
+    risk = fit_auto(cfg, panel, e, result.fingerprint, fits).model.predict(panel.until(e))
+    assert lw.forecast.hits == pytest.approx(hits_at(risk, panel.target[e], 10))
+    assert all(c.reasons for c in b.top[:3])  # auto's forecast explains its top cells
+    page = render_html(b)
+    assert f"model {b.model_label}" in page and "(the champion)" not in page
+
+
 def test_last_week_not_fully_recorded_is_said_and_the_latest_full_week_scored(tmp_path):
     # the config's data end is two weeks past the last incident: the week before the briefing has no records yet
     from hotspot.features.config import load_config
@@ -163,7 +198,7 @@ def test_briefing_refuses_bad_input_with_one_line(trained_sample, tmp_path):
     assert folder.returncode == 2 and "it is a folder" in folder.stderr
     suffix = run_cli("briefing", "-c", cfg, "--out", str(tmp_path / "b.docx"), env=trained_sample)
     assert suffix.returncode == 2 and "b.docx" in suffix.stderr and "--format" in suffix.stderr
-    none = run_cli("briefing", "-c", cfg, "--out", str(tmp_path / "b.pdf"),
+    none = run_cli("briefing", "-c", cfg, "--out", str(tmp_path / "b.pdf"), "--model", "champion",
                    env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'empty.db'}"})
     assert none.returncode == 2 and "no champion model" in none.stderr
     assert not (tmp_path / "b.pdf").exists()
@@ -196,9 +231,9 @@ def test_live_record_section_with_live_data_and_none_without(trained_sample, sam
     cfg, result, panel = sample_prepared
     weeks = [str(d.date()) for d in panel.period_starts[-10:]]
     live = _live_record(weeks)
-    b, (prepared, model, ref) = champion_briefing(trained_sample, sample_prepared, monkeypatch, live=live)
-    assert b.live is live and build_briefing(cfg, prepared, model, ref, WEEK, top=10, live=_live_record([])).live \
-        is None  # nothing scored: no section
+    b, (prepared, chosen) = champion_briefing(trained_sample, sample_prepared, monkeypatch, live=live)
+    assert b.live is live and build_briefing(cfg, prepared, lambda t: chosen, WEEK, top=10,
+                                             live=_live_record([])).live is None  # nothing scored: no section
 
     page = render_html(b)
     section = page[page.index("The live record: how the published forecasts did (the last 8 of 10 weeks)"):]

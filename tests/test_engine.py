@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -241,3 +242,73 @@ def test_tuning_on_two_workers_shares_one_study_and_runs_the_trials_asked(tmp_pa
         assert result.best_spec == study.best_trial.user_attrs["spec"]
     finally:
         drop()
+
+
+@pytest.mark.slow
+def test_tune_on_two_workers_logs_each_trial_from_its_worker_to_one_tracking_server(tmp_path):
+    """`hotspot tune --engine dask` against an MLflow tracking server (PostgreSQL backend, started here on loopback)
+    and one PostgreSQL study: each worker logs its own trials to the server, nested under the command's `tune` run;
+    every trial is logged once; no SQLite file is written for tracking."""
+    import socket
+    import time as clock
+
+    import mlflow
+    import optuna
+
+    from hotspot.features.config import load_config
+    from hotspot.training.tuning import study_name
+    from tests.serving.conftest import POSTGRES_URL, _postgres_database, skip_or_fail
+    from tests.training.test_tuning import tuned_config
+
+    if not POSTGRES_URL:
+        skip_or_fail("no PostgreSQL server (set HOTSPOT_TEST_POSTGRES_URL; .ci/run starts one)")
+    tracking_db, drop_tracking = _postgres_database(POSTGRES_URL)
+    study_db, drop_study = _postgres_database(POSTGRES_URL)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", tracking_db,
+         "--artifacts-destination", str(tmp_path / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1"], stdout=subprocess.DEVNULL, stderr=open(tmp_path / "server.log", "w"), cwd=tmp_path)
+    uri, before = f"http://127.0.0.1:{port}", mlflow.get_tracking_uri()
+    try:
+        deadline = clock.monotonic() + 120
+        while clock.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                assert server.poll() is None, (tmp_path / "server.log").read_text()[-2000:]
+                clock.sleep(0.5)
+        path = tuned_config(tmp_path / "area")
+        path.write_text(path.read_text().replace(f'storage = "sqlite:///{tmp_path / "area" / "optuna.db"}"',
+                                                 f'storage = "{study_db}"'))
+        work = tmp_path / "work"
+        work.mkdir()
+        proc = run_cli("tune", "-c", str(path), "--trials", "4", "--engine", "dask",
+                       env={"MLFLOW_TRACKING_URI": uri}, cwd=work)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        cfg = load_config(path)
+        study = optuna.load_study(study_name=study_name(cfg), storage=study_db)
+        finished = [t for t in study.trials if t.state.is_finished()]
+        assert len(finished) == 4
+        mlflow.set_tracking_uri(uri)
+        (tune_run,) = mlflow.search_runs(experiment_names=[cfg.area.name], filter_string="tags.step = 'tune'",
+                                         output_format="list")
+        trials = mlflow.search_runs(experiment_names=[cfg.area.name], filter_string="tags.step = 'tune_trial'",
+                                    output_format="list")
+        # one run per trial, each logged by the worker that ran it (its run id kept on the trial), under the tune run
+        assert sorted(int(r.data.params["trial"]) for r in trials) == sorted(t.number for t in finished)
+        assert {r.info.run_id for r in trials} == {t.user_attrs["mlflow_run_id"] for t in finished}
+        assert {r.data.tags["worker"] for r in trials} == {t.user_attrs["worker"] for t in finished}
+        assert len({r.data.tags["worker"] for r in trials}) == 2
+        assert {r.data.tags["mlflow.parentRunId"] for r in trials} == {tune_run.info.run_id}
+        assert all(r.data.metrics for r in trials)
+        assert not list(work.glob("*.db"))  # nothing tracked in a SQLite file
+    finally:
+        mlflow.set_tracking_uri(before)
+        server.terminate()
+        server.wait(timeout=30)
+        drop_study()
+        drop_tracking()

@@ -1,5 +1,6 @@
-"""The weekly briefing for command staff: what the champion expects this week, where, why, what moved since last
-week, and how last week's forecast did against what was recorded, beside the best baseline on the same week.
+"""The weekly briefing for command staff: what the forecast (auto by default, or a pinned version) expects this
+week, where, why, what moved since last week, and how last week's forecast did against what was recorded, beside the
+best baseline on the same week.
 
 `build_briefing` computes the content (a plain data structure); `training/briefing_render.py` turns it into a
 printable PDF or HTML page. Scoring last week reuses the rolling-origin backtest (`run_backtest`): every model is
@@ -8,6 +9,7 @@ fitted only on the weeks before the scored week and judged by the one definition
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
@@ -20,12 +22,12 @@ from hotspot.features.config import StudyConfig
 from hotspot.features.errors import HotspotError
 from hotspot.features.panel import Panel
 from hotspot.features.prepared import Prepared
-from hotspot.models import Forecaster
 from hotspot.training import tracking
 from hotspot.training.backtest import REFERENCE_ONLY, available_models, run_backtest
 from hotspot.training.evaluation.metrics import hits_at
 from hotspot.training.forecast import NOTE, forecast_cells
-from hotspot.training.registry import ModelRef, version_forecaster, version_spec
+from hotspot.training.forecast_model import ForecastModel, NotForecastable
+from hotspot.training.registry import version_forecaster, version_spec
 
 # the models a forecast is never compared with as a "baseline": the LightGBM variants themselves, and auto (which
 # chooses among LightGBM and the baselines)
@@ -59,9 +61,9 @@ class LastWeek:
     week_end: str
     recorded: int  # incidents recorded in the study area that week (the model's target offences)
     n_cells: int
-    forecast: ModelScore  # the champion's settings, as they would have forecast that week
+    forecast: ModelScore  # what forecast that week (auto as it was, or the pinned version's settings)
     forecast_cells: tuple[int, ...]  # the compact cells it flagged
-    how: str  # how that forecast was made (the champion itself, or refitted on the weeks before)
+    how: str  # how that forecast was made (auto, the version itself, or its settings refitted on the weeks before)
     baselines: tuple[ModelScore, ...]  # best first
     note: str = ""  # said when the scored week is not the week before the briefing's
 
@@ -92,6 +94,8 @@ class Briefing:
     last_week: LastWeek | None
     last_week_missing: str  # why there is no score of last week ("" when there is one)
     places_origin: str
+    model_label: str = ""  # "auto (blend)" or "lightgbm v3"
+    model_words: str = ""  # what forecast, for the provenance (auto's weights or choice and cadence, or the version)
     note: str = NOTE
     product: str | None = None  # the forecast product's title where the config lists [[products]]
     other_products: tuple[str, ...] = ()  # the titles of the area's other products
@@ -157,23 +161,33 @@ def _changes(now: list[TopCell], before: gpd.GeoDataFrame, panel: Panel, n: int)
     return marked, left
 
 
-def score_week(cfg: StudyConfig, panel: Panel, model: Forecaster, ref: ModelRef, e: int, n: int) -> LastWeek:
-    """How the champion's forecast of period e did, beside every baseline, each fitted only on the weeks before e.
+def score_week(cfg: StudyConfig, panel: Panel, chosen: ForecastModel, e: int, n: int) -> LastWeek:
+    """How the forecast of period e did (`chosen`: what forecast e), beside every baseline, each fitted only on the
+    weeks before e.
 
-    When the champion was trained on weeks before e it is scored as it is; otherwise (it saw week e's incidents)
-    its settings are refitted on the weeks before e, as the backtest does, so the score is out of sample."""
-    spec, _ = version_spec(cfg, ref.version)
-    last_trained = spec.get("train_last_period")
-    seen = last_trained is None or pd.Timestamp(last_trained) >= panel.period_starts[e]
+    `auto` forecasting e was fitted at e's refit week with only the weeks before it, so it is scored as it is. A
+    pinned version trained on weeks before e is scored as it is; otherwise (it saw week e's incidents) its settings
+    are refitted on the weeks before e, as the backtest does, so the score is out of sample."""
+    model, ref = chosen.model, chosen.ref
     baselines = [factory() for name, factory in available_models(cfg).items() if name not in NOT_BASELINES]
+    if chosen.selection:
+        seen, last_trained = False, None
+        how = (f"auto as it forecast that week ({chosen.label}), fitted at its refit week "
+               f"{chosen.selection.get('refit_week')} with only the weeks before it")
+    else:
+        spec, _ = version_spec(cfg, ref.version)
+        last_trained = spec.get("train_last_period")
+        seen = last_trained is None or pd.Timestamp(last_trained) >= panel.period_starts[e]
     if seen:
         refit, _ = version_forecaster(cfg, ref.version)
         models = [refit, *baselines]
-        how = (f"the champion's settings ({ref.label}) refitted on the weeks before {panel.period_starts[e].date()}, "
-               f"as in the backtest, because the champion itself was trained on that week's incidents")
+        how = (f"the settings of {ref.label} refitted on the weeks before {panel.period_starts[e].date()}, "
+               f"as in the backtest, because the version itself was trained on that week's incidents")
+    elif not chosen.selection:
+        models = baselines
+        how = f"{ref.label} as registered, trained on data up to {last_trained}, before that week"
     else:
         models = baselines
-        how = f"the champion ({ref.label}) as registered, trained on data up to {last_trained}, before that week"
     result = run_backtest(panel, models, np.array([e]), refit_every=1, coverages=[n / panel.grid.n_cells])
     observed = panel.target[e].astype(np.float64)
     recorded = float(observed.sum())
@@ -181,17 +195,17 @@ def score_week(cfg: StudyConfig, panel: Panel, model: Forecaster, ref: ModelRef,
     for name, frame in result.predictions.groupby("model", observed=True, sort=False):
         risks[name] = frame["risk"].to_numpy(dtype=np.float64)
     if not seen:
-        risks[ref.label] = np.asarray(model.predict(panel.until(e)), dtype=np.float64)
+        risks[chosen.label] = np.asarray(model.predict(panel.until(e)), dtype=np.float64)
     for name, risk in risks.items():
         hits = hits_at(risk, observed, n)
         scores[name] = ModelScore(str(name), hits, hits / recorded if recorded else float("nan"))
-    champion_name = models[0].name if seen else ref.label
-    champion_risk = risks[champion_name]
-    flagged = tuple(int(c) for c in np.argsort(-champion_risk, kind="stable")[:n])
-    ranked = sorted((s for name, s in scores.items() if name != champion_name), key=lambda s: -s.hits)
+    forecast_name = models[0].name if seen else chosen.label
+    forecast_risk = risks[forecast_name]
+    flagged = tuple(int(c) for c in np.argsort(-forecast_risk, kind="stable")[:n])
+    ranked = sorted((s for name, s in scores.items() if name != forecast_name), key=lambda s: -s.hits)
     return LastWeek(str(panel.period_starts[e].date()), str(week_end(panel, e, cfg.period.freq).date()),
-                    int(recorded), n, ModelScore(ref.label, scores[champion_name].hits,
-                                                 scores[champion_name].hit_rate),
+                    int(recorded), n, ModelScore(chosen.label, scores[forecast_name].hits,
+                                                 scores[forecast_name].hit_rate),
                     flagged, how, tuple(ranked))
 
 
@@ -215,10 +229,19 @@ def scored_week(panel: Panel, t: int, last_recorded: pd.Timestamp, freq: str) ->
     return e, note, ""
 
 
-def build_briefing(cfg: StudyConfig, prepared: Prepared, model: Forecaster, ref: ModelRef, week: str,
+def _model_or_none(model_for: Callable[[int], ForecastModel], t: int) -> ForecastModel | None:
+    """What forecast period t, or None where nothing can (auto before its first forecastable week)."""
+    try:
+        return model_for(t)
+    except NotForecastable:
+        return None
+
+
+def build_briefing(cfg: StudyConfig, prepared: Prepared, model_for: Callable[[int], ForecastModel], week: str,
                    top: int = 10, live: dict | None = None) -> Briefing:
-    """The briefing of `week` (a period start of the panel, up to the first unrecorded week) with the champion;
-    `live`, a `live_record` of the product's published forecasts, adds how they did week by week."""
+    """The briefing of `week` (a period start of the panel, up to the first unrecorded week); `model_for(t)` is
+    what forecasts period t (training/forecast_model.py: auto by default, or a pinned version, the champion among
+    them); `live`, a `live_record` of the product's published forecasts, adds how they did week by week."""
     panel = prepared.panel
     if top < 1:
         raise ValueError(f"--top must be at least 1, not {top}")
@@ -227,12 +250,14 @@ def build_briefing(cfg: StudyConfig, prepared: Prepared, model: Forecaster, ref:
     except ValueError as exc:
         raise HotspotError(f"week {week}: {str(exc).splitlines()[0]}") from None
     n = min(top, panel.grid.n_cells)
-    cells = forecast_cells(panel, model, t, places=prepared.places)
+    chosen = model_for(t)
+    cells = forecast_cells(panel, chosen.model, t, places=prepared.places)
     now = _top_cells(cells, panel, n)
     left: list[TopCell] = []
     previous = None
-    if t >= 1:
-        before = forecast_cells(panel, model, t - 1, reasons=0, places=prepared.places)
+    earlier = _model_or_none(model_for, t - 1) if t >= 1 else None
+    if earlier is not None:
+        before = forecast_cells(panel, earlier.model, t - 1, reasons=0, places=prepared.places)
         now, left = _changes(now, before, panel, n)
         rank_now = dict(zip(cells["cell_id"].astype(int), cells["rank"].astype(int)))
         left = [replace(c, last_rank=c.rank, rank=rank_now[c.cell_id]) for c in left]
@@ -240,17 +265,22 @@ def build_briefing(cfg: StudyConfig, prepared: Prepared, model: Forecaster, ref:
     accepted = prepared.incidents.accepted
     e, note, missing = scored_week(panel, t, accepted["occurred_at"].max(), cfg.period.freq)
     last_week = None
-    if e is not None:
-        last = score_week(cfg, panel, model, ref, e, n)
+    scored = _model_or_none(model_for, e) if e is not None else None
+    if e is not None and scored is None:
+        missing = (f"auto has no forecast of the week of {panel.period_starts[e].date()}: it chooses on the "
+                   f"{cfg.selection.validation_weeks} weeks before its refit week, after the features' look-back")
+    if e is not None and scored is not None:
+        last = score_week(cfg, panel, scored, e, n)
         last_week = replace(last, note=note)
     data_end = (pd.Timestamp(cfg.period.data_end) if cfg.period.data_end else accepted["occurred_at"].max())
     places = prepared.places
     area = prepared.incidents.area
     return Briefing(
         area=cfg.area.name, week_start=str(panel.period_starts[t].date()),
-        week_end=str(week_end(panel, t, cfg.period.freq).date()), model=ref.name, model_version=ref.version,
+        week_end=str(week_end(panel, t, cfg.period.freq).date()), model=chosen.ref.name,
+        model_version=chosen.ref.version, model_label=chosen.label, model_words=chosen.provenance_words,
         created_at=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        data_fingerprint=prepared.incidents.fingerprint, model_data_fingerprint=ref.data_fingerprint,
+        data_fingerprint=prepared.incidents.fingerprint, model_data_fingerprint=chosen.ref.data_fingerprint,
         code_version=tracking.code_version(), data_end=str(pd.Timestamp(data_end).date()),
         n_cells=panel.grid.n_cells, cell_size_m=float(panel.grid.cell_size_m),
         expected_total=float(cells["risk"].sum()), top=tuple(now), left=tuple(left), previous_week=previous,

@@ -233,8 +233,9 @@ def briefing_text(b: Briefing) -> BriefingText:
     else:
         score_title = f"How last week's forecast did (week of {_day(b.last_week.week_start)})"
         score_lines, score_how, score_rows = _score_section(b.last_week, counted)
+    model = b.model_label or f"{b.model} v{b.model_version}"
     provenance = (
-        ("model", f"{b.model} v{b.model_version} (the champion)"),
+        ("model", b.model_words or f"{b.model} v{b.model_version}"),
         ("data fingerprint", b.data_fingerprint + (f" (model trained on {b.model_data_fingerprint})"
                                                    if b.model_data_fingerprint and
                                                    b.model_data_fingerprint != b.data_fingerprint else "")),
@@ -246,7 +247,7 @@ def briefing_text(b: Briefing) -> BriefingText:
     return BriefingText(
         title=f"Weekly briefing: {b.product} · {b.area}" if b.product else f"Weekly briefing: {b.area}",
         others=(f"Other forecast products for {b.area}: {', '.join(b.other_products)}." if b.other_products else ""),
-        subtitle=(f"Week of {_day(b.week_start)} to {_day(b.week_end)}  ·  model {b.model} v{b.model_version}  ·  "
+        subtitle=(f"Week of {_day(b.week_start)} to {_day(b.week_end)}  ·  model {model}  ·  "
                   f"made {b.created_at}"),
         summary=summary,
         table_head=("Rank", "Place", "Expected", "Since last week", "Main reasons"),
@@ -617,16 +618,18 @@ def _render_pdf(b: Briefing, paper: str, keep_reasons: int | None, live: str = "
         story.append(p(text.live_elsewhere, caption))
     prov = Table([[p(k, small), p(v, small)] for k, v in text.provenance], colWidths=[32 * mm, inner - 32 * mm])
     prov.setStyle(TableStyle([("TOPPADDING", (0, 0), (-1, -1), 0.5), ("BOTTOMPADDING", (0, 0), (-1, -1), 0.5),
-                              ("LEFTPADDING", (0, 0), (-1, -1), 0)]))
+                              ("LEFTPADDING", (0, 0), (-1, -1), 0), ("VALIGN", (0, 0), (-1, -1), "TOP")]))
     story.append(KeepTogether([p("Provenance", h2), prov]))
 
     def footer(canvas, doc) -> None:
         canvas.saveState()
         canvas.setFont(regular, 7.5)
         canvas.setFillColor(colors.HexColor("#555555"))
-        # the model's name (AREA-PRODUCT) says which product a loose page belongs to
-        canvas.drawString(MARGIN_MM * mm, 8 * mm, f"{b.area}, week of {b.week_start}: {b.model} v{b.model_version}"
-                                                  f", data {b.data_fingerprint}. Policing data, not ground truth.")
+        # the product says which forecast a loose page belongs to
+        model = b.model_label or f"{b.model} v{b.model_version}"
+        product = f" · {b.product}" if b.product else ""
+        canvas.drawString(MARGIN_MM * mm, 8 * mm, f"{b.area}{product}, week of {b.week_start}: {model}, data "
+                                                  f"{b.data_fingerprint}. Policing data, not ground truth.")
         canvas.drawRightString((width_mm - MARGIN_MM) * mm, 8 * mm, f"page {doc.page}")
         canvas.restoreState()
 

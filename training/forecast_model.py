@@ -32,12 +32,17 @@ from hotspot.training.registry import ModelRef
 AUTO, CHAMPION_PIN = "auto", "champion"
 
 
+class NotForecastable(ValueError):
+    """auto asked for a week before its first forecastable week (the look-back, then its validation weeks)."""
+
+
 @dataclass(frozen=True)
 class ForecastModel:
     model: Forecaster  # fitted: its predict(panel.until(t)) forecasts the week (auto: the chosen candidate)
     ref: ModelRef
     selection: dict | None  # auto's choice and its validation scores; None for a pinned version
     seconds: float = 0.0
+    champion: bool = False  # pinned by the alias 'champion'
 
     @property
     def words(self) -> str:
@@ -45,6 +50,24 @@ class ForecastModel:
         if self.selection:
             return self.selection["sentence"]
         return f"version {self.ref.version} of the registered model {self.ref.name} (pinned)"
+
+    @property
+    def label(self) -> str:
+        """`auto: blend`, `auto: ewm_hl26` or `lightgbm v3`, for pages and reports."""
+        return f"auto: {self.ref.version}" if self.selection else self.ref.label
+
+    @property
+    def provenance_words(self) -> str:
+        """What forecast, for a page's provenance: auto's weights or choice and its refit cadence, or the version."""
+        sel = self.selection
+        if not sel:
+            return f"{self.ref.label}{' (the champion)' if self.champion else ''}"
+        weights = sel.get("weights") or {}
+        what = (("blended its candidates (" + ", ".join(f"{n} {w:.2f}" for n, w in
+                                                      sorted(weights.items(), key=lambda kv: -kv[1]) if w > 0) + ")")
+                if weights else f"chose {sel['chosen']}")
+        return (f"auto, the selection rule, {what} at its refit week {sel.get('refit_week')}, on the weeks before "
+                f"it (refitted every {sel.get('refit_every')} weeks)")
 
     @property
     def run_label(self) -> str:
@@ -172,7 +195,7 @@ def fit_auto(cfg: StudyConfig, panel: Panel, t: int, fingerprint: str | None,
     caller (weeks that share a refit week share the fit)."""
     first = first_auto_period(cfg, panel)
     if t < first:
-        raise ValueError(
+        raise NotForecastable(
             f"auto cannot forecast {panel.period_starts[t].date()}: it chooses a model on the "
             f"{cfg.selection.validation_weeks} weeks before the forecast week, after the features' look-back, so its "
             f"forecasts start {panel.period_starts[first].date()} (forecastable weeks run "
@@ -200,7 +223,7 @@ def pinned_model(cfg: StudyConfig, pin: str) -> ForecastModel:
     from hotspot.training.registry import load_version
 
     model, ref = load_version(cfg, None if pin == CHAMPION_PIN else pin)
-    return ForecastModel(model, ref, None)
+    return ForecastModel(model, ref, None, champion=pin == CHAMPION_PIN)
 
 
 def forecast_model(cfg: StudyConfig, panel: Panel, t: int, fingerprint: str | None,

@@ -120,6 +120,39 @@ def flatten(prefix: str, value) -> dict[str, str]:
     return {prefix: str(value)[:500]}
 
 
+def is_server(uri: str) -> bool:
+    """A tracking server (http[s]://): the one store that the processes of a cluster may all log to at once (a SQLite
+    file is for one machine's processes, taking turns under its lock)."""
+    return uri.startswith(("http://", "https://"))
+
+
+def log_trial_run(client, experiment_id: str, parent_run_id: str, study: str, trial: int, spec: dict,
+                  fold_scores: list[dict], n_folds: int, worker: str | None = None) -> str:
+    """One Optuna trial as a run nested under the `tune` run `parent_run_id`: its parameters and each fold's scores
+    (step = fold). Every tag is set at creation, so a run cut off by a kill while logging is still found and
+    labelled. Logged from the command's process, or from a Dask worker straight to the tracking server. Returns the
+    run id."""
+    import time
+
+    import numpy as np
+    from mlflow.entities import Metric, Param
+
+    tags = {"mlflow.parentRunId": parent_run_id, "mlflow.runName": f"trial {trial}", "step": "tune_trial",
+            "study": study, "state": "pruned" if len(fold_scores) < n_folds else "complete"}
+    if worker:
+        tags["worker"] = worker
+    run = client.create_run(experiment_id, run_name=f"trial {trial}", tags=tags)
+    params = {"trial": str(trial), **flatten("", {"params": spec.get("params", {}),
+                                                  "num_boost_round": spec.get("num_boost_round"),
+                                                  "train_periods": spec.get("train_periods")})}
+    now = int(time.time() * 1000)
+    metrics = [Metric(m.replace("@", "_at_").replace("%", "pct"), float(v), now, k)
+               for k, scores in enumerate(fold_scores) for m, v in scores.items() if np.isfinite(v)]
+    client.log_batch(run.info.run_id, metrics=metrics, params=[Param(k, v) for k, v in params.items()])
+    client.set_terminated(run.info.run_id)
+    return run.info.run_id
+
+
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"  # read by MLflow 3's UI: a model-training experiment opens on its runs
 EXPERIMENT_KIND = "custom_model_development"  # (without it the UI opens on the GenAI traces page)
 NOTE_TAG = "mlflow.note.content"  # the experiment's description in the UI

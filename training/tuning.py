@@ -124,8 +124,11 @@ class TuneResult:
 
 def tune(cfg: StudyConfig, panel: Panel, n_trials: int | None = None, before: str | None = None,
          on_trial: Callable[[object], None] | None = None,
-         log_trial: Callable[[object, dict, list], None] | None = None) -> TuneResult:
-    """Run (or resume) the study until it has `n_trials` finished trials; return the best spec."""
+         log_trial: Callable[[object, dict, list], None] | None = None,
+         worker_tracking: dict | None = None) -> TuneResult:
+    """Run (or resume) the study until it has `n_trials` finished trials; return the best spec. `log_trial` logs a
+    finished trial to MLflow from this process; on the Dask engine, `worker_tracking` (a tracking server's `uri`,
+    the `experiment_id` and the `parent_run_id`) has each worker log its own trials there instead."""
     import optuna
 
     tc = cfg.tune
@@ -153,11 +156,11 @@ def tune(cfg: StudyConfig, panel: Panel, n_trials: int | None = None, before: st
     client = current()
     if remaining and client is not None:  # the Dask engine: the trials run on the workers, one shared study
         before_run = {t.number for t in study.trials}
-        _optimize_on_workers(client, cfg, panel, blocks, coverages, metric, remaining)
+        _optimize_on_workers(client, cfg, panel, blocks, coverages, metric, remaining, worker_tracking)
         study = optuna.load_study(study_name=study_name(cfg), storage=_storage(cfg))
-        for trial in study.trials:  # logged from here: the workers do not write to this command's MLflow run
+        for trial in study.trials:  # logged here unless a worker logged it to the tracking server itself
             if trial.number not in before_run and trial.state.is_finished():
-                if log_trial:
+                if log_trial and "mlflow_run_id" not in trial.user_attrs:
                     log_trial(trial, trial.user_attrs.get("spec") or {}, _fold_scores(trial, len(blocks)))
                 if on_trial:
                     on_trial(trial)
@@ -214,9 +217,11 @@ def _fold_scores(trial, n_folds: int) -> list[dict]:
 
 
 def _optimize_part(cfg: StudyConfig, panel: Panel, blocks: list[np.ndarray], coverages: list[float], metric: str,
-                   n_trials: int, seed: int) -> int:
+                   n_trials: int, seed: int, worker_tracking: dict | None = None) -> int:
     """On a worker: `n_trials` trials of the shared study (loaded from its storage), with a sampler of its own
-    seed so that two workers do not propose the same parameters. Returns the trials it ran."""
+    seed so that two workers do not propose the same parameters. With `worker_tracking` (a tracking server's `uri`,
+    the `experiment_id` and the `tune` run's `parent_run_id`) it logs each trial there as a nested run and keeps
+    the run id in the trial's `mlflow_run_id`. Returns the trials it ran."""
     import socket
 
     import optuna
@@ -228,16 +233,29 @@ def _optimize_part(cfg: StudyConfig, panel: Panel, blocks: list[np.ndarray], cov
         study_name=study_name(cfg), storage=_storage(cfg), **_search(cfg, seed))
     where = f"{socket.gethostname()}:{os.getpid()}"
 
+    log_trial = None
+    if worker_tracking:
+        from mlflow import MlflowClient
+
+        from hotspot.training.tracking import log_trial_run
+
+        mlflow_client = MlflowClient(tracking_uri=worker_tracking["uri"])
+
+        def log_trial(trial, spec: dict, fold_scores: list) -> None:
+            run_id = log_trial_run(mlflow_client, worker_tracking["experiment_id"], worker_tracking["parent_run_id"],
+                                   study.study_name, trial.number, spec, fold_scores, len(blocks), worker=where)
+            trial.set_user_attr("mlflow_run_id", run_id)
+
     def objective(trial) -> float:
         trial.set_user_attr("worker", where)
-        return _objective(trial, cfg, panel, blocks, coverages, metric)
+        return _objective(trial, cfg, panel, blocks, coverages, metric, log_trial)
 
     study.optimize(objective, n_trials=n_trials, timeout=tc.timeout_s, catch=())
     return n_trials
 
 
 def _optimize_on_workers(client, cfg: StudyConfig, panel: Panel, blocks: list[np.ndarray], coverages: list[float],
-                         metric: str, remaining: int) -> None:
+                         metric: str, remaining: int, worker_tracking: dict | None = None) -> None:
     """The remaining trials shared out among the cluster's workers (exactly `remaining` in all), each worker
     running its share against the one study in the storage (an RDB: PostgreSQL on a cluster; a SQLite file only
     when every worker is on this machine)."""
@@ -248,7 +266,7 @@ def _optimize_on_workers(client, cfg: StudyConfig, panel: Panel, blocks: list[np
     shares = [remaining // len(workers) + (i < remaining % len(workers)) for i in range(len(workers))]
     [panel_f] = client.scatter([panel], broadcast=True, hash=False)
     futures = [client.submit(_optimize_part, cfg, panel_f, blocks, coverages, metric, n, cfg.tune.seed + 1 + i,
-                             workers=[w], pure=False)
+                             worker_tracking, workers=[w], pure=False)
                for i, (w, n) in enumerate(zip(workers, shares, strict=True)) if n]
     client.gather(futures)
 

@@ -8,7 +8,16 @@ from typing import Annotated
 
 import typer
 
-from hotspot.cli.common import ConfigOption, ProductOption, app, handles_errors, load, out
+from hotspot.cli.common import (
+    ConfigOption,
+    ModelOption,
+    ProductOption,
+    VersionOption,
+    app,
+    handles_errors,
+    load,
+    out,
+)
 
 
 @app.command("briefing")
@@ -23,20 +32,24 @@ def briefing_cmd(
     fmt: Annotated[str | None, typer.Option("--format", help="pdf or html [default: from the suffix of --out]")]
     = None,
     paper: Annotated[str, typer.Option(help="a4 or letter")] = "a4",
+    model: ModelOption = "auto",
+    version: VersionOption = None,
     product: ProductOption = None,
 ):
-    """Weekly briefing with the champion: map of the top cells, the top list with places and reasons, what changed
-    since last week, how last week's forecast did beside the best baseline, and the caveat; one or two pages. With
+    """Weekly briefing of the week's forecast (auto, as `hotspot forecast` and the map, or a pinned version): map of
+    the top cells, the top list with places and reasons, what changed since last week, how last week's forecast did
+    beside the best baseline, and the caveat; one or two pages. With
     a publication store (HOTSPOT_DATABASE_URL, default sqlite:///hotspot.db) whose weeks `hotspot cycle` has scored,
     also the live record of the published forecasts."""
     from hotspot.steps import briefing_step
+    from hotspot.training.forecast_model import pin_from
 
     cfg = load(config, product)
     start = time.perf_counter()
-    briefing, path = briefing_step(cfg, out_file, week, top, fmt, paper)
+    briefing, path = briefing_step(cfg, out_file, week, top, fmt, paper, pin=pin_from(model, version))
     lw = briefing.last_week
-    out.print(f"briefing for the week of {briefing.week_start} to {briefing.week_end} ({briefing.model} "
-              f"v{briefing.model_version}): top {len(briefing.top)} cells, "
+    out.print(f"briefing for the week of {briefing.week_start} to {briefing.week_end} ({briefing.model_label}): "
+              f"top {len(briefing.top)} cells, "
               f"{sum(c.new for c in briefing.top)} new since last week", highlight=False)
     if lw is not None:
         out.print(f"last week ({lw.week_start}): the top {lw.n_cells} cells held {lw.forecast.hits:g} of "

@@ -9,7 +9,17 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from hotspot.cli.common import ConfigOption, ProductOption, app, default_out, handles_errors, load, out
+from hotspot.cli.common import (
+    ConfigOption,
+    ModelOption,
+    ProductOption,
+    VersionOption,
+    app,
+    default_out,
+    handles_errors,
+    load,
+    out,
+)
 
 
 @app.command("trends")
@@ -117,13 +127,17 @@ def export_cmd(
     week: Annotated[str, typer.Option(help="YYYY-MM-DD: start of the period to forecast")],
     fmt: Annotated[str, typer.Option("--format", help="gpkg, geojson or csv")],
     out_file: Annotated[Path, typer.Option("--out", help="file to write")],
+    model: ModelOption = "auto",
+    version: VersionOption = None,
     product: ProductOption = None,
 ):
-    """Forecast one period with the champion and write it for partners' GIS: GeoPackage, GeoJSON or CSV (cells
-    only, never incidents)."""
+    """Forecast one period as `hotspot forecast` does (auto, or a pinned version) and write it for partners' GIS:
+    GeoPackage, GeoJSON or CSV (cells only, never incidents); the metadata says what forecast."""
     from hotspot.steps import export_step
+    from hotspot.training.forecast_model import pin_from
 
     cfg = load(config, product)
-    cells, meta, path = export_step(cfg, week, fmt, out_file)
-    out.print(f"wrote {len(cells):,} cells of the week of {meta['period_start']} ({meta['model']} "
-              f"v{meta['model_version']}) to {path}")
+    cells, meta, path = export_step(cfg, week, fmt, out_file, pin=pin_from(model, version))
+    label = (f"auto: {meta['model_version']}" if meta.get("selection")
+             else f"{meta['model']} v{meta['model_version']}")
+    out.print(f"wrote {len(cells):,} cells of the week of {meta['period_start']} ({label}) to {path}")

@@ -20,7 +20,6 @@ from hotspot.steps.common import (
 from hotspot.steps.data import features_step, ingest_step, validate_step
 from hotspot.steps.modelling import (
     backtest_step,
-    champion_forecast,
     forecast_step,
     model_forecast,
     model_from_params,
@@ -34,7 +33,7 @@ from hotspot.steps.partners import export_step, intervention_step, trends_step
 from hotspot.steps.publish import publish_step
 
 __all__ = [
-    "Prepared", "audit_metrics", "audit_step", "backtest_step", "briefing_step", "champion_forecast",
+    "Prepared", "audit_metrics", "audit_step", "backtest_step", "briefing_step",
     "demo_audit_step", "feature_table",
     "features_step", "forecast_step", "model_forecast", "ingest_step", "intervention_step", "export_step",
     "log_feature_table",

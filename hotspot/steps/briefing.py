@@ -1,4 +1,4 @@
-"""The weekly briefing step: the champion's week for command staff as a printable PDF or HTML page."""
+"""The weekly briefing step: the week's forecast for command staff as a printable PDF or HTML page."""
 
 from __future__ import annotations
 
@@ -57,13 +57,15 @@ def stored_live(cfg: StudyConfig, database_url: str | None = None) -> dict | Non
 
 
 def briefing_step(cfg: StudyConfig, out: Path, week: str | None = None, top: int = 10, fmt: str | None = None,
-                  paper: str = "a4", prepared: Prepared | None = None, database_url: str | None = None):
-    """Write the weekly briefing of `week` (default: the first unrecorded week) with the champion to `out` (PDF or
-    HTML, from `fmt` or the suffix) and log it to MLflow. Returns (briefing, path). The live record of the
+                  paper: str = "a4", prepared: Prepared | None = None, database_url: str | None = None,
+                  pin: str | None = None):
+    """Write the weekly briefing of `week` (default: the first unrecorded week) to `out` (PDF or HTML, from `fmt` or
+    the suffix) and log it to MLflow; the forecast is auto's (pin None, as `hotspot forecast` and the map) or the
+    pinned version's ('champion' or a number). Returns (briefing, path). The live record of the
     product's published forecasts is added when the publication store (`stored_live`) holds one."""
     from hotspot.training.briefing import build_briefing
     from hotspot.training.briefing_render import briefing_format, paper_size, write_briefing
-    from hotspot.training.registry import load_champion
+    from hotspot.training.forecast_model import fit_auto, pinned_model
 
     check_writable(Path(out))
     kind = briefing_format(Path(out), fmt)
@@ -74,14 +76,20 @@ def briefing_step(cfg: StudyConfig, out: Path, week: str | None = None, top: int
         prepared.panel.period_index(week)
     except ValueError as exc:
         raise HotspotError(f"week {week}: {str(exc).splitlines()[0]}") from None
-    model, ref = load_champion(cfg)
-    briefing = build_briefing(cfg, prepared, model, ref, week, top, live=stored_live(cfg, database_url))
+    fingerprint = prepared.incidents.fingerprint
+    if pin in (None, "auto"):
+        fits: dict = {}  # the weeks it shows and scores share auto's fit where they share a refit week
+        model_for = lambda t: fit_auto(cfg, prepared.panel, t, fingerprint, fits)  # noqa: E731
+    else:
+        pinned = pinned_model(cfg, pin)
+        model_for = lambda t: pinned  # noqa: E731
+    briefing = build_briefing(cfg, prepared, model_for, week, top, live=stored_live(cfg, database_url))
     path = write_briefing(briefing, Path(out), kind, paper)
     with tracking.step_run(cfg, "briefing", prepared.incidents.fingerprint, run_name=f"briefing {week}"):
         import mlflow
 
-        mlflow.log_params({"briefing_week": briefing.week_start, "model_version": ref.version, "top": top,
-                           "format": kind, "paper": paper})
+        mlflow.log_params({"briefing_week": briefing.week_start, "model": briefing.model,
+                           "model_version": briefing.model_version, "top": top, "format": kind, "paper": paper})
         if briefing.last_week is not None:
             lw = briefing.last_week
             mlflow.log_metrics({"last_week_hits": lw.forecast.hits, "last_week_recorded": lw.recorded,

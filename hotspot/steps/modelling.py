@@ -102,17 +102,18 @@ def tune_step(cfg: StudyConfig, trials: int | None = None, before: str | None = 
                            "folds": ",".join(f"{panel.period_starts[b[0]].date()}+{len(b)}" for b in blocks)})
         log_inputs(cfg, prepared.incidents, panel, context="tuning")
 
+        parent = mlflow.active_run().info
+        client = mlflow.MlflowClient()
+
         def log_trial(trial, spec: dict, fold_scores: list) -> None:
-            # every tag at creation: a run cut off by a kill while logging is still found and labelled
-            state = "pruned" if len(fold_scores) < len(blocks) else "complete"
-            with mlflow.start_run(run_name=f"trial {trial.number}", nested=True,
-                                  tags={"step": "tune_trial", "study": study_name(cfg), "state": state}):
-                mlflow.log_params({"trial": trial.number, **tracking.flatten("", {
-                    "params": spec["params"], "num_boost_round": spec["num_boost_round"],
-                    "train_periods": spec["train_periods"]})})
-                for k, scores in enumerate(fold_scores):
-                    mlflow.log_metrics({m.replace("@", "_at_").replace("%", "pct"): v for m, v in scores.items()
-                                        if np.isfinite(v)}, step=k)
+            tracking.log_trial_run(client, parent.experiment_id, parent.run_id, study_name(cfg), trial.number, spec,
+                                   fold_scores, len(blocks))
+
+        # on a Dask cluster with a tracking server, each worker logs its own trials there (never to a SQLite file,
+        # which the command's process writes alone)
+        uri = mlflow.get_tracking_uri()
+        on_workers = ({"uri": uri, "experiment_id": parent.experiment_id, "parent_run_id": parent.run_id}
+                      if tracking.is_server(uri) else None)
 
         with Progress(TextColumn("[bold]tune[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=console) as progress:
@@ -121,7 +122,8 @@ def tune_step(cfg: StudyConfig, trials: int | None = None, before: str | None = 
             def on_trial(trial) -> None:
                 progress.advance(task)
 
-            result = tune(cfg, panel, trials, before, on_trial=on_trial, log_trial=log_trial)
+            result = tune(cfg, panel, trials, before, on_trial=on_trial, log_trial=log_trial,
+                          worker_tracking=on_workers)
         table = result.study.trials_dataframe(attrs=("number", "value", "state", "params", "duration"))
         out_dir.mkdir(parents=True, exist_ok=True)
         paths = {"trials": out_dir / "trials.csv", "best": out_dir / "best_spec.json"}
@@ -350,18 +352,6 @@ def backtest_description(result: BacktestResult, refit: int) -> str:
     return text + ("One child run per model with the same metric names: select them and open the chart view to "
                    "compare (`weekly/...` holds each week's value as a step). The accuracy report, with intervals "
                    "and paired differences, is under Artifacts: `backtest/accuracy.html`.")
-
-
-def champion_forecast(cfg: StudyConfig, week: str, prepared: Prepared):
-    """The champion's forecast of one period (cells with risk, rank, percentile, reasons) and its provenance."""
-    from hotspot.training.forecast import forecast_cells, forecast_provenance
-    from hotspot.training.registry import load_champion
-
-    panel = prepared.panel
-    t = panel.period_index(week)
-    model, ref = load_champion(cfg)
-    cells = forecast_cells(panel, model, t, places=prepared.places)
-    return cells, forecast_provenance(cfg, panel, t, ref, prepared.incidents.fingerprint), ref
 
 
 def model_forecast(cfg: StudyConfig, week: str, prepared: Prepared, pin: str | None = None):

@@ -14,7 +14,7 @@ from hotspot.steps.common import (
     Prepared,
     prepare,
 )
-from hotspot.steps.modelling import champion_forecast
+from hotspot.steps.modelling import model_forecast
 from hotspot.training import tracking
 
 
@@ -81,21 +81,22 @@ def intervention_step(cfg: StudyConfig, cells_file: Path, start: str, end: str |
     return result, paths
 
 
-def export_step(cfg: StudyConfig, week: str, fmt: str, out: Path, prepared: Prepared | None = None):
-    """Forecast one period with the champion (as `hotspot forecast`) and write it as GeoJSON, GeoPackage or CSV for
-    partners' GIS; an `export` run."""
+def export_step(cfg: StudyConfig, week: str, fmt: str, out: Path, prepared: Prepared | None = None,
+                pin: str | None = None):
+    """Forecast one period as `hotspot forecast` does (auto, or the pinned version: 'champion' or a number) and write
+    it as GeoJSON, GeoPackage or CSV for partners' GIS; an `export` run."""
     from hotspot.analysis.exports import export_forecast, parse_formats
 
     fmt = parse_formats(fmt)[0]
     prepared = prepared or prepare(cfg)
-    cells, metadata, ref = champion_forecast(cfg, week, prepared)
+    cells, metadata, chosen = model_forecast(cfg, week, prepared, pin)
     metadata.update({"format": fmt, "note": metadata["note"] + " Cells only: no incident locations."})
     path = export_forecast(cells, out, fmt, metadata)
     with tracking.step_run(cfg, "export", prepared.incidents.fingerprint, run_name=f"export {fmt}"):
         import mlflow
 
         mlflow.log_params({"export_week": metadata["period_start"], "export_format": fmt,
-                           "model_version": ref.version})
+                           "model": chosen.ref.name, "model_version": chosen.ref.version})
         mlflow.log_metrics({"cells": len(cells)})
         mlflow.log_artifact(str(path), "export")
     return cells, metadata, path

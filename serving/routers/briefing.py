@@ -20,8 +20,9 @@ Reader = Annotated[ApiKey, Depends(require("forecasts:read"))]
 MEDIA_TYPES = {"pdf": "application/pdf", "html": "text/html; charset=utf-8"}
 
 BRIEFING_RESPONSES = {
-    200: {"description": "The briefing of the week with the product's champion model: the title (area, product, "
-                         "week, model version, when made), a map of the top cells with the area's outline and "
+    200: {"description": "The briefing of the week with what forecasts the service's weeks (auto by default, "
+                         "or the pinned model; HOTSPOT_FORECAST_MODEL): the title (area, product, week, model, when "
+                         "made), a map of the top cells with the area's outline and "
                          "place labels, the top N table with places and reasons, what changed since last week, "
                          "how last week's forecast did beside the best baseline on the same week, the live record of "
                          "the published forecasts (where `hotspot cycle` has scored some), the caveat that "
@@ -51,10 +52,11 @@ def weekly_briefing(
             check_week(week)
         except ValueError as exc:
             raise validation_error("query", "week", str(exc), week) from None
-    try:
-        forecaster.load_champion()
-    except HotspotError as exc:
-        raise HTTPException(503, str(exc).splitlines()[0]) from None
+    if forecaster.needs_champion:  # auto (the default) and a pinned version need no champion
+        try:
+            forecaster.load_champion()
+        except HotspotError as exc:
+            raise HTTPException(503, str(exc).splitlines()[0]) from None
     live = stored_live_record(state.store, state.area, product.name)  # the viewers' briefing carries it too
     try:
         body, week_start = forecaster.briefing_page(week, top, format, paper, live if live["n_weeks"] else None)

@@ -163,7 +163,7 @@ def test_the_registered_model_returns_risk_for_any_objective(tmp_path):
     import sys
 
     from hotspot.models import LightGBMForecaster
-    from hotspot.steps.modelling import champion_forecast
+    from hotspot.steps.modelling import model_forecast
     from hotspot.training import tracking
     from hotspot.training.backtest import lightgbm_from_config
     from hotspot.training.registry import log_and_register, set_champion
@@ -187,8 +187,8 @@ def test_the_registered_model_returns_risk_for_any_objective(tmp_path):
     for version, model in ((ref.version, poisson), (rank_ref.version, ranker)):
         if version != "1":
             set_champion(cfg, version, "test: the LambdaRank version serves")
-        cells, _, served = champion_forecast(cfg, week, prepared)
-        assert served.version == version
+        cells, _, served = model_forecast(cfg, week, prepared, "champion")
+        assert served.ref.version == version
         expected = cells.sort_values("cell_id")["risk"].to_numpy()
         risk = mlflow.pyfunc.load_model(uri).predict(frame)
         assert risk.name == "risk" and len(risk) == panel.grid.n_cells
