@@ -344,6 +344,11 @@ class EngineConfig(_Section):
         128, description="rows and columns of cells per tile when the panel is built by tiles (plus a halo)")
     partition_rows: Annotated[int, Field(gt=0)] = Field(
         250_000, description="rows per part of a partitioned read or check (Parquet row groups are kept whole)")
+    retries: Annotated[int, Field(ge=0)] = Field(
+        2, description="times a feature tile or a LightGBM fit is run again after the cluster loses a worker (its "
+                       "process killed or its machine gone); an error of the work itself is never retried")
+    wait_for_workers_s: Annotated[float, Field(gt=0)] = Field(
+        120, description="seconds to wait for the cluster to have its workers back before a retry")
 
 
 class FreshnessConfig(_Section):

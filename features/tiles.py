@@ -76,26 +76,45 @@ def build_tiled(client, ctx: BuildContext, chosen: list[str],
     """`build_features(ctx, chosen)`, by tiles on the cluster's workers (see the module docstring)."""
     from distributed import as_completed
 
-    from hotspot.features.engine import tile_cells
+    from hotspot.features.engine import await_workers, lost_worker, retries, retrying, tile_cells
 
     size = size or tile_cells()
     halo = halo_cells(ctx)
     local = [f for f in chosen if f in GLOBAL_FAMILIES]
     spread = [f for f in chosen if f not in GLOBAL_FAMILIES]
     windows = tiles(ctx, size)
-    futures, where = [], {}
-    for window in windows:
-        tile, own, cells = _tile_context(ctx, window, halo)
+    where: dict[str, tuple[int, np.ndarray]] = {}  # future key -> (tile number, the tile's own cells)
+    tries = [0] * len(windows)
+
+    def submit(i: int):
+        tile, own, cells = _tile_context(ctx, windows[i], halo)
         [tile_f] = client.scatter([tile], hash=False)
         future = client.submit(_build_tile, tile_f, own, spread, pure=False)
-        futures.append(future)
-        where[future.key] = cells
+        where[future.key] = (i, cells)
+        return future
+
+    def named(i: int) -> str:
+        return f"feature tile {i + 1} of {len(windows)}"
+
+    # a worker lost while the tiles are sent out fails the scatter itself: that tile is sent again
+    futures = [retrying(client, named(i), lambda i=i: submit(i)) for i in range(len(windows))]
+    workers = len(client.scheduler_info()["workers"])
     whole = build_features(ctx, local) if local else None
     X: np.ndarray | None = None
     layout: Built | None = None
     done = 0
-    for future in as_completed(futures):
-        built = future.result()
+    pending = as_completed(futures)
+    for future in pending:
+        i, cells = where.pop(future.key)
+        try:
+            built = future.result()
+        except Exception as exc:  # noqa: BLE001 - a lost worker's tile is built again; any other error re-raised
+            if not lost_worker(exc) or tries[i] == retries():
+                raise
+            tries[i] += 1
+            await_workers(client, workers, named(i), tries[i])
+            pending.add(retrying(client, named(i), lambda i=i: submit(i)))  # its input went with the worker
+            continue
         if X is None or layout is None:  # every tile builds the same features; the first one to finish names them
             layout = _merge(chosen, built, whole)
             X = np.empty((ctx.n_periods + 1, ctx.grid.n_cells, len(layout.names)), dtype=np.float32)
@@ -104,7 +123,6 @@ def build_tiled(client, ctx: BuildContext, chosen: list[str],
                     X[:, :, layout.names.index(name)] = whole.X[:, :, f]
         assert X is not None and layout is not None
         columns = [layout.names.index(n) for n in built.names]
-        cells = where[future.key]
         for f, column in enumerate(columns):
             X[:, cells, column] = built.X[:, :, f]
         future.release()

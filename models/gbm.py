@@ -204,9 +204,12 @@ def dask_booster(client, params: dict, X: np.ndarray, y: np.ndarray, period: np.
 
     LightGBM's distributed (data-parallel) learner builds its histograms from every worker's rows, so the model is
     equivalent to the single-process one, not bit-identical (tests/test_engine.py states the tolerance). The parts
-    are scattered to the workers, not embedded in the task graph."""
+    are scattered to the workers, not embedded in the task graph; a worker lost during the fit takes its parts with
+    it, so the fit is run again whole once the cluster has its workers back (`[engine] retries`)."""
     import dask.array as da
     from lightgbm.dask import DaskLGBMRanker, DaskLGBMRegressor
+
+    from hotspot.features.engine import restart_stuck, retrying, unblocking
 
     workers = max(1, len(client.scheduler_info()["workers"]))
     if ranker:
@@ -223,16 +226,25 @@ def dask_booster(client, params: dict, X: np.ndarray, y: np.ndarray, period: np.
         return da.concatenate([da.from_delayed(f, shape=p.shape, dtype=p.dtype) for f, p in zip(futures, pieces)])
 
     options = {k: v for k, v in params.items() if k not in ("num_boost_round", "num_threads", "n_jobs")}
-    if ranker:
-        counts = [np.bincount(period[rows] - period[rows][0]) for rows in parts]
-        groups = [g[g > 0] for g in counts]
-        model = DaskLGBMRanker(client=client, n_estimators=rounds, **options)
-        group = da.concatenate([da.from_delayed(f, shape=g.shape, dtype=g.dtype)
-                                for f, g in zip(client.scatter(groups, hash=False), groups)])
-        labels = np.minimum(np.rint(y), RANK_MAX_LABEL).astype(np.int32)
-        model.fit(spread(X), spread(labels), group=group, feature_name=names)
-    else:
-        model = DaskLGBMRegressor(client=client, n_estimators=rounds, **options)
-        model.fit(spread(X), spread(y), sample_weight=None if weight is None else spread(
-            np.asarray(weight, dtype=np.float64)), feature_name=names)
-    return model.to_local().booster_
+
+    def fit() -> lgb.Booster:  # scatter and fit: run again whole when a worker is lost (its parts go with it)
+        with unblocking(client, "_train_part"):
+            return fit_once()
+
+    def fit_once() -> lgb.Booster:
+        if ranker:
+            counts = [np.bincount(period[rows] - period[rows][0]) for rows in parts]
+            groups = [g[g > 0] for g in counts]
+            model = DaskLGBMRanker(client=client, n_estimators=rounds, **options)
+            group = da.concatenate([da.from_delayed(f, shape=g.shape, dtype=g.dtype)
+                                    for f, g in zip(client.scatter(groups, hash=False), groups)])
+            labels = np.minimum(np.rint(y), RANK_MAX_LABEL).astype(np.int32)
+            model.fit(spread(X), spread(labels), group=group, feature_name=names)
+        else:
+            model = DaskLGBMRegressor(client=client, n_estimators=rounds, **options)
+            model.fit(spread(X), spread(y), sample_weight=None if weight is None else spread(
+                np.asarray(weight, dtype=np.float64)), feature_name=names)
+        return model.to_local().booster_
+
+    return retrying(client, "the LightGBM fit on the cluster", fit,
+                    before_retry=lambda: restart_stuck(client, "_train_part"))

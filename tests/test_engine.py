@@ -312,3 +312,96 @@ def test_tune_on_two_workers_logs_each_trial_from_its_worker_to_one_tracking_ser
         server.wait(timeout=30)
         drop_study()
         drop_tracking()
+
+
+def _kill_a_worker_running(client, task: str, after_s: float = 0.0, within_s: float = 120.0) -> list[str]:
+    """Start a thread that SIGKILLs the worker process running a task whose key contains `task`, `after_s` seconds
+    after it first sees one (the LocalCluster's nanny restarts it). Returns the list it appends the worker to."""
+    import os
+    import signal
+    import threading
+    import time as clock
+
+    killed: list[str] = []
+
+    def kill() -> None:
+        deadline = clock.monotonic() + within_s
+        while clock.monotonic() < deadline and not killed:
+            busy = [a for a, keys in client.processing().items() if any(task in str(k) for k in keys)]
+            if busy:
+                clock.sleep(after_s)
+                pid = client.run(os.getpid, workers=[busy[0]])[busy[0]]
+                os.kill(pid, signal.SIGKILL)
+                killed.append(busy[0])
+            clock.sleep(0.02)
+
+    threading.Thread(target=kill, daemon=True).start()
+    return killed
+
+
+@pytest.mark.slow
+def test_a_worker_killed_while_the_tiles_are_built_is_survived_with_the_same_panel(sample_prepared, caplog):
+    """SIGKILL a worker while it builds a tile: its tiles (their scattered inputs lost with it) are built again once
+    the nanny has restarted it, and the panel is still the local one, bit for bit."""
+    import logging
+
+    from hotspot.features.panel import build_panel
+
+    cfg, result, local = sample_prepared
+    small = cfg.model_copy(update={"engine": cfg.engine.model_copy(update={"tile_cells": 8})})
+    with engine(small, "dask", say=lambda _: None) as client, caplog.at_level(logging.WARNING,
+                                                                               "hotspot.features.engine"):
+        killed = _kill_a_worker_running(client, "_build_tile")
+        tiled = build_panel(small, result.accepted, result.grid)
+        assert len(client.scheduler_info()["workers"]) == 2
+    assert killed, "no tile was seen running: the test killed nothing"
+    assert "a worker of the cluster was lost" in caplog.text and "feature tile" in caplog.text
+    assert tiled.feature_names == local.feature_names
+    assert np.array_equal(tiled.X, local.X, equal_nan=True)
+
+
+@pytest.mark.slow
+def test_a_worker_killed_during_a_lightgbm_fit_is_survived_with_the_same_model(sample_prepared, caplog):
+    """SIGKILL a worker in the middle of a `lightgbm.dask` fit: the fit (its parts gone with the worker) is run again
+    whole once the nanny has restarted it, and forecasts as an undisturbed fit on the cluster does. Two undisturbed
+    distributed fits are themselves equivalent, not identical (which worker holds which part changes the bins), so
+    the comparison is the engines' tolerance: the same ranking, near enough."""
+    import logging
+
+    from hotspot.models.gbm import dask_booster
+
+    rng = np.random.default_rng(0)
+    n, f = 300_000, 12
+    X = rng.normal(size=(n, f)).astype(np.float32)
+    y = rng.poisson(np.exp(0.6 * X[:, 0] - 0.4 * X[:, 1])).astype(np.float64)
+    period = np.repeat(np.arange(n // 1000), 1000)
+    params = {"objective": "poisson", "learning_rate": 0.05, "num_leaves": 31, "verbose": -1, "seed": 1,
+              "deterministic": True}
+    names = [f"f{i}" for i in range(f)]
+    cfg, _, _ = sample_prepared
+    with engine(cfg, "dask", say=lambda _: None) as client:
+        undisturbed = dask_booster(client, params, X, y, period, None, names, 200, False)
+        with caplog.at_level(logging.WARNING, "hotspot.features.engine"):
+            killed = _kill_a_worker_running(client, "_train_part", after_s=0.5)
+            survived = dask_booster(client, params, X, y, period, None, names, 200, False)
+    assert killed, "no LightGBM part was seen running: the test killed nothing"
+    assert "the LightGBM fit on the cluster" in caplog.text and "retry 1 of 2" in caplog.text
+    test = rng.normal(size=(5000, f)).astype(np.float32)
+    a, b = survived.predict(test), undisturbed.predict(test)
+    assert np.corrcoef(np.log(a), np.log(b))[0, 1] > 0.99
+    top = 50  # the top 1% of the test rows
+    assert len(set(np.argsort(-a)[:top]) & set(np.argsort(-b)[:top])) >= 0.9 * top
+
+
+def test_only_the_errors_of_a_lost_worker_are_retried():
+    from distributed.client import FutureCancelledError
+    from distributed.scheduler import KilledWorker
+    from lightgbm.basic import LightGBMError
+
+    from hotspot.features.engine import lost_worker
+
+    assert lost_worker(FutureCancelledError("_build_tile-1", "already forgotten"))
+    assert lost_worker(KilledWorker("_train_part-1", None, 3))
+    assert lost_worker(LightGBMError("Socket recv error, Connection reset by peer (code: 104)"))
+    assert not lost_worker(LightGBMError("Check failed: (num_data) > (0)"))  # the fit's own error
+    assert not lost_worker(ValueError("a bug in the tile builder"))
