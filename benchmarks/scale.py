@@ -3,13 +3,17 @@ region (benchmarks/synth_region.py), with the local engine and with the Dask eng
 
     python benchmarks/scale.py                        # 10 tiles (ten times Toronto); needs ../shared/data
     python benchmarks/scale.py --tiles 2 --engines local,dask2 --json benchmarks/results/scale_2.json
+    python benchmarks/scale.py --config configs/toronto.toml --engines local,dask2   # full Toronto itself
 
 Each engine runs in a process of its own (so its peak memory is its own), the steps in order, inside
 `features.engine.engine(...)` (the Dask engine starts a LocalCluster of N worker processes, `[engine]` memory limit
 `--worker-memory`). For each step it prints the seconds, the peak resident memory of the command's process (the
 "driver") and of each worker, rows per second (incident rows for validate, cell-weeks of the panel for features and
 train, cell-weeks forecast for the backtest) and /proc/loadavg. A process that passes `--max-gb` (driver and workers
-together) is stopped, and the step it was in is reported as where that engine stops on this machine.
+together) is stopped, and the step it was in is reported as where that engine stops on this machine. After the
+features step each engine gives a SHA-256 digest of its panel (features, labels, counts, names), and the parent says
+whether the engines built the same panel, bit for bit; with `--config` the area is that config's (its first product),
+not the synthetic region.
 """
 
 from __future__ import annotations
@@ -43,6 +47,18 @@ def tree_rss(pid: int) -> int:
         return 0
 
 
+def panel_digest(panel) -> str:
+    """SHA-256 of everything the panel holds for the later steps: features, labels, counts and feature names."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for array in (panel.X, panel.target, panel.counts):
+        digest.update(str(array.shape).encode())
+        digest.update(memoryview(array.reshape(-1).view("u1")) if array.flags.c_contiguous else array.tobytes())
+    digest.update("\n".join(panel.feature_names).encode())
+    return digest.hexdigest()
+
+
 def child(region: Path, kind: str, workers: int, worker_memory: str, weeks: int) -> None:
     """Run the steps on one engine, printing one JSON line per step (read by the parent)."""
     from hotspot.features.config import load_config
@@ -53,7 +69,7 @@ def child(region: Path, kind: str, workers: int, worker_memory: str, weeks: int)
     from hotspot.training.backtest import lightgbm_from_config
     from hotspot.training.rolling import forecast_periods, run_backtest
 
-    cfg = load_config(region / "region.toml")
+    cfg = load_config(region if region.suffix == ".toml" else region / "region.toml")
     if kind == "dask":  # the machine's cores shared among the workers
         cfg = cfg.model_copy(update={"engine": cfg.engine.model_copy(update={
             "workers": workers, "memory_limit": worker_memory,
@@ -74,6 +90,7 @@ def child(region: Path, kind: str, workers: int, worker_memory: str, weeks: int)
         start = time.perf_counter()
         panel = build_panel(cfg, result.accepted, result.grid)
         report("features", start, panel.n_periods * panel.grid.n_cells)
+        print(json.dumps({"panel_digest": panel_digest(panel)}), flush=True)
         del result
         start = time.perf_counter()
         model = lightgbm_from_config(cfg).fit(panel)
@@ -92,6 +109,7 @@ def run_engine(region: Path, label: str, max_gb: float, worker_memory: str, week
                "--worker-memory", worker_memory, "--weeks", str(weeks)]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
     peak, stopped = [0], [False]
+    digest = None
 
     def watch() -> None:
         while proc.poll() is None:
@@ -113,6 +131,9 @@ def run_engine(region: Path, label: str, max_gb: float, worker_memory: str, week
         if "say" in item:
             print(f"  [{label}] {item['say']}", flush=True)
             continue
+        if "panel_digest" in item:
+            digest = item["panel_digest"]
+            continue
         steps.append(item)
         workers_mb = item.get("worker_peak_mb")
         print(f"  [{label}] {item['step']:9s} {item['seconds']:8.1f} s  driver {item['driver_peak_mb']:6,} MB"
@@ -120,7 +141,8 @@ def run_engine(region: Path, label: str, max_gb: float, worker_memory: str, week
               + f"  {item['rows_per_s'] or 0:>10,} rows/s  load {item['load']}", flush=True)
     proc.wait()
     done = [s["step"] for s in steps]
-    out = {"engine": label, "steps": steps, "peak_tree_mb": peak[0] // 2**20, "exit": proc.returncode}
+    out = {"engine": label, "steps": steps, "peak_tree_mb": peak[0] // 2**20, "exit": proc.returncode,
+           "panel_digest": digest}
     if len(done) < len(STEPS):
         where = STEPS[len(done)]
         why = (f"stopped: the processes passed {max_gb:g} GB" if stopped[0] else
@@ -138,6 +160,7 @@ def main() -> None:
     parser.add_argument("--max-gb", type=float, default=21.0, help="stop an engine whose processes pass this")
     parser.add_argument("--worker-memory", default="6GB", help="Dask memory limit per worker")
     parser.add_argument("--region", type=Path, help="an existing region folder [default: made in outputs/]")
+    parser.add_argument("--config", type=Path, help="a real area's config instead of the synthetic region")
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--child", choices=["local", "dask"], help=argparse.SUPPRESS)
     parser.add_argument("--workers", type=int, default=2, help=argparse.SUPPRESS)
@@ -145,8 +168,8 @@ def main() -> None:
     if args.child:
         child(args.region, args.child, args.workers, args.worker_memory, args.weeks)
         return
-    region = args.region or REPO / "outputs" / f"synth-region-{args.tiles}"
-    if not (region / "region.toml").exists():
+    region = args.config.resolve() if args.config else args.region or REPO / "outputs" / f"synth-region-{args.tiles}"
+    if not args.config and not (region / "region.toml").exists():
         sys.path.insert(0, str(REPO / "benchmarks"))
         from synth_region import SHARED, make_region
 
@@ -157,9 +180,22 @@ def main() -> None:
     print(f"region {region}; cores {os.cpu_count()}; load {load()}", flush=True)
     results = [run_engine(region, label.strip(), args.max_gb, args.worker_memory, args.weeks)
                for label in args.engines.split(",") if label.strip()]
+    digests = {r["engine"]: r["panel_digest"] for r in results if r["panel_digest"]}
+    same = len(set(digests.values())) == 1 if len(digests) > 1 else None
+    if same is not None:
+        print(f"panels: {'identical' if same else 'DIFFERENT'} across {', '.join(digests)} "
+              f"(SHA-256 {next(iter(digests.values()))[:16]}...)" if same else
+              f"panels: DIFFERENT: {digests}", flush=True)
+    for r in results[1:]:
+        base = {s["step"]: s["seconds"] for s in results[0]["steps"]}
+        ratios = {s["step"]: round(s["seconds"] / base[s["step"]], 2) for s in r["steps"] if base.get(s["step"])}
+        if ratios:
+            print(f"{r['engine']} / {results[0]['engine']} time: " + ", ".join(f"{k} {v:.2f}x" for k, v in
+                                                                            ratios.items()), flush=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"region": str(region), "tiles": args.tiles, "results": results}, indent=2))
+        args.json.write_text(json.dumps({"region": str(region), "tiles": None if args.config else args.tiles,
+                                         "panels_identical": same, "results": results}, indent=2))
 
 
 if __name__ == "__main__":

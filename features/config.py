@@ -341,7 +341,8 @@ class EngineConfig(_Section):
                                                   "'auto' shares the machine's memory among the workers")
     processes: bool = Field(True, description="LocalCluster: workers are processes (False: threads of this one)")
     tile_cells: Annotated[int, Field(ge=8)] = Field(
-        128, description="rows and columns of cells per tile when the panel is built by tiles (plus a halo)")
+        128, description="rows and columns of cells per tile when the panel is built by tiles (plus a halo); halved "
+                         "while there are fewer than 3 tiles per worker, down to 4 halos")
     partition_rows: Annotated[int, Field(gt=0)] = Field(
         250_000, description="rows per part of a partitioned read or check (Parquet row groups are kept whole)")
     retries: Annotated[int, Field(ge=0)] = Field(

@@ -1,6 +1,7 @@
 """The panel's features built by spatial tiles on the Dask engine (features/engine.py), identical to the local build.
 
-The raster of the grid is cut into square tiles of `[engine] tile_cells` rows and columns. Each worker builds every
+The raster of the grid is cut into square tiles of `[engine] tile_cells` rows and columns (halved while there are
+fewer than 3 tiles per worker, down to 4 halos: `balanced_size`). Each worker builds every
 time-varying family (features.families) for one tile and a halo of cells around it, wide enough for the widest
 spatial operation of the config (ring sums, the Gaussian kernel's truncation at 3 bandwidths, the inverse-distance
 sums, the near-repeat neighbours), and returns the tile's own cells: every value depends only on cells within that
@@ -47,6 +48,15 @@ def tiles(ctx: BuildContext, size: int) -> list[tuple[int, int, int, int]]:
     return out
 
 
+def balanced_size(ctx: BuildContext, size: int, workers: int, halo: int) -> int:
+    """The tile size to build with: `size` halved while there are fewer than 3 tiles per worker (one large tile
+    would leave the other workers idle), but never below 4 halos (each tile's halo is built too, so small tiles
+    repeat much of the work)."""
+    while len(tiles(ctx, size)) < 3 * workers and size // 2 >= 4 * halo:
+        size //= 2
+    return size
+
+
 def _tile_context(ctx: BuildContext, window: tuple[int, int, int, int], halo: int):
     """The build context of one tile with its halo, and the positions of the tile's own cells in it and in the
     whole grid."""
@@ -78,8 +88,9 @@ def build_tiled(client, ctx: BuildContext, chosen: list[str],
 
     from hotspot.features.engine import await_workers, lost_worker, retries, retrying, tile_cells
 
-    size = size or tile_cells()
     halo = halo_cells(ctx)
+    workers = len(client.scheduler_info()["workers"])
+    size = balanced_size(ctx, size or tile_cells(), workers, halo)
     local = [f for f in chosen if f in GLOBAL_FAMILIES]
     spread = [f for f in chosen if f not in GLOBAL_FAMILIES]
     windows = tiles(ctx, size)
@@ -98,7 +109,6 @@ def build_tiled(client, ctx: BuildContext, chosen: list[str],
 
     # a worker lost while the tiles are sent out fails the scatter itself: that tile is sent again
     futures = [retrying(client, named(i), lambda i=i: submit(i)) for i in range(len(windows))]
-    workers = len(client.scheduler_info()["workers"])
     whole = build_features(ctx, local) if local else None
     X: np.ndarray | None = None
     layout: Built | None = None
