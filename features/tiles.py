@@ -17,6 +17,7 @@ the one panel the later steps read, so it holds the whole panel (the next step o
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 
@@ -108,7 +109,7 @@ def build_tiled(client, ctx: BuildContext, chosen: list[str],
         return f"feature tile {i + 1} of {len(windows)}"
 
     # a worker lost while the tiles are sent out fails the scatter itself: that tile is sent again
-    futures = [retrying(client, named(i), lambda i=i: submit(i)) for i in range(len(windows))]
+    futures = [retrying(client, named(i), partial(submit, i)) for i in range(len(windows))]
     whole = build_features(ctx, local) if local else None
     X: np.ndarray | None = None
     layout: Built | None = None
@@ -123,7 +124,7 @@ def build_tiled(client, ctx: BuildContext, chosen: list[str],
                 raise
             tries[i] += 1
             await_workers(client, workers, named(i), tries[i])
-            pending.add(retrying(client, named(i), lambda i=i: submit(i)))  # its input went with the worker
+            pending.add(retrying(client, named(i), partial(submit, i)))  # its input went with the worker
             continue
         if X is None or layout is None:  # every tile builds the same features; the first one to finish names them
             layout = _merge(chosen, built, whole)
