@@ -191,11 +191,11 @@ def retrying(client, what: str, run: Callable[[], T], before_retry: Callable[[],
         try:
             return run()
         except Exception as exc:  # noqa: BLE001 - only a lost worker's errors are retried; the rest re-raised
-            if not lost_worker(exc) or attempt == retries():
-                if lost_worker(exc):
-                    raise HotspotError(f"{what}: the cluster lost a worker {attempt + 1} time(s) in a row "
-                                       f"([engine] retries = {retries()}): {str(exc).splitlines()[0]}") from exc
+            if not lost_worker(exc):
                 raise
+            if attempt == retries():
+                raise HotspotError(f"{what}: the cluster lost a worker {attempt + 1} time(s) in a row "
+                                   f"([engine] retries = {retries()}): {str(exc).splitlines()[0]}") from exc
             if before_retry is not None:
                 before_retry()
             await_workers(client, n, what, attempt + 1)

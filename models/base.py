@@ -46,7 +46,7 @@ class Forecaster(BaseEstimator, metaclass=ABCMeta):
 
     def reason_features(self, panel: Panel) -> list[str]:
         """The panel's features that carry the evidence this forecaster reads (a 52-week count reads `count_w52`):
-        what its reasons are told from. None by default (no reasons)."""
+        what its reasons are told from. Empty by default (no reasons)."""
         return []
 
     def explain(self, panel: Panel) -> tuple[list[str], np.ndarray] | None:

@@ -12,7 +12,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
 from hotspot.features.panel import Panel
-from hotspot.models.base import Forecaster, check_panel
+from hotspot.models.base import Forecaster, check_panel, family_features
 
 
 class RiskTerrain(Forecaster):
@@ -27,7 +27,7 @@ class RiskTerrain(Forecaster):
 
     @staticmethod
     def context_columns(panel: Panel) -> np.ndarray:
-        cols = [i for i, n in enumerate(panel.feature_names) if panel.feature_families.get(n) == "context"]
+        cols = [panel.feature_names.index(n) for n in family_features(panel, "context")]
         if not cols:
             raise ValueError("the RTM baseline needs context-layer features: add [[context]] layers to the config")
         return np.array(cols)

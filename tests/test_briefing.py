@@ -145,21 +145,20 @@ def test_the_default_briefing_is_autos_forecast_scored_as_it_was_made(sample_pre
     from hotspot.training.briefing import build_briefing
     from hotspot.training.briefing_render import render_html
     from hotspot.training.evaluation.metrics import hits_at
-    from hotspot.training.forecast_model import fit_auto
+    from hotspot.training.forecast_model import fit_auto, models_by_week
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")  # an empty store: no champion
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.setenv("HOTSPOT_CACHE_DIR", str(tmp_path / "cache"))
     cfg, result, panel = sample_prepared
     prepared = Prepared(result, panel, {}, build_places(cfg, result.accepted, result.grid, result.area))
-    fits: dict = {}
-    b = build_briefing(cfg, prepared, lambda t: fit_auto(cfg, panel, t, result.fingerprint, fits), WEEK, top=10)
+    b = build_briefing(cfg, prepared, models_by_week(cfg, panel, result.fingerprint), WEEK, top=10)
     assert b.model == "auto" and b.model_label.startswith("auto: ") and "auto, the selection rule" in b.model_words
     e = panel.period_index("2019-12-23")
     lw = b.last_week
     assert lw.forecast.model == b.model_label.replace(b.model_version, fit_auto(cfg, panel, e, None).ref.version)
     assert "auto as it forecast that week" in lw.how and "with only the weeks before it" in lw.how
-    risk = fit_auto(cfg, panel, e, result.fingerprint, fits).model.predict(panel.until(e))
+    risk = fit_auto(cfg, panel, e, result.fingerprint).model.predict(panel.until(e))
     assert lw.forecast.hits == pytest.approx(hits_at(risk, panel.target[e], 10))
     assert all(c.reasons for c in b.top[:3])  # auto's forecast explains its top cells
     page = render_html(b)

@@ -19,6 +19,7 @@ keeps the registered name, version and run, with `selection` None.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -226,7 +227,18 @@ def pinned_model(cfg: StudyConfig, pin: str) -> ForecastModel:
     return ForecastModel(model, ref, None, champion=pin == CHAMPION_PIN)
 
 
+def models_by_week(cfg: StudyConfig, panel: Panel, fingerprint: str | None,
+                   pin: str | None = None) -> Callable[[int], ForecastModel]:
+    """What forecasts each period t of the panel: auto (pin None or 'auto'; periods that share a refit week share
+    its fit) or the pinned version (loaded once)."""
+    if pin in (None, AUTO):
+        fits: dict = {}
+        return lambda t: fit_auto(cfg, panel, t, fingerprint, fits)
+    pinned = pinned_model(cfg, pin)
+    return lambda t: pinned
+
+
 def forecast_model(cfg: StudyConfig, panel: Panel, t: int, fingerprint: str | None,
                    pin: str | None = None) -> ForecastModel:
     """The model that forecasts period t: auto (pin None or 'auto') or the pinned version."""
-    return fit_auto(cfg, panel, t, fingerprint) if pin in (None, AUTO) else pinned_model(cfg, pin)
+    return models_by_week(cfg, panel, fingerprint, pin)(t)

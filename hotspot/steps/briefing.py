@@ -65,7 +65,7 @@ def briefing_step(cfg: StudyConfig, out: Path, week: str | None = None, top: int
     product's published forecasts is added when the publication store (`stored_live`) holds one."""
     from hotspot.training.briefing import build_briefing
     from hotspot.training.briefing_render import briefing_format, paper_size, write_briefing
-    from hotspot.training.forecast_model import fit_auto, pinned_model
+    from hotspot.training.forecast_model import models_by_week
 
     check_writable(Path(out))
     kind = briefing_format(Path(out), fmt)
@@ -76,13 +76,7 @@ def briefing_step(cfg: StudyConfig, out: Path, week: str | None = None, top: int
         prepared.panel.period_index(week)
     except ValueError as exc:
         raise HotspotError(f"week {week}: {str(exc).splitlines()[0]}") from None
-    fingerprint = prepared.incidents.fingerprint
-    if pin in (None, "auto"):
-        fits: dict = {}  # the weeks it shows and scores share auto's fit where they share a refit week
-        model_for = lambda t: fit_auto(cfg, prepared.panel, t, fingerprint, fits)  # noqa: E731
-    else:
-        pinned = pinned_model(cfg, pin)
-        model_for = lambda t: pinned  # noqa: E731
+    model_for = models_by_week(cfg, prepared.panel, prepared.incidents.fingerprint, pin)
     briefing = build_briefing(cfg, prepared, model_for, week, top, live=stored_live(cfg, database_url))
     path = write_briefing(briefing, Path(out), kind, paper)
     with tracking.step_run(cfg, "briefing", prepared.incidents.fingerprint, run_name=f"briefing {week}"):
