@@ -24,6 +24,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -51,15 +52,21 @@ def panel_digest(panel) -> str:
     """SHA-256 of everything the panel holds for the later steps: features, labels, counts and feature names."""
     import hashlib
 
+    from hotspot.features.parts import PartitionedX
+
     digest = hashlib.sha256()
     for array in (panel.X, panel.target, panel.counts):
         digest.update(str(array.shape).encode())
+        if isinstance(array, PartitionedX):  # the same bytes as the dense cube's, a period at a time
+            for values in array.periods():
+                digest.update(memoryview(values.reshape(-1).view("u1")))
+            continue
         digest.update(memoryview(array.reshape(-1).view("u1")) if array.flags.c_contiguous else array.tobytes())
     digest.update("\n".join(panel.feature_names).encode())
     return digest.hexdigest()
 
 
-def child(region: Path, kind: str, workers: int, worker_memory: str, weeks: int) -> None:
+def child(region: Path, kind: str, workers: int, worker_memory: str, weeks: int, tile_cells: int | None) -> None:
     """Run the steps on one engine, printing one JSON line per step (read by the parent)."""
     from hotspot.features.config import load_config
     from hotspot.features.engine import engine
@@ -73,7 +80,10 @@ def child(region: Path, kind: str, workers: int, worker_memory: str, weeks: int)
     if kind == "dask":  # the machine's cores shared among the workers
         cfg = cfg.model_copy(update={"engine": cfg.engine.model_copy(update={
             "workers": workers, "memory_limit": worker_memory,
-            "threads_per_worker": max(1, (os.cpu_count() or 2) // workers)})})
+            "threads_per_worker": max(1, (os.cpu_count() or 2) // workers),
+            # a partitioned panel (an area too large to gather: [engine] partitioned) goes beside the region
+            "parts_dir": (region.parent if region.suffix == ".toml" else region) / f"panel-parts-dask{workers}",
+            **({"tile_cells": tile_cells} if tile_cells else {})})})
     with engine(cfg, kind, say=lambda text: print(json.dumps({"say": text}), flush=True)) as client:
         def report(step: str, start: float, rows: int) -> None:
             seconds = time.perf_counter() - start
@@ -90,6 +100,11 @@ def child(region: Path, kind: str, workers: int, worker_memory: str, weeks: int)
         start = time.perf_counter()
         panel = build_panel(cfg, result.accepted, result.grid)
         report("features", start, panel.n_periods * panel.grid.n_cells)
+        from hotspot.features.parts import PartitionedX
+
+        if isinstance(panel.X, PartitionedX):
+            print(json.dumps({"say": f"the panel is kept partitioned: {len(panel.X.parts.cells)} Parquet files in "
+                                     f"{panel.X.parts.folder}"}), flush=True)
         print(json.dumps({"panel_digest": panel_digest(panel)}), flush=True)
         del result
         start = time.perf_counter()
@@ -102,12 +117,23 @@ def child(region: Path, kind: str, workers: int, worker_memory: str, weeks: int)
         report("backtest", start, len(periods) * panel.grid.n_cells)
 
 
-def run_engine(region: Path, label: str, max_gb: float, worker_memory: str, weeks: int) -> dict:
+def last_line(log) -> str:
+    """The last line of a child's stderr file (its error)."""
+    log.seek(0)
+    lines = [line for line in log.read().splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def run_engine(region: Path, label: str, max_gb: float, worker_memory: str, weeks: int,
+               tile_cells: int | None = None) -> dict:
     """One engine in a child process, watched for memory; its figures."""
     kind, workers = ("local", 0) if label == "local" else ("dask", int(label.removeprefix("dask") or 2))
     command = [sys.executable, __file__, "--child", kind, "--workers", str(workers), "--region", str(region),
-               "--worker-memory", worker_memory, "--weeks", str(weeks)]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+               "--worker-memory", worker_memory, "--weeks", str(weeks),
+               *(["--tile-cells", str(tile_cells)] if tile_cells else [])]
+    # the child's stderr (Dask's and LightGBM's logs) goes to a file: a pipe nobody reads fills up and blocks it
+    errors = tempfile.TemporaryFile("w+")
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors, text=True, cwd=REPO)
     peak, stopped = [0], [False]
     digest = None
 
@@ -146,7 +172,7 @@ def run_engine(region: Path, label: str, max_gb: float, worker_memory: str, week
     if len(done) < len(STEPS):
         where = STEPS[len(done)]
         why = (f"stopped: the processes passed {max_gb:g} GB" if stopped[0] else
-               f"failed (exit {proc.returncode}): {proc.stderr.read().strip().splitlines()[-1:]}")
+               f"failed (exit {proc.returncode}): {last_line(errors)}")
         out["stopped_at"] = {"step": where, "why": why}
         print(f"  [{label}] {where}: {why} (peak of the process tree {peak[0] / 2**30:.1f} GB)", flush=True)
     return out
@@ -162,11 +188,13 @@ def main() -> None:
     parser.add_argument("--region", type=Path, help="an existing region folder [default: made in outputs/]")
     parser.add_argument("--config", type=Path, help="a real area's config instead of the synthetic region")
     parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument("--tile-cells", type=int, help="Dask engine: cells per tile side [default: the config's "
+                                                       "[engine] tile_cells]; smaller tiles, less memory per worker")
     parser.add_argument("--child", choices=["local", "dask"], help=argparse.SUPPRESS)
     parser.add_argument("--workers", type=int, default=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.region, args.child, args.workers, args.worker_memory, args.weeks)
+        child(args.region, args.child, args.workers, args.worker_memory, args.weeks, args.tile_cells)
         return
     region = args.config.resolve() if args.config else args.region or REPO / "outputs" / f"synth-region-{args.tiles}"
     if not args.config and not (region / "region.toml").exists():
@@ -178,7 +206,7 @@ def main() -> None:
         print(f"making the region of {args.tiles} tiles in {region}", flush=True)
         make_region(args.tiles, region)
     print(f"region {region}; cores {os.cpu_count()}; load {load()}", flush=True)
-    results = [run_engine(region, label.strip(), args.max_gb, args.worker_memory, args.weeks)
+    results = [run_engine(region, label.strip(), args.max_gb, args.worker_memory, args.weeks, args.tile_cells)
                for label in args.engines.split(",") if label.strip()]
     digests = {r["engine"]: r["panel_digest"] for r in results if r["panel_digest"]}
     same = len(set(digests.values())) == 1 if len(digests) > 1 else None

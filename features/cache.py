@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import pickle
+import shutil
 import sys
 from datetime import date
 from functools import lru_cache
@@ -129,6 +130,7 @@ def store(cfg: StudyConfig, key: str, value: Any) -> Path | None:
         entries = sorted(path.parent.glob("*.pkl"), key=lambda p: p.stat().st_mtime, reverse=True)
         for old in entries[KEEP:]:
             old.unlink(missing_ok=True)
+            shutil.rmtree(old.with_suffix(".parts"), ignore_errors=True)  # a partitioned panel's files (panel.py)
     except OSError as exc:  # a full or read-only disk costs the next command a rebuild, not this one its result
         print(f"hotspot: panel cache not written ({exc})", file=sys.stderr)
         return None

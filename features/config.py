@@ -350,6 +350,21 @@ class EngineConfig(_Section):
                        "process killed or its machine gone); an error of the work itself is never retried")
     wait_for_workers_s: Annotated[float, Field(gt=0)] = Field(
         120, description="seconds to wait for the cluster to have its workers back before a retry")
+    partitioned: Literal["auto", "always", "never"] = Field(
+        "auto", description="keep the panel's features partitioned on disk (a Parquet file per tile, written by the "
+                            "workers and read by parts) instead of putting the whole cube together in the command's "
+                            "process; 'auto': when it has more than partition_above cell-periods")
+    partition_above: Annotated[int, Field(gt=0)] = Field(
+        10_000_000, description="cell-periods above which 'auto' keeps the panel partitioned (10 million cell-periods "
+                                "of 100 features are 4 GB)")
+    parts_dir: Path | None = Field(
+        None, description="where a partitioned panel's files go: a folder every worker and the command reach "
+                          "[default: the panel cache folder, or a temporary folder with HOTSPOT_CACHE=off]")
+
+    @field_validator("parts_dir", mode="before")
+    @classmethod
+    def _parts_folder(cls, v, info: ValidationInfo):
+        return _resolve(v, info, must_exist=False)
 
 
 class FreshnessConfig(_Section):

@@ -12,8 +12,9 @@ tiles with a halo on the workers (features/tiles.py); a backtest (`backtest`, `a
 model's refit blocks as tasks (training/rolling.py); `tune` runs its Optuna trials as tasks, one study shared through
 its storage (training/tuning.py); a single LightGBM fit in the command's process (`train`) trains with LightGBM's
 own Dask estimator (`lightgbm.dask`, data-parallel over the workers), converted to a local booster (`to_local()`)
-before anything is registered or predicted, so every later step sees the same kind of model. The rest
-runs in the command's process, which still holds the whole panel once the tiles are put together.
+before anything is registered or predicted, so every later step sees the same kind of model. A large panel
+(`[engine] partitioned`) stays on disk as the workers wrote it, a Parquet file per tile (features/parts.py), and is
+read by parts; a smaller one is put together in the command's process. The rest runs in the command's process.
 """
 
 from __future__ import annotations
@@ -200,6 +201,27 @@ def retrying(client, what: str, run: Callable[[], T], before_retry: Callable[[],
                 before_retry()
             await_workers(client, n, what, attempt + 1)
     raise AssertionError("unreachable")
+
+
+def trim_workers(client) -> None:
+    """Give the memory the workers freed back to the system (Arrow's pool, and glibc's malloc_trim as Dask's guide
+    to unmanaged memory advises): after the panel's tiles, a worker's heap keeps its peak, which would count against its memory
+    limit (spilling, pausing) in the steps after. Nothing where the C library has no malloc_trim."""
+    def trim() -> int:
+        import ctypes
+        import sys
+
+        if "pyarrow" in sys.modules:  # Arrow's own allocator keeps what the Parquet writes and reads freed
+            sys.modules["pyarrow"].default_memory_pool().release_unused()
+        try:
+            return int(ctypes.CDLL("libc.so.6").malloc_trim(0))
+        except (OSError, AttributeError):
+            return 0
+
+    try:
+        client.run(trim)
+    except Exception as exc:  # noqa: BLE001 - an optimisation: a worker that cannot answer keeps its heap
+        log.debug("malloc_trim on the workers failed: %s", exc)
 
 
 def worker_memory(client) -> dict[str, int]:

@@ -34,7 +34,7 @@ class Panel:
     groups: tuple[str, ...]
     counts: np.ndarray
     target: np.ndarray
-    X: np.ndarray
+    X: np.ndarray  # or a features.parts.PartitionedX (the same shape and indexing, read from disk by parts)
     feature_names: tuple[str, ...]
     feature_descriptions: dict[str, str] = field(default_factory=dict)
     feature_units: dict[str, str] = field(default_factory=dict)
@@ -121,10 +121,36 @@ def period_starts_for(first: pd.Timestamp, data_end: pd.Timestamp, freq: str) ->
     return starts[: n_complete + 1], n_complete
 
 
+def keeps_partitioned(cfg: StudyConfig, cell_periods: int) -> bool:
+    """Whether the Dask engine keeps a panel of this many cell-periods partitioned on disk (`[engine] partitioned`,
+    `partition_above`) rather than putting its whole feature cube together in the command's process."""
+    mode = cfg.engine.partitioned
+    return mode == "always" or (mode == "auto" and cell_periods > cfg.engine.partition_above)
+
+
+def parts_folder(cfg: StudyConfig, key: str | None) -> Path:
+    """Where a partitioned panel's files go: `[engine] parts_dir`, else beside the panel's cache entry (removed
+    with it), else (cache off) a temporary folder removed when the process ends."""
+    from hotspot.features.cache import cache_dir
+
+    base = cfg.engine.parts_dir or cache_dir()
+    if base is None:
+        import atexit
+        import shutil
+        import tempfile
+
+        folder = Path(tempfile.mkdtemp(prefix="hotspot-panel-"))
+        atexit.register(shutil.rmtree, folder, True)
+        return folder / "parts"
+    return Path(base) / cfg.model_key / f"{key or 'uncached'}.parts"
+
+
 def build_panel(cfg: StudyConfig, incidents: pd.DataFrame, grid: Grid,
-                on_family: Callable[[str, int, int], None] | None = None) -> Panel:
+                on_family: Callable[[str, int, int], None] | None = None, key: str | None = None) -> Panel:
     """Count accepted incidents per cell and period, then build every selected feature family (features.registry);
-    `on_family(name, i, n)` is told before each family is built (progress on the command line)."""
+    `on_family(name, i, n)` is told before each family is built (progress on the command line). On the Dask engine
+    a large panel's features stay partitioned on disk (`keeps_partitioned`; `key`, the panel's cache key, names
+    their folder) and the panel's `X` is a features.parts.PartitionedX."""
     first = pd.Timestamp(cfg.incidents.earliest_date) if cfg.incidents.earliest_date else incidents[
         "occurred_at"].min()
     data_end = pd.Timestamp(cfg.period.data_end) if cfg.period.data_end else incidents["occurred_at"].max()
@@ -161,7 +187,8 @@ def build_panel(cfg: StudyConfig, incidents: pd.DataFrame, grid: Grid,
     if client is not None:  # the Dask engine: the same features, built by spatial tiles on the workers
         from hotspot.features.tiles import build_tiled
 
-        built = build_tiled(client, ctx, selected_families(cfg), on_family)
+        parts = parts_folder(cfg, key) if keeps_partitioned(cfg, (T + 1) * C) else None
+        built = build_tiled(client, ctx, selected_families(cfg), on_family, parts_base=parts)
     else:
         built = build_features(ctx, selected_families(cfg), on_family)
     names, descriptions, units, families, reasons = (built.names, built.descriptions, built.units, built.families,
@@ -182,17 +209,71 @@ def write_panel(panel: Panel, out_dir: Path) -> tuple[Path, Path]:
     """Write the long panel as Parquet and its schema (names, dtypes, descriptions) as JSON, atomically."""
     import json
 
+    from hotspot.features.parts import PartitionedX
+
     out_dir.mkdir(parents=True, exist_ok=True)
+    if isinstance(panel.X, PartitionedX):
+        return _write_partitioned(panel, panel.X, out_dir)
     frame = panel.to_frame()
     path, schema_path = out_dir / "panel.parquet", out_dir / "panel_schema.json"
-    schema = {
+    schema = _schema(panel, {c: str(frame[c].dtype) for c in frame.columns})
+    with locked(path, what="writing the panel"):  # the panel and its schema as one set, each file whole
+        replace_atomically(path, lambda tmp: frame.to_parquet(tmp, index=False))
+        write_text_atomically(schema_path, json.dumps(schema, indent=2))
+    return path, schema_path
+
+
+def _write_partitioned(panel: Panel, X, out_dir: Path) -> tuple[Path, Path]:
+    """A partitioned panel as a folder `panel.parquet/` of its part files (the same columns as the single file,
+    readable as one dataset by pandas, pyarrow, Dask or Spark), hard-linked where the file system allows (no copy),
+    replacing what was there as one set."""
+    import json
+    import os
+    import shutil
+    import uuid
+
+    from hotspot.features.parts import MANIFEST, part_name
+
+    path, schema_path = out_dir / "panel.parquet", out_dir / "panel_schema.json"
+    names = ["period_start", "cell_id", *panel.feature_names, "y"]
+    dtypes = {"period_start": "datetime64[ns]", "cell_id": str(panel.grid.cell_id.dtype), "y": "float32",
+              **dict.fromkeys(panel.feature_names, "float32")}
+    schema = {**_schema(panel, {n: dtypes[n] for n in names}), "partitioned": {
+        "files": len(X.parts.cells), "layout": "one file per spatial tile, one row group per period"}}
+    with locked(path, what="writing the panel"):
+        tmp = out_dir / f".panel.parquet.{uuid.uuid4().hex}.tmp"
+        tmp.mkdir()
+        try:
+            for name in [part_name(i) for i in range(len(X.parts.cells))] + [MANIFEST]:
+                try:
+                    os.link(Path(X.parts.folder) / name, tmp / name)
+                except OSError:  # another file system: copied
+                    shutil.copy2(Path(X.parts.folder) / name, tmp / name)
+            old = out_dir / f".panel.parquet.{uuid.uuid4().hex}.old"
+            if path.exists():
+                os.replace(path, old)
+            os.replace(tmp, path)
+            if old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.unlink(missing_ok=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        write_text_atomically(schema_path, json.dumps(schema, indent=2))
+    return path, schema_path
+
+
+def _schema(panel: Panel, dtypes: dict[str, str]) -> dict:
+    """The panel's schema file: each column's dtype and description, and the panel's shape."""
+    return {
         "rows": "one per period and cell; features of a period use only data before it; y = incidents in it",
         "columns": [
-            {"name": c, "dtype": str(frame[c].dtype),
+            {"name": c, "dtype": dtype,
              "description": {"period_start": "first day of the period", "cell_id": "stable grid cell id",
                              "y": "label: target incidents in the period (empty for the forecast period)"}.get(
                  c, panel.feature_descriptions.get(c, ""))}
-            for c in frame.columns
+            for c, dtype in dtypes.items()
         ],
         "groups": list(panel.groups),
         "n_cells": panel.grid.n_cells,
@@ -200,7 +281,3 @@ def write_panel(panel: Panel, out_dir: Path) -> tuple[Path, Path]:
         "cell_size_m": panel.grid.cell_size_m,
         "crs": panel.grid.crs.to_string(),
     }
-    with locked(path, what="writing the panel"):  # the panel and its schema as one set, each file whole
-        replace_atomically(path, lambda tmp: frame.to_parquet(tmp, index=False))
-        write_text_atomically(schema_path, json.dumps(schema, indent=2))
-    return path, schema_path

@@ -12,6 +12,7 @@ the workers.
 
 from __future__ import annotations
 
+import threading
 from datetime import date
 
 import numpy as np
@@ -100,12 +101,20 @@ def _columns_present(src: IncidentsConfig, df: pd.DataFrame) -> None:
         raise InputError(f"{src.path}: the file has no rows")
 
 
+_PREPARING = threading.Lock()
+
+
 def _locate_part(area, grid, lon: np.ndarray, lat: np.ndarray):
+    import shapely
     from pyproj import Transformer
 
-    from hotspot.features.area import WGS84
-
-    x, y = Transformer.from_crs(WGS84, area.crs, always_xy=True).transform(lon, lat)
+    # A worker's threads share the unpickled area: GEOS prepares its boundary on the first containment test and
+    # pyproj's objects are not to be shared between threads; a worker of 2 threads crashed on the ten-times region.
+    # So the boundary is prepared once under a lock, and each call makes its own transformer from text.
+    with _PREPARING:
+        shapely.prepare(area.boundary)
+        crs = area.crs.to_wkt()
+    x, y = Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform(lon, lat)
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     inside = area.contains(x, y)
     cell = np.full(len(x), -1, dtype=np.int32)

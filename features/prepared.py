@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 
 from hotspot.features import cache
 from hotspot.features.config import StudyConfig
@@ -33,10 +34,11 @@ def prepare(cfg: StudyConfig, incidents: ValidatedIncidents | None = None,
     if key is not None:
         start = time.perf_counter()
         found = cache.load(cfg, key)
-        if isinstance(found, Prepared) and (incidents is None or found.incidents.fingerprint == incidents.fingerprint):
+        if isinstance(found, Prepared) and (incidents is None or found.incidents.fingerprint == incidents.fingerprint
+                                            ) and _parts_present(found.panel):
             found.seconds = {"cache_s": time.perf_counter() - start}
             return found
-    prepared = _build(cfg, incidents, say)
+    prepared = _build(cfg, incidents, say, key)
     if key is not None:
         with say("caching the panel for the next command"):
             cache.store(cfg, key, prepared)
@@ -44,7 +46,7 @@ def prepare(cfg: StudyConfig, incidents: ValidatedIncidents | None = None,
 
 
 def _build(cfg: StudyConfig, incidents: ValidatedIncidents | None,
-           say: Callable[[str], AbstractContextManager]) -> Prepared:
+           say: Callable[[str], AbstractContextManager], key: str | None = None) -> Prepared:
     timings = {}
     if incidents is None:
         with say("reading and validating incidents"):
@@ -58,7 +60,15 @@ def _build(cfg: StudyConfig, incidents: ValidatedIncidents | None,
                 status.update(f"{message}: feature family {i + 1} of {n} ({family})")
 
         start = time.perf_counter()
-        panel = build_panel(cfg, incidents.accepted, incidents.grid, on_family=progress)
+        panel = build_panel(cfg, incidents.accepted, incidents.grid, on_family=progress, key=key)
         timings["panel_s"] = time.perf_counter() - start
     places = build_places(cfg, incidents.accepted, incidents.grid, incidents.area)
     return Prepared(incidents, panel, timings, places)
+
+
+def _parts_present(panel: Panel) -> bool:
+    """A cached partitioned panel whose files are gone (removed by hand, another machine's cache) is built again."""
+    from hotspot.features.parts import MANIFEST, PartitionedX
+
+    X = panel.X
+    return not isinstance(X, PartitionedX) or (Path(X.parts.folder) / MANIFEST).is_file()

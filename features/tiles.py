@@ -10,18 +10,24 @@ whole-grid build (tests/test_engine.py checks every value on the sample, `benchm
 The static families (the calendar, one value per period; the context layers, whose kernel densities read every
 point of a layer) are built once for the whole grid in the command's process, as they are small.
 
-The workers see only their tile's counts and incidents; the command's process still puts the tiles together into
-the one panel the later steps read, so it holds the whole panel (the next step of issue 18 keeps it partitioned).
+The workers see only their tile's counts and incidents. The command's process either puts the tiles together into
+one dense cube, or (`parts_base` given: a large panel, features/panel.py `keeps_partitioned`) lets each worker write
+its tile's features, the whole-grid families' values for its cells included, as one Parquet file of a partitioned
+panel (features/parts.py) and keeps only the file names: then no process holds the whole cube.
 """
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 
 from hotspot.features.build import Built, build_features
+from hotspot.features.parts import PartitionedX, finish, part_name, start, write_part
 from hotspot.features.registry import BuildContext
 
 GLOBAL_FAMILIES = ("calendar", "context")  # built once, in the command's process (see the module docstring)
@@ -82,34 +88,83 @@ def _build_tile(tile: BuildContext, own: np.ndarray, chosen: list[str]) -> Built
     return built
 
 
+def _build_tile_part(tile: BuildContext, own: np.ndarray, chosen: list[str], spread: list[str],
+                     whole: Built | None, values: np.ndarray | None, folder: str, i: int) -> Built:
+    """Build one tile and write its own cells' features as part i of a partitioned panel, in the panel's column
+    order: the tile's families, and the whole-grid families (`whole`: their names, `values` (T + 1, own cells,
+    F_whole) their values here). Returns the names and metadata only."""
+    built = build_features(tile, spread)
+    layout = _merge(chosen, built, whole)
+    source = {n: built.X[:, own, f] for f, n in enumerate(built.names)}  # views: no second copy of the tile
+    if whole is not None and values is not None:
+        source.update({n: values[:, :, f] for f, n in enumerate(whole.names)})
+    write_part(Path(folder) / part_name(i), [source[n] for n in layout.names], layout.names, tile.period_starts,
+               tile.grid.cell_id[own], tile.target[:, own])
+    layout.X = np.empty((0, 0, 0), dtype=np.float32)
+    return layout
+
+
 def build_tiled(client, ctx: BuildContext, chosen: list[str],
-                on_family: Callable[[str, int, int], None] | None = None, size: int | None = None) -> Built:
-    """`build_features(ctx, chosen)`, by tiles on the cluster's workers (see the module docstring)."""
+                on_family: Callable[[str, int, int], None] | None = None, size: int | None = None,
+                parts_base: Path | None = None) -> Built:
+    """`build_features(ctx, chosen)`, by tiles on the cluster's workers (see the module docstring); with
+    `parts_base`, written there as a partitioned panel (its `X` a features.parts.PartitionedX)."""
+    from hotspot.features.engine import tile_cells, trim_workers
+
+    try:
+        return _build_tiled(client, ctx, chosen, on_family, size or tile_cells(), parts_base)
+    finally:
+        trim_workers(client)
+
+
+def _build_tiled(client, ctx: BuildContext, chosen: list[str], on_family: Callable[[str, int, int], None] | None,
+                 size: int, parts_base: Path | None) -> Built:
     from distributed import as_completed
 
-    from hotspot.features.engine import await_workers, lost_worker, retries, retrying, tile_cells
+    from hotspot.features.engine import await_workers, lost_worker, retries, retrying
 
     halo = halo_cells(ctx)
     workers = len(client.scheduler_info()["workers"])
-    size = balanced_size(ctx, size or tile_cells(), workers, halo)
+    size = balanced_size(ctx, size, workers, halo)
     local = [f for f in chosen if f in GLOBAL_FAMILIES]
     spread = [f for f in chosen if f not in GLOBAL_FAMILIES]
     windows = tiles(ctx, size)
     where: dict[str, tuple[int, np.ndarray]] = {}  # future key -> (tile number, the tile's own cells)
     tries = [0] * len(windows)
 
+    if not spread:  # only whole-grid families: nothing to tile
+        return build_features(ctx, local)
+    folder = start(parts_base) if parts_base is not None else None
+    # partitioned, the whole-grid families go out with the tiles, so they are built first
+    whole = build_features(ctx, local) if local and folder is not None else None
+    whole_meta = replace(whole, X=np.empty((0, 0, 0), dtype=np.float32)) if whole is not None else None
+
     def submit(i: int):
         tile, own, cells = _tile_context(ctx, windows[i], halo)
-        [tile_f] = client.scatter([tile], hash=False)
-        future = client.submit(_build_tile, tile_f, own, spread, pure=False)
+        if folder is None:
+            [tile_f] = client.scatter([tile], hash=False)
+            future = client.submit(_build_tile, tile_f, own, spread, pure=False)
+        else:
+            values = np.ascontiguousarray(whole.X[:, cells]) if whole is not None else None
+            tile_f, values_f = client.scatter([tile, values], hash=False)
+            future = client.submit(_build_tile_part, tile_f, own, chosen, spread, whole_meta, values_f, str(folder),
+                                   i, pure=False)
         where[future.key] = (i, cells)
         return future
 
     def named(i: int) -> str:
         return f"feature tile {i + 1} of {len(windows)}"
 
-    # a worker lost while the tiles are sent out fails the scatter itself: that tile is sent again
-    futures = [retrying(client, named(i), partial(submit, i)) for i in range(len(windows))]
+    try:
+        # a worker lost while the tiles are sent out fails the scatter itself: that tile is sent again
+        futures = [retrying(client, named(i), partial(submit, i)) for i in range(len(windows))]
+        if folder is not None:
+            return _written(client, ctx, chosen, futures, where, tries, workers, named, submit, folder, parts_base,
+                            whole_meta, on_family)
+    except BaseException:
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)  # nothing half-written is left behind
+        raise
     whole = build_features(ctx, local) if local else None
     X: np.ndarray | None = None
     layout: Built | None = None
@@ -140,10 +195,42 @@ def build_tiled(client, ctx: BuildContext, chosen: list[str],
         done += 1
         if on_family is not None:
             on_family(f"tile {done} of {len(windows)}", done - 1, len(windows))
-    if X is None or layout is None:  # no time-varying family chosen: the whole-grid families are all there is
-        assert whole is not None
-        return whole
+    assert X is not None and layout is not None
     layout.X = X
+    return layout
+
+
+def _written(client, ctx: BuildContext, chosen: list[str], futures, where, tries, workers, named, submit,
+             folder: Path, parts_base: Path | None, whole_meta: Built | None, on_family) -> Built:
+    """Wait for the tiles written as parts (retrying those a lost worker took), then finish the partitioned panel."""
+    from distributed import as_completed
+
+    from hotspot.features.engine import await_workers, lost_worker, retries, retrying
+
+    assert parts_base is not None
+    cells_of: dict[int, np.ndarray] = {}
+    layout: Built | None = None
+    pending = as_completed(futures)
+    for future in pending:
+        i, cells = where.pop(future.key)
+        try:
+            built = future.result()
+        except Exception as exc:  # noqa: BLE001 - a lost worker's tile is built again; any other error re-raised
+            if not lost_worker(exc) or tries[i] == retries():
+                raise
+            tries[i] += 1
+            await_workers(client, workers, named(i), tries[i])
+            pending.add(retrying(client, named(i), partial(submit, i)))
+            continue
+        layout = layout or built
+        cells_of[i] = cells
+        future.release()
+        if on_family is not None:
+            on_family(f"tile {len(cells_of)} of {len(futures)}, written", len(cells_of) - 1, len(futures))
+    assert layout is not None
+    parts = finish(folder, parts_base, layout.names, [cells_of[i] for i in range(len(futures))], ctx.grid.n_cells,
+                   ctx.n_periods + 1)
+    layout.X = PartitionedX(parts)  # type: ignore[assignment]
     return layout
 
 

@@ -380,10 +380,10 @@ def test_a_worker_killed_during_a_lightgbm_fit_is_survived_with_the_same_model(s
     names = [f"f{i}" for i in range(f)]
     cfg, _, _ = sample_prepared
     with engine(cfg, "dask", say=lambda _: None) as client:
-        undisturbed = dask_booster(client, params, X, y, period, None, names, 200, False)
+        undisturbed, _ = dask_booster(client, params, X, y, period, None, names, 200, False)
         with caplog.at_level(logging.WARNING, "hotspot.features.engine"):
             killed = _kill_a_worker_running(client, "_train_part", after_s=0.5)
-            survived = dask_booster(client, params, X, y, period, None, names, 200, False)
+            survived, _ = dask_booster(client, params, X, y, period, None, names, 200, False)
     assert killed, "no LightGBM part was seen running: the test killed nothing"
     assert "the LightGBM fit on the cluster" in caplog.text and "retry 1 of 2" in caplog.text
     test = rng.normal(size=(5000, f)).astype(np.float32)
@@ -405,3 +405,168 @@ def test_only_the_errors_of_a_lost_worker_are_retried():
     assert lost_worker(LightGBMError("Socket recv error, Connection reset by peer (code: 104)"))
     assert not lost_worker(LightGBMError("Check failed: (num_data) > (0)"))  # the fit's own error
     assert not lost_worker(ValueError("a bug in the tile builder"))
+
+
+def _partitioned(cfg, folder: Path, tile: int = 12):
+    return cfg.model_copy(update={"engine": cfg.engine.model_copy(update={
+        "tile_cells": tile, "partitioned": "always", "parts_dir": folder})})
+
+
+@pytest.fixture(scope="module")
+def partitioned_panel(sample_prepared, tmp_path_factory):
+    """The sample's panel built on 2 workers and kept partitioned: each worker writes its tiles' Parquet files."""
+    from hotspot.features.panel import build_panel
+
+    cfg, result, _ = sample_prepared
+    small = _partitioned(cfg, tmp_path_factory.mktemp("parts"))
+    with engine(small, "dask", say=lambda _: None):
+        return small, build_panel(small, result.accepted, result.grid, key="sample")
+
+
+@pytest.mark.slow
+def test_a_partitioned_panel_is_the_local_panel_read_by_parts(sample_prepared, partitioned_panel, tmp_path):
+    """`[engine] partitioned`: the workers write one Parquet file per tile and the command keeps only their names;
+    read back (a period, a view, the whole cube, or the folder as one Parquet dataset) it is the local panel bit for
+    bit, and `hotspot features`' output is that dataset."""
+    from hotspot.features.panel import write_panel
+    from hotspot.features.parts import MANIFEST, PartitionedX
+
+    _, _, local = sample_prepared
+    _, panel = partitioned_panel
+    X = panel.X
+    assert isinstance(X, PartitionedX) and X.shape == local.X.shape
+    assert len(X.parts.cells) >= 6 and sorted(np.concatenate(X.parts.cells)) == list(range(local.grid.n_cells))
+    assert panel.feature_names == local.feature_names and np.array_equal(panel.target, local.target)
+    assert np.array_equal(np.asarray(X), local.X, equal_nan=True)
+    t = local.n_periods - 5
+    view = panel.until(t)
+    assert isinstance(view.X, PartitionedX) and view.X.shape == local.until(t).X.shape  # a view reads nothing
+    assert np.array_equal(view.X_next, local.until(t).X_next, equal_nan=True)
+    assert np.array_equal(X[3], local.X[3], equal_nan=True) and np.array_equal(X[-1], local.X[-1], equal_nan=True)
+    keep = np.random.default_rng(0).random((8, local.grid.n_cells)) < 0.3
+    cols = np.array([0, 5, 2])
+    assert np.array_equal(X.take(100, 108, keep, cols), local.X[100:108][:, :, cols][keep], equal_nan=True)
+    # the folder is one Parquet dataset: the long panel of `hotspot features`, and what it writes
+    dense_out, parts_out = tmp_path / "dense", tmp_path / "parts"
+    write_panel(local, dense_out)
+    path, schema = write_panel(panel, parts_out)
+    assert path.is_dir() and (path / MANIFEST).is_file()
+    expected = pd.read_parquet(dense_out / "panel.parquet")
+    got = pd.read_parquet(path).sort_values(["period_start", "cell_id"], kind="stable").reset_index(drop=True)
+    expected = expected.sort_values(["period_start", "cell_id"], kind="stable").reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, expected, check_dtype=False)
+    assert json.loads(schema.read_text())["partitioned"]["files"] == len(X.parts.cells)
+
+
+@pytest.mark.slow
+def test_lightgbm_on_a_partitioned_panel_fits_what_the_dense_panel_fits(sample_prepared, partitioned_panel):
+    """In one process a fit reads just its rows from the parts (`take`), the same rows in the same order as the
+    dense cube: the same booster. On the cluster each worker reads its own share of the periods and the fit is
+    `lightgbm.dask`'s, equivalent within the engines' tolerance; a ranking objective gets its calibration from
+    the scores the workers compute."""
+    from hotspot.models.gbm import LightGBMForecaster
+
+    _, _, local = sample_prepared
+    cfg, panel = partitioned_panel
+    t = local.n_periods - 2
+    spec = {"params": {"learning_rate": 0.05, "num_leaves": 31}, "num_boost_round": 80, "train_periods": 104,
+            "zero_row_fraction": 0.3}
+    dense = LightGBMForecaster.from_spec(spec).fit(local.until(t)).predict(local.until(t))
+    read = LightGBMForecaster.from_spec(spec).fit(panel.until(t)).predict(panel.until(t))
+    assert np.array_equal(dense, read)
+    with engine(cfg, "dask", say=lambda _: None):
+        spread = LightGBMForecaster.from_spec(spec).fit(panel.until(t)).predict(panel.until(t))
+        ranker = LightGBMForecaster.from_spec({**spec, "params": {"objective": "lambdarank"}}).fit(panel.until(t))
+    assert np.corrcoef(np.log(dense), np.log(spread))[0, 1] > 0.98
+    k = max(1, round(0.01 * local.grid.n_cells))
+    assert len(set(np.argsort(-dense)[:k]) & set(np.argsort(-spread)[:k])) >= 0.8 * k
+    assert ranker.calibration_ is not None and ranker.calibration_[1] > 0
+    risk = ranker.predict(panel.until(t))
+    assert np.isfinite(risk).all() and abs(risk.sum() / local.target[t - 52:t].mean(axis=0).sum() - 1) < 0.5
+
+
+@pytest.mark.slow
+def test_a_backtest_on_a_partitioned_panel_is_the_local_backtest(sample_prepared, partitioned_panel):
+    """The backtest's refit blocks run on the workers, each reading its rows from the parts: value for value the
+    local engine's backtest of the dense panel."""
+    from hotspot.training.backtest import lightgbm_from_config
+    from hotspot.training.rolling import forecast_periods, run_backtest
+
+    cfg, _, local = sample_prepared
+    small, panel = partitioned_panel
+    periods = forecast_periods(local, 8)
+    expected = run_backtest(local, [lightgbm_from_config(cfg)], periods, 4, [0.01])
+    with engine(small, "dask", say=lambda _: None):
+        got = run_backtest(panel, [lightgbm_from_config(cfg)], periods, 4, [0.01])
+    pd.testing.assert_frame_equal(got.predictions, expected.predictions)
+    assert got.metrics["models"]["lightgbm"]["weekly"] == expected.metrics["models"]["lightgbm"]["weekly"]
+
+
+@pytest.mark.slow
+def test_a_failed_partitioned_build_leaves_nothing_behind(sample_prepared, tmp_path):
+    """An error in a tile's build is raised as it is, and no folder of parts (whole or half-written) is left."""
+    from hotspot.features.registry import BuildContext
+    from hotspot.features.tiles import build_tiled
+
+    cfg, result, local = sample_prepared
+    small = _partitioned(cfg, tmp_path)
+    ctx = BuildContext(cfg=small, grid=result.grid, period_starts=local.period_starts, groups=local.groups,
+                       counts=local.counts, target=local.target, incidents=result.accepted)
+    with engine(small, "dask", say=lambda _: None) as client:
+        with pytest.raises(KeyError, match="no-such-family"):
+            build_tiled(client, ctx, ["temporal", "no-such-family"], parts_base=tmp_path / "p.parts")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_a_cached_partitioned_panel_whose_files_are_gone_is_built_again(sample_prepared, tmp_path, monkeypatch):
+    """The panel cache keeps a partitioned panel's files beside its entry; an entry whose files were removed is not
+    trusted (its reads would fail): the panel is built again."""
+    import shutil
+
+    from hotspot.features.parts import PartitionedX
+    from hotspot.features.prepared import prepare
+
+    monkeypatch.setenv("HOTSPOT_CACHE_DIR", str(tmp_path / "cache"))
+    cfg, result, local = sample_prepared
+    small = cfg.model_copy(update={"engine": cfg.engine.model_copy(update={"tile_cells": 16,
+                                                                            "partitioned": "always"})})
+    with engine(small, "dask", say=lambda _: None):
+        first = prepare(small, incidents=result)
+    assert isinstance(first.panel.X, PartitionedX)
+    assert Path(first.panel.X.parts.folder).parent.parent == tmp_path / "cache"
+    again = prepare(small, incidents=result)
+    assert "cache_s" in again.seconds and np.array_equal(again.panel.X[-1], local.X[-1], equal_nan=True)
+    shutil.rmtree(first.panel.X.parts.folder)
+    with engine(small, "dask", say=lambda _: None):
+        rebuilt = prepare(small, incidents=result)
+    assert "cache_s" not in rebuilt.seconds and np.array_equal(rebuilt.panel.X[-1], local.X[-1], equal_nan=True)
+
+
+@pytest.mark.slow
+def test_a_distributed_fit_is_the_same_model_in_every_process():
+    """lightgbm.dask ranks its machines in the order of a set of keys, which changes from one process to the next,
+    and the rank decides whose rows set each feature's bins: without `ranks_by_address` the same rows on the same
+    kind of cluster gave one of two models (measured: 3 runs of 4 differed). Three fresh processes, one model."""
+    code = f"""
+import hashlib, numpy as np
+from hotspot.features.config import load_config
+from hotspot.features.engine import engine
+from hotspot.models.gbm import dask_booster
+if __name__ == "__main__":
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200_000, 12)).astype(np.float32)
+    y = rng.poisson(np.exp(0.6 * X[:, 0] - 0.4 * X[:, 1])).astype(np.float64)
+    params = {{"objective": "poisson", "learning_rate": 0.05, "verbose": -1, "seed": 1, "deterministic": True}}
+    with engine(load_config({str(SAMPLE_CONFIG)!r}), "dask", say=lambda _: None) as client:
+        booster, _ = dask_booster(client, params, X, y, np.repeat(np.arange(200), 1000), None,
+                                  [f"f{{i}}" for i in range(12)], 50, False)
+    test = rng.normal(size=(2000, 12)).astype(np.float32)
+    print("MODEL", hashlib.sha256(booster.predict(test).tobytes()).hexdigest())
+"""
+    models = set()
+    for _ in range(3):
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        models.add(next(line for line in done.stdout.splitlines() if line.startswith("MODEL")))
+    assert len(models) == 1, models

@@ -28,6 +28,7 @@ import numpy as np
 
 from hotspot.features.locking import replace_atomically
 from hotspot.features.panel import Panel
+from hotspot.features.parts import PartitionedX
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,7 @@ def panel_digests(panel: Panel, stops: list[int]) -> dict[int, str]:
     head.update(_bytes(np.asarray(panel.grid.cell_id)))
     parts = {name: hashlib.sha256() for name in ("target", "counts", "X", "days", "cells")}
     parts["X"].update(_bytes(panel.X[0]))
+    lazy = isinstance(panel.X, PartitionedX)  # read a period at a time, never the whole cube (features/parts.py)
     days = panel.event_days
     out, done = {}, 0
     for s in stops:
@@ -93,7 +95,8 @@ def panel_digests(panel: Panel, stops: list[int]) -> dict[int, str]:
             raise IndexError(f"period index {s} outside 0..{panel.n_periods}")
         parts["target"].update(_bytes(panel.target[done:s]))
         parts["counts"].update(_bytes(panel.counts[done:s]))
-        parts["X"].update(_bytes(panel.X[done + 1:s + 1]))
+        for chunk in (panel.X[done + 1:s + 1].periods() if lazy else [panel.X[done + 1:s + 1]]):
+            parts["X"].update(_bytes(chunk))
         if days is not None and panel.event_cell is not None:
             lo = int(np.searchsorted(days, panel.days_since_start(panel.period_starts[done]), side="left"))
             hi = int(np.searchsorted(days, panel.days_since_start(panel.period_starts[s]), side="left"))
