@@ -101,22 +101,23 @@ def _columns_present(src: IncidentsConfig, df: pd.DataFrame) -> None:
         raise InputError(f"{src.path}: the file has no rows")
 
 
-_PREPARING = threading.Lock()
+_COPYING = threading.Lock()
 
 
 def _locate_part(area, grid, lon: np.ndarray, lat: np.ndarray):
     import shapely
     from pyproj import Transformer
 
-    # A worker's threads share the unpickled area: GEOS prepares its boundary on the first containment test and
-    # pyproj's objects are not to be shared between threads; a worker of 2 threads crashed on the ten-times region.
-    # So the boundary is prepared once under a lock, and each call makes its own transformer from text.
-    with _PREPARING:
-        shapely.prepare(area.boundary)
+    # A worker's threads share the unpickled area, and neither GEOS's prepared geometry (its point locator is built
+    # on the first query) nor pyproj's objects may be used from two threads at once: a worker of 2 threads crashed
+    # (SIGSEGV in contains_xy) on the ten-times region. So each call tests against its own copy of the boundary and
+    # makes its own transformer from text.
+    with _COPYING:
+        boundary = shapely.from_wkb(shapely.to_wkb(area.boundary))
         crs = area.crs.to_wkt()
     x, y = Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform(lon, lat)
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    inside = area.contains(x, y)
+    inside = shapely.contains_xy(boundary, x, y)
     cell = np.full(len(x), -1, dtype=np.int32)
     cell[inside] = grid.locate(x[inside], y[inside])
     return x, y, inside, cell
