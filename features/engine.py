@@ -205,8 +205,9 @@ def retrying(client, what: str, run: Callable[[], T], before_retry: Callable[[],
 
 def trim_workers(client) -> None:
     """Give the memory the workers freed back to the system (Arrow's pool, and glibc's malloc_trim as Dask's guide
-    to unmanaged memory advises): after the panel's tiles, a worker's heap keeps its peak, which would count against its memory
-    limit (spilling, pausing) in the steps after. Nothing where the C library has no malloc_trim."""
+    to unmanaged memory advises): after the panel's tiles, a worker's heap keeps its peak, which would count
+    against its memory limit (spilling, pausing) in the steps after (measured on the ten-times region: 2.6 GB
+    held, 0.28 GB after). Nothing where the C library has no malloc_trim."""
     def trim() -> int:
         import ctypes
         import sys
