@@ -66,7 +66,8 @@ def panel_digest(panel) -> str:
     return digest.hexdigest()
 
 
-def child(region: Path, kind: str, workers: int, worker_memory: str, weeks: int, tile_cells: int | None) -> None:
+def child(region: Path, kind: str, workers: int, worker_memory: str, weeks: int, tile_cells: int | None,
+          partitioned: str | None = None) -> None:
     """Run the steps on one engine, printing one JSON line per step (read by the parent)."""
     from hotspot.features.config import load_config
     from hotspot.features.engine import engine
@@ -82,8 +83,10 @@ def child(region: Path, kind: str, workers: int, worker_memory: str, weeks: int,
             "workers": workers, "memory_limit": worker_memory,
             "threads_per_worker": max(1, (os.cpu_count() or 2) // workers),
             # a partitioned panel (an area too large to gather: [engine] partitioned) goes beside the region
-            "parts_dir": (region.parent if region.suffix == ".toml" else region) / f"panel-parts-dask{workers}",
-            **({"tile_cells": tile_cells} if tile_cells else {})})})
+            "parts_dir": (REPO / "outputs" / f"scale-{cfg.area.name}" if region.suffix == ".toml" else region)
+            / f"panel-parts-dask{workers}",
+            **({"tile_cells": tile_cells} if tile_cells else {}),
+            **({"partitioned": partitioned} if partitioned else {})})})
     with engine(cfg, kind, say=lambda text: print(json.dumps({"say": text}), flush=True)) as client:
         def report(step: str, start: float, rows: int) -> None:
             seconds = time.perf_counter() - start
@@ -125,12 +128,13 @@ def last_line(log) -> str:
 
 
 def run_engine(region: Path, label: str, max_gb: float, worker_memory: str, weeks: int,
-               tile_cells: int | None = None) -> dict:
+               tile_cells: int | None = None, partitioned: str | None = None) -> dict:
     """One engine in a child process, watched for memory; its figures."""
     kind, workers = ("local", 0) if label == "local" else ("dask", int(label.removeprefix("dask") or 2))
     command = [sys.executable, __file__, "--child", kind, "--workers", str(workers), "--region", str(region),
                "--worker-memory", worker_memory, "--weeks", str(weeks),
-               *(["--tile-cells", str(tile_cells)] if tile_cells else [])]
+               *(["--tile-cells", str(tile_cells)] if tile_cells else []),
+               *(["--partitioned", partitioned] if partitioned else [])]
     # the child's stderr (Dask's and LightGBM's logs) goes to a file: a pipe nobody reads fills up and blocks it
     errors = tempfile.TemporaryFile("w+")
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors, text=True, cwd=REPO)
@@ -190,11 +194,15 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--tile-cells", type=int, help="Dask engine: cells per tile side [default: the config's "
                                                        "[engine] tile_cells]; smaller tiles, less memory per worker")
+    parser.add_argument("--partitioned", choices=["auto", "always", "never"],
+                        help="Dask engine: keep the panel partitioned on disk [default: the config's [engine] "
+                             "partitioned, 'auto': above partition_above cell-periods]")
     parser.add_argument("--child", choices=["local", "dask"], help=argparse.SUPPRESS)
     parser.add_argument("--workers", type=int, default=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.region, args.child, args.workers, args.worker_memory, args.weeks, args.tile_cells)
+        child(args.region, args.child, args.workers, args.worker_memory, args.weeks, args.tile_cells,
+              args.partitioned)
         return
     region = args.config.resolve() if args.config else args.region or REPO / "outputs" / f"synth-region-{args.tiles}"
     if not args.config and not (region / "region.toml").exists():
@@ -206,7 +214,8 @@ def main() -> None:
         print(f"making the region of {args.tiles} tiles in {region}", flush=True)
         make_region(args.tiles, region)
     print(f"region {region}; cores {os.cpu_count()}; load {load()}", flush=True)
-    results = [run_engine(region, label.strip(), args.max_gb, args.worker_memory, args.weeks, args.tile_cells)
+    results = [run_engine(region, label.strip(), args.max_gb, args.worker_memory, args.weeks, args.tile_cells,
+                          args.partitioned)
                for label in args.engines.split(",") if label.strip()]
     digests = {r["engine"]: r["panel_digest"] for r in results if r["panel_digest"]}
     same = len(set(digests.values())) == 1 if len(digests) > 1 else None
