@@ -19,7 +19,7 @@ panel (features/parts.py) and keeps only the file names: then no process holds t
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -119,9 +119,7 @@ def build_tiled(client, ctx: BuildContext, chosen: list[str],
 
 def _build_tiled(client, ctx: BuildContext, chosen: list[str], on_family: Callable[[str, int, int], None] | None,
                  size: int, parts_base: Path | None) -> Built:
-    from distributed import as_completed
-
-    from hotspot.features.engine import await_workers, lost_worker, retries, retrying
+    from hotspot.features.engine import retrying
 
     halo = halo_cells(ctx)
     workers = len(client.scheduler_info()["workers"])
@@ -169,18 +167,7 @@ def _build_tiled(client, ctx: BuildContext, chosen: list[str], on_family: Callab
     X: np.ndarray | None = None
     layout: Built | None = None
     done = 0
-    pending = as_completed(futures)
-    for future in pending:
-        i, cells = where.pop(future.key)
-        try:
-            built = future.result()
-        except Exception as exc:  # noqa: BLE001 - a lost worker's tile is built again; any other error re-raised
-            if not lost_worker(exc) or tries[i] == retries():
-                raise
-            tries[i] += 1
-            await_workers(client, workers, named(i), tries[i])
-            pending.add(retrying(client, named(i), partial(submit, i)))  # its input went with the worker
-            continue
+    for _, cells, built, future in _finished(client, futures, where, tries, workers, named, submit):
         if X is None or layout is None:  # every tile builds the same features; the first one to finish names them
             layout = _merge(chosen, built, whole)
             X = np.empty((ctx.n_periods + 1, ctx.grid.n_cells, len(layout.names)), dtype=np.float32)
@@ -200,16 +187,13 @@ def _build_tiled(client, ctx: BuildContext, chosen: list[str], on_family: Callab
     return layout
 
 
-def _written(client, ctx: BuildContext, chosen: list[str], futures, where, tries, workers, named, submit,
-             folder: Path, parts_base: Path | None, whole_meta: Built | None, on_family) -> Built:
-    """Wait for the tiles written as parts (retrying those a lost worker took), then finish the partitioned panel."""
+def _finished(client, futures, where, tries, workers, named, submit) -> Iterator[tuple]:
+    """Each tile as it finishes: (tile number, its cells, its Built, its future); a tile a lost worker took (its
+    scattered input gone with it) is sent and built again, up to `[engine] retries` times; any other error raised."""
     from distributed import as_completed
 
     from hotspot.features.engine import await_workers, lost_worker, retries, retrying
 
-    assert parts_base is not None
-    cells_of: dict[int, np.ndarray] = {}
-    layout: Built | None = None
     pending = as_completed(futures)
     for future in pending:
         i, cells = where.pop(future.key)
@@ -222,6 +206,16 @@ def _written(client, ctx: BuildContext, chosen: list[str], futures, where, tries
             await_workers(client, workers, named(i), tries[i])
             pending.add(retrying(client, named(i), partial(submit, i)))
             continue
+        yield i, cells, built, future
+
+
+def _written(client, ctx: BuildContext, chosen: list[str], futures, where, tries, workers, named, submit,
+             folder: Path, parts_base: Path | None, whole_meta: Built | None, on_family) -> Built:
+    """Wait for the tiles written as parts (retrying those a lost worker took), then finish the partitioned panel."""
+    assert parts_base is not None
+    cells_of: dict[int, np.ndarray] = {}
+    layout: Built | None = None
+    for i, cells, built, future in _finished(client, futures, where, tries, workers, named, submit):
         layout = layout or built
         cells_of[i] = cells
         future.release()
