@@ -60,3 +60,27 @@ def test_a_tiny_matrix_on_the_sample(tmp_path):
     assert not cases[1]["limit"]["available"] and "recorded weeks after" in cases[1]["limit"]["note"]
     assert cases[1]["offenses"] == ["Assault"]
     assert "mean ratio" in proc.stdout and "load" in proc.stdout
+
+
+def test_the_replay_of_auto_is_auto(tmp_path):
+    """benchmarks/selection_replay.py, fed the forecasts a matrix run kept, scores the config's rule (choose, sticky)
+    and a blend exactly as the matrix's own `auto` and `auto_blend` scored them on the same weeks."""
+    out, kept = tmp_path / "matrix.json", tmp_path / "forecasts"
+    proc = run("--config", str(SAMPLE_CONFIG), "--cases", "all:end", "--products", "all",
+               "--periods", "end=2019-12-30", "--weeks", "8", "--refit-every", "4", "--variants", "blend",
+               "--forecasts", str(kept), "--out", str(out), tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    models = json.loads(out.read_text())["cases"][0]["models"]
+    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+    try:
+        from selection_replay import case
+    finally:
+        sys.path.pop(0)
+    res = case(kept / "all_end.npz", [("choose", 8), ("blend", 8)], judged=8, dev=0, refit_every=4)
+    assert "dev" not in res and res["judged"]["best_baseline"] not in ("lightgbm", "auto")
+    rules = res["judged"]["rules"]
+    assert rules["choose/8"]["pai"] == pytest.approx(models["auto"]["pai@1%"], rel=1e-9)
+    assert rules["blend/8"]["pai"] == pytest.approx(models["auto_blend"]["pai@1%"], rel=1e-9)
+    assert rules["blend/8"]["dev"] == pytest.approx(models["auto_blend"]["deviance"], rel=1e-6)
+    assert rules["lightgbm"]["pai"] == pytest.approx(models["lightgbm"]["pai@1%"], rel=1e-9)
+    assert 0.0 <= rules["blend/8"]["p_at_or_above"] <= 1.0
