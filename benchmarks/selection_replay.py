@@ -14,9 +14,9 @@ The kept weeks are split in two: the **judged** weeks (the last `--judged` weeks
 what it gives, so the choice among rules is not fitted to the weeks that grade it.
 
 Rules: `blend` (non-negative weights minimising Poisson deviance, the shipped rule) and `choose` (the best mean PAI,
-sticky as shipped) at several validation windows; `average` (equal shares at the recorded level); `logblend` (a
-log-linear pool: the forecast is c x prod f_k^w_k, w_k >= 0 and c fitted by Poisson deviance, which lets a candidate
-reorder the top of another's ranking rather than add to its level).
+sticky as shipped; `choose_free` without the stickiness) at several validation windows; `average` (equal shares at the
+recorded level); `logblend` (a log-linear pool: the forecast is c x prod f_k^w_k, w_k >= 0 and c fitted by Poisson
+deviance, which lets a candidate reorder the top of another's ranking rather than add to its level).
 
 Usage: python benchmarks/selection_replay.py DIR [--json OUT] [--judged 26] [--dev 26] [--windows 8,16,26]
 """
@@ -33,6 +33,7 @@ import numpy as np
 
 CANDIDATE_PREFIXES = ("lightgbm", "naive_", "history", "ewm_")  # auto's default candidates (training/backtest.py)
 NOT_BASELINES = ("lightgbm", "auto", "flat")
+LOG_FLOOR = 1e-4  # the least forecast the log-linear pool takes the log of (a count baseline forecasts 0)
 
 
 def _pai(risk: np.ndarray, observed: np.ndarray) -> float:
@@ -47,7 +48,7 @@ def _deviance(risk: np.ndarray, observed: np.ndarray) -> float:
     return poisson_deviance(risk, observed)
 
 
-def logblend_weights(forecasts: np.ndarray, observed: np.ndarray, floor: float = 1e-4) -> tuple[np.ndarray, float]:
+def logblend_weights(forecasts: np.ndarray, observed: np.ndarray, floor: float = LOG_FLOOR) -> tuple[np.ndarray, float]:
     """(w, log c) of the log-linear pool c x prod f_k^w_k with the least Poisson deviance, w >= 0."""
     from scipy.optimize import minimize
 
@@ -68,49 +69,45 @@ def logblend_weights(forecasts: np.ndarray, observed: np.ndarray, floor: float =
 
 
 def replay(rule: str, window: int, F: np.ndarray, names: list[str], observed: np.ndarray, weeks: range,
-           refit_every: int, grid_start: int) -> tuple[np.ndarray, list]:
-    """The rule's forecast of each week in `weeks` (rows of F: (K, W, C)), refitted on the grid grid_start + k x
-    refit_every with the `window` weeks before each refit; and what each refit chose."""
-    from hotspot.training.evaluation.stats import paired_comparison
-    from hotspot.training.selection import average_weights, blend_weights, choose
+           refit_every: int, grid_start: int, pai: np.ndarray) -> np.ndarray:
+    """The rule's forecast of each week in `weeks` (rows of F: (K, W, C); `pai`: each candidate's weekly PAI@1%,
+    (K, W)), refitted on the grid grid_start + k x refit_every with the `window` weeks before each refit."""
+    from hotspot.training.selection import average_weights, beats, blend_weights, choose
 
-    out, fits, chosen = {}, [], None
+    out, fits, chosen = {}, {}, None
     for t in weeks:
         r = grid_start + ((t - grid_start) // refit_every) * refit_every
-        if r not in {f[0] for f in fits}:
+        if r not in fits:
             lo = r - window
             if lo < 0:
                 raise ValueError(f"week {t}: the window of {window} needs forecasts from {lo} (kept from 0)")
             val = slice(lo, r)
             if rule == "blend":
-                w = blend_weights(F[:, val], observed[val])
-                fits.append((r, ("blend", w)))
+                fits[r] = ("sum", blend_weights(F[:, val], observed[val]))
             elif rule == "average":
-                fits.append((r, ("blend", average_weights(F[:, val], observed[val]))))
+                fits[r] = ("sum", average_weights(F[:, val], observed[val]))
             elif rule == "logblend":
-                fits.append((r, ("log", logblend_weights(F[:, val], observed[val]))))
+                fits[r] = ("log", logblend_weights(F[:, val], observed[val]))
             elif rule in ("choose", "choose_free"):
-                scores = np.array([[_pai(F[k, i], observed[i]) for i in range(lo, r)] for k in range(len(names))])
                 means = {n: float(np.nanmean(s)) if np.isfinite(s).any() else math.nan
-                         for n, s in zip(names, scores, strict=True)}
+                         for n, s in zip(names, pai[:, val], strict=True)}
                 best = choose(means, "pai@1%")
-                if rule == "choose" and chosen is not None and chosen != best:
-                    a, b = scores[names.index(best)], scores[names.index(chosen)]
-                    if not paired_comparison(a, b)["ci95"][0] > 0:
-                        best = chosen
+                if (rule == "choose" and chosen not in (None, best)
+                        and not beats(pai[names.index(best), val], pai[names.index(chosen), val], "pai@1%")):
+                    best = chosen  # sticky, as shipped: kept unless the best mean is distinguishably better
                 chosen = best
-                fits.append((r, ("one", names.index(best))))
+                fits[r] = ("one", names.index(best))
             else:
                 raise ValueError(f"unknown rule {rule!r}")
-        kind, p = dict(fits)[r]
-        if kind == "blend":
+        kind, p = fits[r]
+        if kind == "sum":
             out[t] = np.tensordot(p, F[:, t].astype(np.float64), axes=1)
         elif kind == "log":
             w, c = p
-            out[t] = np.exp(np.tensordot(w, np.log(np.maximum(F[:, t].astype(np.float64), 1e-4)), axes=1) + c)
+            out[t] = np.exp(np.tensordot(w, np.log(np.maximum(F[:, t].astype(np.float64), LOG_FLOOR)), axes=1) + c)
         else:
             out[t] = F[p, t].astype(np.float64)
-    return np.stack([out[t] for t in weeks]), fits
+    return np.stack([out[t] for t in weeks])
 
 
 def scores(risk: np.ndarray, observed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -138,6 +135,7 @@ def case(path: Path, rules: list[tuple[str, int]], judged: int, dev: int, refit_
     parts = {"dev": range(W - judged - dev, W - judged), "judged": range(W - judged, W)}
     cand = [m for m in models if m.startswith(CANDIDATE_PREFIXES) and m != "lightgbm_tuned"]
     F = np.stack([data[m] for m in cand])
+    pai = np.array([[_pai(F[k, t], observed[t]) for t in range(W)] for k in range(len(cand))])  # for `choose`
     baselines = [m for m in models if not m.startswith(NOT_BASELINES)]
     res: dict = {"case": path.stem, "candidates": cand, "weeks": W}
     grid_start = W - judged  # the judged weeks' first refit: the matrix's grid
@@ -163,7 +161,7 @@ def case(path: Path, rules: list[tuple[str, int]], judged: int, dev: int, refit_
                                         "p_at_or_above": at_or_above(lgbm["weekly"], base_weekly)}
         for rule, window in rules:
             try:
-                risk, _ = replay(rule, window, F, cand, observed, weeks, refit_every, grid_start)
+                risk = replay(rule, window, F, cand, observed, weeks, refit_every, grid_start, pai)
             except ValueError:
                 continue
             p, d = scores(risk, obs)

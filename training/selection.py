@@ -67,6 +67,15 @@ def choose(means: dict[str, float], metric: str) -> str:
     return best
 
 
+def beats(a: np.ndarray, b: np.ndarray, metric: str) -> bool:
+    """Whether weekly scores `a` are distinguishably better than `b` (the 95% paired interval of their difference
+    excludes 0, on the metric's better side): the test a sticky refit makes before leaving its previous choice."""
+    from hotspot.training.evaluation.stats import paired_comparison
+
+    sign = 1.0 if HIGHER_IS_BETTER.get(metric, True) else -1.0
+    return bool(paired_comparison(sign * np.asarray(a, float), sign * np.asarray(b, float))["ci95"][0] > 0)
+
+
 def _root(array: np.ndarray) -> np.ndarray:
     while isinstance(array.base, np.ndarray):
         array = array.base
@@ -226,13 +235,7 @@ class AutoSelect(Forecaster):
 
     def _beats(self, weekly: pd.DataFrame, best: str, previous: str) -> bool:
         """Whether `best` is distinguishably better than `previous` on the validation weeks (95% paired interval)."""
-        from hotspot.training.evaluation.stats import paired_comparison
-
-        if best == previous:
-            return False
-        sign = 1.0 if HIGHER_IS_BETTER.get(self.metric, True) else -1.0
-        pair = paired_comparison(sign * weekly[best].to_numpy(), sign * weekly[previous].to_numpy())
-        return bool(pair["ci95"][0] > 0)
+        return best != previous and beats(weekly[best].to_numpy(), weekly[previous].to_numpy(), self.metric)
 
     def predict(self, panel: Panel) -> np.ndarray:
         """The chosen candidate's (or the blend's) forecast for the panel's next period."""
