@@ -79,3 +79,54 @@ def test_optuna_still_ignores_trials_without_a_heartbeat(storage):
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
     assert study.trials[0].state == optuna.trial.TrialState.RUNNING
+
+
+def _take_queued_trials(url: str, n: int, queue) -> None:
+    """In a process of its own: ask for `n` trials of study 's' (each takes a queued one while any is left)."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    storage = optuna_compat.ResilientRDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+    study = optuna.load_study(study_name="s", storage=storage)
+    queue.put([study.ask()._trial_id for _ in range(n)])
+
+
+def test_each_queued_trial_is_taken_by_one_process_on_sqlite(tmp_path):
+    """Four processes taking 80 queued trials from one SQLite study: every trial taken once. Optuna's own take took
+    4 to 10 of 60 twice (module docstring, 3), which made two Dask workers run one trial and fail to tell it."""
+    import multiprocessing
+
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="s", storage=url)
+    for x in range(80):
+        study.enqueue_trial({"x": x})
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    workers = [context.Process(target=_take_queued_trials, args=(url, 25, queue)) for _ in range(4)]
+    for w in workers:
+        w.start()
+    taken = [trial_id for _ in workers for trial_id in queue.get(timeout=120)]
+    for w in workers:
+        w.join(timeout=60)
+    assert len(taken) == 100 and len(set(taken)) == 100, f"{len(taken) - len(set(taken))} trials taken twice"
+    trials = {t._trial_id: t for t in optuna.load_study(study_name="s", storage=url).trials}
+    queued = sorted(trials)[:80]
+    assert all(trials[i].state == optuna.trial.TrialState.RUNNING for i in queued)
+    assert set(queued) <= set(taken)  # the queue was emptied before new trials were made
+
+
+def test_taking_a_trial_keeps_optunas_answers(storage):
+    """WAITING to RUNNING: True once, then False; a finished trial raises; the start time is now, as Optuna's."""
+    import datetime as dt
+
+    study = optuna.create_study(storage=storage)
+    study.enqueue_trial({"x": 1.0})
+    [waiting] = study.get_trials(deepcopy=False)
+    before = dt.datetime.now()
+    assert storage.set_trial_state_values(waiting._trial_id, optuna.trial.TrialState.RUNNING) is True
+    assert storage.set_trial_state_values(waiting._trial_id, optuna.trial.TrialState.RUNNING) is False
+    started = storage.get_trial(waiting._trial_id).datetime_start
+    assert before - dt.timedelta(seconds=1) <= started <= dt.datetime.now() + dt.timedelta(seconds=1)
+    assert storage.set_trial_state_values(waiting._trial_id, optuna.trial.TrialState.COMPLETE, [0.5]) is True
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        storage.set_trial_state_values(waiting._trial_id, optuna.trial.TrialState.RUNNING)
+    with pytest.raises(KeyError):
+        storage.set_trial_state_values(10_000, optuna.trial.TrialState.RUNNING)
