@@ -72,6 +72,43 @@ def test_sepp_without_excitation_finds_little():
     assert theta < 0.05
 
 
+def _recorded_to_the_hour_with_repeats(times, cells, rng, share=0.05):
+    """Times rounded down to the hour, and `share` of the records repeated at the same cell and time (several
+    offences of one event), as in real incident data."""
+    times = np.floor(times * 24) / 24
+    again = rng.random(len(times)) < share
+    t, c = np.concatenate([times, times[again]]), np.concatenate([cells, cells[again]])
+    order = np.argsort(t, kind="stable")
+    return t[order], c[order]
+
+
+def test_coincident_records_draw_omega_to_infinity_unless_set_aside():
+    """Without excitation, 5% of records repeated at the same time make EM explain them as instant excitation
+    (omega beyond 1e6 per day, theta the repeated share): the degenerate fit benchmarks/sepp_fit.py finds on Toronto.
+    With `min_gap_days=0` those pairs are not parent and child, and no excitation is found."""
+    rng = np.random.default_rng(3)
+    mu = rng.gamma(2.0, 0.02, 200)
+    times, cells = _recorded_to_the_hour_with_repeats(*simulate_sepp(mu, theta=0.0, omega=0.15, horizon_days=1500,
+                                                                     rng=rng), rng)
+    _, theta, omega, _ = fit_sepp(times, cells, 200, 1500, max_lag_days=180, iterations=500)
+    assert omega > 1e6 and theta == pytest.approx(0.05, abs=0.01)
+    _, theta, _, _ = fit_sepp(times, cells, 200, 1500, max_lag_days=180, iterations=500, min_gap_days=0.0)
+    assert theta < 0.01
+
+
+def test_setting_coincident_records_aside_recovers_the_decay():
+    rng = np.random.default_rng(7)
+    mu = rng.gamma(2.0, 0.02, 200)
+    times, cells = _recorded_to_the_hour_with_repeats(*simulate_sepp(mu, theta=0.4, omega=0.15, horizon_days=1500,
+                                                                     rng=rng), rng)
+    _, theta, omega, _ = fit_sepp(times, cells, 200, 1500, max_lag_days=180, iterations=500, min_gap_days=0.0)
+    assert theta == pytest.approx(0.4, abs=0.05) and omega == pytest.approx(0.15, rel=0.15)
+    _, _, omega_all, _ = fit_sepp(times, cells, 200, 1500, max_lag_days=180, iterations=500)
+    assert abs(omega_all - 0.15) > abs(omega - 0.15)  # the repeats pull the decay up when they are pairs
+    model = SEPP(train_days=300, min_gap_days=0.0)
+    assert model.get_params()["min_gap_days"] == 0.0  # a constructor argument like the others (clone keeps it)
+
+
 def test_sepp_forecast_integrates_the_week(panel):
     known = panel.until(60)
     model = SEPP(train_days=300).fit(known)

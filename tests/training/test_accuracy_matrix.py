@@ -84,3 +84,25 @@ def test_the_replay_of_auto_is_auto(tmp_path):
     assert rules["blend/8"]["dev"] == pytest.approx(models["auto_blend"]["deviance"], rel=1e-6)
     assert rules["lightgbm"]["pai"] == pytest.approx(models["lightgbm"]["pai@1%"], rel=1e-9)
     assert 0.0 <= rules["blend/8"]["p_at_or_above"] <= 1.0
+
+
+def test_the_sepp_fit_benchmark_runs_on_the_sample(tmp_path):
+    """benchmarks/sepp_fit.py (is the matrix's SEPP a fair baseline?): a bad case is named; a short run on the
+    sample backtests every variant on the same weeks and keeps the EM's parameters."""
+    script = REPO_ROOT / "benchmarks" / "sepp_fit.py"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
+
+    def sepp_fit(*args):
+        return subprocess.run([sys.executable, str(script), "--config", str(SAMPLE_CONFIG), *args],
+                              capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+
+    bad = sepp_fit("--cases", "burglary:2019")
+    assert bad.returncode != 0 and "'burglary', '2019'" in bad.stderr and "PRODUCT:PERIOD" in bad.stderr
+    out = tmp_path / "sepp.json"
+    proc = sepp_fit("--cases", "assault:2019", "--weeks", "4", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [case] = json.loads(out.read_text())
+    assert case["weeks"] == 4 and set(case["variants"]) == {"shipped", "converged", "no_coincident", "gap_1d"}
+    for v in case["variants"].values():
+        assert 0 < v["pai@1%"] and 0 < v["deviance"] and 0 <= v["theta"] <= 0.99 and v["iterations"] >= 1
+    assert case["variants"]["shipped"]["iterations"] <= 50 and "mean PAI@1% ratio" in proc.stdout
