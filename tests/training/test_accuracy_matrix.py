@@ -83,6 +83,12 @@ def test_the_replay_of_auto_is_auto(tmp_path):
     assert rules["blend/8"]["pai"] == pytest.approx(models["auto_blend"]["pai@1%"], rel=1e-9)
     assert rules["blend/8"]["dev"] == pytest.approx(models["auto_blend"]["deviance"], rel=1e-6)
     assert rules["lightgbm"]["pai"] == pytest.approx(models["lightgbm"]["pai@1%"], rel=1e-9)
+    best = res["judged"]["best_baseline"]
+    assert res["judged"]["best_pai"] == pytest.approx(models[best]["pai@1%"], rel=1e-12)
+    import numpy as np
+
+    with np.load(kept / "all_end.npz") as arrays:  # kept as scored: float32 would turn near-equal risks into ties
+        assert all(arrays[name].dtype == np.float64 for name in models if name in arrays.files)
     assert 0.0 <= rules["blend/8"]["p_at_or_above"] <= 1.0
 
 
