@@ -22,20 +22,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-ENDS = {"2019": "2019-12-30", "2021": "2021-12-27"}
+sys.path.insert(0, str(REPO / "benchmarks"))
+import accuracy_matrix  # noqa: E402 (the matrix's own cases, periods and load reading)
+
+ENDS = accuracy_matrix.DEFAULT_PERIODS
+config_products, product_config = accuracy_matrix.config_products, accuracy_matrix.product_config
+load, parse_cases = accuracy_matrix.load, accuracy_matrix.parse_cases
+
 VARIANTS = {"shipped": {}, "converged": {"iterations": 500},
             "no_coincident": {"iterations": 500, "min_gap_days": 0.0},
             "gap_1d": {"iterations": 500, "min_gap_days": 1.0}}
-
-
-def load() -> str:
-    return Path("/proc/loadavg").read_text().split()[0]
 
 
 def run_case(cfg, panel, product: str, period: str, weeks: int, refit_every: int) -> dict:
@@ -87,25 +90,12 @@ def main() -> None:
                         help="a kept accuracy-matrix JSON, for each case's best baseline")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
-
-    import sys
-
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    from accuracy_matrix import config_products, product_config
-
     from hotspot.features.config import load_config
     from hotspot.steps.common import prepare
 
     base = load_config(args.config)
     products = config_products(base)
-    if args.cases:
-        cases = [tuple(c.split(":", 1)) for c in args.cases.split(",") if c.strip()]
-        bad = [c for c in cases if len(c) != 2 or c[0] not in products or c[1] not in ENDS]
-        if bad:
-            raise SystemExit(f"--cases: {bad} are not PRODUCT:PERIOD with PRODUCT in {list(products)} and PERIOD "
-                             f"in {list(ENDS)}")
-    else:
-        cases = [(p, y) for p in products for y in ENDS]
+    cases = parse_cases(args.cases, list(products), list(ENDS))
     best = matrix_best(args.matrix)
     began, results = time.perf_counter(), []
     print(f"{len(cases)} case(s); load {load()}", flush=True)

@@ -103,7 +103,7 @@ def test_the_sepp_fit_benchmark_runs_on_the_sample(tmp_path):
                               capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
 
     bad = sepp_fit("--cases", "burglary:2019")
-    assert bad.returncode != 0 and "'burglary', '2019'" in bad.stderr and "PRODUCT:PERIOD" in bad.stderr
+    assert bad.returncode != 0 and "'burglary:2019'" in bad.stderr and "PRODUCT:PERIOD" in bad.stderr
     out = tmp_path / "sepp.json"
     proc = sepp_fit("--cases", "assault:2019", "--weeks", "4", "--json", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
