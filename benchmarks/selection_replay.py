@@ -15,7 +15,8 @@ what it gives, so the choice among rules is not fitted to the weeks that grade i
 
 Rules: `blend` (non-negative weights minimising Poisson deviance, the shipped rule) and `choose` (the best mean PAI,
 sticky as shipped; `choose_free` without the stickiness) at several validation windows; `average` (equal shares at the
-recorded level); `logblend` (a log-linear pool: the forecast is c x prod f_k^w_k, w_k >= 0 and c fitted by Poisson
+recorded level); `topN` (the blend's weights fitted only on the cells some candidate ranks in its top N% of a
+week, e.g. `top5`); `logblend` (a log-linear pool: the forecast is c x prod f_k^w_k, w_k >= 0 and c fitted by Poisson
 deviance, which lets a candidate reorder the top of another's ranking rather than add to its level).
 
 Usage: python benchmarks/selection_replay.py DIR [--json OUT] [--judged 26] [--dev 26] [--windows 8,16,26]
@@ -68,6 +69,27 @@ def logblend_weights(forecasts: np.ndarray, observed: np.ndarray, floor: float =
     return res.x[:K], float(res.x[K])
 
 
+def top_blend_weights(forecasts: np.ndarray, observed: np.ndarray, share: float) -> np.ndarray:
+    """The blend's weights (least Poisson deviance, w >= 0) fitted only on the cells that some candidate ranks in its
+    top `share` of a week (forecasts (K, W, C), observed (W, C)): PAI@1% is decided by the order among the busiest
+    cells, while a deviance over every cell is mostly the quiet cells' level. Cells tied with a candidate's n-th are
+    in too (so the cells do not depend on how a sort breaks ties; a count baseline ties many); a forecast of 0 is
+    nobody's top. The weights then apply to every cell."""
+    from hotspot.training.selection import blend_weights
+
+    forecasts = np.asarray(forecasts, dtype=np.float64)
+    if forecasts.ndim != 3 or forecasts.shape[1:] != np.shape(observed):
+        raise ValueError(f"top blend: forecasts (candidates, weeks, cells) for observed (weeks, cells), got "
+                         f"{forecasts.shape} and {np.shape(observed)}")
+    C = forecasts.shape[2]
+    n = max(1, math.ceil(share * C))
+    nth = np.partition(forecasts, C - n, axis=2)[:, :, C - n]  # each candidate's n-th largest of each week
+    mask = ((forecasts >= nth[:, :, None]) & (forecasts > 0)).any(axis=0)
+    if not mask.any():
+        return blend_weights(forecasts, observed)
+    return blend_weights(forecasts[:, mask], np.asarray(observed)[mask])
+
+
 def replay(rule: str, window: int, F: np.ndarray, names: list[str], observed: np.ndarray, weeks: range,
            refit_every: int, grid_start: int, pai: np.ndarray) -> np.ndarray:
     """The rule's forecast of each week in `weeks` (rows of F: (K, W, C); `pai`: each candidate's weekly PAI@1%,
@@ -88,6 +110,8 @@ def replay(rule: str, window: int, F: np.ndarray, names: list[str], observed: np
                 fits[r] = ("sum", average_weights(F[:, val], observed[val]))
             elif rule == "logblend":
                 fits[r] = ("log", logblend_weights(F[:, val], observed[val]))
+            elif rule.startswith("top") and rule[3:].isdigit():
+                fits[r] = ("sum", top_blend_weights(F[:, val], observed[val], int(rule[3:]) / 100))
             elif rule in ("choose", "choose_free"):
                 means = {n: float(np.nanmean(s)) if np.isfinite(s).any() else math.nan
                          for n, s in zip(names, pai[:, val], strict=True)}
@@ -183,7 +207,8 @@ def main() -> None:
     parser.add_argument("--dev", type=int, default=26, help="weeks before them a rule is picked on "
                                                             "[default: %(default)s]")
     parser.add_argument("--windows", default="8,16,26", help="validation windows in weeks [default: %(default)s]")
-    parser.add_argument("--rules", default="blend,choose,average,logblend", help="[default: %(default)s]")
+    parser.add_argument("--rules", default="blend,choose,average,logblend,top1,top2,top5",
+                        help="[default: %(default)s]")
     parser.add_argument("--refit-every", type=int, default=4)
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()

@@ -76,7 +76,7 @@ def test_the_replay_of_auto_is_auto(tmp_path):
         from selection_replay import case
     finally:
         sys.path.pop(0)
-    res = case(kept / "all_end.npz", [("choose", 8), ("blend", 8)], judged=8, dev=0, refit_every=4)
+    res = case(kept / "all_end.npz", [("choose", 8), ("blend", 8), ("top2", 8)], judged=8, dev=0, refit_every=4)
     assert "dev" not in res and res["judged"]["best_baseline"] not in ("lightgbm", "auto")
     rules = res["judged"]["rules"]
     assert rules["choose/8"]["pai"] == pytest.approx(models["auto"]["pai@1%"], rel=1e-9)
@@ -90,6 +90,39 @@ def test_the_replay_of_auto_is_auto(tmp_path):
     with np.load(kept / "all_end.npz") as arrays:  # kept as scored: float32 would turn near-equal risks into ties
         assert all(arrays[name].dtype == np.float64 for name in models if name in arrays.files)
     assert 0.0 <= rules["blend/8"]["p_at_or_above"] <= 1.0
+    assert rules["top2/8"]["pai"] > 0 and rules["top2/8"]["dev"] > 0  # the top-cells blend replays too
+
+
+def test_the_replays_top_blend_fits_its_weights_where_the_ranking_is_decided():
+    """selection_replay's `topN` rule: two forecasts, `sharp` orders the busiest cells right but misjudges the quiet
+    ones, `level` gets the quiet cells' level right but gives the busy cells one rate. A deviance over every cell,
+    mostly quiet cells, prefers `level`; over the cells at the top of either ranking the weights go to `sharp`."""
+    import numpy as np
+
+    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+    try:
+        from selection_replay import top_blend_weights
+    finally:
+        sys.path.pop(0)
+    from hotspot.training.selection import blend_weights
+
+    rng = np.random.default_rng(1)
+    W, C = 12, 20000
+    rate = np.where(rng.random(C) < 0.03, rng.gamma(4.0, 2.0, C), rng.gamma(0.5, 0.1, C))  # a few busy cells
+    observed = rng.poisson(np.tile(rate, (W, 1)))
+    busy = rate > 1
+    assert busy.sum() > np.ceil(0.02 * C)
+    sharp = np.tile(np.where(busy, rate, 0.3 + 0.1 * rng.random(C)), (W, 1))  # right at the top, too high below it
+    level = np.tile(np.where(busy, rate[busy].mean(), rate), (W, 1))  # right below, one flat rate at the top
+    forecasts = np.stack([sharp, level])
+    everywhere, top = blend_weights(forecasts, observed), top_blend_weights(forecasts, observed, 0.02)
+    assert everywhere[1] > everywhere[0] and top[0] > top[1]
+    # the cells: sharp's top 2% and every cell tied with level's n-th (all its busy cells): the busy cells
+    np.testing.assert_allclose(top, blend_weights(forecasts[:, :, busy], observed[:, busy]))
+    zeros = np.zeros_like(forecasts)  # a forecast of 0 is nobody's top: nothing above 0, the plain blend's weights
+    np.testing.assert_allclose(top_blend_weights(zeros, observed, 0.02), blend_weights(zeros, observed))
+    with pytest.raises(ValueError, match=r"forecasts \(candidates, weeks, cells\)"):
+        top_blend_weights(forecasts[:, 0], observed, 0.02)
 
 
 def test_the_sepp_fit_benchmark_runs_on_the_sample(tmp_path):
